@@ -1,0 +1,450 @@
+"""End-to-end test harness for secret-agent: moto plus IMDS and proxy test doubles.
+
+Protocol (line-delimited JSON):
+  * On start, moto runs in-process and one line is printed:
+    {"ready": true, "moto": "http://127.0.0.1:PORT"}
+  * Each stdin line is a command {"op": ...}; each gets exactly one stdout line,
+    {"ok": true, "result": ...} or {"ok": false, "error": "<type>: <message>"}.
+  * EOF on stdin stops every server and exits 0.
+
+Commands:
+  ping                                                  -> "pong"
+  call service region method args [access_key_id secret_access_key]
+        boto3 call against moto; {"$b64": ...} <-> bytes, datetimes -> ISO-8601
+  start_imds lifetime role region key_prefix            -> {"id", "url"}  (IMDSv2 double)
+  imds_set id [lifetime role region]   imds_rotate id   imds_state id
+  start_proxy [upstream]                                -> {"id", "url"}  (recording reverse proxy)
+  proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret]
+  proxy_calls id   proxy_clear id
+
+Nothing but protocol lines is written to stdout (sys.stdout is redirected to stderr).
+"""
+
+import base64
+import datetime as dt
+import http.client
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+for _var, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):
+    os.environ.setdefault(_var, _value)
+os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_DEFAULT_PROFILE", None)
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: E402
+
+PROTOCOL_OUT = sys.stdout
+sys.stdout = sys.stderr
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+              "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def iso_utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def decode_args(value: Any) -> Any:
+    """Turn every {"$b64": "..."} object into bytes."""
+    if isinstance(value, dict):
+        if set(value) == {"$b64"}:
+            return base64.b64decode(value["$b64"])
+        return {k: decode_args(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_args(v) for v in value]
+    return value
+
+
+def encode_result(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return {"$b64": base64.b64encode(value).decode()}
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class Server:
+    """A ThreadingHTTPServer on 127.0.0.1:0 served from a daemon thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = owner  # handlers reach their state via self.server.owner
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive handler base with a quiet log and a reply helper."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; avoid Nagle/delayed-ACK stalls.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
+              content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        for name, value in headers or []:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailers up to the blank line
+                        pass
+                    return bytes(body)
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+class Imds:
+    """IMDSv2 double with rotating instance-profile credentials."""
+
+    def __init__(self, lifetime: int = 3600, role: str = "secret-agent-role",
+                 region: str = "us-west-1", key_prefix: str = "ASIAIMDS") -> None:
+        self.lock = threading.Lock()
+        self.lifetime, self.role, self.region, self.key_prefix = int(lifetime), role, region, key_prefix
+        self.tokens: dict[str, float] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.generation = 0
+        self.rotate()
+        self.server = Server(ImdsHandler, self)
+
+    def rotate(self) -> str:
+        """Mint a new credential set valid for `lifetime` seconds (caller holds the lock)."""
+        self.generation += 1
+        self.access_key_id = f"{self.key_prefix}{self.generation:08d}".ljust(20, "X")
+        self.secret_access_key = secrets.token_urlsafe(30)[:40]
+        self.session_token = secrets.token_urlsafe(96)
+        self.expiration = int(time.time()) + self.lifetime
+        return self.access_key_id
+
+    def credentials(self) -> dict[str, str]:
+        """The current credential document, rotating first if expired (caller holds the lock)."""
+        if time.time() >= self.expiration:
+            self.rotate()
+        return {"Code": "Success", "LastUpdated": iso_utc(time.time()), "Type": "AWS-HMAC",
+                "AccessKeyId": self.access_key_id, "SecretAccessKey": self.secret_access_key,
+                "Token": self.session_token, "Expiration": iso_utc(self.expiration)}
+
+
+class ImdsHandler(Handler):
+    def do_PUT(self) -> None:
+        self.read_body()
+        self.reply(*self.route())
+
+    def do_GET(self) -> None:
+        self.reply(*self.route())
+
+    def route(self) -> tuple[int, bytes, list[tuple[str, str]], str]:
+        """Record the request and compute (status, body, headers, content type)."""
+        imds: Imds = self.server.owner
+        token = self.headers.get("X-aws-ec2-metadata-token")
+        path = self.path.split("?")[0]
+        creds_path = "/latest/meta-data/iam/security-credentials"
+        with imds.lock:
+            imds.requests.append({"method": self.command, "path": self.path,
+                                  "had_token": token is not None})
+            if self.command == "PUT":
+                if path != "/latest/api/token":
+                    return 404, b"Not Found", [], "text/plain"
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "").strip()
+                if not (ttl.isdigit() and 1 <= int(ttl) <= 21600):
+                    return 400, b"Bad Request", [], "text/plain"
+                token = secrets.token_urlsafe(32)
+                imds.tokens[token] = time.time() + int(ttl)
+                return 200, token.encode(), [("X-aws-ec2-metadata-token-ttl-seconds", ttl)], "text/plain"
+            if token is None or imds.tokens.get(token, 0) <= time.time():
+                return 401, b"Unauthorized", [], "text/plain"
+            if path in (creds_path, creds_path + "/"):
+                return 200, imds.role.encode(), [], "text/plain"
+            if path == f"{creds_path}/{imds.role}":
+                body = json.dumps(imds.credentials(), indent=2)
+                return 200, body.encode(), [], "application/json"
+            if path == "/latest/meta-data/placement/region":
+                return 200, imds.region.encode(), [], "text/plain"
+            if path == "/latest/dynamic/instance-identity/document":
+                doc = {"region": imds.region, "accountId": "123456789012",
+                       "instanceId": "i-0123456789abcdef0"}
+                return 200, json.dumps(doc).encode(), [], "application/json"
+        return 404, b"Not Found", [], "text/plain"
+
+
+FAULTS = {"none", "status", "reset", "delay", "hang"}
+
+
+class Proxy:
+    """Recording, fault-injecting reverse proxy in front of `upstream`."""
+
+    def __init__(self, upstream: str) -> None:
+        parsed = urllib.parse.urlsplit(upstream)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.lock = threading.Lock()
+        self.calls: list[dict[str, Any]] = []
+        self.configure()
+        self.server = Server(ProxyHandler, self)
+
+    def configure(self, fault: str = "none", status: int = 503, delay_ms: int | None = None,
+                  only_action: str | None = None, only_secret: str | None = None) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}, expected one of {sorted(FAULTS)}")
+        if delay_ms is None:
+            delay_ms = 60000 if fault == "hang" else 1000
+        with self.lock:
+            self.fault = {"fault": fault, "status": int(status), "delay_ms": int(delay_ms),
+                          "only_action": only_action, "only_secret": only_secret}
+
+    def fault_for(self, call: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            fault = dict(self.fault)
+        if fault["only_action"] is not None and call["action"] != fault["only_action"]:
+            return {"fault": "none"}
+        if fault["only_secret"] is not None and fault["only_secret"] not in (call["secret_id"] or ""):
+            return {"fault": "none"}
+        return fault
+
+
+class ProxyHandler(Handler):
+    def handle_any(self) -> None:
+        proxy: Proxy = self.server.owner
+        body = self.read_body()
+        call = self.describe(body)
+        with proxy.lock:
+            proxy.calls.append(call)
+        fault = proxy.fault_for(call)
+        kind = fault["fault"]
+        if kind == "status":
+            payload = json.dumps({"__type": "ServiceUnavailableException", "message": "injected"})
+            return self.reply(fault["status"], payload.encode(),
+                              [("x-amzn-ErrorType", "ServiceUnavailableException")],
+                              content_type="application/x-amz-json-1.1")
+        if kind == "reset":
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            os.close(self.connection.detach())
+            return
+        if kind in ("delay", "hang"):
+            time.sleep(fault["delay_ms"] / 1000)
+            if kind == "hang":
+                self.close_connection = True
+                return
+        self.forward(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_any
+
+    def describe(self, body: bytes) -> dict[str, Any]:
+        """Extract action, secret id, access key id and host from a request."""
+        target = self.headers.get("X-Amz-Target")
+        action = target.rsplit(".", 1)[-1] if target else None
+        secret_id = None
+        try:
+            parsed = json.loads(body) if body else None
+            if isinstance(parsed, dict) and isinstance(parsed.get("SecretId"), str):
+                secret_id = parsed["SecretId"]
+        except ValueError:
+            pass
+        if action is None:
+            form = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            if "x-www-form-urlencoded" in self.headers.get("Content-Type", ""):
+                form.update(urllib.parse.parse_qs(body.decode("utf-8", "replace")))
+            action = form.get("Action", [None])[0]
+        match = CREDENTIAL_RE.search(self.headers.get("Authorization", ""))
+        return {"action": action, "secret_id": secret_id,
+                "access_key_id": match.group(1) if match else None,
+                "host": self.headers.get("Host"), "time": time.time()}
+
+    def forward(self, body: bytes) -> None:
+        proxy: Proxy = self.server.owner
+        connection_tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
+        drop = HOP_BY_HOP | connection_tokens | {"content-length"}
+        conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in drop:
+                    conn.putheader(name, value)
+            if body or "Content-Length" in self.headers or self.command in ("POST", "PUT", "PATCH"):
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body or None)
+            response = conn.getresponse()
+            data = response.read()
+            headers = response.getheaders()
+        except (OSError, http.client.HTTPException) as error:
+            message = json.dumps({"message": f"upstream error: {type(error).__name__}: {error}"})
+            return self.reply(502, message.encode(), content_type="application/json")
+        finally:
+            conn.close()
+        self.send_response_only(response.status, response.reason)
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP | {"content-length"}:
+                self.send_header(name, value)
+        length = response.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+class Harness:
+    """Dispatches protocol commands; owns moto, the doubles and the boto3 clients."""
+
+    def __init__(self) -> None:
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.moto_url = f"http://{host}:{port}"
+        self.clients: dict[tuple[str, str, str, str], Any] = {}
+        self.imds: dict[str, Imds] = {}
+        self.proxies: dict[str, Proxy] = {}
+
+    def dispatch(self, command: dict[str, Any]) -> Any:
+        op = command.pop("op", None)
+        handler: Callable[..., Any] | None = getattr(self, f"op_{op}", None)
+        if not isinstance(op, str) or handler is None:
+            raise ValueError(f"unknown op {op!r}")
+        return handler(**command)
+
+    def op_ping(self) -> str:
+        return "pong"
+
+    def op_call(self, service: str, method: str, region: str = "us-west-1",
+                args: dict[str, Any] | None = None, access_key_id: str | None = None,
+                secret_access_key: str | None = None) -> Any:
+        key = (service, region, access_key_id or "testing", secret_access_key or "testing")
+        if key not in self.clients:
+            config = Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=10)
+            self.clients[key] = boto3.session.Session().client(
+                service, region_name=region, endpoint_url=self.moto_url,
+                aws_access_key_id=key[2], aws_secret_access_key=key[3], config=config)
+        response = getattr(self.clients[key], method)(**decode_args(args or {}))
+        response.pop("ResponseMetadata", None)
+        return response
+
+    def op_start_imds(self, **settings: Any) -> dict[str, str]:
+        imds_id = f"imds-{len(self.imds) + 1}"
+        self.imds[imds_id] = Imds(**settings)
+        return {"id": imds_id, "url": self.imds[imds_id].server.url}
+
+    def op_imds_set(self, id: str, lifetime: int | None = None, role: str | None = None,
+                    region: str | None = None) -> None:
+        imds = self.imds[id]
+        with imds.lock:
+            imds.lifetime = int(lifetime) if lifetime is not None else imds.lifetime
+            imds.role = role if role is not None else imds.role
+            imds.region = region if region is not None else imds.region
+
+    def op_imds_rotate(self, id: str) -> str:
+        imds = self.imds[id]
+        with imds.lock:
+            return imds.rotate()
+
+    def op_imds_state(self, id: str) -> dict[str, Any]:
+        imds = self.imds[id]
+        with imds.lock:
+            return {"access_key_id": imds.access_key_id, "generation": imds.generation,
+                    "requests": list(imds.requests)}
+
+    def op_start_proxy(self, upstream: str | None = None) -> dict[str, str]:
+        proxy_id = f"proxy-{len(self.proxies) + 1}"
+        self.proxies[proxy_id] = Proxy(upstream or self.moto_url)
+        return {"id": proxy_id, "url": self.proxies[proxy_id].server.url}
+
+    def op_proxy_set(self, id: str, **fault: Any) -> None:
+        self.proxies[id].configure(**fault)
+
+    def op_proxy_calls(self, id: str) -> list[dict[str, Any]]:
+        proxy = self.proxies[id]
+        with proxy.lock:
+            return list(proxy.calls)
+
+    def op_proxy_clear(self, id: str) -> None:
+        proxy = self.proxies[id]
+        with proxy.lock:
+            proxy.calls.clear()
+
+    def stop(self) -> None:
+        """Stop every server concurrently, waiting at most about a second."""
+        stoppers = [d.server.stop for d in (*self.imds.values(), *self.proxies.values())]
+        threads = [threading.Thread(target=f, daemon=True) for f in (*stoppers, self.moto.stop)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 1
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def emit(message: dict[str, Any]) -> None:
+    PROTOCOL_OUT.write(json.dumps(message, default=encode_result) + "\n")
+    PROTOCOL_OUT.flush()
+
+
+def answer(harness: Harness, line: str) -> dict[str, Any]:
+    try:
+        command = json.loads(line)
+        if not isinstance(command, dict):
+            raise ValueError("command must be a JSON object")
+        result = harness.dispatch(command)
+        json.dumps(result, default=encode_result)  # surface encoding errors as protocol errors
+        return {"ok": True, "result": result}
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        return {"ok": False, "error": f"ClientError: {info.get('Code')}: {info.get('Message')}"}
+    except Exception as error:  # noqa: BLE001 - every failure becomes a protocol error
+        return {"ok": False, "error": f"{type(error).__name__}: {error}"}
+
+
+def main() -> None:
+    sys.stdin.reconfigure(errors="replace")
+    harness = Harness()
+    try:
+        emit({"ready": True, "moto": harness.moto_url})
+        for line in iter(sys.stdin.readline, ""):
+            if line.strip():
+                emit(answer(harness, line))
+    except BrokenPipeError:  # the test process is gone; clean up as on EOF
+        pass
+    harness.stop()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `secret-agent` binary against moto and the
+//! test doubles in `harness.py`. One module per capability.
+
+mod support;
+
+mod core;

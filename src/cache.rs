@@ -1,0 +1,696 @@
+//! The in-memory secret cache.
+//!
+//! Each (secret ARN, version) has a [`Slot`]. Readers of a fresh value touch
+//! only atomics (no lock on the hot path). A miss starts one fetch, spawned
+//! so that it finishes even if its reader goes away, and every concurrent
+//! reader of the same slot awaits that same fetch (single flight).
+//!
+//! When a fetch completes, the slot decides its next background step:
+//! - success: a timer at `ttl - refresh_ahead` refreshes the value if it was
+//!   read since it was fetched; idle values just expire;
+//! - transient failure with a value in hand: retry with exponential backoff
+//!   and jitter, serving the old value (marked stale) until `max_stale` past
+//!   its expiry, after which the value is dropped and reads fail closed;
+//! - any other failure (access denied, deleted secret, ...): the value is
+//!   dropped at once, so a revoked permission stops reads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::config::CacheConfig;
+use crate::resources::SecretArn;
+use crate::secret::Secret;
+use crate::upstream::{Upstream, UpstreamError, Version, with_deadline};
+
+/// Where values come from. [`Upstream`] in the agent; a fake in unit tests.
+pub trait Fetch: Send + Sync + 'static {
+    fn fetch(
+        &self,
+        arn: SecretArn,
+        version: Version,
+    ) -> BoxFuture<'static, Result<Secret, UpstreamError>>;
+}
+
+impl Fetch for Upstream {
+    fn fetch(
+        &self,
+        arn: SecretArn,
+        version: Version,
+    ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
+        let upstream = self.clone();
+        async move { upstream.get_secret_value(&arn, &version).await }.boxed()
+    }
+}
+
+/// How a read was served; sent to clients as `Secret-Agent-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// A fresh cached value.
+    Hit,
+    /// Fetched from AWS for this read.
+    Miss,
+    /// Past its TTL, served because a refresh is under way or AWS is failing.
+    Stale,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        }
+    }
+}
+
+/// A read that could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Upstream(UpstreamError),
+    /// AWS has been failing for longer than `max-stale`; the old value is no
+    /// longer served.
+    #[error("the cached value is older than max-stale allows and AWS still fails: {0}")]
+    StaleLimit(UpstreamError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    arn: SecretArn,
+    version: Version,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Secret>, UpstreamError>>>;
+
+/// A cheap-to-clone handle; clones share one cache.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fetcher: Arc<dyn Fetch>,
+    settings: CacheConfig,
+    slots: DashMap<Key, Arc<Slot>>,
+    /// Logical clock for least-recently-used eviction.
+    clock: AtomicU64,
+    /// Fetches and timers run here, not on the reader's task.
+    runtime: Handle,
+}
+
+struct Slot {
+    /// The last good value. Swapped atomically so readers never lock.
+    value: ArcSwapOption<Cached>,
+    /// Set by reads of a fresh value; a refresh-ahead only happens if set.
+    read_since_fetch: AtomicBool,
+    /// `Inner::clock` at the last read, for eviction.
+    last_used: AtomicU64,
+    /// The value was dropped for being past `max-stale`; until a fetch
+    /// succeeds, failures are reported as [`CacheError::StaleLimit`].
+    lapsed: AtomicBool,
+    /// Coordination of fetches and timers; held briefly, never across an await.
+    state: Mutex<SlotState>,
+}
+
+struct Cached {
+    secret: Arc<Secret>,
+    fetched_at: Instant,
+}
+
+#[derive(Default)]
+struct SlotState {
+    inflight: Option<SharedFetch>,
+    /// Consecutive transient failures since the last good fetch.
+    failures: u32,
+    /// The pending refresh or retry timer.
+    timer: Option<AbortHandle>,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for SlotState {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+/// First retry delay after a transient failure; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Cache {
+    /// Must be called within a tokio runtime; background work runs on it.
+    pub fn new(fetcher: Arc<dyn Fetch>, settings: CacheConfig) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                fetcher,
+                settings,
+                slots: DashMap::new(),
+                clock: AtomicU64::new(0),
+                runtime: Handle::current(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &CacheConfig {
+        &self.inner.settings
+    }
+
+    /// Number of cached entries (including those whose first fetch is under way).
+    pub fn len(&self) -> usize {
+        self.inner.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.slots.is_empty()
+    }
+
+    /// Reads `arn` at `version`, from the cache when it can.
+    pub async fn get(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        let key = Key {
+            arn: arn.clone(),
+            version: version.clone(),
+        };
+        let slot = self.inner.slot(&key);
+        let settings = &self.inner.settings;
+
+        if let Some(cached) = slot.value.load_full() {
+            let age = cached.fetched_at.elapsed();
+            if age < settings.ttl {
+                slot.read_since_fetch.store(true, Ordering::Relaxed);
+                return Ok((cached.secret.clone(), CacheStatus::Hit));
+            }
+            if age < settings.ttl + settings.max_stale {
+                let state = slot.state();
+                if state.inflight.is_some() || state.failures > 0 {
+                    return Ok((cached.secret.clone(), CacheStatus::Stale));
+                }
+            }
+        }
+
+        match self.inner.start_fetch(&key, &slot).await {
+            Ok(secret) => Ok((secret, CacheStatus::Miss)),
+            Err(err) if err.is_transient() => match slot.value.load_full() {
+                Some(c) if c.fetched_at.elapsed() < settings.ttl + settings.max_stale => {
+                    Ok((c.secret.clone(), CacheStatus::Stale))
+                }
+                Some(_) => Err(CacheError::StaleLimit(err)),
+                None if slot.lapsed.load(Ordering::Relaxed) => Err(CacheError::StaleLimit(err)),
+                None => Err(CacheError::Upstream(err)),
+            },
+            Err(err) => Err(CacheError::Upstream(err)),
+        }
+    }
+}
+
+impl Inner {
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The slot for `key`, created (evicting the least recently used one if
+    /// the cache is full) when missing.
+    fn slot(&self, key: &Key) -> Arc<Slot> {
+        let now = self.tick();
+        if let Some(slot) = self.slots.get(key) {
+            slot.last_used.store(now, Ordering::Relaxed);
+            return slot.clone();
+        }
+        if self.slots.len() >= self.settings.max_entries {
+            self.evict_one();
+        }
+        self.slots
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    value: ArcSwapOption::empty(),
+                    read_since_fetch: AtomicBool::new(false),
+                    last_used: AtomicU64::new(now),
+                    lapsed: AtomicBool::new(false),
+                    state: Mutex::new(SlotState::default()),
+                })
+            })
+            .clone()
+    }
+
+    fn evict_one(&self) {
+        let oldest = self
+            .slots
+            .iter()
+            .min_by_key(|entry| entry.last_used.load(Ordering::Relaxed))
+            .map(|entry| entry.key().clone());
+        if let Some(key) = oldest {
+            if let Some((key, _slot)) = self.slots.remove(&key) {
+                log::debug!("cache full; evicted {} ({:?})", key.arn, key.version);
+            }
+        }
+    }
+
+    /// Joins the fetch under way for this slot, or starts one.
+    fn start_fetch(self: &Arc<Self>, key: &Key, slot: &Arc<Slot>) -> SharedFetch {
+        let mut state = slot.state();
+        if let Some(fetch) = &state.inflight {
+            return fetch.clone();
+        }
+        let inner = Arc::clone(self);
+        let (key, task_slot) = (key.clone(), Arc::clone(slot));
+        let task = self.runtime.spawn(async move {
+            let fetch = inner.fetcher.fetch(key.arn.clone(), key.version.clone());
+            let result = with_deadline(inner.settings.fetch_timeout, fetch)
+                .await
+                .map(Arc::new);
+            inner.complete(&key, &task_slot, &result);
+            result
+        });
+        let fetch = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(UpstreamError::Other {
+                    code: "InternalError".into(),
+                    message: format!("the fetch task ended: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        state.inflight = Some(fetch.clone());
+        fetch
+    }
+
+    /// Records a fetch's outcome and schedules the slot's next background step.
+    fn complete(
+        self: &Arc<Self>,
+        key: &Key,
+        slot: &Arc<Slot>,
+        result: &Result<Arc<Secret>, UpstreamError>,
+    ) {
+        let mut state = slot.state();
+        state.inflight = None;
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        match result {
+            Ok(secret) => {
+                state.failures = 0;
+                slot.lapsed.store(false, Ordering::Relaxed);
+                if self.settings.ttl.is_zero() {
+                    return;
+                }
+                let fetched_at = Instant::now();
+                slot.value.store(Some(Arc::new(Cached {
+                    secret: Arc::clone(secret),
+                    fetched_at,
+                })));
+                slot.read_since_fetch.store(false, Ordering::Relaxed);
+                let refresh_at = fetched_at + self.settings.ttl - self.settings.refresh_ahead;
+                state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
+            }
+            Err(err) if err.is_transient() => {
+                let Some(cached) = slot.value.load_full() else {
+                    return;
+                };
+                state.failures += 1;
+                let stale_until = cached.fetched_at + self.settings.ttl + self.settings.max_stale;
+                let delay = backoff(state.failures);
+                log::warn!(
+                    "refresh of {} failed ({err}); serving the cached value for up to {} more, retrying in {}ms",
+                    key.arn,
+                    humantime::format_duration(round_secs(
+                        stale_until.saturating_duration_since(Instant::now())
+                    )),
+                    delay.as_millis()
+                );
+                state.timer =
+                    Some(self.spawn_retry(key, slot, Instant::now() + delay, stale_until));
+            }
+            Err(err) => {
+                state.failures = 0;
+                if slot.value.swap(None).is_some() {
+                    log::warn!("{} is no longer served: {err}", key.arn);
+                }
+            }
+        }
+    }
+
+    /// At `at`, refreshes the value if it was read since it was fetched.
+    fn spawn_refresh(self: &Arc<Self>, key: &Key, slot: &Arc<Slot>, at: Instant) -> AbortHandle {
+        let inner = Arc::downgrade(self);
+        let (key, slot) = (key.clone(), Arc::clone(slot));
+        self.runtime
+            .spawn(async move {
+                tokio::time::sleep_until(at).await;
+                if !slot.read_since_fetch.load(Ordering::Relaxed) {
+                    return; // idle: let it expire
+                }
+                if let Some(inner) = inner.upgrade() {
+                    drop(inner.start_fetch(&key, &slot));
+                }
+            })
+            .abort_handle()
+    }
+
+    /// At `at`, tries again, unless the value has gone past `stale_until`,
+    /// in which case it is dropped and reads fail closed.
+    fn spawn_retry(
+        self: &Arc<Self>,
+        key: &Key,
+        slot: &Arc<Slot>,
+        at: Instant,
+        stale_until: Instant,
+    ) -> AbortHandle {
+        let inner = Arc::downgrade(self);
+        let (key, slot) = (key.clone(), Arc::clone(slot));
+        self.runtime
+            .spawn(async move {
+                if at >= stale_until {
+                    tokio::time::sleep_until(stale_until).await;
+                    slot.lapsed.store(true, Ordering::Relaxed);
+                    if slot.value.swap(None).is_some() {
+                        log::warn!(
+                            "{} is past max-stale and AWS still fails; no longer served",
+                            key.arn
+                        );
+                    }
+                    return;
+                }
+                tokio::time::sleep_until(at).await;
+                if let Some(inner) = inner.upgrade() {
+                    drop(inner.start_fetch(&key, &slot));
+                }
+            })
+            .abort_handle()
+    }
+}
+
+/// Exponential backoff with full jitter in its upper half.
+fn backoff(failures: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    base / 2 + base.mul_f64(fastrand::f64() / 2.0)
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{Kind, secret_bytes};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A scripted upstream: counts calls, answers after `delay` with the
+    /// next scripted outcome (or a value naming the call number).
+    #[derive(Default)]
+    struct FakeUpstream {
+        calls: AtomicUsize,
+        delay: Mutex<Duration>,
+        failure: Mutex<Option<UpstreamError>>,
+    }
+
+    impl FakeUpstream {
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn fail_with(&self, err: Option<UpstreamError>) {
+            *self.failure.lock().unwrap() = err;
+        }
+        fn set_delay(&self, d: Duration) {
+            *self.delay.lock().unwrap() = d;
+        }
+    }
+
+    impl Fetch for Arc<FakeUpstream> {
+        fn fetch(
+            &self,
+            arn: SecretArn,
+            _version: Version,
+        ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let delay = *self.delay.lock().unwrap();
+            let failure = self.failure.lock().unwrap().clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                if let Some(err) = failure {
+                    return Err(err);
+                }
+                Ok(Secret {
+                    arn: arn.to_string(),
+                    name: "n".into(),
+                    version_id: Some(format!("v{n}")),
+                    version_stages: vec!["AWSCURRENT".into()],
+                    created_date: None,
+                    kind: Kind::Text,
+                    value: secret_bytes(format!("value-{n}").into_bytes()),
+                })
+            }
+            .boxed()
+        }
+    }
+
+    fn settings() -> CacheConfig {
+        CacheConfig {
+            ttl: Duration::from_secs(100),
+            refresh_ahead: Duration::from_secs(20),
+            max_stale: Duration::from_secs(60),
+            max_entries: 10,
+            prefetch: false,
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn arn(n: usize) -> SecretArn {
+        SecretArn::parse(&format!(
+            "arn:aws:secretsmanager:us-west-1:999999999999:secret:s{n}"
+        ))
+        .unwrap()
+    }
+
+    fn setup(settings: CacheConfig) -> (Arc<FakeUpstream>, Cache) {
+        let fake = Arc::new(FakeUpstream::default());
+        let cache = Cache::new(Arc::new(fake.clone()), settings);
+        (fake, cache)
+    }
+
+    async fn read(cache: &Cache, n: usize) -> Result<(String, CacheStatus), CacheError> {
+        cache
+            .get(&arn(n), &Version::Current)
+            .await
+            .map(|(s, status)| (String::from_utf8(s.value.to_vec()).unwrap(), status))
+    }
+
+    /// Lets spawned tasks run without moving the paused clock.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    const UNAVAILABLE: UpstreamError = UpstreamError::Timeout;
+
+    fn denied() -> UpstreamError {
+        UpstreamError::AccessDenied {
+            code: "AccessDeniedException".into(),
+            message: "no".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hit_within_ttl_and_miss_after() {
+        let (fake, cache) = setup(settings());
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Miss)
+        );
+        tokio::time::sleep(Duration::from_secs(99)).await;
+        // Not read during its TTL (the fetching read does not count): no refresh.
+        assert_eq!(fake.calls(), 1);
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Hit)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Miss)
+        );
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_share_one_fetch() {
+        let (fake, cache) = setup(settings());
+        fake.set_delay(Duration::from_millis(1500));
+        let reads: Vec<_> = (0..200)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { read(&cache, 1).await })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(
+                r.await.unwrap().unwrap(),
+                ("value-1".into(), CacheStatus::Miss)
+            );
+        }
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_entries_refresh_ahead_without_waiting() {
+        let (fake, cache) = setup(settings());
+        fake.set_delay(Duration::from_secs(1));
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Hit);
+        // The refresh starts at 80 s (fetched at 1 s) and takes 1 s.
+        tokio::time::sleep(Duration::from_millis(70_500)).await;
+        settle().await;
+        assert_eq!(fake.calls(), 2);
+        // While it is in flight the old value is served at once.
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Hit)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_within_bound_then_fail_closed_then_recover() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        read(&cache, 1).await.unwrap(); // marks it read: it will be refreshed
+        fake.fail_with(Some(UNAVAILABLE));
+        tokio::time::sleep(Duration::from_secs(81)).await;
+        settle().await;
+        assert!(fake.calls() >= 2, "refresh ahead was attempted");
+        // Past the TTL, within max-stale: the old value, marked stale.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Stale)
+        );
+        let retries = fake.calls();
+        assert!(retries >= 4, "retried with backoff: {retries}");
+        // Past ttl + max-stale: fail closed.
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        settle().await;
+        assert!(matches!(
+            read(&cache, 1).await,
+            Err(CacheError::StaleLimit(_))
+        ));
+        // Recovery.
+        assert!(matches!(
+            read(&cache, 1).await,
+            Err(CacheError::StaleLimit(_))
+        ));
+        fake.fail_with(None);
+        let (value, status) = read(&cache, 1).await.unwrap();
+        assert_eq!(status, CacheStatus::Miss);
+        assert_ne!(value, "value-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_expired_value_served_stale_when_fetch_fails() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.fail_with(Some(UNAVAILABLE));
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Stale)
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(matches!(
+            read(&cache, 1).await,
+            Err(CacheError::Upstream(_) | CacheError::StaleLimit(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn access_denied_stops_serving_at_next_refresh() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        read(&cache, 1).await.unwrap();
+        fake.fail_with(Some(denied()));
+        tokio::time::sleep(Duration::from_secs(81)).await;
+        settle().await;
+        // Still within the TTL, but the refresh said no: not served.
+        assert_eq!(read(&cache, 1).await, Err(CacheError::Upstream(denied())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lru_eviction() {
+        let mut s = settings();
+        s.max_entries = 3;
+        let (fake, cache) = setup(s);
+        for n in 0..3 {
+            read(&cache, n).await.unwrap();
+        }
+        read(&cache, 0).await.unwrap(); // 1 is now the least recently used
+        read(&cache, 3).await.unwrap();
+        assert_eq!(cache.len(), 3);
+        assert_eq!(fake.calls(), 4);
+        assert_eq!(read(&cache, 0).await.unwrap().1, CacheStatus::Hit);
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_zero_always_fetches_but_coalesces() {
+        let mut s = settings();
+        s.ttl = Duration::ZERO;
+        s.refresh_ahead = Duration::ZERO;
+        let (fake, cache) = setup(s);
+        fake.set_delay(Duration::from_millis(100));
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Miss);
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Miss);
+        assert_eq!(fake.calls(), 2);
+        let (a, b) = tokio::join!(read(&cache, 1), read(&cache, 1));
+        assert_eq!(a.unwrap().0, b.unwrap().0);
+        assert_eq!(fake.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetch_deadline() {
+        let (fake, cache) = setup(settings());
+        fake.set_delay(Duration::from_secs(60));
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, 1).await,
+            Err(CacheError::Upstream(UpstreamError::Timeout))
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for failures in 1..40 {
+            let d = backoff(failures);
+            assert!(d <= MAX_BACKOFF, "{d:?}");
+            assert!(d >= FIRST_BACKOFF / 2, "{d:?}");
+        }
+        assert!(backoff(5) >= FIRST_BACKOFF * 4);
+    }
+}

@@ -1,0 +1,1098 @@
+//! The YAML configuration: raw serde structs, validated once into [`Config`].
+//!
+//! The raw structs mirror the file (kebab-case keys, unknown keys rejected);
+//! [`Config::load`] turns them into typed values and reports every problem as
+//! a [`ConfigError`] that names the file, the key path and, where it is not a
+//! secret, the offending value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::resources::{ResourceName, Resources, SecretArn};
+
+/// Default time a cached secret is served without asking AWS again.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// A configuration problem, reported before the agent serves anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config file: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not parse, or does not fit the schema.
+    #[error("{file}{line}: {path}{message}", line = fmt_line(*.line), path = fmt_path(.path))]
+    Parse {
+        file: PathBuf,
+        line: Option<usize>,
+        path: String,
+        message: String,
+    },
+    /// The YAML fits the schema but a value is not acceptable.
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: PathBuf,
+        path: String,
+        message: String,
+    },
+}
+
+fn fmt_line(line: Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
+}
+
+fn fmt_path(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration was read from, for messages.
+    pub source: PathBuf,
+    pub service: ServiceConfig,
+    pub aws: AwsConfig,
+    pub cache: CacheConfig,
+    /// `log.level`; `RUST_LOG` overrides it.
+    pub log_level: LevelFilter,
+}
+
+/// Where the agent listens.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// `service.tcp.endpoint`; port 0 picks a free port (logged at start).
+    pub tcp: Option<SocketAddr>,
+}
+
+/// `secret-manager.aws`.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// Default region, used for STS and when nothing else names one. Resource
+    /// ARNs carry their own region, which wins for Secrets Manager calls.
+    pub region: Option<String>,
+    /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
+    pub endpoint: Option<String>,
+    pub resources: Resources,
+    pub credentials: CredentialsConfig,
+}
+
+/// How the agent obtains AWS credentials.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsConfig {
+    /// Keys written in the config file; they win over every other source.
+    pub static_keys: Option<StaticKeys>,
+    /// Profile of the shared credentials file (else `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// Assume this role over the source credentials.
+    pub assume_role: Option<AssumeRole>,
+}
+
+/// Access keys from the config file. `Debug` never shows the secret parts.
+#[derive(Debug, Clone)]
+pub struct StaticKeys {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+}
+
+/// The STS assume-role layer.
+#[derive(Debug, Clone)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub external_id: Option<SecretString>,
+    pub session_name: Option<String>,
+    /// Lifetime asked of STS; STS's default (1h) when absent.
+    pub duration: Option<Duration>,
+    /// Where AssumeRole calls go (`sts-endpoint`); the regional STS endpoint when absent.
+    pub sts_endpoint: Option<String>,
+    /// Region for STS calls (`sts-region`); `region` when absent.
+    pub sts_region: Option<String>,
+}
+
+/// `cache:` settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// How long a fetched value is served before AWS is asked again; 0 disables caching.
+    pub ttl: Duration,
+    /// How long before expiry a value that was read gets refreshed in the
+    /// background (default: the last 20% of `ttl`).
+    pub refresh_ahead: Duration,
+    /// How long past expiry a value is still served while AWS fails
+    /// transiently (default 1h). After that, reads fail closed.
+    pub max_stale: Duration,
+    /// Most (secret, version) entries kept; the least recently used goes first.
+    pub max_entries: usize,
+    /// Fetch every resource at start-up.
+    pub prefetch: bool,
+    /// Overall deadline of one fetch, the SDK's retries included (default 5s).
+    pub fetch_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_ENTRIES: usize = 1000;
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: DEFAULT_TTL,
+            refresh_ahead: DEFAULT_TTL / 5,
+            max_stale: DEFAULT_MAX_STALE,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            prefetch: false,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw serde structs: one per YAML mapping.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    service: RawService,
+    secret_manager: RawSecretManager,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawService {
+    tcp: Option<RawTcp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTcp {
+    endpoint: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSecretManager {
+    aws: RawAws,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAws {
+    region: Option<String>,
+    endpoint: Option<String>,
+    resources: BTreeMap<String, String>,
+    access_key_id: Option<String>,
+    #[serde(default, deserialize_with = "sensitive")]
+    secret_access_key: Option<SecretString>,
+    #[serde(default, deserialize_with = "sensitive")]
+    session_token: Option<SecretString>,
+    profile: Option<String>,
+    assume_role: Option<RawAssumeRole>,
+    sts_endpoint: Option<String>,
+    sts_region: Option<String>,
+}
+
+/// `assume-role:` is either a role ARN or a map with more settings.
+enum RawAssumeRole {
+    Arn(String),
+    Full(RawAssumeRoleMap),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAssumeRoleMap {
+    role_arn: String,
+    #[serde(default, deserialize_with = "sensitive")]
+    external_id: Option<SecretString>,
+    session_name: Option<String>,
+    duration: Option<DurationValue>,
+}
+
+impl<'de> Deserialize<'de> for RawAssumeRole {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAssumeRole;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a role ARN or a map with role-arn, external-id, session-name, duration",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawAssumeRole::Arn(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawAssumeRoleMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawAssumeRole::Full)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCache {
+    ttl: Option<DurationValue>,
+    refresh_ahead: Option<DurationValue>,
+    max_stale: Option<DurationValue>,
+    max_entries: Option<usize>,
+    prefetch: Option<bool>,
+    fetch_timeout: Option<DurationValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLog {
+    level: Option<String>,
+}
+
+/// A duration written as `300s`, `5m`, `1h` (humantime syntax), or a bare
+/// number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 300s, 5m or 1h, or a whole number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(DurationValue(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(|s| DurationValue(Duration::from_secs(s)))
+                    .map_err(|_| {
+                        E::custom(format!("`{v}` is negative; a duration must be 0 or more"))
+                    })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "`{v}` is not a whole number of seconds; write e.g. 1500ms"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Parses `300s`, `5m`, `1h`, `1h 30m`, `1500ms` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    if text.starts_with('-') {
+        return Err(format!(
+            "`{text}` is negative; a duration must be 0 or more"
+        ));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 300s, 5m or 1h"))
+}
+
+/// Deserializes an optional secret without ever echoing its value in an error.
+fn sensitive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<SecretString>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v)))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        // Anything else (numbers, lists, maps) is refused without the value.
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::custom("expected a string (value not shown)"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::custom("expected a string (value not shown)"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom("expected a string (value not shown)"))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom("expected a string (value not shown)"))
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(de::Error::custom("expected a string, found a list"))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(de::Error::custom("expected a string, found a map"))
+        }
+    }
+    deserializer.deserialize_option(V)
+}
+
+// ---------------------------------------------------------------------------
+// Loading and validation.
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates YAML text; `source` is only used in messages.
+    pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let (path, message) = explain_serde_message(&inner, path);
+            ConfigError::Parse {
+                file: source.to_owned(),
+                line: inner.location().map(|l| l.line()),
+                path,
+                message,
+            }
+        })?;
+        Validator { file: source }.config(raw)
+    }
+}
+
+impl Config {
+    /// A short, secret-free description for `--check`.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{}: OK\n", self.source.display());
+        if let Some(tcp) = self.service.tcp {
+            out.push_str(&format!("listeners: tcp {tcp}\n"));
+        }
+        let names: Vec<&str> = self
+            .aws
+            .resources
+            .names()
+            .into_iter()
+            .map(|n| n.as_str())
+            .collect();
+        out.push_str(&format!(
+            "resources ({}): {}\n",
+            names.len(),
+            names.join(", ")
+        ));
+        out.push_str(&format!(
+            "credentials: {}\n",
+            self.aws.credentials.describe()
+        ));
+        if let Some(endpoint) = &self.aws.endpoint {
+            out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
+        }
+        let c = &self.cache;
+        out.push_str(&format!(
+            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}\n",
+            humantime::format_duration(c.ttl),
+            humantime::format_duration(c.refresh_ahead),
+            humantime::format_duration(c.max_stale),
+            c.max_entries,
+            c.prefetch,
+            humantime::format_duration(c.fetch_timeout),
+        ));
+        out.push_str(&format!(
+            "log level: {}\n",
+            self.log_level.as_str().to_lowercase()
+        ));
+        out
+    }
+}
+
+impl CredentialsConfig {
+    /// The credential mode in words, never the keys.
+    pub fn describe(&self) -> String {
+        let source = if self.static_keys.is_some() {
+            "static keys from config".to_owned()
+        } else {
+            let profile = self
+                .profile
+                .as_deref()
+                .map(|p| format!(" (profile {p})"))
+                .unwrap_or_default();
+            format!("environment, shared credentials file{profile}, then instance role (IMDSv2)")
+        };
+        match &self.assume_role {
+            Some(role) => format!("assume role {} over {source}", role.role_arn),
+            None => source,
+        }
+    }
+}
+
+/// Rewrites serde's messages into ones that help: an unknown key gets the
+/// closest valid key as a suggestion and the path of the map it is in; the
+/// parser's own path prefix and location suffix are dropped because both are
+/// reported separately. Returns the key path and the message.
+fn explain_serde_message(err: &serde_yaml::Error, mut path: String) -> (String, String) {
+    let mut message = err.to_string();
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if path.starts_with(prefix) {
+            message = rest.to_owned();
+        }
+    }
+    if message.starts_with("unknown field `") {
+        // The path names the unknown key itself; report the map it is in.
+        path = path
+            .rsplit_once('.')
+            .map(|(parent, _)| parent.to_owned())
+            .unwrap_or_default();
+    }
+    (path, explain_message(message))
+}
+
+fn explain_message(mut message: String) -> String {
+    // serde names the target struct ("expected struct RawService"); say what the YAML needs.
+    if let Some(at) = message.find("struct Raw") {
+        let end = message[at + 7..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(message.len(), |e| at + 7 + e);
+        message.replace_range(at..end, "a mapping");
+    }
+    // serde's wording: "unknown field `x`, expected one of `a`, `b`" or "expected `a`".
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let mut ticked = rest.split('`').step_by(2);
+        let unknown = ticked.next().unwrap_or_default().to_owned();
+        let valid: Vec<&str> = ticked.collect();
+        let mut text = format!("unknown key `{unknown}`");
+        if let Some(best) = closest(&unknown, &valid) {
+            text.push_str(&format!(" (did you mean `{best}`?)"));
+        }
+        if !valid.is_empty() {
+            text.push_str(&format!("; valid keys here: {}", valid.join(", ")));
+        }
+        return text;
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        return format!("missing required key `{key}`");
+    }
+    message
+}
+
+/// The valid key most like `word`, if any is close enough to be a likely typo.
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let service = self.service(raw.service)?;
+        let aws = self.aws(raw.secret_manager.aws)?;
+        let cache = self.cache(raw.cache)?;
+        let log_level = match raw.log.level {
+            None => LevelFilter::Info,
+            Some(level) => level.parse().map_err(|_| {
+                self.invalid(
+                    "log.level",
+                    format!("`{level}` is not a log level; use debug, info, warn, error or off"),
+                )
+            })?,
+        };
+        Ok(Config {
+            source: self.file.to_owned(),
+            service,
+            aws,
+            cache,
+            log_level,
+        })
+    }
+
+    fn service(&self, raw: RawService) -> Result<ServiceConfig, ConfigError> {
+        let tcp = match raw.tcp {
+            Some(tcp) => Some(self.socket_addr("service.tcp.endpoint", &tcp.endpoint)?),
+            None => None,
+        };
+        if tcp.is_none() {
+            return Err(self.invalid(
+                "service",
+                "no listener is configured; add service.tcp.endpoint, e.g. 127.0.0.1:2773",
+            ));
+        }
+        Ok(ServiceConfig { tcp })
+    }
+
+    fn socket_addr(&self, path: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        // Host names (e.g. localhost:2773) resolve once, at load.
+        let resolved = match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                text.to_socket_addrs().ok().and_then(|mut a| a.next())
+            }
+            _ => None,
+        };
+        resolved.ok_or_else(|| {
+            self.invalid(
+                path,
+                format!("`{text}` is not an address with a port, e.g. 127.0.0.1:2773"),
+            )
+        })
+    }
+
+    fn url(&self, path: &str, text: String) -> Result<String, ConfigError> {
+        let uri: Result<actix_web::http::Uri, _> = text.parse();
+        match uri {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+            {
+                Ok(text)
+            }
+            _ => Err(self.invalid(
+                path,
+                format!("`{text}` is not an http(s) URL, e.g. https://secretsmanager.us-west-1.amazonaws.com"),
+            )),
+        }
+    }
+
+    fn region(&self, path: &str, text: String) -> Result<String, ConfigError> {
+        let valid = !text.is_empty()
+            && text.len() <= 32
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(text)
+        } else {
+            Err(self.invalid(
+                path,
+                format!("`{text}` is not an AWS region, e.g. us-west-1"),
+            ))
+        }
+    }
+
+    fn aws(&self, raw: RawAws) -> Result<AwsConfig, ConfigError> {
+        let region = raw
+            .region
+            .map(|r| self.region("secret-manager.aws.region", r))
+            .transpose()?;
+        let endpoint = raw
+            .endpoint
+            .map(|e| self.url("secret-manager.aws.endpoint", e))
+            .transpose()?;
+
+        let mut resources = Vec::with_capacity(raw.resources.len());
+        for (name, arn) in raw.resources {
+            let path = format!("secret-manager.aws.resources.{name}");
+            let name = ResourceName::parse(&name).map_err(|e| self.invalid(&path, e))?;
+            let arn = SecretArn::parse(&arn)
+                .map_err(|e| self.invalid(&path, format!("resource `{name}`: {e}")))?;
+            resources.push((name, arn));
+        }
+        if resources.is_empty() {
+            return Err(self.invalid(
+                "secret-manager.aws.resources",
+                "no resources are configured; map at least one name to a secret ARN",
+            ));
+        }
+
+        let static_keys = match (raw.access_key_id, raw.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                if id.trim().is_empty() {
+                    return Err(self.invalid("secret-manager.aws.access-key-id", "is empty"));
+                }
+                Some(StaticKeys {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                    session_token: raw.session_token,
+                })
+            }
+            (None, None) => {
+                if raw.session_token.is_some() {
+                    return Err(self.invalid(
+                        "secret-manager.aws.session-token",
+                        "needs access-key-id and secret-access-key beside it",
+                    ));
+                }
+                None
+            }
+            (Some(_), None) => {
+                return Err(self.invalid(
+                    "secret-manager.aws",
+                    "access-key-id is set but secret-access-key is missing; set both or neither",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.invalid(
+                    "secret-manager.aws",
+                    "secret-access-key is set but access-key-id is missing; set both or neither",
+                ));
+            }
+        };
+
+        let sts_endpoint = raw
+            .sts_endpoint
+            .map(|e| self.url("secret-manager.aws.sts-endpoint", e))
+            .transpose()?;
+        let sts_region = raw
+            .sts_region
+            .map(|r| self.region("secret-manager.aws.sts-region", r))
+            .transpose()?;
+        let assume_role = match raw.assume_role {
+            None => {
+                if sts_endpoint.is_some() || sts_region.is_some() {
+                    return Err(self.invalid(
+                        "secret-manager.aws",
+                        "sts-endpoint and sts-region only apply together with assume-role",
+                    ));
+                }
+                None
+            }
+            Some(RawAssumeRole::Arn(role_arn)) => Some(self.assume_role(
+                role_arn,
+                RawAssumeRoleMap {
+                    role_arn: String::new(),
+                    external_id: None,
+                    session_name: None,
+                    duration: None,
+                },
+                sts_endpoint,
+                sts_region,
+            )?),
+            Some(RawAssumeRole::Full(map)) => {
+                Some(self.assume_role(map.role_arn.clone(), map, sts_endpoint, sts_region)?)
+            }
+        };
+
+        Ok(AwsConfig {
+            region,
+            endpoint,
+            resources: Resources::new(resources),
+            credentials: CredentialsConfig {
+                static_keys,
+                profile: raw.profile,
+                assume_role,
+            },
+        })
+    }
+
+    fn assume_role(
+        &self,
+        role_arn: String,
+        map: RawAssumeRoleMap,
+        sts_endpoint: Option<String>,
+        sts_region: Option<String>,
+    ) -> Result<AssumeRole, ConfigError> {
+        let path = "secret-manager.aws.assume-role";
+        if !is_role_arn(&role_arn) {
+            return Err(self.invalid(
+                path,
+                format!(
+                    "`{role_arn}` is not an IAM role ARN, e.g. arn:aws:iam::123456789012:role/Name"
+                ),
+            ));
+        }
+        if let Some(name) = &map.session_name {
+            // STS: 2-64 characters of [\w+=,.@-].
+            let valid = (2..=64).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+            if !valid {
+                return Err(self.invalid(
+                    &format!("{path}.session-name"),
+                    format!("`{name}` must be 2 to 64 characters of letters, digits and _+=,.@-"),
+                ));
+            }
+        }
+        let duration = map.duration.map(|d| d.0);
+        if let Some(d) = duration {
+            // STS accepts 15 minutes to 12 hours.
+            if !(900..=43200).contains(&d.as_secs()) {
+                return Err(self.invalid(
+                    &format!("{path}.duration"),
+                    format!(
+                        "`{}` is outside what STS accepts (15m to 12h)",
+                        humantime::format_duration(d)
+                    ),
+                ));
+            }
+        }
+        Ok(AssumeRole {
+            role_arn,
+            external_id: map.external_id,
+            session_name: map.session_name,
+            duration,
+            sts_endpoint,
+            sts_region,
+        })
+    }
+
+    fn cache(&self, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+        let defaults = CacheConfig::default();
+        let ttl = raw.ttl.map_or(defaults.ttl, |d| d.0);
+        let refresh_ahead = raw.refresh_ahead.map_or(ttl / 5, |d| d.0);
+        if refresh_ahead > ttl {
+            return Err(self.invalid(
+                "cache.refresh-ahead",
+                format!(
+                    "`{}` is longer than cache.ttl (`{}`)",
+                    humantime::format_duration(refresh_ahead),
+                    humantime::format_duration(ttl)
+                ),
+            ));
+        }
+        let max_entries = raw.max_entries.unwrap_or(defaults.max_entries);
+        if max_entries == 0 {
+            return Err(self.invalid("cache.max-entries", "must be at least 1"));
+        }
+        let fetch_timeout = raw.fetch_timeout.map_or(defaults.fetch_timeout, |d| d.0);
+        if fetch_timeout.is_zero() {
+            return Err(self.invalid("cache.fetch-timeout", "must be more than 0"));
+        }
+        Ok(CacheConfig {
+            ttl,
+            refresh_ahead,
+            max_stale: raw.max_stale.map_or(defaults.max_stale, |d| d.0),
+            max_entries,
+            prefetch: raw.prefetch.unwrap_or(defaults.prefetch),
+            fetch_timeout,
+        })
+    }
+}
+
+fn is_role_arn(text: &str) -> bool {
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|r| !r.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("test.yaml"))
+    }
+
+    const SAMPLE: &str = "
+service:
+  tcp:
+    endpoint: 0.0.0.0:3005
+
+secret-manager:
+  aws:
+    region: us-west-1
+    resources:
+      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j
+
+log:
+  level: info
+";
+
+    #[test]
+    fn seed_sample_loads() {
+        let config = load(SAMPLE).unwrap();
+        assert_eq!(config.service.tcp, Some("0.0.0.0:3005".parse().unwrap()));
+        assert_eq!(config.aws.region.as_deref(), Some("us-west-1"));
+        assert_eq!(config.aws.resources.len(), 1);
+        assert_eq!(config.cache.ttl, DEFAULT_TTL);
+        assert_eq!(config.log_level, LevelFilter::Info);
+        assert!(config.aws.credentials.static_keys.is_none());
+    }
+
+    #[test]
+    fn every_file_in_config_dir_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 4,
+            "expected the seed samples and demo.yaml in config/"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_path_line_and_suggestion() {
+        let yaml = SAMPLE.replace("region: us-west-1", "regoin: us-west-1");
+        let err = load(&yaml).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.yaml:8: secret-manager.aws: unknown key `regoin`"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean `region`?"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_suggests() {
+        let err = load(&format!("{SAMPLE}\ncahce:\n  ttl: 5s\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown key `cahce` (did you mean `cache`?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let err = load("service:\n  tcp:\n    endpoint: 127.0.0.1:1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing required key `secret-manager`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_arn_names_resource_and_value() {
+        let yaml = SAMPLE.replace(
+            "arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j",
+            "arn:aws:s3:::bucket",
+        );
+        let err = load(&yaml).unwrap_err().to_string();
+        assert!(
+            err.contains("secret-manager.aws.resources.TestingSecret"),
+            "{err}"
+        );
+        assert!(err.contains("arn:aws:s3:::bucket"), "{err}");
+    }
+
+    #[test]
+    fn bad_resource_name_is_rejected() {
+        let yaml = SAMPLE.replace("TestingSecret:", "\"bad name!\":");
+        let err = load(&yaml).unwrap_err().to_string();
+        assert!(err.contains("bad name!"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("42").unwrap(), Duration::from_secs(42));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("soon").is_err());
+        let ttl = |v: &str| load(&format!("{SAMPLE}cache:\n  ttl: {v}\n")).map(|c| c.cache.ttl);
+        assert_eq!(ttl("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(ttl("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(ttl("0").unwrap(), Duration::ZERO);
+        let err = ttl("-3").unwrap_err().to_string();
+        assert!(
+            err.contains("cache.ttl") && err.contains("negative"),
+            "{err}"
+        );
+        assert!(ttl("1.5").is_err());
+    }
+
+    #[test]
+    fn cache_settings_and_their_validation() {
+        let cache = |body: &str| load(&format!("{SAMPLE}cache:\n{body}")).map(|c| c.cache);
+        let c = cache("  ttl: 10m\n").unwrap();
+        assert_eq!(c.refresh_ahead, Duration::from_secs(120));
+        assert_eq!(c.max_stale, DEFAULT_MAX_STALE);
+        assert_eq!(c.max_entries, DEFAULT_MAX_ENTRIES);
+        assert!(!c.prefetch);
+        let c = cache("  ttl: 60\n  refresh-ahead: 30s\n  max-stale: 2m\n  max-entries: 5\n  prefetch: true\n  fetch-timeout: 1500ms\n").unwrap();
+        assert_eq!(
+            (
+                c.refresh_ahead,
+                c.max_stale,
+                c.max_entries,
+                c.prefetch,
+                c.fetch_timeout
+            ),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+                5,
+                true,
+                Duration::from_millis(1500)
+            )
+        );
+        let err = cache("  ttl: 10s\n  refresh-ahead: 20s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache.refresh-ahead") && err.contains("longer than cache.ttl"),
+            "{err}"
+        );
+        assert!(
+            cache("  max-entries: 0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("cache.max-entries")
+        );
+        assert!(
+            cache("  max-entries: -1\n")
+                .unwrap_err()
+                .to_string()
+                .contains("max-entries")
+        );
+        assert!(
+            cache("  fetch-timeout: 0s\n")
+                .unwrap_err()
+                .to_string()
+                .contains("cache.fetch-timeout")
+        );
+        assert!(
+            cache("  max-stale: -1m\n")
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+    }
+
+    #[test]
+    fn log_level_any_case_and_bad_level() {
+        let yaml = SAMPLE.replace("level: info", "level: DEBUG");
+        assert_eq!(load(&yaml).unwrap().log_level, LevelFilter::Debug);
+        let yaml = SAMPLE.replace("level: info", "level: loud");
+        let err = load(&yaml).unwrap_err().to_string();
+        assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn static_keys_need_both_halves_and_never_echo_the_secret() {
+        let base = SAMPLE.replace(
+            "    resources:",
+            "    access-key-id: AKIAEXAMPLE\n    secret-access-key: 12345\n    resources:",
+        );
+        let err = load(&base).unwrap_err().to_string();
+        assert!(!err.contains("12345"), "{err}");
+        assert!(err.contains("secret-access-key"), "{err}");
+        let only_id = SAMPLE.replace(
+            "    resources:",
+            "    access-key-id: AKIAEXAMPLE\n    resources:",
+        );
+        assert!(
+            load(&only_id)
+                .unwrap_err()
+                .to_string()
+                .contains("secret-access-key is missing")
+        );
+    }
+
+    #[test]
+    fn assume_role_short_and_long_forms() {
+        let short = SAMPLE.replace(
+            "    resources:",
+            "    assume-role: arn:aws:iam::999999999999:role/AccessToSecrets\n    resources:",
+        );
+        let role = load(&short).unwrap().aws.credentials.assume_role.unwrap();
+        assert_eq!(
+            role.role_arn,
+            "arn:aws:iam::999999999999:role/AccessToSecrets"
+        );
+        let long = SAMPLE.replace(
+            "    resources:",
+            "    assume-role:\n      role-arn: arn:aws:iam::999999999999:role/R\n      session-name: agent\n      duration: 1h\n    sts-region: us-east-1\n    resources:",
+        );
+        let role = load(&long).unwrap().aws.credentials.assume_role.unwrap();
+        assert_eq!(role.duration, Some(Duration::from_secs(3600)));
+        assert_eq!(role.sts_region.as_deref(), Some("us-east-1"));
+        let typo = long.replace("session-name", "sesion-name");
+        let err = load(&typo).unwrap_err().to_string();
+        assert!(err.contains("did you mean `session-name`?"), "{err}");
+        let bad = short.replace("role/AccessToSecrets", "user/Bob");
+        assert!(
+            load(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("not an IAM role ARN")
+        );
+    }
+
+    #[test]
+    fn no_listener_no_resources_and_bad_endpoint() {
+        let no_resources = SAMPLE.replace(
+            "      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j\n",
+            "      {}\n",
+        );
+        let no_resources = no_resources.replace("    resources:\n      {}", "    resources: {}");
+        assert!(
+            load(&no_resources)
+                .unwrap_err()
+                .to_string()
+                .contains("no resources")
+        );
+        let bad = SAMPLE.replace("0.0.0.0:3005", "nowhere");
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("service.tcp.endpoint") && err.contains("nowhere"),
+            "{err}"
+        );
+        let url = SAMPLE.replace("    resources:", "    endpoint: ftp://x\n    resources:");
+        assert!(
+            load(&url)
+                .unwrap_err()
+                .to_string()
+                .contains("secret-manager.aws.endpoint")
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        for text in ["", "[", "- a\n- b", "service: 5", "\t\u{0}"] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.starts_with("test.yaml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The API error type: one table from error to HTTP status and stable code.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::cache::CacheError;
+use crate::secret::KeyError;
+use crate::upstream::UpstreamError;
+
+/// Everything a request can fail with. Messages are for people and never
+/// carry secret material; codes are stable, snake_case.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no resource named `{0}` is configured")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    KeyNotFound(KeyError),
+    #[error("{0}")]
+    NotJson(KeyError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    RouteNotFound,
+    #[error("only GET and HEAD are allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    #[error("{0}")]
+    StaleLimit(UpstreamError),
+}
+
+impl From<CacheError> for ApiError {
+    fn from(err: CacheError) -> Self {
+        match err {
+            CacheError::Upstream(e) => ApiError::Upstream(e),
+            CacheError::StaleLimit(e) => ApiError::StaleLimit(e),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::NoSuchKey(_) => ApiError::KeyNotFound(err),
+            KeyError::NotJsonObject => ApiError::NotJson(err),
+        }
+    }
+}
+
+impl ApiError {
+    /// The status and stable code of each error.
+    pub fn parts(&self) -> (StatusCode, &'static str) {
+        use UpstreamError as U;
+        match self {
+            ApiError::ResourceNotFound(_) => (StatusCode::NOT_FOUND, "resource_not_found"),
+            ApiError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            ApiError::NotJson(_) => (StatusCode::UNPROCESSABLE_ENTITY, "secret_not_json"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::StaleLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+            ApiError::Upstream(e) => match e {
+                U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                U::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+                U::Credentials { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "credentials_unavailable")
+                }
+                U::AccessDenied { .. } => (StatusCode::BAD_GATEWAY, "upstream_access_denied"),
+                U::SecretNotFound(_) => (StatusCode::BAD_GATEWAY, "upstream_secret_not_found"),
+                U::VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),
+                U::InvalidParameter(_) => (StatusCode::BAD_REQUEST, "invalid_version"),
+                U::DecryptionFailure(_) => (StatusCode::BAD_GATEWAY, "upstream_decryption_failure"),
+                U::InvalidRequest(_) => (StatusCode::BAD_GATEWAY, "upstream_invalid_request"),
+                U::Throttled(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_throttled"),
+                U::Service { .. } => (StatusCode::BAD_GATEWAY, "upstream_service_error"),
+                U::Other { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.parts();
+        HttpResponse::build(status)
+            .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+            .json(serde_json::json!({ "error": code, "message": self.to_string() }))
+    }
+}

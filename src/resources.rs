@@ -1,0 +1,275 @@
+//! Resource names and the secret ARNs they stand for.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// A friendly name an application asks for: letters, digits and `/_+=.@-`,
+/// 1 to 512 characters (the Secrets Manager name rules).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceName(Arc<str>);
+
+impl ResourceName {
+    pub fn parse(text: &str) -> Result<ResourceName, String> {
+        if text.is_empty() || text.len() > 512 {
+            return Err(format!(
+                "resource name `{}` must be 1 to 512 characters",
+                truncate(text)
+            ));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
+        {
+            return Err(format!(
+                "resource name `{}` has `{}`; use letters, digits and / _ + = . @ -",
+                truncate(text),
+                bad.escape_default()
+            ));
+        }
+        if text.starts_with('/') || text.ends_with('/') || text.contains("//") {
+            return Err(format!(
+                "resource name `{text}` must not start or end with `/` or have empty segments"
+            ));
+        }
+        if text.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(format!(
+                "resource name `{text}` must not have `.` or `..` segments"
+            ));
+        }
+        Ok(ResourceName(text.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ResourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`, parsed
+/// once at load so the region and account are at hand.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretArn {
+    arn: Arc<str>,
+    region: Arc<str>,
+    account: Arc<str>,
+}
+
+impl SecretArn {
+    pub fn parse(text: &str) -> Result<SecretArn, String> {
+        let hint = "is not a Secrets Manager secret ARN \
+                    (arn:aws:secretsmanager:<region>:<account>:secret:<name>)";
+        let parts: Vec<&str> = text.splitn(7, ':').collect();
+        let [arn, partition, service, region, account, kind, name] = parts.as_slice() else {
+            return Err(format!("`{}` {hint}", truncate(text)));
+        };
+        let region_ok = !region.is_empty()
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+        if *arn != "arn"
+            || !partition.starts_with("aws")
+            || *service != "secretsmanager"
+            || *kind != "secret"
+            || name.is_empty()
+            || !region_ok
+            || !account_ok
+            || text.chars().any(char::is_whitespace)
+        {
+            return Err(format!("`{}` {hint}", truncate(text)));
+        }
+        Ok(SecretArn {
+            arn: text.into(),
+            region: (*region).into(),
+            account: (*account).into(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    /// The region Secrets Manager calls for this secret go to.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+}
+
+impl fmt::Display for SecretArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// The configured name -> ARN table.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    by_name: HashMap<Arc<str>, (ResourceName, SecretArn)>,
+}
+
+/// What a request path resolves to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resolved<'a> {
+    pub name: &'a ResourceName,
+    pub arn: &'a SecretArn,
+    /// The rest of the path after `<name>/`, naming a key of a JSON secret.
+    pub key: Option<&'a str>,
+}
+
+impl Resources {
+    pub fn new(entries: impl IntoIterator<Item = (ResourceName, SecretArn)>) -> Resources {
+        let by_name = entries
+            .into_iter()
+            .map(|(name, arn)| (name.0.clone(), (name, arn)))
+            .collect();
+        Resources { by_name }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Names in sorted order.
+    pub fn names(&self) -> Vec<&ResourceName> {
+        let mut names: Vec<_> = self.by_name.values().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ResourceName, &SecretArn)> {
+        self.by_name.values().map(|(n, a)| (n, a))
+    }
+
+    pub fn get(&self, name: &str) -> Option<(&ResourceName, &SecretArn)> {
+        self.by_name.get(name).map(|(n, a)| (n, a))
+    }
+
+    /// Resolves `<name>` or `<name>/<key>`: the longest configured name that
+    /// is the whole path or a prefix of it ending at a `/` wins.
+    pub fn resolve<'a>(&'a self, path: &'a str) -> Option<Resolved<'a>> {
+        if let Some((name, arn)) = self.get(path) {
+            return Some(Resolved {
+                name,
+                arn,
+                key: None,
+            });
+        }
+        let mut end = path.len();
+        while let Some(slash) = path[..end].rfind('/') {
+            if let Some((name, arn)) = self.get(&path[..slash]) {
+                let key = &path[slash + 1..];
+                // An empty key (`name/`) names nothing.
+                return (!key.is_empty()).then_some(Resolved {
+                    name,
+                    arn,
+                    key: Some(key),
+                });
+            }
+            end = slash;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j";
+
+    fn table(names: &[&str]) -> Resources {
+        Resources::new(names.iter().map(|n| {
+            (
+                ResourceName::parse(n).unwrap(),
+                SecretArn::parse(&format!("{ARN}{}", n.len())).unwrap(),
+            )
+        }))
+    }
+
+    #[test]
+    fn arn_parts() {
+        let arn = SecretArn::parse(ARN).unwrap();
+        assert_eq!(arn.region(), "us-west-1");
+        assert_eq!(arn.account(), "999999999999");
+        assert_eq!(arn.as_str(), ARN);
+        let china = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:a:b";
+        assert_eq!(SecretArn::parse(china).unwrap().region(), "cn-north-1");
+    }
+
+    #[test]
+    fn bad_arns() {
+        for bad in [
+            "",
+            "TestingSecret",
+            "arn:aws:s3:::bucket",
+            "arn:aws:secretsmanager:us-west-1:999999999999:parameter:x",
+            "arn:aws:secretsmanager::999999999999:secret:x",
+            "arn:aws:secretsmanager:us-west-1:99:secret:x",
+            "arn:aws:secretsmanager:us-west-1:999999999999:secret:",
+            "arn:aws:secretsmanager:US-WEST-1:999999999999:secret:x",
+            "arn:aws:secretsmanager:us-west-1:999999999999:secret:a b",
+        ] {
+            let err = SecretArn::parse(bad).unwrap_err();
+            assert!(
+                err.contains("is not a Secrets Manager secret ARN"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["TestingSecret", "prod/db", "a.b@c+d=e_f-g", "x"] {
+            ResourceName::parse(good).unwrap();
+        }
+        for bad in [
+            "", "a b", "a\u{0}", "é", "/a", "a/", "a//b", "a/../b", "..", "a?b", "a%2Fb",
+        ] {
+            assert!(ResourceName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ResourceName::parse(&"a".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = table(&["prod", "prod/db", "other"]);
+        let r = t.resolve("prod/db").unwrap();
+        assert_eq!((r.name.as_str(), r.key), ("prod/db", None));
+        let r = t.resolve("prod/db/password").unwrap();
+        assert_eq!((r.name.as_str(), r.key), ("prod/db", Some("password")));
+        let r = t.resolve("prod/dbx").unwrap();
+        assert_eq!((r.name.as_str(), r.key), ("prod", Some("dbx")));
+        let r = t.resolve("prod/db/a/b").unwrap();
+        assert_eq!((r.name.as_str(), r.key), ("prod/db", Some("a/b")));
+    }
+
+    #[test]
+    fn nothing_else_matches() {
+        let t = table(&["prod/db"]);
+        for path in [
+            "", "prod", "prod/", "prod/db/", "/prod/db", "prod//db", "Prod/db", "prod/d",
+        ] {
+            assert_eq!(t.resolve(path), None, "{path:?}");
+        }
+        // `..` is just a key, never a way to another resource.
+        assert_eq!(t.resolve("prod/db/../x").unwrap().key, Some("../x"));
+    }
+}

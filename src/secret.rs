@@ -1,0 +1,183 @@
+//! A fetched secret value, shared (not copied) between requests and wiped
+//! from memory when the last reference goes away.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use zeroize::Zeroize;
+
+/// Owned secret bytes that are zeroized on drop. Wrapped by [`Bytes::from_owner`]
+/// so clones share one allocation and the last drop wipes it.
+struct SecretBuf(Vec<u8>);
+
+impl AsRef<[u8]> for SecretBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SecretBuf {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// Shareable bytes that are wiped once no clone is left.
+pub fn secret_bytes(data: Vec<u8>) -> Bytes {
+    Bytes::from_owner(SecretBuf(data))
+}
+
+/// What kind of payload a secret holds, decided once at fetch time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A `SecretString` that parses as JSON.
+    Json,
+    /// Any other `SecretString`.
+    Text,
+    /// A `SecretBinary`.
+    Binary,
+}
+
+impl Kind {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Kind::Json => "application/json",
+            Kind::Text => "text/plain; charset=utf-8",
+            Kind::Binary => "application/octet-stream",
+        }
+    }
+}
+
+/// One version of a secret as Secrets Manager returned it.
+#[derive(Clone)]
+pub struct Secret {
+    pub arn: String,
+    pub name: String,
+    pub version_id: Option<String>,
+    pub version_stages: Vec<String>,
+    pub created_date: Option<SystemTime>,
+    pub kind: Kind,
+    /// The payload. Never logged; `Debug` shows only its length.
+    pub value: Bytes,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("arn", &self.arn)
+            .field("version_id", &self.version_id)
+            .field("version_stages", &self.version_stages)
+            .field("kind", &self.kind)
+            .field(
+                "value",
+                &format_args!("<{} bytes redacted>", self.value.len()),
+            )
+            .finish()
+    }
+}
+
+/// Why a key cannot be read from a secret. Carries no secret material.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the secret is not a JSON object, so it has no keys")]
+    NotJsonObject,
+    #[error("the secret has no key `{0}`")]
+    NoSuchKey(String),
+}
+
+impl Secret {
+    /// Builds a secret from a `SecretString`, deciding JSON or text once.
+    pub fn text_kind(value: &[u8]) -> Kind {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok() {
+            Kind::Json
+        } else {
+            Kind::Text
+        }
+    }
+
+    /// One top-level key of a JSON object secret: a string value as its
+    /// text, any other value as its JSON text. Returns the bytes and whether
+    /// they are JSON.
+    pub fn key(&self, key: &str) -> Result<(Bytes, Kind), KeyError> {
+        if self.kind != Kind::Json {
+            return Err(KeyError::NotJsonObject);
+        }
+        let map: HashMap<String, &RawValue> =
+            serde_json::from_slice(&self.value).map_err(|_| KeyError::NotJsonObject)?;
+        let raw = map
+            .get(key)
+            .ok_or_else(|| KeyError::NoSuchKey(key.chars().take(200).collect()))?;
+        let text = raw.get();
+        if text.starts_with('"') {
+            // A string: unescape into wiped memory.
+            let string: String = serde_json::from_str(text).map_err(|_| KeyError::NotJsonObject)?;
+            Ok((secret_bytes(string.into_bytes()), Kind::Text))
+        } else {
+            // Any other value is served as its JSON text, sliced without a copy.
+            Ok((self.value.slice_ref(text.as_bytes()), Kind::Json))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(text: &str) -> Secret {
+        let value = secret_bytes(text.as_bytes().to_vec());
+        Secret {
+            arn: "arn".into(),
+            name: "n".into(),
+            version_id: None,
+            version_stages: vec![],
+            created_date: None,
+            kind: Secret::text_kind(&value),
+            value,
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(secret(r#"{"a":1}"#).kind, Kind::Json);
+        assert_eq!(secret("5432").kind, Kind::Json);
+        assert_eq!(secret("hunter2").kind, Kind::Text);
+        assert_eq!(secret("{broken").kind, Kind::Text);
+    }
+
+    #[test]
+    fn keys() {
+        let s = secret(
+            r#"{"user":"tiexin","port":5432,"tls":true,"opts":{"a":[1,2]},"esc":"a\"b\u00e9"}"#,
+        );
+        let get = |k: &str| {
+            s.key(k)
+                .map(|(b, kind)| (String::from_utf8(b.to_vec()).unwrap(), kind))
+        };
+        assert_eq!(get("user").unwrap(), ("tiexin".into(), Kind::Text));
+        assert_eq!(get("port").unwrap(), ("5432".into(), Kind::Json));
+        assert_eq!(get("tls").unwrap(), ("true".into(), Kind::Json));
+        assert_eq!(get("opts").unwrap(), (r#"{"a":[1,2]}"#.into(), Kind::Json));
+        assert_eq!(get("esc").unwrap(), ("a\"bé".into(), Kind::Text));
+        assert_eq!(get("nope"), Err(KeyError::NoSuchKey("nope".into())));
+        assert_eq!(secret("[1,2]").key("0"), Err(KeyError::NotJsonObject));
+        assert_eq!(secret("plain").key("a"), Err(KeyError::NotJsonObject));
+    }
+
+    #[test]
+    fn debug_hides_the_value() {
+        let s = secret("hunter2");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("7 bytes redacted"), "{shown}");
+    }
+
+    #[test]
+    fn shared_bytes_are_one_allocation() {
+        let s = secret("hunter2");
+        let copy = s.clone();
+        assert_eq!(s.value.as_ptr(), copy.value.as_ptr());
+    }
+}

@@ -1,0 +1,117 @@
+//! Builds the agent from a [`Config`] and runs it until a signal.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use aws_config::identity::IdentityCache;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::credentials::AgentCredentials;
+use crate::http::{self, AppState};
+use crate::upstream::Upstream;
+
+/// Time to connect to an AWS endpoint before trying the next attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A bound, ready-to-run agent.
+pub struct Application {
+    server: Server,
+    tcp_addr: Option<SocketAddr>,
+}
+
+impl Application {
+    /// Binds the listeners and wires credentials, upstream and cache. Must
+    /// run inside a tokio runtime.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let base = base_sdk_config(&config).await;
+        let credentials = AgentCredentials::build(&config.aws.credentials, &base).await;
+        let sdk = base
+            .to_builder()
+            .credentials_provider(credentials.provider())
+            .build();
+        let upstream = Upstream::new(sdk, config.aws.endpoint.clone());
+        let cache = Cache::new(Arc::new(upstream), config.cache.clone());
+        let state = AppState {
+            resources: Arc::new(config.aws.resources.clone()),
+            cache,
+        };
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .configure(http::configure(state.clone()))
+                .default_service(web::to(http::not_found))
+        })
+        .shutdown_timeout(10);
+
+        let mut tcp_addr = None;
+        if let Some(addr) = config.service.tcp {
+            let listener = TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (service.tcp.endpoint)"))?;
+            let bound = listener.local_addr()?;
+            server = server.listen(listener)?;
+            log::info!("listening on http://{bound}");
+            if !bound.ip().is_loopback() {
+                log::warn!(
+                    "{bound} is reachable from other hosts and no client auth is configured: anyone who can connect can read every configured secret"
+                );
+            }
+            tcp_addr = Some(bound);
+        }
+        log::info!(
+            "serving {} resource(s) from {}",
+            config.aws.resources.len(),
+            config.source.display()
+        );
+        log::info!("credentials: {}", credentials.mode());
+        tokio::spawn(async move {
+            match credentials.probe().await {
+                Ok(found) => log::info!("credentials resolved: {found}"),
+                Err(e) => log::warn!(
+                    "no AWS credentials yet ({e}); reads will fail until some are available"
+                ),
+            }
+        });
+
+        Ok(Application {
+            server: server.run(),
+            tcp_addr,
+        })
+    }
+
+    /// The bound TCP address (useful with port 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Region, timeouts, retries and the standard `AWS_*` variables, without
+/// credentials: those come from [`AgentCredentials`].
+async fn base_sdk_config(config: &Config) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .no_credentials()
+        .identity_cache(IdentityCache::no_cache())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_timeout(config.cache.fetch_timeout)
+                .build(),
+        );
+    if let Some(region) = &config.aws.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    loader.load().await
+}

@@ -1,0 +1,318 @@
+//! Calls to AWS Secrets Manager: one client per region, all signed with the
+//! same credentials, and one decision on which failures are transient.
+//!
+//! Nothing outside this module sees the SDK's types.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::Region;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use dashmap::DashMap;
+
+use crate::resources::SecretArn;
+use crate::secret::{Kind, Secret, secret_bytes};
+
+/// Which version of a secret to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// `AWSCURRENT`, the default.
+    Current,
+    /// A staging label such as `AWSPREVIOUS`.
+    Stage(String),
+    /// A version id.
+    Id(String),
+}
+
+/// Why a fetch failed. Messages come from AWS or the SDK and never carry
+/// secret material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("Secrets Manager did not answer in time")]
+    Timeout,
+    #[error("Secrets Manager is unreachable: {0}")]
+    Unreachable(String),
+    #[error("no AWS credentials: {message}")]
+    Credentials { message: String, transient: bool },
+    #[error("AWS refused the request ({code}): {message}")]
+    AccessDenied { code: String, message: String },
+    #[error("the secret does not exist in Secrets Manager: {0}")]
+    SecretNotFound(String),
+    #[error("no such version of the secret: {0}")]
+    VersionNotFound(String),
+    #[error("the version asked for is not valid: {0}")]
+    InvalidParameter(String),
+    #[error("Secrets Manager cannot decrypt the secret: {0}")]
+    DecryptionFailure(String),
+    #[error("Secrets Manager refused the request: {0}")]
+    InvalidRequest(String),
+    #[error("Secrets Manager is throttling requests: {0}")]
+    Throttled(String),
+    #[error("Secrets Manager failed ({code}): {message}")]
+    Service { code: String, message: String },
+    #[error("unexpected answer from Secrets Manager ({code}): {message}")]
+    Other { code: String, message: String },
+}
+
+impl UpstreamError {
+    /// Transient failures may pass by themselves: the cache keeps serving the
+    /// last value for a bounded time. Everything else takes effect at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Timeout
+            | UpstreamError::Unreachable(_)
+            | UpstreamError::Throttled(_)
+            | UpstreamError::Service { .. } => true,
+            UpstreamError::Credentials { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
+/// Secrets Manager clients by region, created on first use.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Shared settings: credentials, timeouts, retries, endpoint variables.
+    sdk: SdkConfig,
+    /// `secret-manager.aws.endpoint`, applied to every region's client.
+    endpoint: Option<String>,
+    clients: DashMap<String, Client>,
+}
+
+impl Upstream {
+    pub fn new(sdk: SdkConfig, endpoint: Option<String>) -> Upstream {
+        Upstream {
+            inner: Arc::new(Inner {
+                sdk,
+                endpoint,
+                clients: DashMap::new(),
+            }),
+        }
+    }
+
+    fn client(&self, region: &str) -> Client {
+        if let Some(client) = self.inner.clients.get(region) {
+            return client.clone();
+        }
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&self.inner.sdk)
+            .region(Region::new(region.to_owned()));
+        if let Some(endpoint) = &self.inner.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = Client::from_conf(builder.build());
+        self.inner
+            .clients
+            .entry(region.to_owned())
+            .or_insert(client)
+            .clone()
+    }
+
+    /// GetSecretValue for `arn` at `version`, in the ARN's region.
+    pub async fn get_secret_value(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<Secret, UpstreamError> {
+        let mut request = self
+            .client(arn.region())
+            .get_secret_value()
+            .secret_id(arn.as_str());
+        request = match version {
+            Version::Current => request,
+            Version::Stage(stage) => request.version_stage(stage),
+            Version::Id(id) => request.version_id(id),
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| classify(e, version != &Version::Current))?;
+
+        let (kind, value) = match (out.secret_string, out.secret_binary) {
+            (Some(text), _) => {
+                let bytes = text.into_bytes();
+                (Secret::text_kind(&bytes), secret_bytes(bytes))
+            }
+            (None, Some(blob)) => (Kind::Binary, secret_bytes(blob.into_inner())),
+            (None, None) => {
+                return Err(UpstreamError::Other {
+                    code: "EmptySecret".into(),
+                    message: "the answer had neither SecretString nor SecretBinary".into(),
+                });
+            }
+        };
+        Ok(Secret {
+            arn: out.arn.unwrap_or_else(|| arn.to_string()),
+            name: out.name.unwrap_or_default(),
+            version_id: out.version_id,
+            version_stages: out.version_stages.unwrap_or_default(),
+            created_date: out
+                .created_date
+                .and_then(|d| std::time::SystemTime::try_from(d).ok()),
+            kind,
+            value,
+        })
+    }
+}
+
+/// The one place SDK errors become [`UpstreamError`]s.
+fn classify(
+    err: SdkError<GetSecretValueError, HttpResponse>,
+    version_asked: bool,
+) -> UpstreamError {
+    let message = |m: Option<&str>| m.unwrap_or("no message").chars().take(300).collect();
+    match &err {
+        SdkError::TimeoutError(_) => return UpstreamError::Timeout,
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            return UpstreamError::Timeout;
+        }
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            let text = message(e.message());
+            return match e {
+                GetSecretValueError::ResourceNotFoundException(_) if version_asked => {
+                    UpstreamError::VersionNotFound(text)
+                }
+                GetSecretValueError::ResourceNotFoundException(_) => {
+                    UpstreamError::SecretNotFound(text)
+                }
+                GetSecretValueError::InvalidParameterException(_) => {
+                    UpstreamError::InvalidParameter(text)
+                }
+                GetSecretValueError::DecryptionFailure(_) => UpstreamError::DecryptionFailure(text),
+                GetSecretValueError::InvalidRequestException(_) => {
+                    UpstreamError::InvalidRequest(text)
+                }
+                GetSecretValueError::InternalServiceError(_) => UpstreamError::Service {
+                    code: "InternalServiceError".into(),
+                    message: text,
+                },
+                _ => classify_code(e.code(), text),
+            };
+        }
+        _ => {}
+    }
+    // Credential failures surface as dispatch or construction failures; find them in the chain.
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(cred) = e.downcast_ref::<CredentialsError>() {
+            let transient = matches!(
+                cred,
+                CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)
+            );
+            return UpstreamError::Credentials {
+                message: error_chain(cred as &dyn std::error::Error),
+                transient,
+            };
+        }
+        source = e.source();
+    }
+    match &err {
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            UpstreamError::Unreachable(error_chain(&err))
+        }
+        _ => UpstreamError::Other {
+            code: "SdkError".into(),
+            message: error_chain(&err),
+        },
+    }
+}
+
+fn classify_code(code: Option<&str>, message: String) -> UpstreamError {
+    let code = code.unwrap_or("Unknown").to_owned();
+    match code.as_str() {
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationToken" => UpstreamError::AccessDenied { code, message },
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded" => UpstreamError::Throttled(message),
+        "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "InternalFailure"
+        | "InternalServerError"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => UpstreamError::Service { code, message },
+        _ => UpstreamError::Other { code, message },
+    }
+}
+
+/// `err: cause: cause`, bounded in length.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text.chars().take(500).collect()
+}
+
+/// Deadline for one fetch, including the SDK's own retries.
+pub async fn with_deadline<T>(
+    deadline: Duration,
+    fut: impl Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    tokio::time::timeout(deadline, fut)
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_classify() {
+        let c = |code: &str| classify_code(Some(code), "m".into());
+        assert!(matches!(
+            c("AccessDeniedException"),
+            UpstreamError::AccessDenied { .. }
+        ));
+        assert!(matches!(
+            c("UnrecognizedClientException"),
+            UpstreamError::AccessDenied { .. }
+        ));
+        assert!(matches!(
+            c("ThrottlingException"),
+            UpstreamError::Throttled(_)
+        ));
+        assert!(c("ThrottlingException").is_transient());
+        assert!(c("ServiceUnavailable").is_transient());
+        assert!(!c("AccessDeniedException").is_transient());
+        assert!(!c("Whatever").is_transient());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_turns_into_timeout() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, UpstreamError>(())
+        };
+        assert_eq!(
+            with_deadline(Duration::from_secs(5), slow).await,
+            Err(UpstreamError::Timeout)
+        );
+    }
+}
