@@ -427,3 +427,37 @@ fn bad_configs_fail_before_serving_with_file_and_line() {
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/secret-agent.yaml"), "{err}");
 }
+
+#[tokio::test]
+async fn example_clients_read_secrets_and_report_errors() {
+    let f = fixture("");
+    let base = format!("http://{}", f.agent.addr);
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .env("SECRET_AGENT_URL", &base)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    let py = format!("{root}/examples/client.py");
+    let (code, out, _) = run("python3", &[&py, "db", "username"]);
+    assert_eq!((code, out.as_str()), (Some(0), "tiexin\n"));
+    let (code, out, _) = run("python3", &[&py, "nested/db"]);
+    assert_eq!((code, out.trim()), (Some(0), JSON_V2));
+    let (code, _, err) = run("python3", &[&py, "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404 resource_not_found"), "{err}");
+
+    let sh = format!("{root}/examples/curl.sh");
+    let (code, out, _) = run("bash", &[&sh, "db", "username"]);
+    assert_eq!((code, out.as_str()), (Some(0), "tiexin\n"));
+    let (code, out, _) = run("bash", &[&sh, "nope"]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("resource_not_found"), "{out}");
+}
