@@ -196,7 +196,7 @@ fn classify(
                     code: "InternalServiceError".into(),
                     message: text,
                 },
-                _ => classify_code(e.code(), text),
+                _ => classify_code(e.code(), text, ctx.raw().status().as_u16()),
             };
         }
         _ => {}
@@ -227,8 +227,17 @@ fn classify(
     }
 }
 
-fn classify_code(code: Option<&str>, message: String) -> UpstreamError {
-    let code = code.unwrap_or("Unknown").to_owned();
+/// By error code; when the answer had none the SDK could read, by HTTP status.
+fn classify_code(code: Option<&str>, message: String, status: u16) -> UpstreamError {
+    let code = match code {
+        Some(code) => code.to_owned(),
+        None => match status {
+            401 | 403 => "AccessDenied".to_owned(),
+            429 => "Throttling".to_owned(),
+            500..=599 => "ServiceUnavailable".to_owned(),
+            _ => format!("HTTP {status}"),
+        },
+    };
     match code.as_str() {
         "AccessDeniedException"
         | "AccessDenied"
@@ -285,7 +294,7 @@ mod tests {
 
     #[test]
     fn codes_classify() {
-        let c = |code: &str| classify_code(Some(code), "m".into());
+        let c = |code: &str| classify_code(Some(code), "m".into(), 400);
         assert!(matches!(
             c("AccessDeniedException"),
             UpstreamError::AccessDenied { .. }
@@ -302,6 +311,12 @@ mod tests {
         assert!(c("ServiceUnavailable").is_transient());
         assert!(!c("AccessDeniedException").is_transient());
         assert!(!c("Whatever").is_transient());
+        // No readable code: the HTTP status decides.
+        let by_status = |status| classify_code(None, "m".into(), status);
+        assert!(matches!(by_status(403), UpstreamError::AccessDenied { .. }));
+        assert!(matches!(by_status(429), UpstreamError::Throttled(_)));
+        assert!(by_status(503).is_transient());
+        assert!(matches!(by_status(418), UpstreamError::Other { .. }));
     }
 
     #[tokio::test(start_paused = true)]
