@@ -14,12 +14,14 @@
 //! - any other failure (access denied, deleted secret, ...): the value is
 //!   dropped at once, so a revoked permission stops reads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
+use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
@@ -80,6 +82,34 @@ pub enum CacheError {
     /// longer served.
     #[error("the cached value is older than max-stale allows and AWS still fails: {0}")]
     StaleLimit(UpstreamError),
+}
+
+/// How many prefetches run at once.
+pub const PREFETCH_CONCURRENCY: usize = 8;
+
+/// Progress of a start-up prefetch.
+#[derive(Debug)]
+pub struct Prefetch {
+    /// Resources not yet tried once.
+    pending: AtomicUsize,
+    /// ARNs whose fetches have failed and are being retried.
+    failing: Mutex<BTreeSet<String>>,
+}
+
+impl Prefetch {
+    /// Every resource has been fetched, or tried once and is being retried.
+    pub fn is_done(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
+    }
+
+    /// ARNs still failing, in order.
+    pub fn failing(&self) -> Vec<String> {
+        self.lock_failing().iter().cloned().collect()
+    }
+
+    fn lock_failing(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -177,6 +207,80 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.inner.slots.is_empty()
+    }
+
+    /// Fetches `arn` at `version` now (joining a fetch already under way).
+    /// On a transient failure the cached value is kept for later reads; on
+    /// any other it is dropped, as at a scheduled refresh.
+    pub async fn refresh(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        let key = Key {
+            arn: arn.clone(),
+            version: version.clone(),
+        };
+        let slot = self.inner.slot(&key);
+        self.inner
+            .start_fetch(&key, &slot)
+            .await
+            .map(|secret| (secret, CacheStatus::Miss))
+            .map_err(CacheError::Upstream)
+    }
+
+    /// Fetches the current version of every ARN in the background, at most
+    /// [`PREFETCH_CONCURRENCY`] at a time. A failed one is logged and retried
+    /// with backoff until it succeeds; the rest go on regardless.
+    pub fn prefetch(&self, arns: Vec<SecretArn>) -> Arc<Prefetch> {
+        let progress = Arc::new(Prefetch {
+            pending: AtomicUsize::new(arns.len()),
+            failing: Mutex::new(BTreeSet::new()),
+        });
+        let (cache, tracker) = (self.clone(), Arc::clone(&progress));
+        self.inner.runtime.spawn(async move {
+            let started = Instant::now();
+            let total = arns.len();
+            futures_util::stream::iter(arns)
+                .for_each_concurrent(PREFETCH_CONCURRENCY, |arn| {
+                    cache.prefetch_one(arn, &tracker)
+                })
+                .await;
+            log::info!(
+                "prefetched {total} resource(s) in {}ms; {} failing, retried in the background",
+                started.elapsed().as_millis(),
+                tracker.failing().len()
+            );
+        });
+        progress
+    }
+
+    /// The first attempt runs within the concurrency bound; retries of a
+    /// failure run on their own so they never hold up the others.
+    async fn prefetch_one(&self, arn: SecretArn, progress: &Arc<Prefetch>) {
+        let result = self.refresh(&arn, &Version::Current).await;
+        progress.pending.fetch_sub(1, Ordering::SeqCst);
+        let Err(err) = result else { return };
+        progress.lock_failing().insert(arn.to_string());
+        let (cache, progress) = (self.clone(), Arc::clone(progress));
+        self.inner.runtime.spawn(async move {
+            let mut err = err;
+            let mut failures = 1;
+            loop {
+                let delay = backoff(failures).max(Duration::from_secs(1));
+                log::warn!(
+                    "prefetch of {arn} failed ({err}); retrying in {}ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+                match cache.refresh(&arn, &Version::Current).await {
+                    Ok(_) => break,
+                    Err(e) => (err, failures) = (e, failures + 1),
+                }
+            }
+            log::info!("prefetch of {arn} succeeded after {failures} failure(s)");
+            progress.lock_failing().remove(arn.as_str());
+        });
     }
 
     /// Reads `arn` at `version`, from the cache when it can.
@@ -682,6 +786,48 @@ mod tests {
             Err(CacheError::Upstream(UpstreamError::Timeout))
         );
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forced_refresh_fetches_now_and_keeps_value_on_transient_failure() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        let (fresh, status) = cache.refresh(&arn(1), &Version::Current).await.unwrap();
+        assert_eq!(
+            (fresh.value.as_ref(), status),
+            (&b"value-2"[..], CacheStatus::Miss)
+        );
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
+        fake.fail_with(Some(UNAVAILABLE));
+        assert!(cache.refresh(&arn(1), &Version::Current).await.is_err());
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefetch_fetches_everything_and_retries_failures() {
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 100,
+            ..settings()
+        });
+        fake.fail_with(Some(UNAVAILABLE));
+        let progress = cache.prefetch((0..20).map(arn).collect());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(progress.is_done(), "every resource was tried once");
+        assert_eq!(progress.failing().len(), 20);
+        fake.fail_with(None);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(progress.failing().is_empty());
+        let calls = fake.calls();
+        for n in 0..20 {
+            assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+        }
+        assert_eq!(fake.calls(), calls);
     }
 
     #[test]

@@ -39,7 +39,18 @@ impl Application {
             .build();
         let upstream = Upstream::new(sdk, config.aws.endpoint.clone());
         let cache = Cache::new(Arc::new(upstream), config.cache.clone());
+        let prefetch = config.cache.prefetch.then(|| {
+            cache.prefetch(
+                config
+                    .aws
+                    .resources
+                    .iter()
+                    .map(|(_, arn)| arn.clone())
+                    .collect(),
+            )
+        });
         let state = AppState {
+            prefetch,
             resources: Arc::new(config.aws.resources.clone()),
             cache,
         };

@@ -10,7 +10,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 
 pub use error::ApiError;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Prefetch};
 use crate::resources::Resources;
 
 /// What every handler needs; cheap to clone.
@@ -18,6 +18,8 @@ use crate::resources::Resources;
 pub struct AppState {
     pub resources: Arc<Resources>,
     pub cache: Cache,
+    /// Progress of the start-up prefetch, when `cache.prefetch` is on.
+    pub prefetch: Option<Arc<Prefetch>>,
 }
 
 /// Registers every route on an actix-web app.

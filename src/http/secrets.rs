@@ -19,17 +19,21 @@ pub const CACHE_HEADER: &str = "Secret-Agent-Cache";
 struct SecretQuery {
     version_stage: Option<String>,
     version_id: Option<String>,
+    /// `refresh=true` fetches from AWS now instead of serving the cache.
+    #[serde(default)]
+    refresh: bool,
 }
 
 impl SecretQuery {
-    fn parse(query: &str) -> Result<Version, ApiError> {
+    /// The version asked for, and whether to refresh it now.
+    fn parse(query: &str) -> Result<(Version, bool), ApiError> {
         let q: SecretQuery = serde_urlencoded::from_str(query).map_err(|e| {
             ApiError::BadRequest(format!(
-                "bad query string ({e}); known parameters: version-stage, version-id"
+                "bad query string ({e}); known parameters: version-stage, version-id, refresh"
             ))
         })?;
         let valid = |v: &str| !v.is_empty() && v.len() <= 256;
-        match (q.version_stage, q.version_id) {
+        let version = match (q.version_stage, q.version_id) {
             (None, None) => Ok(Version::Current),
             (Some(stage), None) if valid(&stage) => Ok(Version::Stage(stage)),
             (None, Some(id)) if valid(&id) => Ok(Version::Id(id)),
@@ -39,7 +43,8 @@ impl SecretQuery {
             _ => Err(ApiError::BadRequest(
                 "version-stage and version-id must be 1 to 256 characters".into(),
             )),
-        }
+        }?;
+        Ok((version, q.refresh))
     }
 }
 
@@ -82,12 +87,17 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 }
 
 async fn serve(state: &AppState, path: &str, query: &str) -> Result<Served, ApiError> {
-    let version = SecretQuery::parse(query)?;
+    let (version, refresh) = SecretQuery::parse(query)?;
     let resolved = state
         .resources
         .resolve(path)
         .ok_or_else(|| ApiError::ResourceNotFound(path.chars().take(200).collect()))?;
-    let (secret, status) = state.cache.get(resolved.arn, &version).await.map_err(|e| {
+    let read = if refresh {
+        state.cache.refresh(resolved.arn, &version).await
+    } else {
+        state.cache.get(resolved.arn, &version).await
+    };
+    let (secret, status) = read.map_err(|e| {
         log::warn!("{}: {e}", resolved.name);
         ApiError::from(e)
     })?;
@@ -108,20 +118,21 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        assert_eq!(SecretQuery::parse("").unwrap(), Version::Current);
+        assert_eq!(SecretQuery::parse("").unwrap(), (Version::Current, false));
         assert_eq!(
             SecretQuery::parse("version-stage=AWSPREVIOUS").unwrap(),
-            Version::Stage("AWSPREVIOUS".into())
+            (Version::Stage("AWSPREVIOUS".into()), false)
         );
         assert_eq!(
-            SecretQuery::parse("version-id=abc").unwrap(),
-            Version::Id("abc".into())
+            SecretQuery::parse("version-id=abc&refresh=true").unwrap(),
+            (Version::Id("abc".into()), true)
         );
         for bad in [
             "versionStage=x",
             "version-stage=a&version-id=b",
             "version-id=",
             "%zz=1",
+            "refresh=yes",
         ] {
             assert!(
                 matches!(SecretQuery::parse(bad), Err(ApiError::BadRequest(_))),
