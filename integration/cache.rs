@@ -1,0 +1,398 @@
+//! The cache against a real upstream through the fault-injecting proxy:
+//! single flight, refresh ahead, bounded stale, versions, prefetch,
+//! eviction and revoked permissions.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// An agent over `resources` (name, secret name) created in the shared
+/// world, reading through a fresh proxy, with `cache` as the cache section.
+struct Setup {
+    proxy: Proxy<'static>,
+    agent: Agent,
+    arns: Vec<String>,
+}
+
+fn setup(resources: &[(&str, &str, &str)], cache: &str) -> Setup {
+    let world = World::shared();
+    let arns: Vec<String> = resources
+        .iter()
+        .map(|(_, secret, value)| world.create_secret(REGION, secret, value))
+        .collect();
+    let proxy = world.proxy();
+    let table: Vec<(&str, &str)> = resources
+        .iter()
+        .zip(&arns)
+        .map(|((name, _, _), arn)| (*name, arn.as_str()))
+        .collect();
+    let yaml = config(
+        Some(&proxy.url),
+        &table,
+        TEST_KEYS,
+        &format!("cache:\n{cache}"),
+    );
+    let agent = Agent::start(&yaml, &[]);
+    Setup { proxy, agent, arns }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_first_reads_make_one_call() {
+    let secret = unique("storm");
+    let s = setup(&[("storm", &secret, "storm-value")], "  ttl: 5m\n");
+    s.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
+    let client = client();
+    let url = s.agent.url("/secrets/storm");
+    let reads: Vec<_> = (0..200)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = client.get(&url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap(), (200, "storm-value".to_owned()));
+    }
+    assert_eq!(s.proxy.gets(&secret), 1);
+}
+
+#[tokio::test]
+async fn steady_reads_never_wait_on_a_slow_upstream_after_the_first() {
+    let secret = unique("steady");
+    let s = setup(
+        &[("steady", &secret, "v1")],
+        "  ttl: 2s\n  refresh-ahead: 1s\n",
+    );
+    s.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
+    let url = s.agent.url("/secrets/steady");
+    assert_eq!(get(&url).await.text(), "v1");
+    World::shared().put_secret_value(REGION, &s.arns[0], "v2");
+    let mut slowest = Duration::ZERO;
+    let mut seen_v2 = false;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let t = Instant::now();
+        let r = get(&url).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 200);
+        seen_v2 |= r.text() == "v2";
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a read waited {slowest:?}"
+    );
+    assert!(seen_v2, "the refreshed value was served");
+    assert!(s.proxy.gets(&secret) >= 2, "refreshed in the background");
+}
+
+#[tokio::test]
+async fn outage_serves_stale_then_fails_closed_then_recovers() {
+    let secret = unique("outage");
+    let s = setup(
+        &[("o", &secret, "before-outage")],
+        "  ttl: 1s\n  max-stale: 3s\n  fetch-timeout: 2s\n",
+    );
+    let url = s.agent.url("/secrets/o");
+    assert_eq!(get(&url).await.header("secret-agent-cache"), Some("miss"));
+    assert_eq!(get(&url).await.header("secret-agent-cache"), Some("hit"));
+
+    s.proxy.set_fault(json!({"fault": "status", "status": 503}));
+    let started = Instant::now();
+    // Within ttl + max-stale: the old value, marked stale, never an error.
+    let mut stale = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        let r = get(&url).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "before-outage"));
+        if r.header("secret-agent-cache") == Some("stale") {
+            stale += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stale > 0, "stale reads were marked");
+
+    // Connection resets are survived the same way.
+    s.proxy.set_fault(json!({"fault": "reset"}));
+    let r = get(&url).await;
+    assert_eq!(
+        (r.status, r.header("secret-agent-cache")),
+        (200, Some("stale"))
+    );
+
+    // Past ttl + max-stale: fail closed.
+    assert!(
+        eventually(Duration::from_secs(5), async || get(&url).await.status
+            == 503)
+        .await,
+        "503 after max-stale"
+    );
+    get(&url).await.assert_error(503, "upstream_unavailable");
+
+    // Recovery.
+    s.proxy.set_fault(json!({"fault": "none"}));
+    World::shared().put_secret_value(REGION, &s.arns[0], "after-outage");
+    let r = get(&url).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "after-outage"));
+    assert_eq!(r.header("secret-agent-cache"), Some("miss"));
+}
+
+#[tokio::test]
+async fn versions_by_stage_and_id() {
+    let world = World::shared();
+    let secret = unique("versions");
+    let arn = world.create_secret(REGION, &secret, r#"{"pw":"old"}"#);
+    let old_id = world.call(
+        "secretsmanager",
+        REGION,
+        "describe_secret",
+        json!({"SecretId": arn}),
+    )["VersionIdsToStages"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    world.put_secret_value(REGION, &arn, r#"{"pw":"new"}"#);
+    let proxy = world.proxy();
+    let agent = Agent::start(
+        &config(Some(&proxy.url), &[("v", &arn)], TEST_KEYS, ""),
+        &[],
+    );
+
+    let read = async |path: &str| get(&agent.url(path)).await;
+    assert_eq!(read("/secrets/v").await.text(), r#"{"pw":"new"}"#);
+    assert_eq!(
+        read("/secrets/v?version-stage=AWSPREVIOUS").await.text(),
+        r#"{"pw":"old"}"#
+    );
+    assert_eq!(
+        read("/secrets/v/pw?version-stage=AWSPREVIOUS").await.text(),
+        "old"
+    );
+    assert_eq!(
+        read(&format!("/secrets/v/pw?version-id={old_id}"))
+            .await
+            .text(),
+        "old"
+    );
+    assert_eq!(
+        read("/secrets/v/pw?version-stage=AWSCURRENT").await.text(),
+        "new"
+    );
+    // Each version is cached on its own.
+    let r = read("/secrets/v?version-stage=AWSPREVIOUS").await;
+    assert_eq!(r.header("secret-agent-cache"), Some("hit"));
+    assert_eq!(proxy.gets(&secret), 4);
+
+    read("/secrets/v?version-stage=NOSUCHSTAGE")
+        .await
+        .assert_error(404, "version_not_found");
+    let r = read("/secrets/v?version-id=00000000-0000-0000-0000-000000000000").await;
+    assert!(r.status == 404 || r.status == 400, "{}", r.text());
+    read("/secrets/v?version-stage=A&version-id=B")
+        .await
+        .assert_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn forced_refresh_reads_the_new_value_now() {
+    let secret = unique("forced");
+    let s = setup(&[("f", &secret, "first")], "  ttl: 1h\n");
+    let url = s.agent.url("/secrets/f");
+    assert_eq!(get(&url).await.text(), "first");
+    World::shared().put_secret_value(REGION, &s.arns[0], "second");
+    assert_eq!(get(&url).await.text(), "first");
+    let r = get(&format!("{url}?refresh=true")).await;
+    assert_eq!(
+        (r.text().as_str(), r.header("secret-agent-cache")),
+        ("second", Some("miss"))
+    );
+    assert_eq!(get(&url).await.text(), "second");
+    // A failed forced refresh returns the error and keeps the cached value.
+    s.proxy.set_fault(json!({"fault": "status", "status": 503}));
+    assert!(get(&format!("{url}?refresh=true")).await.status >= 500);
+    let r = get(&url).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "second"));
+}
+
+#[tokio::test]
+async fn prefetch_fills_the_cache_and_survives_a_failing_resource() {
+    let world = World::shared();
+    let names: Vec<String> = (0..5).map(|i| unique(&format!("pre{i}"))).collect();
+    let mut table: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                world.create_secret(REGION, n, &format!("value-of-{n}")),
+            )
+        })
+        .collect();
+    let missing = unique("pre-missing");
+    table.push((
+        "missing".into(),
+        format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}"),
+    ));
+    let proxy = world.proxy();
+    let refs: Vec<(&str, &str)> = table
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect();
+    let agent = Agent::start(
+        &config(
+            Some(&proxy.url),
+            &refs,
+            TEST_KEYS,
+            "cache:\n  prefetch: true\n",
+        ),
+        &[],
+    );
+    assert!(
+        agent.wait_for_log("prefetched 6 resource(s)", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.log().contains(&format!(
+        "prefetch of arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing} failed"
+    )));
+    for n in &names {
+        assert_eq!(proxy.gets(n), 1, "{n} prefetched once");
+        let r = get(&agent.url(&format!("/secrets/{n}"))).await;
+        assert_eq!(r.text(), format!("value-of-{n}"));
+        assert_eq!(r.header("secret-agent-cache"), Some("hit"));
+    }
+    // The failing one is retried in the background.
+    assert!(
+        eventually(Duration::from_secs(5), async || proxy.gets(&missing) >= 2).await,
+        "retried"
+    );
+}
+
+#[tokio::test]
+async fn least_recently_used_entry_is_evicted() {
+    let (a, b, c) = (unique("lru-a"), unique("lru-b"), unique("lru-c"));
+    let s = setup(
+        &[("a", &a, "A"), ("b", &b, "B"), ("c", &c, "C")],
+        "  max-entries: 2\n",
+    );
+    let read = async |n: &str| get(&s.agent.url(&format!("/secrets/{n}"))).await;
+    read("a").await;
+    read("b").await;
+    read("a").await; // b is now the least recently used
+    read("c").await; // evicts b
+    assert_eq!(read("a").await.header("secret-agent-cache"), Some("hit"));
+    assert_eq!(read("b").await.header("secret-agent-cache"), Some("miss"));
+    assert_eq!(
+        (s.proxy.gets(&a), s.proxy.gets(&b), s.proxy.gets(&c)),
+        (1, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn ttl_zero_reads_every_time() {
+    let secret = unique("ttl0");
+    let s = setup(&[("z", &secret, "zero")], "  ttl: 0\n");
+    for _ in 0..3 {
+        let r = get(&s.agent.url("/secrets/z")).await;
+        assert_eq!(
+            (r.text().as_str(), r.header("secret-agent-cache")),
+            ("zero", Some("miss"))
+        );
+    }
+    assert_eq!(s.proxy.gets(&secret), 3);
+}
+
+/// moto enforces IAM when INITIAL_NO_AUTH_ACTION_COUNT is set: the first
+/// that many calls are free, later ones need keys and a policy.
+#[tokio::test]
+async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
+    let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "7")]);
+    let iam = |method: &str, args: serde_json::Value| world.call("iam", "us-east-1", method, args);
+    // 7 unauthenticated calls: set up an admin and a reader.
+    iam("create_user", json!({"UserName": "admin"}));
+    let admin = iam("create_access_key", json!({"UserName": "admin"}))["AccessKey"].clone();
+    iam(
+        "put_user_policy",
+        json!({"UserName": "admin", "PolicyName": "all",
+               "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}).to_string()}),
+    );
+    iam("create_user", json!({"UserName": "reader"}));
+    let reader = iam("create_access_key", json!({"UserName": "reader"}))["AccessKey"].clone();
+    iam(
+        "put_user_policy",
+        json!({"UserName": "reader", "PolicyName": "read",
+               "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}).to_string()}),
+    );
+    let arn = world.call(
+        "secretsmanager",
+        REGION,
+        "create_secret",
+        json!({"Name": unique("revoked"), "SecretString": "readable-for-now"}),
+    )["ARN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let as_admin = |service: &str, region: &str, method: &str, args: serde_json::Value| {
+        world.cmd(json!({"op": "call", "service": service, "region": region, "method": method, "args": args,
+            "access_key_id": admin["AccessKeyId"], "secret_access_key": admin["SecretAccessKey"]}))
+    };
+
+    let keys = format!(
+        "access-key-id: {}\nsecret-access-key: {}",
+        reader["AccessKeyId"].as_str().unwrap(),
+        reader["SecretAccessKey"].as_str().unwrap()
+    );
+    let agent = Agent::start(
+        &config(
+            Some(&world.moto),
+            &[("r", &arn)],
+            &keys,
+            "cache:\n  ttl: 2s\n  refresh-ahead: 1s\n",
+        ),
+        &[],
+    );
+    let url = agent.url("/secrets/r");
+    assert_eq!(get(&url).await.text(), "readable-for-now");
+    assert_eq!(get(&url).await.header("secret-agent-cache"), Some("hit"));
+
+    as_admin(
+        "iam",
+        "us-east-1",
+        "delete_user_policy",
+        json!({"UserName": "reader", "PolicyName": "read"}),
+    );
+    // The refresh (at 1 s) is refused: the value must not be served any more,
+    // even though its TTL has not run out.
+    assert!(
+        eventually(Duration::from_secs(4), async || get(&url).await.status
+            != 200)
+        .await,
+        "still served after the permission was revoked"
+    );
+    get(&url).await.assert_error(502, "upstream_access_denied");
+    assert!(agent.log().contains("AccessDenied"), "{}", agent.log());
+    assert!(
+        !agent
+            .log()
+            .contains(reader["SecretAccessKey"].as_str().unwrap())
+    );
+}
