@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use log::LevelFilter;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
@@ -67,15 +67,72 @@ pub struct Config {
     pub service: ServiceConfig,
     pub aws: AwsConfig,
     pub cache: CacheConfig,
+    /// Client tokens; empty means open access (the seed's default).
+    pub auth: Vec<ClientToken>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
+    /// Problems worth a warning but not a refusal (e.g. file permissions).
+    pub warnings: Vec<String>,
 }
 
-/// Where the agent listens.
+/// Where the agent listens, and how it treats clients.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// `service.tcp.endpoint`; port 0 picks a free port (logged at start).
-    pub tcp: Option<SocketAddr>,
+    pub tcp: Option<TcpConfig>,
+    pub uds: Option<UdsConfig>,
+    /// Most client connections open at once, over all listeners.
+    pub max_connections: usize,
+    /// A client must send its request headers within this time, and idle
+    /// keep-alive connections are closed after it (slowloris guard).
+    pub request_timeout: Duration,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `service.tcp`.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// `endpoint`; port 0 picks a free port (logged at start).
+    pub addr: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+/// `service.tcp.tls`: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `service.uds`.
+#[derive(Debug, Clone)]
+pub struct UdsConfig {
+    pub socket_path: PathBuf,
+    /// Permission bits of the socket file (default 0660).
+    pub mode: u32,
+}
+
+/// A client token and the resources it may read.
+#[derive(Debug, Clone)]
+pub struct ClientToken {
+    /// Where the token came from, for messages: `token-file /path` or `token-env NAME`.
+    pub source: String,
+    pub value: SecretString,
+    pub scope: TokenScope,
+}
+
+/// What a token may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    /// `["*"]`: every configured resource.
+    All,
+    Only(std::collections::BTreeSet<ResourceName>),
 }
 
 /// `secret-manager.aws`.
@@ -169,6 +226,7 @@ struct RawConfig {
     secret_manager: RawSecretManager,
     #[serde(default)]
     cache: RawCache,
+    auth: Option<RawAuth>,
     #[serde(default)]
     log: RawLog,
 }
@@ -177,12 +235,46 @@ struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawService {
     tcp: Option<RawTcp>,
+    uds: Option<RawUds>,
+    max_connections: Option<usize>,
+    request_timeout: Option<DurationValue>,
+    shutdown_timeout: Option<DurationValue>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTcp {
     endpoint: String,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawUds {
+    socket_path: PathBuf,
+    mode: Option<serde_yaml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAuth {
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawToken {
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    resources: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -392,8 +484,37 @@ impl Config {
     /// A short, secret-free description for `--check`.
     pub fn summary(&self) -> String {
         let mut out = format!("{}: OK\n", self.source.display());
-        if let Some(tcp) = self.service.tcp {
-            out.push_str(&format!("listeners: tcp {tcp}\n"));
+        let mut listeners = Vec::new();
+        if let Some(tcp) = &self.service.tcp {
+            let scheme = match &tcp.tls {
+                Some(tls) if tls.ca_file.is_some() => "https (client certificates required)",
+                Some(_) => "https",
+                None => "http",
+            };
+            listeners.push(format!("tcp {} {scheme}", tcp.addr));
+        }
+        if let Some(uds) = &self.service.uds {
+            listeners.push(format!(
+                "unix {} (mode {:04o})",
+                uds.socket_path.display(),
+                uds.mode
+            ));
+        }
+        out.push_str(&format!("listeners: {}\n", listeners.join(", ")));
+        out.push_str(&format!(
+            "limits: max-connections {}, request-timeout {}\n",
+            self.service.max_connections,
+            humantime::format_duration(self.service.request_timeout)
+        ));
+        if self.auth.is_empty() {
+            out.push_str("auth: open (no client tokens)\n");
+        } else {
+            let sources: Vec<&str> = self.auth.iter().map(|t| t.source.as_str()).collect();
+            out.push_str(&format!(
+                "auth: {} token(s): {}\n",
+                self.auth.len(),
+                sources.join(", ")
+            ));
         }
         let names: Vec<&str> = self
             .aws
@@ -428,6 +549,9 @@ impl Config {
             "log level: {}\n",
             self.log_level.as_str().to_lowercase()
         ));
+        for warning in &self.warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
         out
     }
 }
@@ -532,6 +656,28 @@ impl Validator<'_> {
         let service = self.service(raw.service)?;
         let aws = self.aws(raw.secret_manager.aws)?;
         let cache = self.cache(raw.cache)?;
+        let auth = match raw.auth {
+            Some(auth) => self.auth(auth, &aws.resources)?,
+            None => Vec::new(),
+        };
+        let mut warnings = Vec::new();
+        let holds_secrets = aws.credentials.static_keys.is_some()
+            || aws
+                .credentials
+                .assume_role
+                .as_ref()
+                .is_some_and(|r| r.external_id.is_some());
+        if holds_secrets {
+            warnings.extend(loose_permissions(self.file, "it holds AWS keys"));
+        }
+        for token in &auth {
+            if let Some(path) = token.source.strip_prefix("token-file ") {
+                warnings.extend(loose_permissions(
+                    Path::new(path),
+                    "it holds a client token",
+                ));
+            }
+        }
         let log_level = match raw.log.level {
             None => LevelFilter::Info,
             Some(level) => level.parse().map_err(|_| {
@@ -546,22 +692,200 @@ impl Validator<'_> {
             service,
             aws,
             cache,
+            auth,
             log_level,
+            warnings,
         })
     }
 
     fn service(&self, raw: RawService) -> Result<ServiceConfig, ConfigError> {
         let tcp = match raw.tcp {
-            Some(tcp) => Some(self.socket_addr("service.tcp.endpoint", &tcp.endpoint)?),
+            Some(tcp) => Some(TcpConfig {
+                addr: self.socket_addr("service.tcp.endpoint", &tcp.endpoint)?,
+                tls: tcp.tls.map(|tls| self.tls(tls)).transpose()?,
+            }),
             None => None,
         };
-        if tcp.is_none() {
+        let uds = match raw.uds {
+            Some(uds) => Some(self.uds(uds)?),
+            None => None,
+        };
+        if tcp.is_none() && uds.is_none() {
             return Err(self.invalid(
                 "service",
-                "no listener is configured; add service.tcp.endpoint, e.g. 127.0.0.1:2773",
+                "no listener is configured; add service.tcp.endpoint (e.g. 127.0.0.1:2773) or service.uds.socket-path",
             ));
         }
-        Ok(ServiceConfig { tcp })
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(self.invalid("service.max-connections", "must be at least 1"));
+        }
+        let request_timeout = raw.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0);
+        if request_timeout.is_zero() {
+            return Err(self.invalid("service.request-timeout", "must be more than 0"));
+        }
+        Ok(ServiceConfig {
+            tcp,
+            uds,
+            max_connections,
+            request_timeout,
+            shutdown_timeout: raw
+                .shutdown_timeout
+                .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+        })
+    }
+
+    fn tls(&self, raw: RawTls) -> Result<TlsConfig, ConfigError> {
+        for (key, path) in [("cert-file", &raw.cert_file), ("key-file", &raw.key_file)]
+            .into_iter()
+            .chain(raw.ca_file.as_ref().map(|p| ("ca-file", p)))
+        {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(self.invalid(
+                    &format!("service.tcp.tls.{key}"),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+        Ok(TlsConfig {
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+            ca_file: raw.ca_file,
+        })
+    }
+
+    fn uds(&self, raw: RawUds) -> Result<UdsConfig, ConfigError> {
+        let path = "service.uds.mode";
+        let mode = match raw.mode {
+            None => Some(0o660),
+            // `mode: 0660` reads as the number 660 in YAML 1.2; both it and
+            // the string "0660" mean the octal digits as written.
+            Some(serde_yaml::Value::Number(n)) => parse_mode(&n.to_string()),
+            Some(serde_yaml::Value::String(text)) => parse_mode(&text),
+            Some(_) => None,
+        }
+        .ok_or_else(|| {
+            self.invalid(
+                path,
+                "must be octal permission bits such as 0660 or \"0600\"",
+            )
+        })?;
+        if mode & 0o600 != 0o600 {
+            return Err(self.invalid(
+                path,
+                format!("{mode:04o} does not let the agent's own user read and write the socket"),
+            ));
+        }
+        if raw.socket_path.as_os_str().is_empty() {
+            return Err(self.invalid("service.uds.socket-path", "is empty"));
+        }
+        Ok(UdsConfig {
+            socket_path: raw.socket_path,
+            mode,
+        })
+    }
+
+    fn auth(&self, raw: RawAuth, resources: &Resources) -> Result<Vec<ClientToken>, ConfigError> {
+        if raw.tokens.is_empty() {
+            return Err(self.invalid(
+                "auth.tokens",
+                "is empty; remove `auth` for open access, or list at least one token",
+            ));
+        }
+        let mut tokens: Vec<ClientToken> = Vec::with_capacity(raw.tokens.len());
+        for (i, token) in raw.tokens.into_iter().enumerate() {
+            let path = format!("auth.tokens[{i}]");
+            let (source, value) = match (token.token_file, token.token_env) {
+                (Some(file), None) => {
+                    let text = std::fs::read_to_string(&file).map_err(|e| {
+                        self.invalid(
+                            &format!("{path}.token-file"),
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?;
+                    (format!("token-file {}", file.display()), text)
+                }
+                (None, Some(var)) => {
+                    let text = std::env::var(&var).map_err(|_| {
+                        self.invalid(
+                            &format!("{path}.token-env"),
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?;
+                    (format!("token-env {var}"), text)
+                }
+                _ => {
+                    return Err(self.invalid(&path, "give exactly one of token-file and token-env"));
+                }
+            };
+            let value = SecretString::from(value.trim_end());
+            let text = value.expose_secret();
+            if text.is_empty() {
+                return Err(self.invalid(&path, format!("the token from {source} is empty")));
+            }
+            if text.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(self.invalid(
+                    &path,
+                    format!(
+                        "the token from {source} has spaces or control characters (value not shown)"
+                    ),
+                ));
+            }
+            if tokens.iter().any(|t| t.value.expose_secret() == text) {
+                return Err(self.invalid(&path, format!("the token from {source} is used twice")));
+            }
+            let scope = self.scope(&path, token.resources, resources)?;
+            tokens.push(ClientToken {
+                source,
+                value,
+                scope,
+            });
+        }
+        Ok(tokens)
+    }
+
+    fn scope(
+        &self,
+        path: &str,
+        names: Vec<String>,
+        resources: &Resources,
+    ) -> Result<TokenScope, ConfigError> {
+        if names.iter().any(|n| n == "*") {
+            return if names.len() == 1 {
+                Ok(TokenScope::All)
+            } else {
+                Err(self.invalid(
+                    &format!("{path}.resources"),
+                    "`*` already means every resource; list nothing beside it",
+                ))
+            };
+        }
+        if names.is_empty() {
+            return Err(self.invalid(
+                &format!("{path}.resources"),
+                "is empty; list resource names or \"*\"",
+            ));
+        }
+        let mut only = std::collections::BTreeSet::new();
+        for name in names {
+            match resources.get(&name) {
+                Some((name, _)) => {
+                    only.insert(name.clone());
+                }
+                None => {
+                    let known: Vec<&str> =
+                        resources.names().into_iter().map(|n| n.as_str()).collect();
+                    let hint = closest(&name, &known)
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default();
+                    return Err(self.invalid(
+                        &format!("{path}.resources"),
+                        format!("`{name}` is not a configured resource{hint}"),
+                    ));
+                }
+            }
+        }
+        Ok(TokenScope::Only(only))
     }
 
     fn socket_addr(&self, path: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -804,6 +1128,28 @@ impl Validator<'_> {
     }
 }
 
+/// Octal permission bits written as digits, e.g. "0660" or "660".
+fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.trim();
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+}
+
+/// A warning when `path` can be read by its group or others.
+fn loose_permissions(path: &Path, why: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by group or others (mode {:04o}) and {why}; chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
 fn is_role_arn(text: &str) -> bool {
     let parts: Vec<&str> = text.splitn(6, ':').collect();
     matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
@@ -839,7 +1185,11 @@ log:
     #[test]
     fn seed_sample_loads() {
         let config = load(SAMPLE).unwrap();
-        assert_eq!(config.service.tcp, Some("0.0.0.0:3005".parse().unwrap()));
+        assert_eq!(
+            config.service.tcp.unwrap().addr,
+            "0.0.0.0:3005".parse().unwrap()
+        );
+        assert!(config.auth.is_empty());
         assert_eq!(config.aws.region.as_deref(), Some("us-west-1"));
         assert_eq!(config.aws.resources.len(), 1);
         assert_eq!(config.cache.ttl, DEFAULT_TTL);
@@ -1086,6 +1436,140 @@ log:
                 .to_string()
                 .contains("secret-manager.aws.endpoint")
         );
+    }
+
+    #[test]
+    fn unix_socket_and_limits() {
+        let uds = |extra: &str| {
+            let yaml = SAMPLE.replace(
+                "  tcp:\n    endpoint: 0.0.0.0:3005\n",
+                &format!("  uds:\n    socket-path: /run/agent.sock\n{extra}"),
+            );
+            load(&yaml)
+        };
+        let c = uds("").unwrap();
+        assert!(c.service.tcp.is_none());
+        assert_eq!(c.service.uds.as_ref().unwrap().mode, 0o660);
+        assert_eq!(
+            uds("    mode: \"0600\"\n")
+                .unwrap()
+                .service
+                .uds
+                .unwrap()
+                .mode,
+            0o600
+        );
+        assert_eq!(
+            uds("    mode: 0640\n").unwrap().service.uds.unwrap().mode,
+            0o640
+        );
+        for bad in ["\"0999\"", "\"rw\"", "0400", "[1]", "77777"] {
+            let err = uds(&format!("    mode: {bad}\n")).unwrap_err().to_string();
+            assert!(err.contains("service.uds.mode"), "{bad}: {err}");
+        }
+        let none = SAMPLE.replace(
+            "  tcp:\n    endpoint: 0.0.0.0:3005\n",
+            "  max-connections: 5\n",
+        );
+        assert!(load(&none).unwrap_err().to_string().contains("no listener"));
+        let limits = SAMPLE.replace(
+            "    endpoint: 0.0.0.0:3005\n",
+            "    endpoint: 0.0.0.0:3005\n  max-connections: 5\n  request-timeout: 2s\n",
+        );
+        let c = load(&limits).unwrap();
+        assert_eq!(
+            (c.service.max_connections, c.service.request_timeout),
+            (5, Duration::from_secs(2))
+        );
+        let zero = limits.replace("max-connections: 5", "max-connections: 0");
+        assert!(
+            load(&zero)
+                .unwrap_err()
+                .to_string()
+                .contains("service.max-connections")
+        );
+        let tls = SAMPLE.replace(
+            "    endpoint: 0.0.0.0:3005\n",
+            "    endpoint: 0.0.0.0:3005\n    tls:\n      cert-file: /nonexistent/c.pem\n      key-file: /nonexistent/k.pem\n",
+        );
+        let err = load(&tls).unwrap_err().to_string();
+        assert!(
+            err.contains("service.tcp.tls.cert-file") && err.contains("/nonexistent/c.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        let with_auth = |tokens: &str| load(&format!("{SAMPLE}auth:\n  tokens:\n{tokens}"));
+        std::fs::write(&file, "s3cret-token\n").unwrap();
+        let c = with_auth(&format!(
+            "    - token-file: {}\n      resources: [\"*\"]\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(c.auth.len(), 1);
+        assert_eq!(c.auth[0].value.expose_secret(), "s3cret-token");
+        assert_eq!(c.auth[0].scope, TokenScope::All);
+        assert!(
+            !format!("{c:?}").contains("s3cret-token"),
+            "Debug shows a token"
+        );
+        let c = with_auth(&format!(
+            "    - token-file: {}\n      resources: [TestingSecret]\n",
+            file.display()
+        ))
+        .unwrap();
+        assert!(matches!(&c.auth[0].scope, TokenScope::Only(names) if names.len() == 1));
+
+        let err = with_auth(&format!(
+            "    - token-file: {}\n      resources: [TestingSecrte]\n",
+            file.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("auth.tokens[0].resources")
+                && err.contains("did you mean `TestingSecret`?"),
+            "{err}"
+        );
+        std::fs::write(&file, " \n").unwrap();
+        let err = with_auth(&format!(
+            "    - token-file: {}\n      resources: [\"*\"]\n",
+            file.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is empty"), "{err}");
+        let err =
+            with_auth("    - token-env: SECRET_AGENT_TEST_UNSET_VAR\n      resources: [\"*\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("SECRET_AGENT_TEST_UNSET_VAR is not set"),
+            "{err}"
+        );
+        let err = with_auth(&format!(
+            "    - token-file: {}\n      token-env: X\n      resources: [\"*\"]\n",
+            file.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("exactly one of token-file and token-env"),
+            "{err}"
+        );
+        assert!(with_auth("    []\n").is_err());
+        std::fs::write(&file, "tok").unwrap();
+        let err = with_auth(&format!(
+            "    - token-file: {}\n      resources: [\"*\", TestingSecret]\n",
+            file.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`*` already means every resource"), "{err}");
     }
 
     #[test]

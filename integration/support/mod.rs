@@ -339,16 +339,25 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                // TCP listeners are logged first, then the "serving" line.
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    if let Some(addr) = rest
+                        .strip_prefix("http://")
+                        .or(rest.strip_prefix("https://"))
+                    {
+                        let _ = tx.send(Some(addr.trim().to_owned()));
+                    }
+                } else if line.contains("] serving ") {
+                    let _ = tx.send(None);
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
+        // The TCP address, or 0.0.0.0:0 for an agent with only a Unix socket.
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().unwrap(),
+            Ok(addr) => addr.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |a| a.parse().unwrap()),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -1,7 +1,7 @@
 //! The API error type: one table from error to HTTP status and stable code.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::http::header::{ALLOW, CacheControl, CacheDirective, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::cache::CacheError;
@@ -24,6 +24,16 @@ pub enum ApiError {
     RouteNotFound,
     #[error("only GET and HEAD are allowed")]
     MethodNotAllowed,
+    #[error("a valid client token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("this token may not read `{0}`")]
+    Forbidden(String),
+    #[error("requests that came through a proxy (X-Forwarded-For or Forwarded) are refused")]
+    Forwarded,
+    #[error("the request path is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("{0}")]
     Upstream(UpstreamError),
     #[error("{0}")]
@@ -59,6 +69,14 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forwarded => (StatusCode::BAD_REQUEST, "forwarded_request_refused"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            ApiError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             ApiError::StaleLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
             ApiError::Upstream(e) => match e {
                 U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
@@ -87,8 +105,17 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.parts();
-        HttpResponse::build(status)
-            .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-            .json(serde_json::json!({ "error": code, "message": self.to_string() }))
+        let mut response = HttpResponse::build(status);
+        response.insert_header(CacheControl(vec![CacheDirective::NoStore]));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed => {
+                response.insert_header((ALLOW, "GET, HEAD"));
+            }
+            _ => {}
+        }
+        response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
     }
 }

@@ -63,7 +63,7 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         .strip_prefix("/secrets/")
         .unwrap_or_default();
     let name = percent_decode_str(raw).decode_utf8_lossy();
-    let result = serve(&state, &name, req.query_string()).await;
+    let result = serve(&req, &state, &name).await;
     let response = match &result {
         Ok(served) => HttpResponse::Ok()
             .content_type(served.content_type)
@@ -86,12 +86,15 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     response
 }
 
-async fn serve(state: &AppState, path: &str, query: &str) -> Result<Served, ApiError> {
-    let (version, refresh) = SecretQuery::parse(query)?;
-    let resolved = state
+async fn serve(req: &HttpRequest, state: &AppState, path: &str) -> Result<Served, ApiError> {
+    let snapshot = state.current.load();
+    let grant = snapshot.auth.authenticate(req)?;
+    let (version, refresh) = SecretQuery::parse(req.query_string())?;
+    let resolved = snapshot
         .resources
         .resolve(path)
         .ok_or_else(|| ApiError::ResourceNotFound(path.chars().take(200).collect()))?;
+    grant.permit(resolved.name)?;
     let read = if refresh {
         state.cache.refresh(resolved.arn, &version).await
     } else {

@@ -1,0 +1,522 @@
+//! The endpoint as a security boundary: scoped client tokens, the SSRF
+//! guard, TLS and mTLS, the Unix socket, limits against hostile clients,
+//! and log hygiene.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const ALL_TOKEN: &str = "tok-all-5f0c2a9e7b1d";
+const DB_TOKEN: &str = "tok-db-93aa61c4e2f0";
+
+struct Secured {
+    agent: Agent,
+    db_value: String,
+    other_value: String,
+}
+
+/// Two secrets; one token for everything (from a file with a trailing
+/// newline), one only for `prod/db` (from the environment).
+fn secured(service_extra: &str) -> Secured {
+    let world = World::shared();
+    let db_value = format!("db-value-{}", unique("v"));
+    let other_value = format!("other-value-{}", unique("v"));
+    let db = world.create_secret(REGION, &unique("sec-db"), &db_value);
+    let other = world.create_secret(REGION, &unique("sec-other"), &other_value);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("app.token");
+    std::fs::write(&token_file, format!("{ALL_TOKEN}\n\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tail = format!(
+        "auth:\n  tokens:\n    - token-file: {}\n      resources: [\"*\"]\n    - token-env: DB_TOKEN\n      resources: [prod/db]\nlog:\n  level: debug\n",
+        token_file.display()
+    );
+    let mut yaml = config(
+        Some(&world.moto),
+        &[("prod/db", &db), ("other", &other)],
+        TEST_KEYS,
+        &tail,
+    );
+    yaml = yaml.replace(
+        "    endpoint: 127.0.0.1:0\n",
+        &format!("    endpoint: 127.0.0.1:0\n{service_extra}"),
+    );
+    let agent = Agent::start(&yaml, &[("DB_TOKEN", DB_TOKEN)]);
+    // Keep the token file alive with the agent.
+    std::mem::forget(dir);
+    Secured {
+        agent,
+        db_value,
+        other_value,
+    }
+}
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = client().get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_scoped() {
+    let s = secured("");
+    let url = |p: &str| s.agent.url(p);
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // Missing or unknown token: 401, before anything about the resource is revealed.
+    for headers in [
+        vec![],
+        vec![("Authorization", bearer("wrong").leak() as &str)],
+        vec![("Authorization", "Basic dXNlcjpwYXNz")],
+        vec![("X-Aws-Parameters-Secrets-Token", "")],
+        vec![("X-Aws-Parameters-Secrets-Token", "tok-all-5f0c2a9e7b1")],
+    ] {
+        for path in ["/secrets/prod/db", "/secrets/nope"] {
+            let r = get_with(&url(path), &headers).await;
+            r.assert_error(401, "unauthorized");
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    // Both headers work; the file's trailing newline was trimmed.
+    let all = bearer(ALL_TOKEN);
+    let r = get_with(&url("/secrets/other"), &[("Authorization", &all)]).await;
+    assert_eq!((r.status, r.text()), (200, s.other_value.clone()));
+    let r = get_with(
+        &url("/secrets/prod/db"),
+        &[("X-Aws-Parameters-Secrets-Token", ALL_TOKEN)],
+    )
+    .await;
+    assert_eq!((r.status, r.text()), (200, s.db_value.clone()));
+
+    // A valid token outside its list: 403.
+    let db = bearer(DB_TOKEN);
+    let r = get_with(&url("/secrets/prod/db"), &[("Authorization", &db)]).await;
+    assert_eq!((r.status, r.text()), (200, s.db_value.clone()));
+    let r = get_with(&url("/secrets/other"), &[("Authorization", &db)]).await;
+    r.assert_error(403, "forbidden");
+    assert!(!r.text().contains(&s.other_value));
+    let r = get_with(&url("/secrets/nope"), &[("Authorization", &db)]).await;
+    r.assert_error(404, "resource_not_found");
+
+    // No error body or log line carries a token.
+    let log = s.agent.log();
+    for secret in [
+        ALL_TOKEN,
+        DB_TOKEN,
+        &s.db_value,
+        &s.other_value,
+        "test-secret-key-never-logged",
+    ] {
+        assert!(!log.contains(secret), "log leaks {secret}:\n{log}");
+    }
+    assert!(log.contains("client auth: 2 token(s)"), "{log}");
+}
+
+#[tokio::test]
+async fn proxied_requests_are_refused() {
+    let s = secured("");
+    let auth = format!("Bearer {ALL_TOKEN}");
+    for header in [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("Forwarded", "for=203.0.113.7"),
+    ] {
+        let r = get_with(
+            &s.agent.url("/secrets/other"),
+            &[("Authorization", &auth), header],
+        )
+        .await;
+        r.assert_error(400, "forwarded_request_refused");
+        assert!(!r.text().contains(&s.other_value));
+    }
+}
+
+#[tokio::test]
+async fn only_get_and_head_and_bounded_requests() {
+    let s = secured("");
+    let auth = format!("Bearer {ALL_TOKEN}");
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        for path in ["/secrets/other", "/elsewhere"] {
+            let r = client()
+                .request(method.parse().unwrap(), s.agent.url(path))
+                .header("Authorization", &auth)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405, "{method} {path}");
+            assert_eq!(r.headers()["allow"], "GET, HEAD");
+        }
+    }
+    // A long path: 414.
+    let long = format!("/secrets/{}", "a".repeat(10_000));
+    get_with(&s.agent.url(&long), &[("Authorization", &auth)])
+        .await
+        .assert_error(414, "uri_too_long");
+    // Large headers: 431; huge ones: a 4xx or a closed connection, never a crash.
+    let big = |size: usize| {
+        raw_request(
+            s.agent.addr,
+            &format!(
+                "GET /secrets/other HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "b".repeat(size)
+            ),
+        )
+    };
+    let (status, answer) = big(20 * 1024);
+    assert_eq!(status, 431, "{answer}");
+    assert!(answer.contains("headers_too_large") && !answer.contains(&s.other_value));
+    for size in [64 * 1024, 2 * 1024 * 1024] {
+        let (status, answer) = big(size);
+        assert!(
+            (400..500).contains(&status) || status == 0,
+            "{size}: {status}"
+        );
+        assert!(!answer.contains(&s.other_value));
+    }
+    // Still serving.
+    let r = get_with(&s.agent.url("/secrets/other"), &[("Authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+}
+
+/// Writes `request` as is and reads the status line (0 if the connection closed first).
+fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test]
+async fn idle_connections_do_not_lock_out_a_reader() {
+    // A low limit and a short request timeout: 40 idle connections hold
+    // every slot, and are dropped after 1 s each.
+    let s = secured(
+        "    # flood\n  max-connections: 8\n  request-timeout: 1s\n"
+            .replace("    # flood\n", "")
+            .as_str(),
+    );
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(s.agent.addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let auth = format!("Bearer {ALL_TOKEN}");
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        get_with(&s.agent.url("/secrets/other"), &[("Authorization", &auth)]),
+    )
+    .await
+    .expect("the reader got in");
+    assert_eq!((r.status, r.text()), (200, s.other_value.clone()));
+    // The limit held: the reader had to wait for idle connections to be dropped.
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+
+    // With the default limit, 300 idle connections cost a reader nothing.
+    let s = secured("");
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(s.agent.addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let r = get_with(&s.agent.url("/secrets/other"), &[("Authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // A slow client that sends half a request line is dropped too.
+    let mut slow = TcpStream::connect(s.agent.addr).unwrap();
+    slow.write_all(b"GET /secrets/oth").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "slow client kept for {:?}",
+        t.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&buf).contains(&s.other_value));
+    drop(idle);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    client_pem: String,
+    rogue_client_pem: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let leaf = |names: &[&str], issuer: &CertifiedIssuer<'_, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let ca_a = ca("secret-agent test CA");
+    let ca_b = ca("rogue CA");
+    let (server_cert, server_key) = leaf(&["127.0.0.1", "localhost"], &ca_a);
+    let (client_cert, client_key) = leaf(&["app.local"], &ca_a);
+    let (rogue_cert, rogue_key) = leaf(&["rogue.local"], &ca_b);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), &server_cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), &server_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_a.pem()).unwrap();
+    Pki {
+        dir,
+        ca_pem: ca_a.pem(),
+        client_pem: format!("{client_cert}{client_key}"),
+        rogue_client_pem: format!("{rogue_cert}{rogue_key}"),
+    }
+}
+
+fn tls_client(pki: &Pki, identity: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10));
+    if let Some(pem) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+fn tls_section(pki: &Pki, with_ca: bool) -> String {
+    let d = pki.dir.path();
+    let mut yaml = format!(
+        "    tls:\n      cert-file: {}\n      key-file: {}\n",
+        d.join("server.pem").display(),
+        d.join("server.key").display()
+    );
+    if with_ca {
+        yaml.push_str(&format!("      ca-file: {}\n", d.join("ca.pem").display()));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn tls_serves_secrets_and_plain_http_gets_none() {
+    let pki = pki();
+    let s = secured(&tls_section(&pki, false));
+    assert!(s.agent.log().contains("listening on https://"));
+    let url = format!("https://{}/secrets/other", s.agent.addr);
+    let r = tls_client(&pki, None)
+        .get(&url)
+        .bearer_auth(ALL_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), s.other_value);
+    // Plain HTTP to the TLS port never gets a secret.
+    let (_, answer) = raw_request(
+        s.agent.addr,
+        &format!(
+            "GET /secrets/other HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALL_TOKEN}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(!answer.contains(&s.other_value), "{answer}");
+}
+
+#[tokio::test]
+async fn mtls_requires_a_client_certificate_from_the_ca() {
+    let pki = pki();
+    let s = secured(&tls_section(&pki, true));
+    let url = format!("https://{}/secrets/other", s.agent.addr);
+    let r = tls_client(&pki, Some(&pki.client_pem))
+        .get(&url)
+        .bearer_auth(ALL_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), s.other_value);
+    for identity in [None, Some(pki.rogue_client_pem.as_str())] {
+        let result = tls_client(&pki, identity)
+            .get(&url)
+            .bearer_auth(ALL_TOKEN)
+            .send()
+            .await;
+        match result {
+            Err(_) => {}
+            Ok(r) => {
+                let body = r.text().await.unwrap_or_default();
+                panic!("served without a valid client certificate: {body}");
+            }
+        }
+    }
+}
+
+fn uds_get(path: &Path, request_path: &str, token: &str) -> (u16, String) {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {request_path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn unix_socket_with_mode_auth_and_cleanup() {
+    let world = World::shared();
+    let value = format!("uds-{}", unique("v"));
+    let arn = world.create_secret(REGION, &unique("uds"), &value);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    // A stale socket from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let token_env = "UDS_TOKEN";
+    let yaml = format!(
+        "service:\n  uds:\n    socket-path: {}\n\nsecret-manager:\n  aws:\n    region: us-west-1\n    endpoint: {}\n    {}\n    resources:\n      s: {arn}\nauth:\n  tokens:\n    - token-env: {token_env}\n      resources: [\"*\"]\n",
+        socket.display(),
+        world.moto,
+        TEST_KEYS.replace('\n', "\n    "),
+    );
+    let mut agent = Agent::start(&yaml, &[(token_env, ALL_TOKEN)]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    assert_eq!(
+        uds_get(&socket, "/secrets/s", ALL_TOKEN),
+        (200, value.clone())
+    );
+    assert_eq!(uds_get(&socket, "/secrets/s", "nope").0, 401);
+
+    // A second agent on the same live socket refuses to start.
+    let err = Agent::try_start(&yaml, &[(token_env, ALL_TOKEN)])
+        .err()
+        .expect("refused");
+    assert!(err.contains("in use"), "{err}");
+
+    // A clean exit removes the socket.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = agent.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert!(exit.success(), "{exit:?}");
+    assert!(!socket.exists(), "socket removed on exit");
+
+    // A custom mode; and a regular file at the path is never replaced.
+    let custom = yaml.replace("    socket-path:", "    mode: \"0600\"\n    socket-path:");
+    let _agent = Agent::start(&custom, &[(token_env, ALL_TOKEN)]);
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "data").unwrap();
+    let clobber = yaml.replace(&socket.display().to_string(), &file.display().to_string());
+    let err = Agent::try_start(&clobber, &[(token_env, ALL_TOKEN)])
+        .err()
+        .expect("refused");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
+}
+
+#[test]
+fn loose_permissions_are_warned_about_and_check_prints_no_secret() {
+    let world = World::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("t.token");
+    std::fs::write(&token, ALL_TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let yaml = config(
+        Some(&world.moto),
+        &[(
+            "s",
+            "arn:aws:secretsmanager:us-west-1:123456789012:secret:s",
+        )],
+        TEST_KEYS,
+        &format!(
+            "auth:\n  tokens:\n    - token-file: {}\n      resources: [s]\n",
+            token.display()
+        ),
+    );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = run_cli(&["--check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "warning: {} is readable by group or others",
+            path.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "warning: {} is readable by group or others",
+            token.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("auth: 1 token(s)"), "{out}");
+    for secret in [ALL_TOKEN, "test-secret-key-never-logged"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "--check leaks {secret}"
+        );
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, out, _) = run_cli(&["--check", "-c", path.to_str().unwrap()]);
+    assert!(!out.contains("warning:"), "{out}");
+}

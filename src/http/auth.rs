@@ -1,0 +1,159 @@
+//! Client tokens: who may read which resource.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+use crate::config::{ClientToken, TokenScope};
+use crate::resources::ResourceName;
+
+/// The AWS Secrets Manager Agent's token header, accepted for compatibility.
+pub const AWS_TOKEN_HEADER: &str = "X-Aws-Parameters-Secrets-Token";
+
+/// The configured tokens; none means open access.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    tokens: Vec<ClientToken>,
+}
+
+/// What an authenticated (or open) request may read.
+pub struct Grant<'a>(Option<&'a TokenScope>);
+
+impl Grant<'_> {
+    /// 403 when the token's list does not name the resource.
+    pub fn permit(&self, name: &ResourceName) -> Result<(), ApiError> {
+        match self.0 {
+            None | Some(TokenScope::All) => Ok(()),
+            Some(TokenScope::Only(names)) if names.contains(name) => Ok(()),
+            Some(TokenScope::Only(_)) => Err(ApiError::Forbidden(name.to_string())),
+        }
+    }
+}
+
+impl Authorizer {
+    pub fn new(tokens: Vec<ClientToken>) -> Authorizer {
+        Authorizer { tokens }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// 401 unless the request carries a configured token (or access is open).
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Grant<'_>, ApiError> {
+        if self.is_open() {
+            return Ok(Grant(None));
+        }
+        let presented = presented_token(req).ok_or(ApiError::Unauthorized)?;
+        self.find(presented)
+            .map(|t| Grant(Some(&t.scope)))
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Compares against every token in constant time per token, without
+    /// stopping at the first match.
+    fn find(&self, presented: &[u8]) -> Option<&ClientToken> {
+        if presented.is_empty() {
+            return None;
+        }
+        let mut found = None;
+        for token in &self.tokens {
+            if bool::from(token.value.expose_secret().as_bytes().ct_eq(presented)) {
+                found = Some(token);
+            }
+        }
+        found
+    }
+}
+
+/// `Authorization: Bearer <token>`, else `X-Aws-Parameters-Secrets-Token`.
+fn presented_token(req: &HttpRequest) -> Option<&[u8]> {
+    let headers = req.headers();
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let bytes = value.as_bytes();
+        return match bytes.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                Some(bytes[7..].trim_ascii())
+            }
+            _ => None,
+        };
+    }
+    headers
+        .get(AWS_TOKEN_HEADER)
+        .map(|v| v.as_bytes().trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+    use secrecy::SecretString;
+
+    fn authorizer() -> Authorizer {
+        let name = |n: &str| ResourceName::parse(n).unwrap();
+        Authorizer::new(vec![
+            ClientToken {
+                source: "token-env A".into(),
+                value: SecretString::from("all-access-token"),
+                scope: TokenScope::All,
+            },
+            ClientToken {
+                source: "token-env B".into(),
+                value: SecretString::from("db-only-token"),
+                scope: TokenScope::Only([name("db")].into()),
+            },
+        ])
+    }
+
+    #[test]
+    fn headers_and_scopes() {
+        let auth = authorizer();
+        let db = ResourceName::parse("db").unwrap();
+        let other = ResourceName::parse("other").unwrap();
+        let bearer = |t: &str| {
+            TestRequest::default()
+                .insert_header((AUTHORIZATION, t))
+                .to_http_request()
+        };
+        let aws = |t: &str| {
+            TestRequest::default()
+                .insert_header((AWS_TOKEN_HEADER, t))
+                .to_http_request()
+        };
+
+        let req = bearer("Bearer all-access-token");
+        assert!(auth.authenticate(&req).unwrap().permit(&other).is_ok());
+        let req = bearer("bearer db-only-token");
+        let grant = auth.authenticate(&req).unwrap();
+        assert!(grant.permit(&db).is_ok());
+        assert!(matches!(grant.permit(&other), Err(ApiError::Forbidden(_))));
+        let req = aws("db-only-token");
+        assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
+
+        for req in [
+            TestRequest::default().to_http_request(),
+            bearer("Bearer wrong"),
+            bearer("Bearer "),
+            bearer("Basic all-access-token"),
+            bearer("all-access-token"),
+            aws(""),
+            aws("all-access-tokenX"),
+            aws("all-access-toke"),
+        ] {
+            assert!(matches!(
+                auth.authenticate(&req),
+                Err(ApiError::Unauthorized)
+            ));
+        }
+    }
+
+    #[test]
+    fn open_when_no_tokens() {
+        let auth = Authorizer::default();
+        let req = TestRequest::default().to_http_request();
+        let name = ResourceName::parse("x").unwrap();
+        assert!(auth.authenticate(&req).unwrap().permit(&name).is_ok());
+    }
+}
