@@ -461,3 +461,19 @@ async fn example_clients_read_secrets_and_report_errors() {
     assert_ne!(code, Some(0));
     assert!(out.contains("resource_not_found"), "{out}");
 }
+
+#[tokio::test]
+async fn no_secret_value_reaches_the_trace_log_either() {
+    let world = World::shared();
+    let value = format!("trace-level-secret-{}", unique("v"));
+    let arn = world.create_secret(REGION, &unique("trace"), &format!(r#"{{"pw":"{value}"}}"#));
+    let yaml = config(Some(&world.moto), &[("t", &arn)], TEST_KEYS, "");
+    let agent = Agent::start(&yaml, &[("RUST_LOG", "trace")]);
+    assert_eq!(get(&agent.url("/secrets/t/pw")).await.text(), value);
+    assert_eq!(get(&agent.url("/secrets/t?refresh=true")).await.status, 200);
+    let log = agent.log();
+    assert!(log.contains("TRACE"), "trace logging is on");
+    for secret in [value.as_str(), "test-secret-key-never-logged"] {
+        assert!(!log.contains(secret), "trace log leaks {secret}");
+    }
+}
