@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -28,6 +28,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::config::CacheConfig;
+use crate::metrics::METRICS;
 use crate::resources::SecretArn;
 use crate::secret::Secret;
 use crate::upstream::{Upstream, UpstreamError, Version, with_deadline};
@@ -128,7 +129,8 @@ pub struct Cache {
 
 struct Inner {
     fetcher: Arc<dyn Fetch>,
-    settings: CacheConfig,
+    /// Replaced as a whole on config reload.
+    settings: ArcSwap<CacheConfig>,
     slots: DashMap<Key, Arc<Slot>>,
     /// Logical clock for least-recently-used eviction.
     clock: AtomicU64,
@@ -188,7 +190,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 fetcher,
-                settings,
+                settings: ArcSwap::from_pointee(settings),
                 slots: DashMap::new(),
                 clock: AtomicU64::new(0),
                 runtime: Handle::current(),
@@ -196,8 +198,14 @@ impl Cache {
         }
     }
 
-    pub fn settings(&self) -> &CacheConfig {
-        &self.inner.settings
+    pub fn settings(&self) -> Arc<CacheConfig> {
+        self.inner.settings()
+    }
+
+    /// Applies new settings (on reload); entries keep their values, and the
+    /// new TTL and bounds apply from their next read or refresh.
+    pub fn set_settings(&self, settings: CacheConfig) {
+        self.inner.settings.store(Arc::new(settings));
     }
 
     /// Number of cached entries (including those whose first fetch is under way).
@@ -283,6 +291,12 @@ impl Cache {
         });
     }
 
+    /// Drops every entry whose ARN is not in `keep` (resources removed by a
+    /// reload); their values are wiped once no reader holds them.
+    pub fn retain(&self, keep: &std::collections::HashSet<&str>) {
+        self.inner.slots.retain(|key, _| keep.contains(key.arn.as_str()));
+    }
+
     /// Reads `arn` at `version`, from the cache when it can.
     pub async fn get(
         &self,
@@ -294,7 +308,7 @@ impl Cache {
             version: version.clone(),
         };
         let slot = self.inner.slot(&key);
-        let settings = &self.inner.settings;
+        let settings = self.inner.settings.load();
 
         if let Some(cached) = slot.value.load_full() {
             let age = cached.fetched_at.elapsed();
@@ -326,6 +340,10 @@ impl Cache {
 }
 
 impl Inner {
+    fn settings(&self) -> Arc<CacheConfig> {
+        self.settings.load_full()
+    }
+
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
@@ -338,7 +356,7 @@ impl Inner {
             slot.last_used.store(now, Ordering::Relaxed);
             return slot.clone();
         }
-        if self.slots.len() >= self.settings.max_entries {
+        if self.slots.len() >= self.settings().max_entries {
             self.evict_one();
         }
         self.slots
@@ -378,9 +396,19 @@ impl Inner {
         let (key, task_slot) = (key.clone(), Arc::clone(slot));
         let task = self.runtime.spawn(async move {
             let fetch = inner.fetcher.fetch(key.arn.clone(), key.version.clone());
-            let result = with_deadline(inner.settings.fetch_timeout, fetch)
+            let started = Instant::now();
+            let result = with_deadline(inner.settings().fetch_timeout, fetch)
                 .await
                 .map(Arc::new);
+            let outcome = result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+            METRICS
+                .upstream_calls
+                .with_label_values(&["GetSecretValue", outcome])
+                .inc();
+            METRICS
+                .upstream_latency
+                .with_label_values(&["GetSecretValue"])
+                .observe(started.elapsed().as_secs_f64());
             inner.complete(&key, &task_slot, &result);
             result
         });
@@ -405,6 +433,7 @@ impl Inner {
         slot: &Arc<Slot>,
         result: &Result<Arc<Secret>, UpstreamError>,
     ) {
+        let settings = self.settings();
         let mut state = slot.state();
         state.inflight = None;
         if let Some(timer) = state.timer.take() {
@@ -414,7 +443,7 @@ impl Inner {
             Ok(secret) => {
                 state.failures = 0;
                 slot.lapsed.store(false, Ordering::Relaxed);
-                if self.settings.ttl.is_zero() {
+                if settings.ttl.is_zero() {
                     return;
                 }
                 let fetched_at = Instant::now();
@@ -423,7 +452,7 @@ impl Inner {
                     fetched_at,
                 })));
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
-                let refresh_at = fetched_at + self.settings.ttl - self.settings.refresh_ahead;
+                let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
                 state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
             }
             Err(err) if err.is_transient() => {
@@ -431,7 +460,7 @@ impl Inner {
                     return;
                 };
                 state.failures += 1;
-                let stale_until = cached.fetched_at + self.settings.ttl + self.settings.max_stale;
+                let stale_until = cached.fetched_at + settings.ttl + settings.max_stale;
                 let delay = backoff(state.failures);
                 log::warn!(
                     "refresh of {} failed ({err}); serving the cached value for up to {} more, retrying in {}ms",

@@ -32,6 +32,7 @@ use aws_sdk_secretsmanager::config::Region;
 use secrecy::ExposeSecret;
 
 use crate::config::{AssumeRole, CredentialsConfig};
+use crate::metrics::METRICS;
 
 /// Time an IMDS request may take before the chain gives up on it.
 const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -411,6 +412,7 @@ impl<P: ProvideCredentials> Refreshing<P> {
                     return Ok(creds);
                 };
                 self.refreshes.fetch_add(1, Ordering::Relaxed);
+                METRICS.credential_refreshes.inc();
                 let lifetime = expiry.duration_since(now).unwrap_or_default();
                 let refresh_at = expiry - REFRESH_BUFFER.min(lifetime / 4);
                 *current = Some((creds.clone(), refresh_at));

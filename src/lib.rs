@@ -13,12 +13,14 @@
 //! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`http`]: routes and the API error table.
-//! - [`server`]: listeners and lifecycle.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: listeners, reload and lifecycle.
 
 pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod metrics;
 pub mod resources;
 pub mod secret;
 pub mod server;

@@ -39,10 +39,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    // Everything passes env_logger's own filter unless RUST_LOG narrows it;
+    // the global maximum level comes from the config, so a reload can move it.
     env_logger::Builder::new()
-        .filter_level(config.log_level)
+        .filter_level(log::LevelFilter::Trace)
         .parse_env("RUST_LOG")
         .init();
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(config.log_level);
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

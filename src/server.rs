@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -20,11 +21,13 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cache::Cache;
 use crate::config::{Config, TlsConfig, UdsConfig};
 use crate::credentials::AgentCredentials;
 use crate::http::{self, AppState, Authorizer, Snapshot};
+use crate::metrics::METRICS;
 use crate::upstream::Upstream;
 
 /// Time to connect to an AWS endpoint before trying the next attempt.
@@ -69,8 +72,14 @@ impl Application {
             })),
             cache,
             prefetch,
+            credentials_ready: Arc::new(AtomicBool::new(false)),
+        };
+        let reloader = Reloader {
+            state: state.clone(),
+            applied: std::sync::Mutex::new(config.clone()),
         };
 
+        let ready = state.credentials_ready.clone();
         let service = &config.service;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut server = HttpServer::new(move || {
@@ -134,12 +143,11 @@ impl Application {
             }
         );
         log::info!("credentials: {}", credentials.mode());
+        tokio::spawn(probe_credentials(credentials, ready));
+        let mut hangups = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
         tokio::spawn(async move {
-            match credentials.probe().await {
-                Ok(found) => log::info!("credentials resolved: {found}"),
-                Err(e) => log::warn!(
-                    "no AWS credentials yet ({e}); reads will fail until some are available"
-                ),
+            while hangups.recv().await.is_some() {
+                reloader.reload();
             }
         });
 
@@ -166,6 +174,128 @@ impl Application {
         }
         result
     }
+}
+
+/// Resolves credentials once, for the start-up log line and readiness;
+/// retried with backoff until it works.
+async fn probe_credentials(credentials: AgentCredentials, ready: Arc<AtomicBool>) {
+    let mut delay = Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        match credentials.probe().await {
+            Ok(found) => {
+                log::info!("credentials resolved: {found}");
+                ready.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    log::warn!("no AWS credentials yet ({e}); reads fail until some are available");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Re-reads the config file on SIGHUP and applies what can change while
+/// running: resources, tokens, cache settings and the log level.
+struct Reloader {
+    state: AppState,
+    /// The config in effect, to tell what changed.
+    applied: std::sync::Mutex<Config>,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let path = applied.source.clone();
+        let new = match Config::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                METRICS.reloads.with_label_values(&["error"]).inc();
+                log::error!("reload refused, the running config stays in effect: {e}");
+                return;
+            }
+        };
+        let needs_restart = restart_only_changes(&applied, &new);
+        if !needs_restart.is_empty() {
+            log::warn!(
+                "{} changed; that takes effect only after a restart",
+                needs_restart.join(", ")
+            );
+        }
+        let (added, removed) = {
+            let old = &applied.aws.resources;
+            let added: Vec<_> = new
+                .aws
+                .resources
+                .iter()
+                .filter(|(n, a)| old.get(n.as_str()).map(|(_, o)| o) != Some(a))
+                .map(|(n, a)| (n.clone(), a.clone()))
+                .collect();
+            let removed = old
+                .iter()
+                .filter(|(n, _)| new.aws.resources.get(n.as_str()).is_none())
+                .count();
+            (added, removed)
+        };
+        self.state.current.store(Arc::new(Snapshot {
+            resources: new.aws.resources.clone(),
+            auth: Authorizer::new(new.auth.clone()),
+        }));
+        self.state.cache.set_settings(new.cache.clone());
+        let keep = new.aws.resources.iter().map(|(_, arn)| arn.as_str()).collect();
+        self.state.cache.retain(&keep);
+        if std::env::var_os("RUST_LOG").is_none() {
+            log::set_max_level(new.log_level);
+        }
+        if new.cache.prefetch && !added.is_empty() {
+            self.state
+                .cache
+                .prefetch(added.iter().map(|(_, arn)| arn.clone()).collect());
+        }
+        for warning in &new.warnings {
+            log::warn!("{warning}");
+        }
+        METRICS.reloads.with_label_values(&["ok"]).inc();
+        log::info!(
+            "reloaded {}: {} resource(s) ({} new or changed, {} removed), {} client token(s)",
+            path.display(),
+            new.aws.resources.len(),
+            added.len(),
+            removed,
+            new.auth.len()
+        );
+        *applied = new;
+    }
+}
+
+/// Settings a reload cannot apply to a running process.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let (o, n) = (&old.service, &new.service);
+    if format!("{:?}{:?}", o.tcp, o.uds) != format!("{:?}{:?}", n.tcp, n.uds) {
+        changed.push("the listeners (service.tcp, service.uds)");
+    }
+    if (o.max_connections, o.request_timeout, o.shutdown_timeout)
+        != (n.max_connections, n.request_timeout, n.shutdown_timeout)
+    {
+        changed
+            .push("connection limits (service.max-connections, request-timeout, shutdown-timeout)");
+    }
+    let aws = |c: &Config| {
+        format!(
+            "{:?}{:?}{:?}",
+            c.aws.region, c.aws.endpoint, c.aws.credentials
+        )
+    };
+    if aws(old) != aws(new) {
+        changed.push("AWS settings (region, endpoint, credentials)");
+    }
+    changed
 }
 
 /// Binds the Unix socket: a stale socket file from an earlier run is

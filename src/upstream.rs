@@ -61,6 +61,24 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A stable snake_case name of the kind of failure, for metrics and codes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Credentials { .. } => "credentials",
+            UpstreamError::AccessDenied { .. } => "access_denied",
+            UpstreamError::SecretNotFound(_) => "secret_not_found",
+            UpstreamError::VersionNotFound(_) => "version_not_found",
+            UpstreamError::InvalidParameter(_) => "invalid_parameter",
+            UpstreamError::DecryptionFailure(_) => "decryption_failure",
+            UpstreamError::InvalidRequest(_) => "invalid_request",
+            UpstreamError::Throttled(_) => "throttled",
+            UpstreamError::Service { .. } => "service_error",
+            UpstreamError::Other { .. } => "other",
+        }
+    }
+
     /// Transient failures may pass by themselves: the cache keeps serving the
     /// last value for a bounded time. Everything else takes effect at once.
     pub fn is_transient(&self) -> bool {

@@ -1,25 +1,36 @@
 //! The HTTP API: routes, client auth, request guards and the error type.
 //! Nothing below this module knows about HTTP.
+//!
+//! - `secrets`: `GET /secrets/<name>[/<key>]`
+//! - `compat`: the AWS Secrets Manager Agent's routes
+//! - `ops`: `/healthz`, `/readyz`, `/metrics` (no token needed)
 
 mod auth;
+mod compat;
 mod error;
+mod ops;
 mod secrets;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use arc_swap::ArcSwap;
 
 pub use auth::{AWS_TOKEN_HEADER, Authorizer};
 pub use error::ApiError;
 pub use secrets::CACHE_HEADER;
 
-use crate::cache::{Cache, Prefetch};
-use crate::resources::Resources;
+use crate::cache::{Cache, CacheStatus, Prefetch};
+use crate::metrics::METRICS;
+use crate::resources::{ResourceName, Resources, SecretArn};
+use crate::secret::Secret;
+use crate::upstream::Version;
 
 /// Longest request path served; longer ones get 414.
 pub const MAX_PATH: usize = 4096;
@@ -41,26 +52,33 @@ pub struct AppState {
     pub cache: Cache,
     /// Progress of the start-up prefetch, when `cache.prefetch` is on.
     pub prefetch: Option<Arc<Prefetch>>,
+    /// Set once AWS credentials have resolved.
+    pub credentials_ready: Arc<AtomicBool>,
 }
 
 /// Registers every route on an actix-web app.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::new(state)).service(
-            web::resource("/secrets/{tail:.*}")
-                .route(web::get().to(secrets::get_secret))
-                .route(web::head().to(secrets::get_secret)),
-        );
+        // Methods are checked by `guard`: every route answers GET and HEAD.
+        cfg.app_data(web::Data::new(state))
+            .route("/healthz", web::route().to(ops::healthz))
+            .route("/readyz", web::route().to(ops::readyz))
+            .route("/metrics", web::route().to(ops::metrics))
+            .route("/secretsmanager/get", web::route().to(compat::get_by_query))
+            .route("/v1/{name:.*}", web::route().to(compat::get_by_path))
+            .route("/secrets/{tail:.*}", web::route().to(secrets::get_secret));
     }
 }
 
-/// Checks every request before routing: only GET and HEAD, bounded paths,
-/// and no secrets for requests that came through a proxy (an SSRF guard,
-/// as in the AWS agent: a local app does not send forwarding headers).
+/// Checks every request before routing: only GET and HEAD, bounded paths
+/// and headers, and no secrets for requests that came through a proxy (an
+/// SSRF guard, as in the AWS agent: a local app sends no forwarding
+/// headers). Counts every request by route and status.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = route_label(req.path());
     let refused = if !matches!(*req.method(), Method::GET | Method::HEAD) {
         Some(ApiError::MethodNotAllowed)
     } else if req.uri().path().len() > MAX_PATH {
@@ -74,15 +92,29 @@ pub async fn guard(
     } else {
         None
     };
-    match refused {
+    let response = match refused {
         Some(err) => {
             let response = err.error_response();
-            Ok(req.into_response(response).map_into_right_body())
+            req.into_response(response).map_into_right_body()
         }
-        None => next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body),
+        None => next.call(req).await?.map_into_left_body(),
+    };
+    METRICS
+        .requests
+        .with_label_values(&[route, response.status().as_str()])
+        .inc();
+    Ok(response)
+}
+
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/secretsmanager/get" => "compat",
+        p if p.starts_with("/v1/") => "compat",
+        p if p.starts_with("/secrets/") => "secrets",
+        _ => "other",
     }
 }
 
@@ -96,4 +128,49 @@ fn header_bytes(req: &ServiceRequest) -> usize {
 /// The answer to any path no route matches.
 pub async fn not_found() -> HttpResponse {
     ApiError::RouteNotFound.error_response()
+}
+
+/// Reads a configured secret for a request whose token has been checked:
+/// from the cache, or fetched now with `refresh`.
+async fn read(
+    state: &AppState,
+    name: &ResourceName,
+    arn: &SecretArn,
+    version: &Version,
+    refresh: bool,
+) -> Result<(Arc<Secret>, CacheStatus), ApiError> {
+    let read = if refresh {
+        state.cache.refresh(arn, version).await
+    } else {
+        state.cache.get(arn, version).await
+    };
+    match read {
+        Ok((secret, status)) => {
+            // An answer from the cache means credentials worked at some point.
+            state.credentials_ready.store(true, Ordering::Relaxed);
+            METRICS
+                .cache_results
+                .with_label_values(&[status.as_str()])
+                .inc();
+            Ok((secret, status))
+        }
+        Err(e) => {
+            log::warn!("{name}: {e}");
+            Err(e.into())
+        }
+    }
+}
+
+/// One debug line per secret request: path, status, cache result, latency.
+fn log_request(req: &HttpRequest, status: u16, cache: Option<CacheStatus>, started: Instant) {
+    if log::log_enabled!(log::Level::Debug) {
+        let path: String = req.path().chars().take(300).collect();
+        log::debug!(
+            "GET {} -> {} cache={} {:.1}ms",
+            path.escape_debug(),
+            status,
+            cache.map_or("-", CacheStatus::as_str),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
 }

@@ -32,19 +32,23 @@ impl SecretQuery {
                 "bad query string ({e}); known parameters: version-stage, version-id, refresh"
             ))
         })?;
-        let valid = |v: &str| !v.is_empty() && v.len() <= 256;
-        let version = match (q.version_stage, q.version_id) {
-            (None, None) => Ok(Version::Current),
-            (Some(stage), None) if valid(&stage) => Ok(Version::Stage(stage)),
-            (None, Some(id)) if valid(&id) => Ok(Version::Id(id)),
-            (Some(_), Some(_)) => Err(ApiError::BadRequest(
-                "give version-stage or version-id, not both".into(),
-            )),
-            _ => Err(ApiError::BadRequest(
-                "version-stage and version-id must be 1 to 256 characters".into(),
-            )),
-        }?;
-        Ok((version, q.refresh))
+        Ok((version(q.version_stage, q.version_id)?, q.refresh))
+    }
+}
+
+/// A version from optional stage and id parameters (at most one).
+pub(super) fn version(stage: Option<String>, id: Option<String>) -> Result<Version, ApiError> {
+    let valid = |v: &str| !v.is_empty() && v.len() <= 256;
+    match (stage, id) {
+        (None, None) => Ok(Version::Current),
+        (Some(stage), None) if valid(&stage) => Ok(Version::Stage(stage)),
+        (None, Some(id)) if valid(&id) => Ok(Version::Id(id)),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give a version stage or a version id, not both".into(),
+        )),
+        _ => Err(ApiError::BadRequest(
+            "a version stage or id must be 1 to 256 characters".into(),
+        )),
     }
 }
 
@@ -72,17 +76,8 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
             .body(served.body.clone()),
         Err(err) => err.error_response(),
     };
-    if log::log_enabled!(log::Level::Debug) {
-        let cache = result.as_ref().map_or("-", |s| s.status.as_str());
-        let shown: String = name.chars().take(200).collect();
-        log::debug!(
-            "GET /secrets/{} -> {} cache={} {:.1}ms",
-            shown.escape_debug(),
-            response.status().as_u16(),
-            cache,
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-    }
+    let cache = result.ok().map(|s| s.status);
+    super::log_request(&req, response.status().as_u16(), cache, started);
     response
 }
 
@@ -95,15 +90,8 @@ async fn serve(req: &HttpRequest, state: &AppState, path: &str) -> Result<Served
         .resolve(path)
         .ok_or_else(|| ApiError::ResourceNotFound(path.chars().take(200).collect()))?;
     grant.permit(resolved.name)?;
-    let read = if refresh {
-        state.cache.refresh(resolved.arn, &version).await
-    } else {
-        state.cache.get(resolved.arn, &version).await
-    };
-    let (secret, status) = read.map_err(|e| {
-        log::warn!("{}: {e}", resolved.name);
-        ApiError::from(e)
-    })?;
+    let (secret, status) =
+        super::read(state, resolved.name, resolved.arn, &version, refresh).await?;
     let (body, kind) = match resolved.key {
         None => (secret.value.clone(), secret.kind),
         Some(key) => secret.key(key)?,

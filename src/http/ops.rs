@@ -1,0 +1,48 @@
+//! `/healthz`, `/readyz` and `/metrics`: for operators and orchestrators,
+//! so they need no client token and reveal no secret.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use crate::metrics::METRICS;
+
+/// 200 while the process serves.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// 200 once credentials have resolved and the prefetch (when on) is done;
+/// otherwise 503, saying what is missing.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut missing = Vec::new();
+    if !state.credentials_ready.load(Ordering::Relaxed) {
+        missing.push("credentials: AWS credentials have not resolved yet".to_owned());
+    }
+    let mut failing = Vec::new();
+    if let Some(prefetch) = &state.prefetch {
+        if !prefetch.is_done() {
+            missing.push("prefetch: not every resource has been fetched yet".to_owned());
+        }
+        failing = prefetch.failing();
+    }
+    if missing.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "prefetch_failing": failing }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not_ready",
+            "missing": missing,
+            "prefetch_failing": failing,
+        }))
+    }
+}
+
+/// The Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    METRICS.cached_entries.set(state.cache.len() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(METRICS.render())
+}

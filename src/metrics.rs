@@ -1,0 +1,141 @@
+//! Prometheus metrics, all named `secret_agent_*`. Labels never carry a
+//! secret value; resource names are not labels either, so the number of
+//! series stays bounded.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The agent's metrics, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    /// By route (`secrets`, `compat`, `healthz`, `readyz`, `metrics`, `other`) and status.
+    pub requests: IntCounterVec,
+    /// By result: `hit`, `miss`, `stale`.
+    pub cache_results: IntCounterVec,
+    /// By action and outcome (`ok` or the error code).
+    pub upstream_calls: IntCounterVec,
+    /// By action, in seconds.
+    pub upstream_latency: HistogramVec,
+    /// Temporary credentials fetched or refreshed.
+    pub credential_refreshes: IntCounter,
+    /// Entries in the cache, set at each scrape.
+    pub cached_entries: IntGauge,
+    /// Config reloads by outcome (`ok`, `error`).
+    pub reloads: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let requests = counter_vec(
+            "secret_agent_requests_total",
+            "HTTP requests by route and status.",
+            &["route", "status"],
+        );
+        let cache_results = counter_vec(
+            "secret_agent_cache_results_total",
+            "Secret reads by cache result.",
+            &["result"],
+        );
+        let upstream_calls = counter_vec(
+            "secret_agent_upstream_calls_total",
+            "Calls to AWS by action and outcome.",
+            &["action", "outcome"],
+        );
+        let reloads = counter_vec(
+            "secret_agent_config_reloads_total",
+            "Configuration reloads by outcome.",
+            &["outcome"],
+        );
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "secret_agent_upstream_latency_seconds",
+                "Latency of calls to AWS, retries included.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["action"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(upstream_latency.clone()))
+            .expect("unique metric");
+        let credential_refreshes = IntCounter::new(
+            "secret_agent_credential_refreshes_total",
+            "Temporary AWS credentials fetched or refreshed.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(credential_refreshes.clone()))
+            .expect("unique metric");
+        let cached_entries = IntGauge::new(
+            "secret_agent_cached_entries",
+            "Entries in the secret cache.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cached_entries.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            requests,
+            cache_results,
+            upstream_calls,
+            upstream_latency,
+            credential_refreshes,
+            cached_entries,
+            reloads,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_text_format() {
+        METRICS.cache_results.with_label_values(&["hit"]).inc();
+        METRICS
+            .upstream_latency
+            .with_label_values(&["GetSecretValue"])
+            .observe(0.02);
+        let text = METRICS.render();
+        assert!(
+            text.contains("# TYPE secret_agent_cache_results_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_agent_cache_results_total{result=\"hit\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_agent_upstream_latency_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
