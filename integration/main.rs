@@ -5,4 +5,5 @@ mod support;
 
 mod cache;
 mod core;
+mod production;
 mod security;

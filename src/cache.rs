@@ -294,7 +294,9 @@ impl Cache {
     /// Drops every entry whose ARN is not in `keep` (resources removed by a
     /// reload); their values are wiped once no reader holds them.
     pub fn retain(&self, keep: &std::collections::HashSet<&str>) {
-        self.inner.slots.retain(|key, _| keep.contains(key.arn.as_str()));
+        self.inner
+            .slots
+            .retain(|key, _| keep.contains(key.arn.as_str()));
     }
 
     /// Reads `arn` at `version`, from the cache when it can.

@@ -247,7 +247,12 @@ impl Reloader {
             auth: Authorizer::new(new.auth.clone()),
         }));
         self.state.cache.set_settings(new.cache.clone());
-        let keep = new.aws.resources.iter().map(|(_, arn)| arn.as_str()).collect();
+        let keep = new
+            .aws
+            .resources
+            .iter()
+            .map(|(_, arn)| arn.as_str())
+            .collect();
         self.state.cache.retain(&keep);
         if std::env::var_os("RUST_LOG").is_none() {
             log::set_max_level(new.log_level);

@@ -1,0 +1,342 @@
+//! Running it: health and readiness, metrics, hot reload, graceful
+//! shutdown, the AWS-agent-compatible routes and the CLI.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn signal(agent: &Agent, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Polls until `check` holds, up to `timeout`.
+async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_token() {
+    let world = World::shared();
+    let name = unique("ready");
+    let arn = world.create_secret(REGION, &name, "ready-value");
+    let proxy = world.proxy();
+    proxy.set_fault(json!({"fault": "delay", "delay_ms": 1500}));
+    let yaml = config(
+        Some(&proxy.url),
+        &[("r", &arn)],
+        TEST_KEYS,
+        "cache:\n  prefetch: true\nauth:\n  tokens:\n    - token-env: T\n      resources: [\"*\"]\n",
+    );
+    let agent = Agent::start(&yaml, &[("T", "ready-token-123")]);
+    assert_eq!(get(&agent.url("/healthz")).await.status, 200);
+    // The prefetch takes 1.5 s: not ready yet, and the body says why.
+    let r = get(&agent.url("/readyz")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("prefetch"), "{}", r.text());
+    assert!(
+        eventually(Duration::from_secs(8), async || get(&agent.url("/readyz"))
+            .await
+            .status
+            == 200)
+        .await,
+        "ready after the prefetch"
+    );
+    assert_eq!(get(&agent.url("/secrets/r")).await.status, 401);
+
+    // No credentials anywhere: alive, not ready, and the body says why.
+    let yaml = config(Some(&world.moto), &[("r", &arn)], "", "");
+    let agent = Agent::start(&yaml, &[]);
+    assert_eq!(get(&agent.url("/healthz")).await.status, 200);
+    let r = get(&agent.url("/readyz")).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.json()["missing"][0]
+            .as_str()
+            .unwrap()
+            .contains("credentials"),
+        "{}",
+        r.text()
+    );
+}
+
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let mut out = HashMap::new();
+    for sample in scrape.samples {
+        let mut labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        labels.sort();
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let world = World::shared();
+    let value = format!("metric-secret-{}", unique("v"));
+    let arn = world.create_secret(REGION, &unique("metrics"), &value);
+    let yaml = config(Some(&world.moto), &[("m", &arn)], TEST_KEYS, "");
+    let agent = Agent::start(&yaml, &[]);
+    assert_eq!(
+        get(&agent.url("/secrets/m"))
+            .await
+            .header("secret-agent-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        get(&agent.url("/secrets/m"))
+            .await
+            .header("secret-agent-cache"),
+        Some("hit")
+    );
+    assert_eq!(get(&agent.url("/secrets/m")).await.status, 200);
+    assert_eq!(get(&agent.url("/secrets/nope")).await.status, 404);
+
+    let r = get(&agent.url("/metrics")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let text = r.text();
+    assert!(!text.contains(&value), "a secret value in the metrics");
+    let m = parse_metrics(&text);
+    let get_metric = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
+    assert_eq!(
+        get_metric("secret_agent_requests_total{route=secrets,status=200}"),
+        3.0
+    );
+    assert_eq!(
+        get_metric("secret_agent_requests_total{route=secrets,status=404}"),
+        1.0
+    );
+    assert_eq!(
+        get_metric("secret_agent_cache_results_total{result=miss}"),
+        1.0
+    );
+    assert_eq!(
+        get_metric("secret_agent_cache_results_total{result=hit}"),
+        2.0
+    );
+    assert_eq!(
+        get_metric("secret_agent_upstream_calls_total{action=GetSecretValue,outcome=ok}"),
+        1.0
+    );
+    assert_eq!(
+        get_metric("secret_agent_upstream_latency_seconds{action=GetSecretValue}"),
+        1.0
+    );
+    assert_eq!(get_metric("secret_agent_cached_entries{}"), 1.0);
+    assert!(
+        m.contains_key("secret_agent_credential_refreshes_total{}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_resources_and_refuses_a_broken_file() {
+    let world = World::shared();
+    let a = world.create_secret(REGION, &unique("reload-a"), "value-a");
+    let b = world.create_secret(REGION, &unique("reload-b"), "value-b");
+    let yaml = config(Some(&world.moto), &[("a", &a)], TEST_KEYS, "");
+    let agent = Agent::start(&yaml, &[("RELOAD_TOKEN", "reload-token-1")]);
+    let config_path = agent.dir.path().join("config.yaml");
+    assert_eq!(get(&agent.url("/secrets/a")).await.text(), "value-a");
+    assert_eq!(get(&agent.url("/secrets/b")).await.status, 404);
+
+    // Add b, remove a.
+    std::fs::write(
+        &config_path,
+        config(Some(&world.moto), &[("b", &b)], TEST_KEYS, ""),
+    )
+    .unwrap();
+    signal(&agent, "HUP");
+    assert!(
+        agent.wait_for_log("reloaded", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(get(&agent.url("/secrets/b")).await.text(), "value-b");
+    get(&agent.url("/secrets/a"))
+        .await
+        .assert_error(404, "resource_not_found");
+
+    // A broken file: one error line, the running config stays.
+    std::fs::write(&config_path, "service:\n  tcp:\n    endpoint: [\n").unwrap();
+    signal(&agent, "HUP");
+    assert!(
+        agent.wait_for_log("reload refused", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(agent.log().matches("reload refused").count(), 1);
+    assert_eq!(get(&agent.url("/secrets/b")).await.text(), "value-b");
+
+    // Tokens take effect at once; a listener change is reported as needing a restart.
+    let with_auth = config(
+        Some(&world.moto),
+        &[("b", &b)],
+        TEST_KEYS,
+        "auth:\n  tokens:\n    - token-env: RELOAD_TOKEN\n      resources: [b]\n",
+    )
+    .replace("127.0.0.1:0", "127.0.0.1:1");
+    std::fs::write(&config_path, with_auth).unwrap();
+    signal(&agent, "HUP");
+    assert!(
+        agent.wait_for_log("1 client token(s)", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.log().contains(
+        "the listeners (service.tcp, service.uds) changed; that takes effect only after a restart"
+    ));
+    assert_eq!(get(&agent.url("/secrets/b")).await.status, 401);
+    let r = client()
+        .get(agent.url("/secrets/b"))
+        .bearer_auth("reload-token-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "value-b");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_read_finish_then_exits_zero() {
+    let world = World::shared();
+    let name = unique("drain");
+    let arn = world.create_secret(REGION, &name, "drained-value");
+    let proxy = world.proxy();
+    proxy.set_fault(json!({"fault": "delay", "delay_ms": 2000}));
+    let yaml = config(Some(&proxy.url), &[("d", &arn)], TEST_KEYS, "");
+    let mut agent = Agent::start(&yaml, &[]);
+    let url = agent.url("/secrets/d");
+    let read = tokio::spawn(async move { get(&url).await });
+    // Wait until the fetch is under way, then ask the agent to stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.gets(&name) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&agent, "TERM");
+    let r = read.await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "drained-value"));
+    let status = agent.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn aws_agent_compatible_routes() {
+    let world = World::shared();
+    let name = unique("compat");
+    let arn = world.create_secret(REGION, &name, r#"{"user":"old"}"#);
+    world.put_secret_value(REGION, &arn, r#"{"user":"new"}"#);
+    let unlisted = world.create_secret(REGION, &unique("unlisted"), "never-served");
+    let yaml = config(
+        Some(&world.moto),
+        &[("MyTest", &arn)],
+        TEST_KEYS,
+        "auth:\n  tokens:\n    - token-env: COMPAT_TOKEN\n      resources: [\"*\"]\n",
+    );
+    let agent = Agent::start(&yaml, &[("COMPAT_TOKEN", "compat-token-42")]);
+    let read = async |path: &str| {
+        let r = client()
+            .get(agent.url(path))
+            .header("X-Aws-Parameters-Secrets-Token", "compat-token-42")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(r.headers()["content-type"], "application/json");
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap(),
+        )
+    };
+    let encoded_arn: String = url_encode(&arn);
+    for path in [
+        "/secretsmanager/get?secretId=MyTest".to_owned(),
+        format!("/secretsmanager/get?secretId={encoded_arn}"),
+        "/v1/MyTest".to_owned(),
+    ] {
+        let (status, body) = read(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["SecretString"], r#"{"user":"new"}"#, "{path}");
+        assert_eq!(body["ARN"], arn.as_str());
+        assert_eq!(body["Name"], name.as_str());
+        assert_eq!(body["VersionStages"], json!(["AWSCURRENT"]));
+        assert!(
+            body["VersionId"].is_string() && body["CreatedDate"].is_number(),
+            "{body}"
+        );
+    }
+    let (_, body) = read("/secretsmanager/get?secretId=MyTest&versionStage=AWSPREVIOUS").await;
+    assert_eq!(body["SecretString"], r#"{"user":"old"}"#);
+    let (_, body) = read("/v1/MyTest?versionStage=AWSPREVIOUS").await;
+    assert_eq!(body["SecretString"], r#"{"user":"old"}"#);
+
+    // An unlisted secret is not served, by name or ARN, though it exists upstream.
+    for path in [
+        format!("/secretsmanager/get?secretId={}", url_encode(&unlisted)),
+        "/v1/unlisted".to_owned(),
+    ] {
+        let (status, body) = read(&path).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (404, Some("resource_not_found")),
+            "{path}"
+        );
+    }
+    // Auth works as on the other routes.
+    let r = get(&agent.url("/secretsmanager/get?secretId=MyTest")).await;
+    r.assert_error(401, "unauthorized");
+    let (status, _) = read("/secretsmanager/get").await;
+    assert_eq!(status, 400);
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run_cli(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("secret-agent "), "{out}");
+    let (code, out, _) = run_cli(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--config", "-c", "--check", "--version", "--help"] {
+        assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
+    }
+    let (code, _, err) = run_cli(&["--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
