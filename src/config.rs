@@ -1579,4 +1579,95 @@ log:
             assert!(err.starts_with("test.yaml"), "{err}");
         }
     }
+
+    /// Property tests: any input gives a config or a clear error, never a
+    /// panic. `PROPTEST_CASES=100000 cargo test --lib proptests` runs longer.
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn samples() -> Vec<String> {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+            let mut texts: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect();
+            texts.push(SAMPLE.to_owned());
+            texts
+        }
+
+        fn assert_clear(result: Result<Config, ConfigError>) {
+            if let Err(e) = result {
+                let text = e.to_string();
+                assert!(text.starts_with("test.yaml"), "{text}");
+                assert!(text.len() < 2000, "{text}");
+            }
+        }
+
+        /// Fragments that make YAML of the agent's shape likely.
+        fn yamlish() -> impl Strategy<Value = String> {
+            let token = prop_oneof![
+                Just("service:".to_owned()),
+                Just("tcp:".to_owned()),
+                Just("endpoint: 127.0.0.1:0".to_owned()),
+                Just("secret-manager:".to_owned()),
+                Just("aws:".to_owned()),
+                Just("resources:".to_owned()),
+                Just("a: arn:aws:secretsmanager:us-west-1:123456789012:secret:a".to_owned()),
+                Just("cache:".to_owned()),
+                Just("ttl: 5m".to_owned()),
+                Just("auth:".to_owned()),
+                Just("tokens:".to_owned()),
+                Just("- token-env: HOME".to_owned()),
+                Just("resources: [\"*\"]".to_owned()),
+                Just("assume-role:".to_owned()),
+                Just("uds:".to_owned()),
+                Just("mode: 0660".to_owned()),
+                Just("[".to_owned()),
+                Just("{".to_owned()),
+                Just("&a".to_owned()),
+                Just("*a".to_owned()),
+                Just("!!binary".to_owned()),
+                "[ -~]{0,12}",
+            ];
+            prop::collection::vec((0usize..4, token), 0..24).prop_map(|lines| {
+                lines
+                    .into_iter()
+                    .map(|(indent, t)| format!("{}{t}\n", "  ".repeat(indent)))
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text(text in "\\PC{0,300}") {
+                assert_clear(Config::from_yaml(&text, Path::new("test.yaml")));
+            }
+
+            #[test]
+            fn yaml_of_the_right_shape(text in yamlish()) {
+                assert_clear(Config::from_yaml(&text, Path::new("test.yaml")));
+            }
+
+            #[test]
+            fn mutated_samples(
+                pick in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                len in 0usize..20,
+                insert in "[ -~\n\t]{0,10}",
+            ) {
+                let samples = samples();
+                let text = pick.get(&samples);
+                let chars: Vec<char> = text.chars().collect();
+                let start = at.index(chars.len() + 1);
+                let end = (start + len).min(chars.len());
+                let mutated: String = chars[..start]
+                    .iter()
+                    .chain(insert.chars().collect::<Vec<_>>().iter())
+                    .chain(chars[end..].iter())
+                    .collect();
+                assert_clear(Config::from_yaml(&mutated, Path::new("test.yaml")));
+            }
+        }
+    }
 }

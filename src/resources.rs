@@ -272,4 +272,47 @@ mod tests {
         // `..` is just a key, never a way to another resource.
         assert_eq!(t.resolve("prod/db/../x").unwrap().key, Some("../x"));
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A resolution is always a configured name, exactly or as a
+            /// prefix ending at `/` with a non-empty key: never anything else.
+            #[test]
+            fn resolve_only_matches_configured_names(path in "[a-z/.%@+=_-]{0,40}") {
+                let t = table(&["a", "a/b", "c.d", "x/y/z"]);
+                if let Some(r) = t.resolve(&path) {
+                    let name = r.name.as_str();
+                    prop_assert!(t.get(name).is_some());
+                    match r.key {
+                        None => prop_assert_eq!(path.as_str(), name),
+                        Some(key) => {
+                            prop_assert!(!key.is_empty());
+                            prop_assert_eq!(path.clone(), format!("{name}/{key}"));
+                            // And no longer configured name would have matched.
+                            for longer in ["a/b", "x/y/z"] {
+                                if longer.len() > name.len() {
+                                    let prefix = format!("{longer}/");
+                                    prop_assert!(path != longer && !path.starts_with(&prefix));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn name_and_arn_parsing_never_panic(text in "\\PC{0,100}") {
+                let _ = ResourceName::parse(&text);
+                let _ = SecretArn::parse(&text);
+                let arn = format!("arn:aws:secretsmanager:{text}");
+                if let Ok(parsed) = SecretArn::parse(&arn) {
+                    prop_assert!(!parsed.region().is_empty());
+                    prop_assert_eq!(parsed.account().len(), 12);
+                }
+            }
+        }
+    }
 }

@@ -180,4 +180,32 @@ mod tests {
         let copy = s.clone();
         assert_eq!(s.value.as_ptr(), copy.value.as_ptr());
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn key_lookup_never_panics(value in "\\PC{0,80}", key in "\\PC{0,10}") {
+                let s = secret(&value);
+                match s.key(&key) {
+                    Ok((bytes, _)) => prop_assert!(bytes.len() <= value.len()),
+                    Err(KeyError::NoSuchKey(k)) => prop_assert_eq!(k, key),
+                    Err(KeyError::NotJsonObject) => {}
+                }
+            }
+
+            #[test]
+            fn keys_of_generated_objects(map in prop::collection::btree_map("[a-z]{1,5}", "\\PC{0,10}", 0..5)) {
+                let json = serde_json::to_string(&map).unwrap();
+                let s = secret(&json);
+                for (k, v) in &map {
+                    let (bytes, kind) = s.key(k).unwrap();
+                    prop_assert_eq!(kind, Kind::Text);
+                    prop_assert_eq!(bytes.as_ref(), v.as_bytes());
+                }
+            }
+        }
+    }
 }

@@ -156,4 +156,33 @@ mod tests {
         let name = ResourceName::parse("x").unwrap();
         assert!(auth.authenticate(&req).unwrap().permit(&name).is_ok());
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Only the exact token (trimmed of surrounding spaces) gets in,
+            /// whatever bytes a client sends.
+            #[test]
+            fn only_exact_tokens_pass(value in "[ -~]{0,40}", aws_header in any::<bool>()) {
+                let auth = authorizer();
+                let req = if aws_header {
+                    TestRequest::default().insert_header((AWS_TOKEN_HEADER, value.as_str())).to_http_request()
+                } else {
+                    TestRequest::default().insert_header((AUTHORIZATION, value.as_str())).to_http_request()
+                };
+                let presented = if aws_header {
+                    value.trim()
+                } else {
+                    match value.get(..7) {
+                        Some(s) if s.eq_ignore_ascii_case("bearer ") => value[7..].trim(),
+                        _ => "",
+                    }
+                };
+                let valid = presented == "all-access-token" || presented == "db-only-token";
+                prop_assert_eq!(auth.authenticate(&req).is_ok(), valid);
+            }
+        }
+    }
 }

@@ -131,4 +131,20 @@ mod tests {
             );
         }
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn query_strings_never_panic(query in "[a-z=&%0-9A-F+-]{0,60}") {
+                match SecretQuery::parse(&query) {
+                    Ok((Version::Stage(v) | Version::Id(v), _)) => prop_assert!(!v.is_empty() && v.len() <= 256),
+                    Ok(_) => {}
+                    Err(e) => prop_assert!(matches!(e, ApiError::BadRequest(_))),
+                }
+            }
+        }
+    }
 }
