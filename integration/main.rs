@@ -7,3 +7,4 @@ mod cache;
 mod core;
 mod production;
 mod security;
+mod soak;

@@ -154,7 +154,12 @@ impl World {
 
     /// Starts a recording, fault-injecting proxy in front of moto.
     pub fn proxy(&self) -> Proxy<'_> {
-        let out = self.cmd(json!({"op": "start_proxy", "upstream": self.moto}));
+        self.proxy_to(&self.moto)
+    }
+
+    /// Starts a recording, fault-injecting proxy in front of `upstream`.
+    pub fn proxy_to(&self, upstream: &str) -> Proxy<'_> {
+        let out = self.cmd(json!({"op": "start_proxy", "upstream": upstream}));
         Proxy {
             world: self,
             id: out["id"].as_str().unwrap().to_owned(),
@@ -184,6 +189,7 @@ pub struct Call {
     pub access_key_id: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Proxy<'w> {
     world: &'w World,
     pub id: String,
