@@ -15,6 +15,7 @@
 //! keeps temporary credentials until shortly before they expire.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +31,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_secretsmanager::config::Region;
 use secrecy::ExposeSecret;
+use zeroize::Zeroize;
 
 use crate::config::{AssumeRole, CredentialsConfig};
 
@@ -294,7 +296,9 @@ struct SharedFile {
     current: Mutex<Option<(Fingerprint, Arc<ProfileFileCredentialsProvider>)>>,
 }
 
-type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+/// A hash of each file's contents (`None`: absent). Contents rather than
+/// modification times: two writes within one timer tick can share an mtime.
+type Fingerprint = Vec<Option<u64>>;
 
 impl SharedFile {
     fn new(profile: Option<String>) -> SharedFile {
@@ -322,8 +326,11 @@ impl SharedFile {
         ]
         .iter()
         .map(|p| {
-            let meta = std::fs::metadata(p).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
+            let mut contents = std::fs::read(p).ok()?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            contents.hash(&mut hasher);
+            contents.zeroize();
+            Some(hasher.finish())
         })
         .collect()
     }
