@@ -132,6 +132,17 @@ impl AgentCredentials {
     }
 }
 
+/// An IMDS client that gives up quickly, so an agent off EC2 falls through
+/// to "no credentials" (or no region) within about two seconds. Honours
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+pub fn imds_client() -> aws_config::imds::Client {
+    aws_config::imds::Client::builder()
+        .connect_timeout(IMDS_TIMEOUT)
+        .read_timeout(IMDS_TIMEOUT)
+        .max_attempts(2)
+        .build()
+}
+
 async fn assume_role(
     role: &AssumeRole,
     base: &SdkConfig,
@@ -224,13 +235,8 @@ struct Chain {
 impl Chain {
     fn standard(profile: Option<String>) -> Chain {
         let file = SharedFile::new(profile);
-        let imds_client = aws_config::imds::Client::builder()
-            .connect_timeout(IMDS_TIMEOUT)
-            .read_timeout(IMDS_TIMEOUT)
-            .max_attempts(2)
-            .build();
         let imds = ImdsCredentialsProvider::builder()
-            .imds_client(imds_client)
+            .imds_client(imds_client())
             .build();
         Chain {
             sources: vec![

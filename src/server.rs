@@ -14,7 +14,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::credentials::AgentCredentials;
+use crate::credentials::{self, AgentCredentials};
 use crate::http::{self, AppState};
 use crate::upstream::Upstream;
 
@@ -100,7 +100,10 @@ impl Application {
 /// Region, timeouts, retries and the standard `AWS_*` variables, without
 /// credentials: those come from [`AgentCredentials`].
 async fn base_sdk_config(config: &Config) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    let (region, from) = default_region(config).await;
+    log::info!("region: {region} (from {from})");
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
         .no_credentials()
         .identity_cache(IdentityCache::no_cache())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
@@ -109,9 +112,48 @@ async fn base_sdk_config(config: &Config) -> SdkConfig {
                 .connect_timeout(CONNECT_TIMEOUT)
                 .operation_timeout(config.cache.fetch_timeout)
                 .build(),
-        );
+        )
+        .load()
+        .await
+}
+
+/// The region STS is called in (unless `sts-region` says otherwise); each
+/// Secrets Manager call goes to the region of its resource's ARN. It is the
+/// config's `region`, else the environment's (`AWS_REGION`), the profile's,
+/// the instance's (IMDS), and as a last resort that of the first resource.
+async fn default_region(config: &Config) -> (Region, &'static str) {
+    use aws_config::environment::region::EnvironmentVariableRegionProvider;
+    use aws_config::imds::region::ImdsRegionProvider;
+    use aws_config::meta::region::ProvideRegion;
+    use aws_config::profile::region::ProfileFileRegionProvider;
+
     if let Some(region) = &config.aws.region {
-        loader = loader.region(Region::new(region.clone()));
+        return (Region::new(region.clone()), "config");
     }
-    loader.load().await
+    if let Some(region) = EnvironmentVariableRegionProvider::new().region().await {
+        return (region, "the environment");
+    }
+    let mut profile = ProfileFileRegionProvider::builder();
+    if let Some(name) = &config.aws.credentials.profile {
+        profile = profile.profile_name(name);
+    }
+    if let Some(region) = profile.build().region().await {
+        return (region, "the AWS config file");
+    }
+    let imds = ImdsRegionProvider::builder()
+        .imds_client(credentials::imds_client())
+        .build();
+    if let Some(region) = imds.region().await {
+        return (region, "instance metadata (IMDSv2)");
+    }
+    let first = config
+        .aws
+        .resources
+        .iter()
+        .next()
+        .map(|(_, arn)| arn.region());
+    (
+        Region::new(first.unwrap_or("us-east-1").to_owned()),
+        "the first resource's ARN",
+    )
 }
