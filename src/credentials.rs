@@ -46,6 +46,9 @@ const REFRESH_BUFFER: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct AgentCredentials {
     provider: SharedCredentialsProvider,
+    /// The role and the provider that signs its AssumeRole calls, kept apart
+    /// so the start-up line can say where the source keys came from.
+    assume_role: Option<(String, SharedCredentialsProvider)>,
     /// How credentials are obtained, e.g. "static keys from config".
     mode: String,
     refreshes: Arc<AtomicU64>,
@@ -66,7 +69,7 @@ impl AgentCredentials {
         let refreshes = Arc::new(AtomicU64::new(0));
         let (source, source_mode): (SharedCredentialsProvider, String) = match &config.static_keys {
             Some(keys) => {
-                let creds = Credentials::new(
+                let mut creds = Credentials::new(
                     keys.access_key_id.clone(),
                     keys.secret_access_key.expose_secret().to_owned(),
                     keys.session_token
@@ -75,6 +78,7 @@ impl AgentCredentials {
                     None,
                     "config",
                 );
+                creds.set_property(Source("static keys from config".into()));
                 (
                     SharedCredentialsProvider::new(creds),
                     "static keys from config".into(),
@@ -89,17 +93,23 @@ impl AgentCredentials {
                 )
             }
         };
-        let (provider, mode) = match &config.assume_role {
-            None => (source, source_mode),
+        let (provider, assume_role, mode) = match &config.assume_role {
+            None => (source, None, source_mode),
             Some(role) => {
-                let assumed = assume_role(role, base, source).await;
+                let assumed = assume_role(role, base, source.clone()).await;
                 let mode = format!("assume role {} over {source_mode}", role.role_arn);
-                let cached = Refreshing::new(Named::new("assume-role", assumed), refreshes.clone());
-                (SharedCredentialsProvider::new(cached), mode)
+                let name = format!("assume role {}", role.role_arn);
+                let cached = Refreshing::new(Named::new(name, assumed), refreshes.clone());
+                (
+                    SharedCredentialsProvider::new(cached),
+                    Some((role.role_arn.clone(), source)),
+                    mode,
+                )
             }
         };
         AgentCredentials {
             provider,
+            assume_role,
             mode,
             refreshes,
         }
@@ -120,16 +130,32 @@ impl AgentCredentials {
     }
 
     /// Resolves credentials once and says where they came from, without the
-    /// keys: for the start-up log line.
+    /// keys, e.g. "assume role arn:... over environment keys": for the
+    /// start-up log line.
     pub async fn probe(&self) -> Result<String, String> {
-        match self.provider.provide_credentials().await {
-            Ok(creds) => Ok(match creds.get_property::<Source>() {
-                Some(source) => format!("{} ({})", self.mode, source.0),
-                None => self.mode.clone(),
-            }),
-            Err(e) => Err(describe_error(&e)),
+        match &self.assume_role {
+            None => source_of(&self.provider).await,
+            Some((role_arn, base)) => {
+                let base = source_of(base).await?;
+                self.provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| format!("assume role {role_arn}: {}", describe_error(&e)))?;
+                Ok(format!("assume role {role_arn} over {base}"))
+            }
         }
     }
+}
+
+/// Where the credentials of `provider` come from, in words.
+async fn source_of(provider: &SharedCredentialsProvider) -> Result<String, String> {
+    let creds = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| describe_error(&e))?;
+    Ok(creds
+        .get_property::<Source>()
+        .map_or_else(|| "an unnamed source".to_owned(), |s| s.0.clone()))
 }
 
 /// An IMDS client that gives up quickly, so an agent off EC2 falls through
@@ -177,8 +203,15 @@ async fn assume_role(
 
 /// The error of a credential provider and its causes, for people.
 pub fn describe_error(err: &CredentialsError) -> String {
-    let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
+    let mut text = match (err, source) {
+        // "the credential provider was not enabled" says less than its cause.
+        (CredentialsError::CredentialsNotLoaded(_), Some(cause)) => {
+            source = cause.source();
+            cause.to_string()
+        }
+        _ => err.to_string(),
+    };
     while let Some(e) = source {
         let part = e.to_string();
         if !text.contains(&part) {
@@ -190,25 +223,29 @@ pub fn describe_error(err: &CredentialsError) -> String {
     text
 }
 
-/// Which source produced a set of credentials; attached to them as a property.
+/// Which source produced a set of credentials, in words; attached to them
+/// as a property.
 #[derive(Debug, Clone)]
-struct Source(&'static str);
+struct Source(String);
 
 /// Names the credentials of an inner provider, so the chain can tell sources apart.
 struct Named<P> {
-    name: &'static str,
+    name: String,
     inner: P,
 }
 
 impl<P: ProvideCredentials> Named<P> {
-    fn new(name: &'static str, inner: P) -> Self {
-        Named { name, inner }
+    fn new(name: impl Into<String>, inner: P) -> Self {
+        Named {
+            name: name.into(),
+            inner,
+        }
     }
 }
 
 impl<P: ProvideCredentials> fmt::Debug for Named<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
+        f.write_str(&self.name)
     }
 }
 
@@ -219,7 +256,7 @@ impl<P: ProvideCredentials> ProvideCredentials for Named<P> {
     {
         future::ProvideCredentials::new(async move {
             let mut creds = self.inner.provide_credentials().await?;
-            creds.set_property(Source(self.name));
+            creds.set_property(Source(self.name.clone()));
             Ok(creds)
         })
     }
@@ -243,7 +280,7 @@ impl Chain {
                 (
                     "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into(),
                     SharedCredentialsProvider::new(Named::new(
-                        "environment",
+                        "environment keys (AWS_ACCESS_KEY_ID)",
                         EnvironmentVariableCredentialsProvider::new(),
                     )),
                 ),
@@ -369,7 +406,11 @@ impl ProvideCredentials for SharedFile {
     {
         future::ProvideCredentials::new(async move {
             let mut creds = self.provider().provide_credentials().await?;
-            creds.set_property(Source("shared credentials file"));
+            creds.set_property(Source(format!(
+                "shared credentials file {} (profile {})",
+                self.credentials_path().display(),
+                self.profile_name()
+            )));
             Ok(creds)
         })
     }
@@ -539,9 +580,9 @@ mod tests {
             ],
         };
         let err = describe_error(&chain.provide_credentials().await.unwrap_err());
-        assert!(
-            err.contains("credentials could not be found; tried first, then second"),
-            "{err}"
+        assert_eq!(
+            err,
+            "credentials could not be found; tried first, then second"
         );
     }
 

@@ -70,13 +70,14 @@ impl Application {
             config.aws.resources.len(),
             config.source.display()
         );
-        log::info!("credentials: {}", credentials.mode());
+        // One line that says where the keys come from; resolving them may
+        // take IMDS or STS round trips, so it does not hold up serving.
         tokio::spawn(async move {
             match credentials.probe().await {
-                Ok(found) => log::info!("credentials resolved: {found}"),
-                Err(e) => log::warn!(
-                    "no AWS credentials yet ({e}); reads will fail until some are available"
-                ),
+                Ok(found) => log::info!("credentials: {found}"),
+                Err(e) => {
+                    log::warn!("credentials: none yet ({e}); reads fail until some are available")
+                }
             }
         });
 

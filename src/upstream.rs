@@ -214,7 +214,10 @@ fn classify(
                 CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)
             );
             return UpstreamError::Credentials {
-                message: error_chain(cred as &dyn std::error::Error),
+                message: crate::credentials::describe_error(cred)
+                    .chars()
+                    .take(500)
+                    .collect(),
                 transient,
             };
         }
