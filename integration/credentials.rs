@@ -811,6 +811,28 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
     );
     assert_log_clean(&agent, &[&nobody_secret]);
 
+    // STS refusing the AssumeRole: no credentials to sign with.
+    let yaml = run("AKIAUNKNOWNKEY000002", "unknown-secret-8e1b").replace(
+        "    resources:",
+        &format!(
+            "    assume-role: {ROLE}\n    sts-endpoint: {}\n    resources:",
+            world.moto
+        ),
+    );
+    let agent = Agent::start(&yaml, &[]);
+    let r = get(&agent.url("/secrets/guarded")).await;
+    r.assert_error(503, "credentials_unavailable");
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains(&format!("assume role {ROLE}: ")),
+        "{message}"
+    );
+    assert_startup_line(
+        &agent,
+        &format!("credentials: none yet (assume role {ROLE}: "),
+    );
+    assert_log_clean(&agent, &["unknown-secret-8e1b"]);
+
     // The user with secretsmanager:GetSecretValue on the secret reads it.
     let agent = Agent::start(&run(&reader_id, &reader_secret), &[]);
     let r = get(&agent.url("/secrets/guarded")).await;

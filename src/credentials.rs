@@ -140,7 +140,7 @@ impl AgentCredentials {
                 self.provider
                     .provide_credentials()
                     .await
-                    .map_err(|e| format!("assume role {role_arn}: {}", describe_error(&e)))?;
+                    .map_err(|e| describe_error(&e))?;
                 Ok(format!("assume role {role_arn} over {base}"))
             }
         }
@@ -204,13 +204,14 @@ async fn assume_role(
 /// The error of a credential provider and its causes, for people.
 pub fn describe_error(err: &CredentialsError) -> String {
     let mut source = std::error::Error::source(err);
-    let mut text = match (err, source) {
-        // "the credential provider was not enabled" says less than its cause.
-        (CredentialsError::CredentialsNotLoaded(_), Some(cause)) => {
+    // The variants' own words ("the credential provider was not enabled",
+    // "an error occurred while loading credentials") say less than their cause.
+    let mut text = match source {
+        Some(cause) => {
             source = cause.source();
             cause.to_string()
         }
-        _ => err.to_string(),
+        None => err.to_string(),
     };
     while let Some(e) = source {
         let part = e.to_string();
@@ -255,10 +256,29 @@ impl<P: ProvideCredentials> ProvideCredentials for Named<P> {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            let mut creds = self.inner.provide_credentials().await?;
-            creds.set_property(Source(self.name.clone()));
-            Ok(creds)
+            match self.inner.provide_credentials().await {
+                Ok(mut creds) => {
+                    creds.set_property(Source(self.name.clone()));
+                    Ok(creds)
+                }
+                // A source with nothing to offer: the chain moves on.
+                Err(err @ CredentialsError::CredentialsNotLoaded(_)) => Err(err),
+                Err(err) => Err(labelled(&self.name, err)),
+            }
         })
+    }
+}
+
+/// `err`, of the same kind, its message starting with the source that failed.
+fn labelled(name: &str, err: CredentialsError) -> CredentialsError {
+    let message = format!("{name}: {}", describe_error(&err));
+    match err {
+        CredentialsError::InvalidConfiguration(_) => {
+            CredentialsError::invalid_configuration(message)
+        }
+        CredentialsError::Unhandled(_) => CredentialsError::unhandled(message),
+        CredentialsError::ProviderTimedOut(_) => err,
+        _ => CredentialsError::provider_error(message),
     }
 }
 
@@ -584,6 +604,26 @@ mod tests {
             err,
             "credentials could not be found; tried first, then second"
         );
+    }
+
+    #[tokio::test]
+    async fn failures_name_the_source_and_keep_their_kind() {
+        let failing = Named::new("assume role arn:aws:iam::123456789012:role/R", {
+            let e = expiring(Duration::from_secs(60));
+            e.fail.store(true, Ordering::SeqCst);
+            e
+        });
+        let err = failing.provide_credentials().await.unwrap_err();
+        assert!(matches!(err, CredentialsError::ProviderError(_)), "{err:?}");
+        assert_eq!(
+            describe_error(&err),
+            "assume role arn:aws:iam::123456789012:role/R: down"
+        );
+        let nothing = Named::new("environment keys", Nothing);
+        assert!(matches!(
+            nothing.provide_credentials().await,
+            Err(CredentialsError::CredentialsNotLoaded(_))
+        ));
     }
 
     #[derive(Debug)]
