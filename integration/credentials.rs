@@ -840,6 +840,38 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
     assert_log_clean(&agent, &[&reader_secret]);
 }
 
+/// At trace level the AWS SDK prints whole signed requests, session token
+/// header included; the agent drops other crates' trace records.
+#[tokio::test]
+async fn no_key_or_token_in_the_log_even_at_trace_level() {
+    let s = setup("creds-trace");
+    let sts = s.world.proxy();
+    let yaml = s.yaml(&format!(
+        "access-key-id: AKIATRACESOURCE00001\n\
+         secret-access-key: trace-secret-5a5a91\n\
+         session-token: trace-token-6b6b02\n\
+         assume-role: {ROLE}\n\
+         sts-endpoint: {}",
+        sts.url
+    ));
+    let agent = Agent::start(&yaml, &[("RUST_LOG", "trace")]);
+    s.read(&agent).await;
+    let mut secrets = returned_secrets(&sts.calls());
+    secrets.extend(["trace-secret-5a5a91", "trace-token-6b6b02"].map(String::from));
+    assert!(
+        agent.log().contains("DEBUG aws_smithy_runtime"),
+        "the SDK's own log is kept"
+    );
+    assert_log_clean(&agent, &secrets);
+
+    let imds = s.world.imds(3600, "ASIATRACEIMDS");
+    let mut env = imds_env(&imds);
+    env.push(("RUST_LOG", "trace".into()));
+    let agent = Agent::start(&s.yaml(""), &env_refs(&env));
+    s.read(&agent).await;
+    assert_log_clean(&agent, &imds_secrets(&imds));
+}
+
 #[test]
 fn check_prints_the_mode_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
