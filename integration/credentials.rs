@@ -82,6 +82,22 @@ impl Setup {
             call.session_token,
         )
     }
+
+    /// The last GetSecretValue call was signed by `key`, with `token`.
+    fn assert_signed(&self, key: &str, token: Option<&str>) {
+        let (signer, sent) = self.last_signer();
+        assert_eq!(signer, key);
+        assert_token(sent.as_deref(), token);
+    }
+}
+
+/// The session token sent is the one expected; a failure does not show them.
+fn assert_token(sent: Option<&str>, want: Option<&str>) {
+    match (sent, want) {
+        (Some(_), None) => panic!("a session token was sent where none was expected"),
+        (None, Some(_)) => panic!("no session token was sent"),
+        (sent, want) => assert!(sent == want, "a different session token was sent"),
+    }
 }
 
 fn calls_of(proxy: &Proxy, action: &str) -> Vec<Call> {
@@ -117,13 +133,19 @@ fn assert_startup_line(agent: &Agent, line: &str) {
 }
 
 /// The agent logs at debug level (`RUST_LOG=debug`); none of `secrets` may
-/// appear in what it wrote.
+/// appear in what it wrote. A failure shows where, not the secret.
 fn assert_log_clean<S: AsRef<str>>(agent: &Agent, secrets: &[S]) {
     let log = agent.log();
-    for secret in secrets {
+    for (i, secret) in secrets.iter().enumerate() {
         let secret = secret.as_ref();
         assert!(!secret.is_empty());
-        assert!(!log.contains(secret), "the log leaks {secret:?}:\n{log}");
+        if let Some((n, line)) = log.lines().enumerate().find(|(_, l)| l.contains(secret)) {
+            let before: String = line[..line.find(secret).unwrap()]
+                .chars()
+                .take(300)
+                .collect();
+            panic!("secret #{i} is in log line {n}, after: {before:?}");
+        }
     }
 }
 
@@ -166,13 +188,7 @@ async fn static_keys_from_config_sign_with_their_session_token() {
         &[],
     );
     s.read(&agent).await;
-    assert_eq!(
-        s.last_signer(),
-        (
-            "AKIACONFIGSTATIC0001".to_owned(),
-            Some("cfg-token-static-77ab03".to_owned())
-        )
-    );
+    s.assert_signed("AKIACONFIGSTATIC0001", Some("cfg-token-static-77ab03"));
     assert_startup_line(&agent, "credentials: static keys from config");
 
     // Without a session token, none is sent.
@@ -181,7 +197,7 @@ async fn static_keys_from_config_sign_with_their_session_token() {
         &[],
     );
     s.read(&plain).await;
-    assert_eq!(s.last_signer(), ("AKIACONFIGSTATIC0002".to_owned(), None));
+    s.assert_signed("AKIACONFIGSTATIC0002", None);
     assert_log_clean(
         &agent,
         &["cfg-secret-static-9f2e41", "cfg-token-static-77ab03"],
@@ -243,18 +259,19 @@ async fn static_sources_are_tried_in_the_seed_order() {
     for (i, (extra, env, source)) in steps.into_iter().enumerate() {
         let agent = Agent::start(&s.yaml(extra), &env_refs(env));
         s.read(&agent).await;
-        let (key, token) = s.last_signer();
         match want.get(i) {
-            Some(&(want_key, want_token)) => {
-                assert_eq!((key.as_str(), token.as_deref()), (want_key, want_token));
+            Some(&(key, token)) => {
+                s.assert_signed(key, token);
                 // A source higher in the order answered: IMDS was never asked.
                 assert!(imds.requests().is_empty(), "{:?}", imds.requests());
             }
             None => {
                 // Nothing else offered keys: the instance role signs.
-                let state = imds.state();
-                assert_eq!(key, state["access_key_id"].as_str().unwrap(), "{state}");
-                assert_eq!(token.as_deref(), imds.issued()[0]["session_token"].as_str());
+                let issued = &imds.issued()[0];
+                s.assert_signed(
+                    issued["access_key_id"].as_str().unwrap(),
+                    issued["session_token"].as_str(),
+                );
             }
         }
         assert_startup_line(&agent, &format!("credentials: {source}"));
@@ -340,13 +357,7 @@ async fn shared_file_changes_are_used_by_the_next_call_without_restart() {
         &[("AWS_SHARED_CREDENTIALS_FILE", &file.display().to_string())],
     );
     s.read(&agent).await;
-    assert_eq!(
-        s.last_signer(),
-        (
-            "AKIAFILEROTATE000001".into(),
-            Some("file-token-rotate-1111".into())
-        )
-    );
+    s.assert_signed("AKIAFILEROTATE000001", Some("file-token-rotate-1111"));
 
     // New keys, same lengths, written in place.
     write_credentials(
@@ -359,13 +370,7 @@ async fn shared_file_changes_are_used_by_the_next_call_without_restart() {
         )],
     );
     s.read(&agent).await;
-    assert_eq!(
-        s.last_signer(),
-        (
-            "AKIAFILEROTATE000002".into(),
-            Some("file-token-rotate-2222".into())
-        )
-    );
+    s.assert_signed("AKIAFILEROTATE000002", Some("file-token-rotate-2222"));
 
     // Only the session token changes.
     write_credentials(
@@ -378,13 +383,7 @@ async fn shared_file_changes_are_used_by_the_next_call_without_restart() {
         )],
     );
     s.read(&agent).await;
-    assert_eq!(
-        s.last_signer(),
-        (
-            "AKIAFILEROTATE000002".into(),
-            Some("file-token-rotate-3333".into())
-        )
-    );
+    s.assert_signed("AKIAFILEROTATE000002", Some("file-token-rotate-3333"));
     assert!(agent.log().contains("re-reading it"), "{}", agent.log());
     assert_log_clean(
         &agent,
@@ -405,13 +404,10 @@ async fn instance_role_via_imdsv2_with_the_region_from_imds() {
     let env = imds_env(&imds);
     let agent = Agent::start(&s.yaml_without_region(""), &env_refs(&env));
     s.read(&agent).await;
-    let state = imds.state();
-    let (key, token) = s.last_signer();
-    assert_eq!(key, state["access_key_id"].as_str().unwrap());
-    assert_eq!(
-        token.as_deref(),
-        imds.issued()[0]["session_token"].as_str(),
-        "the instance role's session token is sent"
+    let issued = &imds.issued()[0];
+    s.assert_signed(
+        issued["access_key_id"].as_str().unwrap(),
+        issued["session_token"].as_str(),
     );
     assert_startup_line(&agent, "credentials: instance role via IMDSv2");
     assert_startup_line(
@@ -482,7 +478,7 @@ async fn instance_credentials_are_refreshed_before_they_expire() {
         let generation = issued
             .iter()
             .position(|c| c["access_key_id"] == key.as_str())
-            .unwrap_or_else(|| panic!("{key} was not issued by the double: {issued:?}"));
+            .unwrap_or_else(|| panic!("{key} was not issued by the IMDS double"));
         // Keys are used in the order they were minted, never going back.
         assert!(
             generation >= last_generation,
@@ -519,9 +515,7 @@ fn assert_assumed(s: &Setup, sts: &Proxy, source_key: &str) -> Vec<Call> {
     let assumed_key = returned["AccessKeyId"].as_str().expect("STS returned keys");
     assert!(assumed_key.starts_with("ASIA"), "{assumed_key}");
     assert_ne!(assumed_key, source_key);
-    let (key, token) = s.last_signer();
-    assert_eq!(key, assumed_key);
-    assert_eq!(token.as_deref(), returned["SessionToken"].as_str());
+    s.assert_signed(assumed_key, returned["SessionToken"].as_str());
     sts_calls
 }
 
@@ -592,9 +586,9 @@ async fn assume_role_map_form_over_the_instance_role() {
     assert_eq!(form["DurationSeconds"], "900", "{form}");
     assert_eq!(calls[0].region.as_deref(), Some("eu-west-3"));
     // The AssumeRole call carried the instance role's session token.
-    assert_eq!(
+    assert_token(
         calls[0].session_token.as_deref(),
-        imds.issued()[0]["session_token"].as_str()
+        imds.issued()[0]["session_token"].as_str(),
     );
     assert_startup_line(
         &agent,

@@ -181,8 +181,9 @@ impl World {
     }
 }
 
-/// One call the proxy saw.
-#[derive(Debug, Clone)]
+/// One call the proxy saw. `Debug` leaves out the session tokens and the
+/// credentials an AssumeRole returned.
+#[derive(Clone)]
 pub struct Call {
     pub action: String,
     pub secret_id: Option<String>,
@@ -198,6 +199,21 @@ pub struct Call {
     /// For AssumeRole: the credentials STS answered with (AccessKeyId,
     /// SecretAccessKey, SessionToken, Expiration), else `Null`.
     pub returned: Value,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("action", &self.action)
+            .field("secret_id", &self.secret_id)
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .field("session_token", &self.session_token.as_ref().map(|_| ".."))
+            .field("form", &self.form)
+            .field("time", &self.time)
+            .field("returned_key_id", &self.returned["AccessKeyId"])
+            .finish()
+    }
 }
 
 pub struct Proxy<'w> {
