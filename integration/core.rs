@@ -472,7 +472,9 @@ async fn no_secret_value_reaches_the_trace_log_either() {
     assert_eq!(get(&agent.url("/secrets/t/pw")).await.text(), value);
     assert_eq!(get(&agent.url("/secrets/t?refresh=true")).await.status, 200);
     let log = agent.log();
-    assert!(log.contains("TRACE"), "trace logging is on");
+    // Other crates' trace records are dropped (the SDK's carry signed
+    // requests); everything at debug and above still shows.
+    assert!(log.contains("DEBUG"), "verbose logging is on");
     for secret in [value.as_str(), "test-secret-key-never-logged"] {
         assert!(!log.contains(secret), "trace log leaks {secret}");
     }

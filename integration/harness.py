@@ -12,10 +12,18 @@ Commands:
   call service region method args [access_key_id secret_access_key]
         boto3 call against moto; {"$b64": ...} <-> bytes, datetimes -> ISO-8601
   start_imds lifetime role region key_prefix            -> {"id", "url"}  (IMDSv2 double)
-  imds_set id [lifetime role region]   imds_rotate id   imds_state id
+  imds_set id [lifetime role region rotate_ahead]   imds_rotate id
+        (rotate_ahead: seconds before expiry from which new credentials are handed out,
+         as EC2 does minutes ahead; default 0, at expiry)
+  imds_state id        -> {access_key_id, generation, requests: [{method, path, had_token}],
+                           issued: [{access_key_id, secret_access_key, session_token, expiration}]}
   start_proxy [upstream]                                -> {"id", "url"}  (recording reverse proxy)
   proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret]
-  proxy_calls id   proxy_clear id
+  proxy_calls id       -> [{action, secret_id, access_key_id, region, session_token, form, host,
+                            time, returned}]  (`region`: the SigV4 credential scope's; `form`:
+                            the parameters of a form-encoded call such as AssumeRole; `returned`:
+                            the credentials an AssumeRole answer carried)
+  proxy_clear id
 
 Nothing but protocol lines is written to stdout (sys.stdout is redirected to stderr).
 """
@@ -55,7 +63,9 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
               "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
+CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/[^/,\s]+/([^/,\s]+)/")
+RETURNED_RE = {name: re.compile(rf"<{name}>([^<]*)</{name}>")
+               for name in ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")}
 
 
 def iso_utc(ts: float) -> str:
@@ -139,11 +149,14 @@ class Imds:
     """IMDSv2 double with rotating instance-profile credentials."""
 
     def __init__(self, lifetime: int = 3600, role: str = "secret-agent-role",
-                 region: str = "us-west-1", key_prefix: str = "ASIAIMDS") -> None:
+                 region: str = "us-west-1", key_prefix: str = "ASIAIMDS",
+                 rotate_ahead: float = 0) -> None:
         self.lock = threading.Lock()
         self.lifetime, self.role, self.region, self.key_prefix = int(lifetime), role, region, key_prefix
+        self.rotate_ahead = float(rotate_ahead)
         self.tokens: dict[str, float] = {}
         self.requests: list[dict[str, Any]] = []
+        self.issued: list[dict[str, Any]] = []
         self.generation = 0
         self.rotate()
         self.server = Server(ImdsHandler, self)
@@ -155,11 +168,14 @@ class Imds:
         self.secret_access_key = secrets.token_urlsafe(30)[:40]
         self.session_token = secrets.token_urlsafe(96)
         self.expiration = int(time.time()) + self.lifetime
+        self.issued.append({"access_key_id": self.access_key_id,
+                            "secret_access_key": self.secret_access_key,
+                            "session_token": self.session_token, "expiration": self.expiration})
         return self.access_key_id
 
     def credentials(self) -> dict[str, str]:
-        """The current credential document, rotating first if expired (caller holds the lock)."""
-        if time.time() >= self.expiration:
+        """The current credential document, rotating first if (nearly) expired (caller holds the lock)."""
+        if time.time() >= self.expiration - self.rotate_ahead:
             self.rotate()
         return {"Code": "Success", "LastUpdated": iso_utc(time.time()), "Type": "AWS-HMAC",
                 "AccessKeyId": self.access_key_id, "SecretAccessKey": self.secret_access_key,
@@ -247,6 +263,7 @@ class ProxyHandler(Handler):
         proxy: Proxy = self.server.owner
         body = self.read_body()
         call = self.describe(body)
+        self.call = call
         with proxy.lock:
             proxy.calls.append(call)
         fault = proxy.fault_for(call)
@@ -286,10 +303,16 @@ class ProxyHandler(Handler):
             if "x-www-form-urlencoded" in self.headers.get("Content-Type", ""):
                 form.update(urllib.parse.parse_qs(body.decode("utf-8", "replace")))
             action = form.get("Action", [None])[0]
+        form = None
+        if "x-www-form-urlencoded" in self.headers.get("Content-Type", ""):
+            parsed_form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            form = {k: v[0] for k, v in parsed_form.items()}
         match = CREDENTIAL_RE.search(self.headers.get("Authorization", ""))
         return {"action": action, "secret_id": secret_id,
                 "access_key_id": match.group(1) if match else None,
-                "host": self.headers.get("Host"), "time": time.time()}
+                "region": match.group(2) if match else None,
+                "session_token": self.headers.get("X-Amz-Security-Token"), "form": form,
+                "host": self.headers.get("Host"), "time": time.time(), "returned": None}
 
     def forward(self, body: bytes) -> None:
         proxy: Proxy = self.server.owner
@@ -312,6 +335,12 @@ class ProxyHandler(Handler):
             return self.reply(502, message.encode(), content_type="application/json")
         finally:
             conn.close()
+        if self.call["action"] == "AssumeRole" and response.status == 200:
+            text = data.decode("utf-8", "replace")
+            found = {name: rx.search(text) for name, rx in RETURNED_RE.items()}
+            with proxy.lock:
+                self.call["returned"] = {name: m.group(1) if m else None
+                                         for name, m in found.items()}
         self.send_response_only(response.status, response.reason)
         for name, value in headers:
             if name.lower() not in HOP_BY_HOP | {"content-length"}:
@@ -364,9 +393,11 @@ class Harness:
         return {"id": imds_id, "url": self.imds[imds_id].server.url}
 
     def op_imds_set(self, id: str, lifetime: int | None = None, role: str | None = None,
-                    region: str | None = None) -> None:
+                    region: str | None = None, rotate_ahead: float | None = None) -> None:
         imds = self.imds[id]
         with imds.lock:
+            if rotate_ahead is not None:
+                imds.rotate_ahead = float(rotate_ahead)
             imds.lifetime = int(lifetime) if lifetime is not None else imds.lifetime
             imds.role = role if role is not None else imds.role
             imds.region = region if region is not None else imds.region
@@ -380,7 +411,7 @@ class Harness:
         imds = self.imds[id]
         with imds.lock:
             return {"access_key_id": imds.access_key_id, "generation": imds.generation,
-                    "requests": list(imds.requests)}
+                    "requests": list(imds.requests), "issued": list(imds.issued)}
 
     def op_start_proxy(self, upstream: str | None = None) -> dict[str, str]:
         proxy_id = f"proxy-{len(self.proxies) + 1}"

@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod core;
+mod credentials;
 mod production;
 mod security;
 mod soak;

@@ -158,11 +158,10 @@ fn assert_sturdy(outcome: &Outcome) {
     );
 }
 
-fn seed(
-    world: &'static World,
-    count: usize,
-    tag: &str,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// (name, value) or (name, ARN) pairs.
+type Pairs = Vec<(String, String)>;
+
+fn seed(world: &'static World, count: usize, tag: &str) -> (Pairs, Pairs) {
     let mut names = Vec::new();
     let mut table = Vec::new();
     for i in 0..count {

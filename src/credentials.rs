@@ -15,6 +15,7 @@
 //! keeps temporary credentials until shortly before they expire.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +31,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_secretsmanager::config::Region;
 use secrecy::ExposeSecret;
+use zeroize::Zeroize;
 
 use crate::config::{AssumeRole, CredentialsConfig};
 use crate::metrics::METRICS;
@@ -45,6 +47,9 @@ const REFRESH_BUFFER: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct AgentCredentials {
     provider: SharedCredentialsProvider,
+    /// The role and the provider that signs its AssumeRole calls, kept apart
+    /// so the start-up line can say where the source keys came from.
+    assume_role: Option<(String, SharedCredentialsProvider)>,
     /// How credentials are obtained, e.g. "static keys from config".
     mode: String,
     refreshes: Arc<AtomicU64>,
@@ -65,7 +70,7 @@ impl AgentCredentials {
         let refreshes = Arc::new(AtomicU64::new(0));
         let (source, source_mode): (SharedCredentialsProvider, String) = match &config.static_keys {
             Some(keys) => {
-                let creds = Credentials::new(
+                let mut creds = Credentials::new(
                     keys.access_key_id.clone(),
                     keys.secret_access_key.expose_secret().to_owned(),
                     keys.session_token
@@ -74,6 +79,7 @@ impl AgentCredentials {
                     None,
                     "config",
                 );
+                creds.set_property(Source("static keys from config".into()));
                 (
                     SharedCredentialsProvider::new(creds),
                     "static keys from config".into(),
@@ -88,17 +94,23 @@ impl AgentCredentials {
                 )
             }
         };
-        let (provider, mode) = match &config.assume_role {
-            None => (source, source_mode),
+        let (provider, assume_role, mode) = match &config.assume_role {
+            None => (source, None, source_mode),
             Some(role) => {
-                let assumed = assume_role(role, base, source).await;
+                let assumed = assume_role(role, base, source.clone()).await;
                 let mode = format!("assume role {} over {source_mode}", role.role_arn);
-                let cached = Refreshing::new(Named::new("assume-role", assumed), refreshes.clone());
-                (SharedCredentialsProvider::new(cached), mode)
+                let name = format!("assume role {}", role.role_arn);
+                let cached = Refreshing::new(Named::new(name, assumed), refreshes.clone());
+                (
+                    SharedCredentialsProvider::new(cached),
+                    Some((role.role_arn.clone(), source)),
+                    mode,
+                )
             }
         };
         AgentCredentials {
             provider,
+            assume_role,
             mode,
             refreshes,
         }
@@ -119,16 +131,43 @@ impl AgentCredentials {
     }
 
     /// Resolves credentials once and says where they came from, without the
-    /// keys: for the start-up log line.
+    /// keys, e.g. "assume role arn:... over environment keys": for the
+    /// start-up log line.
     pub async fn probe(&self) -> Result<String, String> {
-        match self.provider.provide_credentials().await {
-            Ok(creds) => Ok(match creds.get_property::<Source>() {
-                Some(source) => format!("{} ({})", self.mode, source.0),
-                None => self.mode.clone(),
-            }),
-            Err(e) => Err(describe_error(&e)),
+        match &self.assume_role {
+            None => source_of(&self.provider).await,
+            Some((role_arn, base)) => {
+                let base = source_of(base).await?;
+                self.provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| describe_error(&e))?;
+                Ok(format!("assume role {role_arn} over {base}"))
+            }
         }
     }
+}
+
+/// Where the credentials of `provider` come from, in words.
+async fn source_of(provider: &SharedCredentialsProvider) -> Result<String, String> {
+    let creds = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| describe_error(&e))?;
+    Ok(creds
+        .get_property::<Source>()
+        .map_or_else(|| "an unnamed source".to_owned(), |s| s.0.clone()))
+}
+
+/// An IMDS client that gives up quickly, so an agent off EC2 falls through
+/// to "no credentials" (or no region) within about two seconds. Honours
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+pub fn imds_client() -> aws_config::imds::Client {
+    aws_config::imds::Client::builder()
+        .connect_timeout(IMDS_TIMEOUT)
+        .read_timeout(IMDS_TIMEOUT)
+        .max_attempts(2)
+        .build()
 }
 
 async fn assume_role(
@@ -165,8 +204,16 @@ async fn assume_role(
 
 /// The error of a credential provider and its causes, for people.
 pub fn describe_error(err: &CredentialsError) -> String {
-    let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
+    // The variants' own words ("the credential provider was not enabled",
+    // "an error occurred while loading credentials") say less than their cause.
+    let mut text = match source {
+        Some(cause) => {
+            source = cause.source();
+            cause.to_string()
+        }
+        None => err.to_string(),
+    };
     while let Some(e) = source {
         let part = e.to_string();
         if !text.contains(&part) {
@@ -178,25 +225,29 @@ pub fn describe_error(err: &CredentialsError) -> String {
     text
 }
 
-/// Which source produced a set of credentials; attached to them as a property.
+/// Which source produced a set of credentials, in words; attached to them
+/// as a property.
 #[derive(Debug, Clone)]
-struct Source(&'static str);
+struct Source(String);
 
 /// Names the credentials of an inner provider, so the chain can tell sources apart.
 struct Named<P> {
-    name: &'static str,
+    name: String,
     inner: P,
 }
 
 impl<P: ProvideCredentials> Named<P> {
-    fn new(name: &'static str, inner: P) -> Self {
-        Named { name, inner }
+    fn new(name: impl Into<String>, inner: P) -> Self {
+        Named {
+            name: name.into(),
+            inner,
+        }
     }
 }
 
 impl<P: ProvideCredentials> fmt::Debug for Named<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
+        f.write_str(&self.name)
     }
 }
 
@@ -206,10 +257,29 @@ impl<P: ProvideCredentials> ProvideCredentials for Named<P> {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            let mut creds = self.inner.provide_credentials().await?;
-            creds.set_property(Source(self.name));
-            Ok(creds)
+            match self.inner.provide_credentials().await {
+                Ok(mut creds) => {
+                    creds.set_property(Source(self.name.clone()));
+                    Ok(creds)
+                }
+                // A source with nothing to offer: the chain moves on.
+                Err(err @ CredentialsError::CredentialsNotLoaded(_)) => Err(err),
+                Err(err) => Err(labelled(&self.name, err)),
+            }
         })
+    }
+}
+
+/// `err`, of the same kind, its message starting with the source that failed.
+fn labelled(name: &str, err: CredentialsError) -> CredentialsError {
+    let message = format!("{name}: {}", describe_error(&err));
+    match err {
+        CredentialsError::InvalidConfiguration(_) => {
+            CredentialsError::invalid_configuration(message)
+        }
+        CredentialsError::Unhandled(_) => CredentialsError::unhandled(message),
+        CredentialsError::ProviderTimedOut(_) => err,
+        _ => CredentialsError::provider_error(message),
     }
 }
 
@@ -223,20 +293,15 @@ struct Chain {
 impl Chain {
     fn standard(profile: Option<String>) -> Chain {
         let file = SharedFile::new(profile);
-        let imds_client = aws_config::imds::Client::builder()
-            .connect_timeout(IMDS_TIMEOUT)
-            .read_timeout(IMDS_TIMEOUT)
-            .max_attempts(2)
-            .build();
         let imds = ImdsCredentialsProvider::builder()
-            .imds_client(imds_client)
+            .imds_client(imds_client())
             .build();
         Chain {
             sources: vec![
                 (
                     "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into(),
                     SharedCredentialsProvider::new(Named::new(
-                        "environment",
+                        "environment keys (AWS_ACCESS_KEY_ID)",
                         EnvironmentVariableCredentialsProvider::new(),
                     )),
                 ),
@@ -295,7 +360,9 @@ struct SharedFile {
     current: Mutex<Option<(Fingerprint, Arc<ProfileFileCredentialsProvider>)>>,
 }
 
-type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+/// A hash of each file's contents (`None`: absent). Contents rather than
+/// modification times: two writes within one timer tick can share an mtime.
+type Fingerprint = Vec<Option<u64>>;
 
 impl SharedFile {
     fn new(profile: Option<String>) -> SharedFile {
@@ -323,8 +390,11 @@ impl SharedFile {
         ]
         .iter()
         .map(|p| {
-            let meta = std::fs::metadata(p).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
+            let mut contents = std::fs::read(p).ok()?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            contents.hash(&mut hasher);
+            contents.zeroize();
+            Some(hasher.finish())
         })
         .collect()
     }
@@ -357,7 +427,11 @@ impl ProvideCredentials for SharedFile {
     {
         future::ProvideCredentials::new(async move {
             let mut creds = self.provider().provide_credentials().await?;
-            creds.set_property(Source("shared credentials file"));
+            creds.set_property(Source(format!(
+                "shared credentials file {} (profile {})",
+                self.credentials_path().display(),
+                self.profile_name()
+            )));
             Ok(creds)
         })
     }
@@ -528,10 +602,30 @@ mod tests {
             ],
         };
         let err = describe_error(&chain.provide_credentials().await.unwrap_err());
-        assert!(
-            err.contains("credentials could not be found; tried first, then second"),
-            "{err}"
+        assert_eq!(
+            err,
+            "credentials could not be found; tried first, then second"
         );
+    }
+
+    #[tokio::test]
+    async fn failures_name_the_source_and_keep_their_kind() {
+        let failing = Named::new("assume role arn:aws:iam::123456789012:role/R", {
+            let e = expiring(Duration::from_secs(60));
+            e.fail.store(true, Ordering::SeqCst);
+            e
+        });
+        let err = failing.provide_credentials().await.unwrap_err();
+        assert!(matches!(err, CredentialsError::ProviderError(_)), "{err:?}");
+        assert_eq!(
+            describe_error(&err),
+            "assume role arn:aws:iam::123456789012:role/R: down"
+        );
+        let nothing = Named::new("environment keys", Nothing);
+        assert!(matches!(
+            nothing.provide_credentials().await,
+            Err(CredentialsError::CredentialsNotLoaded(_))
+        ));
     }
 
     #[derive(Debug)]

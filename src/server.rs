@@ -25,7 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cache::Cache;
 use crate::config::{Config, TlsConfig, UdsConfig};
-use crate::credentials::AgentCredentials;
+use crate::credentials::{self, AgentCredentials};
 use crate::http::{self, AppState, Authorizer, Snapshot};
 use crate::metrics::METRICS;
 use crate::upstream::Upstream;
@@ -142,7 +142,8 @@ impl Application {
                 format!("{} token(s)", config.auth.len())
             }
         );
-        log::info!("credentials: {}", credentials.mode());
+        // One line that says where the keys come from; resolving them may
+        // take IMDS or STS round trips, so it does not hold up serving.
         tokio::spawn(probe_credentials(credentials, ready));
         let mut hangups = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
         tokio::spawn(async move {
@@ -184,13 +185,13 @@ async fn probe_credentials(credentials: AgentCredentials, ready: Arc<AtomicBool>
     loop {
         match credentials.probe().await {
             Ok(found) => {
-                log::info!("credentials resolved: {found}");
+                log::info!("credentials: {found}");
                 ready.store(true, Ordering::Relaxed);
                 return;
             }
             Err(e) => {
                 if !warned {
-                    log::warn!("no AWS credentials yet ({e}); reads fail until some are available");
+                    log::warn!("credentials: none yet ({e}); reads fail until some are available");
                     warned = true;
                 }
                 tokio::time::sleep(delay).await;
@@ -394,7 +395,10 @@ fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'stat
 /// Region, timeouts, retries and the standard `AWS_*` variables, without
 /// credentials: those come from [`AgentCredentials`].
 async fn base_sdk_config(config: &Config) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    let (region, from) = default_region(config).await;
+    log::info!("region: {region} (from {from})");
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
         .no_credentials()
         .identity_cache(IdentityCache::no_cache())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
@@ -403,9 +407,48 @@ async fn base_sdk_config(config: &Config) -> SdkConfig {
                 .connect_timeout(CONNECT_TIMEOUT)
                 .operation_timeout(config.cache.fetch_timeout)
                 .build(),
-        );
+        )
+        .load()
+        .await
+}
+
+/// The region STS is called in (unless `sts-region` says otherwise); each
+/// Secrets Manager call goes to the region of its resource's ARN. It is the
+/// config's `region`, else the environment's (`AWS_REGION`), the profile's,
+/// the instance's (IMDS), and as a last resort that of the first resource.
+async fn default_region(config: &Config) -> (Region, &'static str) {
+    use aws_config::environment::region::EnvironmentVariableRegionProvider;
+    use aws_config::imds::region::ImdsRegionProvider;
+    use aws_config::meta::region::ProvideRegion;
+    use aws_config::profile::region::ProfileFileRegionProvider;
+
     if let Some(region) = &config.aws.region {
-        loader = loader.region(Region::new(region.clone()));
+        return (Region::new(region.clone()), "config");
     }
-    loader.load().await
+    if let Some(region) = EnvironmentVariableRegionProvider::new().region().await {
+        return (region, "the environment");
+    }
+    let mut profile = ProfileFileRegionProvider::builder();
+    if let Some(name) = &config.aws.credentials.profile {
+        profile = profile.profile_name(name);
+    }
+    if let Some(region) = profile.build().region().await {
+        return (region, "the AWS config file");
+    }
+    let imds = ImdsRegionProvider::builder()
+        .imds_client(credentials::imds_client())
+        .build();
+    if let Some(region) = imds.region().await {
+        return (region, "instance metadata (IMDSv2)");
+    }
+    let first = config
+        .aws
+        .resources
+        .iter()
+        .next()
+        .map(|(_, arn)| arn.region());
+    (
+        Region::new(first.unwrap_or("us-east-1").to_owned()),
+        "the first resource's ARN",
+    )
 }

@@ -214,7 +214,11 @@ fn classify(
                     code: "InternalServiceError".into(),
                     message: text,
                 },
-                _ => classify_code(e.code(), text, ctx.raw().status().as_u16()),
+                _ if e.code().is_none() => {
+                    let raw = ctx.raw();
+                    classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]))
+                }
+                _ => classify_code(e.code(), text),
             };
         }
         _ => {}
@@ -228,7 +232,10 @@ fn classify(
                 CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)
             );
             return UpstreamError::Credentials {
-                message: error_chain(cred as &dyn std::error::Error),
+                message: crate::credentials::describe_error(cred)
+                    .chars()
+                    .take(500)
+                    .collect(),
                 transient,
             };
         }
@@ -245,17 +252,8 @@ fn classify(
     }
 }
 
-/// By error code; when the answer had none the SDK could read, by HTTP status.
-fn classify_code(code: Option<&str>, message: String, status: u16) -> UpstreamError {
-    let code = match code {
-        Some(code) => code.to_owned(),
-        None => match status {
-            401 | 403 => "AccessDenied".to_owned(),
-            429 => "Throttling".to_owned(),
-            500..=599 => "ServiceUnavailable".to_owned(),
-            _ => format!("HTTP {status}"),
-        },
-    };
+fn classify_code(code: Option<&str>, message: String) -> UpstreamError {
+    let code = code.unwrap_or("Unknown").to_owned();
     match code.as_str() {
         "AccessDeniedException"
         | "AccessDenied"
@@ -278,6 +276,49 @@ fn classify_code(code: Option<&str>, message: String, status: u16) -> UpstreamEr
         | "RequestTimeout"
         | "RequestTimeoutException" => UpstreamError::Service { code, message },
         _ => UpstreamError::Other { code, message },
+    }
+}
+
+/// An error answer the SDK could not read as JSON (an emulator or a
+/// front end may answer in the query protocol's XML): the code and message
+/// are taken from `<Code>` and `<Message>` when present, and the HTTP status
+/// decides the rest, so a refusal (401, 403) is still a refusal.
+fn classify_unparsed(status: u16, body: &[u8]) -> UpstreamError {
+    let body = String::from_utf8_lossy(body);
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let len = body[start..].find('<')?;
+        Some(
+            body[start..start + len]
+                .chars()
+                .take(300)
+                .collect::<String>(),
+        )
+    };
+    let code = element("Code")
+        .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+    let message = element("Message").unwrap_or_else(|| format!("HTTP status {status}"));
+    match (code, status) {
+        (Some(code), 401 | 403) => match classify_code(Some(&code), message.clone()) {
+            UpstreamError::AccessDenied { .. } | UpstreamError::Other { .. } => {
+                UpstreamError::AccessDenied { code, message }
+            }
+            other => other,
+        },
+        (Some(code), _) => classify_code(Some(&code), message),
+        (None, 429) => UpstreamError::Throttled(message),
+        (None, 401 | 403) => UpstreamError::AccessDenied {
+            code: format!("HTTP{status}"),
+            message,
+        },
+        (None, 500..) => UpstreamError::Service {
+            code: format!("HTTP{status}"),
+            message,
+        },
+        (None, _) => UpstreamError::Other {
+            code: format!("HTTP{status}"),
+            message,
+        },
     }
 }
 
@@ -312,7 +353,7 @@ mod tests {
 
     #[test]
     fn codes_classify() {
-        let c = |code: &str| classify_code(Some(code), "m".into(), 400);
+        let c = |code: &str| classify_code(Some(code), "m".into());
         assert!(matches!(
             c("AccessDeniedException"),
             UpstreamError::AccessDenied { .. }
@@ -330,11 +371,44 @@ mod tests {
         assert!(!c("AccessDeniedException").is_transient());
         assert!(!c("Whatever").is_transient());
         // No readable code: the HTTP status decides.
-        let by_status = |status| classify_code(None, "m".into(), status);
+        let by_status = |status| classify_unparsed(status, b"");
         assert!(matches!(by_status(403), UpstreamError::AccessDenied { .. }));
         assert!(matches!(by_status(429), UpstreamError::Throttled(_)));
         assert!(by_status(503).is_transient());
         assert!(matches!(by_status(418), UpstreamError::Other { .. }));
+    }
+
+    #[test]
+    fn answers_the_sdk_cannot_parse_classify_by_code_and_status() {
+        let xml = "<?xml version=\"1.0\"?><ErrorResponse><Errors><Error>\
+            <Code>InvalidClientTokenId</Code><Message>The security token included in the \
+            request is invalid.</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            classify_unparsed(403, xml.as_bytes()),
+            UpstreamError::AccessDenied {
+                code: "InvalidClientTokenId".into(),
+                message: "The security token included in the request is invalid.".into()
+            }
+        );
+        let odd = xml.replace("InvalidClientTokenId", "SomethingNew");
+        assert!(matches!(
+            classify_unparsed(403, odd.as_bytes()),
+            UpstreamError::AccessDenied { code, .. } if code == "SomethingNew"
+        ));
+        assert_eq!(
+            classify_unparsed(401, b"<html>no</html>"),
+            UpstreamError::AccessDenied {
+                code: "HTTP401".into(),
+                message: "HTTP status 401".into()
+            }
+        );
+        let throttled = xml.replace("InvalidClientTokenId", "Throttling");
+        assert!(classify_unparsed(400, throttled.as_bytes()).is_transient());
+        assert!(classify_unparsed(503, b"").is_transient());
+        assert!(matches!(
+            classify_unparsed(400, b"garbage"),
+            UpstreamError::Other { .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -169,9 +169,14 @@ impl World {
 
     /// Starts an IMDSv2 double whose credentials live `lifetime` seconds.
     pub fn imds(&self, lifetime: u64, key_prefix: &str) -> Imds<'_> {
+        self.imds_in(REGION, lifetime, key_prefix)
+    }
+
+    /// Like [`World::imds`], for an instance in `region`.
+    pub fn imds_in(&self, region: &str, lifetime: u64, key_prefix: &str) -> Imds<'_> {
         let out = self.cmd(
             json!({"op": "start_imds", "lifetime": lifetime, "role": "secret-agent-role",
-            "region": REGION, "key_prefix": key_prefix}),
+            "region": region, "key_prefix": key_prefix}),
         );
         Imds {
             world: self,
@@ -181,12 +186,39 @@ impl World {
     }
 }
 
-/// One call the proxy saw.
-#[derive(Debug, Clone)]
+/// One call the proxy saw. `Debug` leaves out the session tokens and the
+/// credentials an AssumeRole returned.
+#[derive(Clone)]
 pub struct Call {
     pub action: String,
     pub secret_id: Option<String>,
     pub access_key_id: Option<String>,
+    /// The region of the SigV4 credential scope.
+    pub region: Option<String>,
+    /// The `X-Amz-Security-Token` header.
+    pub session_token: Option<String>,
+    /// Parameters of a form-encoded call (AssumeRole), else `Null`.
+    pub form: Value,
+    /// Seconds since the epoch when the proxy received it.
+    pub time: f64,
+    /// For AssumeRole: the credentials STS answered with (AccessKeyId,
+    /// SecretAccessKey, SessionToken, Expiration), else `Null`.
+    pub returned: Value,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("action", &self.action)
+            .field("secret_id", &self.secret_id)
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .field("session_token", &self.session_token.as_ref().map(|_| ".."))
+            .field("form", &self.form)
+            .field("time", &self.time)
+            .field("returned_key_id", &self.returned["AccessKeyId"])
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -206,6 +238,11 @@ impl Proxy<'_> {
                 action: c["action"].as_str().unwrap_or_default().to_owned(),
                 secret_id: c["secret_id"].as_str().map(str::to_owned),
                 access_key_id: c["access_key_id"].as_str().map(str::to_owned),
+                region: c["region"].as_str().map(str::to_owned),
+                session_token: c["session_token"].as_str().map(str::to_owned),
+                form: c["form"].clone(),
+                time: c["time"].as_f64().unwrap_or_default(),
+                returned: c["returned"].clone(),
             })
             .collect()
     }
@@ -242,6 +279,27 @@ pub struct Imds<'w> {
 impl Imds<'_> {
     pub fn state(&self) -> Value {
         self.world.cmd(json!({"op": "imds_state", "id": self.id}))
+    }
+
+    /// Changes `lifetime`, `role`, `region` or `rotate_ahead` (seconds before
+    /// expiry from which new credentials are handed out).
+    pub fn set(&self, settings: Value) {
+        let mut command = json!({"op": "imds_set", "id": self.id});
+        for (k, v) in settings.as_object().unwrap() {
+            command[k] = v.clone();
+        }
+        self.world.cmd(command);
+    }
+
+    /// The requests the double received: `{method, path, had_token}`.
+    pub fn requests(&self) -> Vec<Value> {
+        self.state()["requests"].as_array().unwrap().clone()
+    }
+
+    /// Every credential set the double minted, oldest first:
+    /// `{access_key_id, secret_access_key, session_token, expiration}`.
+    pub fn issued(&self) -> Vec<Value> {
+        self.state()["issued"].as_array().unwrap().clone()
     }
 
     pub fn rotate(&self) -> String {
@@ -315,7 +373,9 @@ const CLEARED: &[&str] = &[
 
 impl Agent {
     /// Starts the agent on `yaml` (whose TCP endpoint should use port 0),
-    /// with `env` on top of [`isolated_env`]; waits until it listens.
+    /// with `env` on top of [`isolated_env`]; waits until it listens. A
+    /// variable given an empty value is removed instead, e.g.
+    /// `("AWS_EC2_METADATA_DISABLED", "")` to let the agent reach IMDS.
     pub fn start(yaml: &str, env: &[(&str, &str)]) -> Agent {
         Agent::try_start(yaml, env).unwrap_or_else(|log| panic!("agent did not start:\n{log}"))
     }
@@ -331,7 +391,13 @@ impl Agent {
             command.env_remove(var);
         }
         command.envs(isolated_env(dir.path()));
-        command.envs(env.iter().copied());
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
