@@ -5,3 +5,4 @@ mod support;
 
 mod cache;
 mod core;
+mod examples;
