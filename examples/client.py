@@ -4,8 +4,11 @@
     python3 examples/client.py demo/db              # the whole secret
     python3 examples/client.py demo/db username     # one key of a JSON secret
 
-SECRET_AGENT_URL defaults to http://127.0.0.1:2773. Errors come back as
-JSON {"error": code, "message": text}; the client prints them and exits 1.
+SECRET_AGENT_URL defaults to http://127.0.0.1:2773. When the agent requires
+a client token, set SECRET_AGENT_TOKEN to it, or SECRET_AGENT_TOKEN_FILE to
+the file holding it (read on every request, so a rotated token is picked up);
+it is sent as "Authorization: Bearer <token>". Errors come back as JSON
+{"error": code, "message": text}; the client prints them and exits 1.
 """
 
 import json
@@ -25,14 +28,27 @@ class SecretAgentError(Exception):
         self.status, self.code = status, code
 
 
+def client_token() -> str | None:
+    """SECRET_AGENT_TOKEN, else the contents of SECRET_AGENT_TOKEN_FILE, else None."""
+    token = os.environ.get("SECRET_AGENT_TOKEN")
+    if not token and os.environ.get("SECRET_AGENT_TOKEN_FILE"):
+        with open(os.environ["SECRET_AGENT_TOKEN_FILE"], encoding="utf-8") as file:
+            token = file.read().strip()
+    return token or None
+
+
 def get_secret(name: str, key: str | None = None, *, retries: int = 3) -> bytes:
     """Returns the secret (or one key of it) as bytes; retries 5xx answers."""
     path = "/secrets/" + urllib.parse.quote(name, safe="/")
     if key is not None:
         path += "/" + urllib.parse.quote(key, safe="")
     for attempt in range(retries):
+        headers = {}
+        if token := client_token():
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(BASE_URL + path, headers=headers)
         try:
-            with urllib.request.urlopen(BASE_URL + path, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return response.read()
         except urllib.error.HTTPError as err:
             body = err.read()

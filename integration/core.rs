@@ -460,6 +460,15 @@ async fn example_clients_read_secrets_and_report_errors() {
     let (code, out, _) = run("bash", &[&sh, "nope"]);
     assert_ne!(code, Some(0));
     assert!(out.contains("resource_not_found"), "{out}");
+
+    let rust = rust_client().to_str().unwrap();
+    let (code, out, _) = run(rust, &["db", "username"]);
+    assert_eq!((code, out.as_str()), (Some(0), "tiexin\n"));
+    let (code, out, _) = run(rust, &["nested/db"]);
+    assert_eq!((code, out.trim()), (Some(0), JSON_V2));
+    let (code, _, err) = run(rust, &["nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404 resource_not_found"), "{err}");
 }
 
 #[tokio::test]

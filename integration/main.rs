@@ -6,6 +6,7 @@ mod support;
 mod cache;
 mod core;
 mod credentials;
+mod examples;
 mod production;
 mod security;
 mod soak;

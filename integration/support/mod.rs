@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 pub const REGION: &str = "us-west-1";
 
-fn root() -> PathBuf {
+/// The repository root.
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -325,6 +326,53 @@ pub fn agent_binary() -> &'static str {
     env!("CARGO_BIN_EXE_secret-agent")
 }
 
+/// The executable of `examples/client.rs`, built once per test run (a no-op
+/// after `cargo test`, which builds the examples; needed after `cargo test
+/// --test integration`, which does not).
+pub fn rust_client() -> &'static Path {
+    static CLIENT: OnceLock<PathBuf> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        // What cargo set for this test process describes this package, not
+        // the build; ring's build script would take it for a change and
+        // rebuild half the dependencies.
+        for (var, _) in std::env::vars_os() {
+            let var = var.to_string_lossy();
+            let ours = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ];
+            if ours.iter().any(|p| var.starts_with(p))
+                || var == "CARGO_PRIMARY_PACKAGE"
+                || var == "CARGO_TARGET_TMPDIR"
+            {
+                cargo.env_remove(&*var);
+            }
+        }
+        let out = cargo
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "client",
+                "--message-format=json",
+            ])
+            .current_dir(root())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build --example client");
+        assert!(out.status.success(), "cargo build --example client failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "client")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo build --example client names its executable")
+    })
+}
+
 /// A running `secret-agent`, killed on drop. Its stderr (the log) is kept.
 pub struct Agent {
     child: Child,
@@ -491,11 +539,20 @@ impl Drop for Agent {
 
 /// Runs `secret-agent --check` (or other args) and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    run_cli_with_env(args, &[])
+}
+
+/// [`run_cli`] with `env` added to the (cleared) environment.
+pub fn run_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(agent_binary());
     for var in CLEARED {
         command.env_remove(var);
     }
-    let out = command.args(args).output().expect("run secret-agent");
+    let out = command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run secret-agent");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
