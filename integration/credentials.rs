@@ -923,3 +923,66 @@ fn check_prints_the_mode_and_no_secret() {
         assert!(!out.contains("xxxxxxxx"), "{file}: {out}");
     }
 }
+
+/// EKS IRSA: a web identity token file and a role ARN in the environment.
+/// The agent exchanges the token at STS (AssumeRoleWithWebIdentity, unsigned)
+/// and signs Secrets Manager calls with the role's credentials.
+#[tokio::test]
+async fn web_identity_token_from_the_environment() {
+    let s = setup("creds-irsa");
+    let sts = s.world.proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJ.web-identity-token.sig").unwrap();
+    let agent = Agent::start(
+        &s.yaml(""),
+        &[
+            ("AWS_ROLE_ARN", ROLE),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_STS", &sts.url),
+        ],
+    );
+    s.read(&agent).await;
+    let calls = calls_of(&sts, "AssumeRoleWithWebIdentity");
+    assert_eq!(calls.len(), 1, "{:?}", sts.calls());
+    assert_eq!(calls[0].form["RoleArn"], ROLE);
+    let returned = &calls[0].returned;
+    s.assert_signed(
+        returned["AccessKeyId"].as_str().unwrap(),
+        returned["SessionToken"].as_str(),
+    );
+    assert_startup_line(&agent, "credentials: web identity token (IRSA)");
+    let mut secrets = returned_secrets(&calls);
+    secrets.push("eyJ.web-identity-token.sig".into());
+    assert_log_clean(&agent, &secrets);
+}
+
+/// ECS task roles and EKS Pod Identity: a container credentials endpoint
+/// named by AWS_CONTAINER_CREDENTIALS_FULL_URI, with its authorization token.
+#[tokio::test]
+async fn container_credentials_from_the_environment() {
+    let s = setup("creds-container");
+    let imds = s.world.imds(3600, "ASIACONTAINER");
+    let uri = format!("{}/container-credentials", imds.url);
+    let agent = Agent::start(
+        &s.yaml(""),
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                "container-auth-token-for-tests",
+            ),
+        ],
+    );
+    s.read(&agent).await;
+    let issued = &imds.issued()[0];
+    s.assert_signed(
+        issued["access_key_id"].as_str().unwrap(),
+        issued["session_token"].as_str(),
+    );
+    assert_startup_line(
+        &agent,
+        "credentials: container credentials (ECS, EKS Pod Identity)",
+    );
+    assert_log_clean(&agent, &imds_secrets(&imds));
+}

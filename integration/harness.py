@@ -11,7 +11,9 @@ Commands:
   ping                                                  -> "pong"
   call service region method args [access_key_id secret_access_key]
         boto3 call against moto; {"$b64": ...} <-> bytes, datetimes -> ISO-8601
-  start_imds lifetime role region key_prefix            -> {"id", "url"}  (IMDSv2 double)
+  start_imds lifetime role region key_prefix            -> {"id", "url"}  (IMDSv2 double; its
+        /container-credentials path serves the same credentials as an ECS
+        container endpoint, with Authorization: container-auth-token-for-tests)
   imds_set id [lifetime role region rotate_ahead]   imds_rotate id
         (rotate_ahead: seconds before expiry from which new credentials are handed out,
          as EC2 does minutes ahead; default 0, at expiry)
@@ -208,6 +210,13 @@ class ImdsHandler(Handler):
                 token = secrets.token_urlsafe(32)
                 imds.tokens[token] = time.time() + int(ttl)
                 return 200, token.encode(), [("X-aws-ec2-metadata-token-ttl-seconds", ttl)], "text/plain"
+            if path == "/container-credentials":
+                # The ECS / EKS Pod Identity container credentials endpoint:
+                # the same document, behind AWS_CONTAINER_AUTHORIZATION_TOKEN.
+                if self.headers.get("Authorization") != CONTAINER_AUTH_TOKEN:
+                    return 401, b"Unauthorized", [], "text/plain"
+                body = json.dumps(imds.credentials(), indent=2)
+                return 200, body.encode(), [], "application/json"
             if token is None or imds.tokens.get(token, 0) <= time.time():
                 return 401, b"Unauthorized", [], "text/plain"
             if path in (creds_path, creds_path + "/"):
@@ -225,6 +234,7 @@ class ImdsHandler(Handler):
 
 
 FAULTS = {"none", "status", "reset", "delay", "hang"}
+CONTAINER_AUTH_TOKEN = "container-auth-token-for-tests"
 
 
 class Proxy:
@@ -335,7 +345,7 @@ class ProxyHandler(Handler):
             return self.reply(502, message.encode(), content_type="application/json")
         finally:
             conn.close()
-        if self.call["action"] == "AssumeRole" and response.status == 200:
+        if self.call["action"] in ("AssumeRole", "AssumeRoleWithWebIdentity") and response.status == 200:
             text = data.decode("utf-8", "replace")
             found = {name: rx.search(text) for name, rx in RETURNED_RE.items()}
             with proxy.lock:

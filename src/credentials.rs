@@ -6,7 +6,9 @@
 //! - keys in the config file, if present;
 //! - else the seed's lookup order: environment variables, then the shared
 //!   credentials file and profile (re-read when the file changes), then the
-//!   EC2 instance role through IMDSv2;
+//!   EC2 instance role through IMDSv2; before IMDS, as in aws-config's own
+//!   chain, a web identity token (EKS IRSA) and container credentials (ECS,
+//!   EKS Pod Identity), so the agent works as a sidecar there too;
 //! - optionally an STS assume-role layer over either, signed with them.
 //!
 //! The aws-config providers do the work (IMDS, profile files, STS). What is
@@ -22,10 +24,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
+use aws_config::ecs::EcsCredentialsProvider;
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::sts::AssumeRoleProvider;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
@@ -86,7 +91,7 @@ impl AgentCredentials {
                 )
             }
             None => {
-                let chain = Chain::standard(config.profile.clone());
+                let chain = Chain::standard(config.profile.clone(), base.region().cloned());
                 let mode = chain.describe();
                 (
                     SharedCredentialsProvider::new(Refreshing::new(chain, refreshes.clone())),
@@ -291,8 +296,17 @@ struct Chain {
 }
 
 impl Chain {
-    fn standard(profile: Option<String>) -> Chain {
-        let file = SharedFile::new(profile);
+    fn standard(profile: Option<String>, region: Option<Region>) -> Chain {
+        // Region and environment for the providers that call STS themselves
+        // (web identity; profiles with role_arn).
+        let provider_config = ProviderConfig::default().with_region(region.clone());
+        let file = SharedFile::new(profile, region);
+        let web_identity = WebIdentityTokenCredentialsProvider::builder()
+            .configure(&provider_config)
+            .build();
+        let container = EcsCredentialsProvider::builder()
+            .configure(&provider_config)
+            .build();
         let imds = ImdsCredentialsProvider::builder()
             .imds_client(imds_client())
             .build();
@@ -314,6 +328,20 @@ impl Chain {
                     SharedCredentialsProvider::new(file),
                 ),
                 (
+                    "web identity token (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".into(),
+                    SharedCredentialsProvider::new(Named::new(
+                        "web identity token (IRSA)",
+                        web_identity,
+                    )),
+                ),
+                (
+                    "container credentials (AWS_CONTAINER_CREDENTIALS_*_URI)".into(),
+                    SharedCredentialsProvider::new(Named::new(
+                        "container credentials (ECS, EKS Pod Identity)",
+                        container,
+                    )),
+                ),
+                (
                     "EC2 instance metadata (IMDSv2)".into(),
                     SharedCredentialsProvider::new(Named::new("instance role via IMDSv2", imds)),
                 ),
@@ -322,7 +350,7 @@ impl Chain {
     }
 
     fn describe(&self) -> String {
-        "default chain: environment, shared credentials file, instance role (IMDSv2)".into()
+        "default chain: environment, shared credentials file, web identity, container credentials, instance role (IMDSv2)".into()
     }
 }
 
@@ -356,6 +384,8 @@ impl ProvideCredentials for Chain {
 #[derive(Debug)]
 struct SharedFile {
     profile: Option<String>,
+    /// For profiles that assume a role through STS.
+    region: Option<Region>,
     /// The provider for the file as last seen, and that file's fingerprint.
     current: Mutex<Option<(Fingerprint, Arc<ProfileFileCredentialsProvider>)>>,
 }
@@ -365,9 +395,10 @@ struct SharedFile {
 type Fingerprint = Vec<Option<u64>>;
 
 impl SharedFile {
-    fn new(profile: Option<String>) -> SharedFile {
+    fn new(profile: Option<String>, region: Option<Region>) -> SharedFile {
         SharedFile {
             profile,
+            region,
             current: Mutex::new(None),
         }
     }
@@ -405,7 +436,10 @@ impl SharedFile {
         match &*current {
             Some((seen, provider)) if *seen == fingerprint => provider.clone(),
             _ => {
-                let mut builder = ProfileFileCredentialsProvider::builder();
+                // A fresh ProviderConfig: it caches the parsed files.
+                let provider_config = ProviderConfig::default().with_region(self.region.clone());
+                let mut builder =
+                    ProfileFileCredentialsProvider::builder().configure(&provider_config);
                 if let Some(profile) = &self.profile {
                     builder = builder.profile_name(profile);
                 }
