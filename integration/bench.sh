@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The benchmark: builds in release, installs wrk (Debian) when missing,
+# starts moto, seeds secrets, runs the agent and a minimal actix-web
+# ceiling server, and prints one `name: value` line per figure (see
+# integration/bench.py), then runs the soak test for 60 s.
+#
+#   integration/bench.sh            # everything
+#   BENCH_ROUNDS=5 BENCH_SECONDS=10 integration/bench.sh
+#   SKIP_SOAK=1 integration/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null; then
+  echo "== installing wrk" >&2
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null
+  fi
+fi
+
+venv=integration/.venv
+if ! "$venv/bin/python" -c 'import moto, boto3' 2>/dev/null; then
+  echo "== installing moto into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r integration/requirements.txt
+fi
+
+echo "== building (release)" >&2
+cargo build --quiet --release --bin secret-agent --example ceiling
+
+"$venv/bin/python" integration/bench.py
+
+if [ -z "${SKIP_SOAK:-}" ]; then
+  echo "== soak, 60 s (release)" >&2
+  SOAK_SECONDS=60 cargo test --quiet --release --test integration soak -- --nocapture 2>&1 \
+    | sed -n 's/^soak: /soak: /p'
+fi
