@@ -25,6 +25,7 @@ REGION = "us-west-1"
 KEYS = "    access-key-id: AKIABENCHBENCHBENCH0\n    secret-access-key: bench-secret-key\n"
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# BENCH_STEPS=hot_path,memory runs only those steps.
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = 32
 
@@ -191,10 +192,12 @@ def startup(h: Harness) -> None:
 
 def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
+    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup)}
+    chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:
-        for step in (hot_path, miss_storm, memory, startup):
-            step(h)
+        for name in chosen:
+            steps[name](h)
     finally:
         h.close()
 

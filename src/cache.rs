@@ -65,6 +65,11 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Index in [`crate::metrics::Metrics::count_cache_result`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
@@ -131,7 +136,11 @@ struct Inner {
     fetcher: Arc<dyn Fetch>,
     /// Replaced as a whole on config reload.
     settings: ArcSwap<CacheConfig>,
-    slots: DashMap<Key, Arc<Slot>>,
+    /// `settings.ttl` in nanoseconds, for the hot path.
+    ttl_nanos: AtomicU64,
+    /// foldhash: keys are ARNs from the config, and SipHash over them was
+    /// a visible share of a cache hit.
+    slots: DashMap<Key, Arc<Slot>, foldhash::fast::RandomState>,
     /// Logical clock for least-recently-used eviction.
     clock: AtomicU64,
     /// Fetches and timers run here, not on the reader's task.
@@ -190,8 +199,9 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 fetcher,
+                ttl_nanos: AtomicU64::new(nanos(settings.ttl)),
                 settings: ArcSwap::from_pointee(settings),
-                slots: DashMap::new(),
+                slots: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 clock: AtomicU64::new(0),
                 runtime: Handle::current(),
             }),
@@ -205,6 +215,9 @@ impl Cache {
     /// Applies new settings (on reload); entries keep their values, and the
     /// new TTL and bounds apply from their next read or refresh.
     pub fn set_settings(&self, settings: CacheConfig) {
+        self.inner
+            .ttl_nanos
+            .store(nanos(settings.ttl), Ordering::Relaxed);
         self.inner.settings.store(Arc::new(settings));
     }
 
@@ -309,9 +322,24 @@ impl Cache {
             arn: arn.clone(),
             version: version.clone(),
         };
-        let slot = self.inner.slot(&key);
-        let settings = self.inner.settings.load();
+        // The hot path: a fresh value, read under the map's shard read lock
+        // without cloning the slot, locking it, or writing anything shared
+        // unless it changes.
+        if let Some(slot) = self.inner.slots.get(&key) {
+            self.inner.touch(&slot);
+            if let Some(cached) = &*slot.value.load() {
+                let ttl = Duration::from_nanos(self.inner.ttl_nanos.load(Ordering::Relaxed));
+                if cached.fetched_at.elapsed() < ttl {
+                    if !slot.read_since_fetch.load(Ordering::Relaxed) {
+                        slot.read_since_fetch.store(true, Ordering::Relaxed);
+                    }
+                    return Ok((cached.secret.clone(), CacheStatus::Hit));
+                }
+            }
+        }
 
+        let settings = self.inner.settings.load();
+        let slot = self.inner.slot(&key);
         if let Some(cached) = slot.value.load_full() {
             let age = cached.fetched_at.elapsed();
             if age < settings.ttl {
@@ -346,18 +374,24 @@ impl Inner {
         self.settings.load_full()
     }
 
-    fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
+    /// Marks a slot as used now. The clock only moves when a slot is
+    /// created, so steady hits write nothing: entries read since the last
+    /// insertion tie as the most recent, which is all eviction needs.
+    fn touch(&self, slot: &Slot) {
+        let now = self.clock.load(Ordering::Relaxed);
+        if slot.last_used.load(Ordering::Relaxed) != now {
+            slot.last_used.store(now, Ordering::Relaxed);
+        }
     }
 
     /// The slot for `key`, created (evicting the least recently used one if
     /// the cache is full) when missing.
     fn slot(&self, key: &Key) -> Arc<Slot> {
-        let now = self.tick();
         if let Some(slot) = self.slots.get(key) {
-            slot.last_used.store(now, Ordering::Relaxed);
+            self.touch(&slot);
             return slot.clone();
         }
+        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         if self.slots.len() >= self.settings().max_entries {
             self.evict_one();
         }
@@ -532,6 +566,10 @@ impl Inner {
             })
             .abort_handle()
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Exponential backoff with full jitter in its upper half.

@@ -26,7 +26,15 @@ pub struct Metrics {
     pub cached_entries: IntGauge,
     /// Config reloads by outcome (`ok`, `error`).
     pub reloads: IntCounterVec,
+    /// `cache_results` for hit, miss and stale, resolved once: the hot path
+    /// does not look labels up.
+    cache_by_result: [IntCounter; 3],
+    /// `requests` with status 200 for each of [`ROUTES`], resolved once.
+    ok_by_route: [IntCounter; ROUTES.len()],
 }
+
+/// The `route` label values.
+pub const ROUTES: [&str; 6] = ["secrets", "compat", "healthz", "readyz", "metrics", "other"];
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -90,7 +98,12 @@ impl Metrics {
         registry
             .register(Box::new(cached_entries.clone()))
             .expect("unique metric");
+        let cache_by_result =
+            ["hit", "miss", "stale"].map(|r| cache_results.with_label_values(&[r]));
+        let ok_by_route = ROUTES.map(|route| requests.with_label_values(&[route, "200"]));
         Metrics {
+            cache_by_result,
+            ok_by_route,
             registry,
             requests,
             cache_results,
@@ -100,6 +113,23 @@ impl Metrics {
             cached_entries,
             reloads,
         }
+    }
+
+    /// Counts a request; `route` is one of [`ROUTES`].
+    pub fn count_request(&self, route: usize, status: u16) {
+        if status == 200 {
+            self.ok_by_route[route].inc();
+        } else {
+            let status = status.to_string();
+            self.requests
+                .with_label_values(&[ROUTES[route], &status])
+                .inc();
+        }
+    }
+
+    /// Counts a cache result: 0 hit, 1 miss, 2 stale.
+    pub fn count_cache_result(&self, index: usize) {
+        self.cache_by_result[index].inc();
     }
 
     /// The Prometheus text exposition of every metric.

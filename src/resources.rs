@@ -57,11 +57,29 @@ fn truncate(text: &str) -> String {
 
 /// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`, parsed
 /// once at load so the region and account are at hand.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SecretArn {
-    arn: Arc<str>,
-    region: Arc<str>,
-    account: Arc<str>,
+/// Cheap to clone: one shared allocation. Equality and hashing are by the ARN text.
+#[derive(Debug, Clone)]
+pub struct SecretArn(Arc<ArnParts>);
+
+#[derive(Debug)]
+struct ArnParts {
+    arn: String,
+    region: String,
+    account: String,
+}
+
+impl PartialEq for SecretArn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.arn == other.0.arn
+    }
+}
+
+impl Eq for SecretArn {}
+
+impl std::hash::Hash for SecretArn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.arn.hash(state);
+    }
 }
 
 impl SecretArn {
@@ -88,37 +106,37 @@ impl SecretArn {
         {
             return Err(format!("`{}` {hint}", truncate(text)));
         }
-        Ok(SecretArn {
-            arn: text.into(),
-            region: (*region).into(),
-            account: (*account).into(),
-        })
+        Ok(SecretArn(Arc::new(ArnParts {
+            arn: text.to_owned(),
+            region: (*region).to_owned(),
+            account: (*account).to_owned(),
+        })))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.arn
+        &self.0.arn
     }
 
     /// The region Secrets Manager calls for this secret go to.
     pub fn region(&self) -> &str {
-        &self.region
+        &self.0.region
     }
 
     pub fn account(&self) -> &str {
-        &self.account
+        &self.0.account
     }
 }
 
 impl fmt::Display for SecretArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.arn)
+        f.write_str(&self.0.arn)
     }
 }
 
 /// The configured name -> ARN table.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
-    by_name: HashMap<Arc<str>, (ResourceName, SecretArn)>,
+    by_name: HashMap<Arc<str>, (ResourceName, SecretArn), foldhash::fast::RandomState>,
 }
 
 /// What a request path resolves to.

@@ -4,7 +4,7 @@
 //! with `versionStage` or `versionId`. Both answer in the GetSecretValue
 //! JSON shape. Unlike the AWS agent, only configured resources are served.
 
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -35,7 +35,7 @@ fn parse_query(req: &HttpRequest) -> Result<Query, ApiError> {
 
 /// `GET /secretsmanager/get?secretId=...`
 pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let started = Instant::now();
+    let started = super::request_started();
     let result = match parse_query(&req) {
         Ok(q) => match q.secret_id.clone() {
             Some(id) => serve(&req, &state, &id, q).await,
@@ -48,7 +48,7 @@ pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpR
 
 /// `GET /v1/<name>`
 pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let started = Instant::now();
+    let started = super::request_started();
     let raw = req.uri().path().strip_prefix("/v1/").unwrap_or_default();
     let id = percent_decode_str(raw).decode_utf8_lossy().into_owned();
     let result = match parse_query(&req) {
@@ -64,7 +64,7 @@ pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
 fn respond(
     req: &HttpRequest,
     result: Result<(bytes::Bytes, crate::cache::CacheStatus), ApiError>,
-    started: Instant,
+    started: Option<std::time::Instant>,
 ) -> HttpResponse {
     let response = match &result {
         Ok((body, status)) => HttpResponse::Ok()

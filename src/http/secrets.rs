@@ -1,8 +1,6 @@
 //! `GET /secrets/<name>[/<key>]`.
 
-use std::time::Instant;
-
-use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -13,6 +11,8 @@ use crate::upstream::Version;
 
 /// Header that says how the cache served a read.
 pub const CACHE_HEADER: &str = "Secret-Agent-Cache";
+/// [`CACHE_HEADER`] as HTTP/2 and `HeaderName::from_static` want it: lower case.
+const CACHE_HEADER_NAME: &str = "secret-agent-cache";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -27,6 +27,9 @@ struct SecretQuery {
 impl SecretQuery {
     /// The version asked for, and whether to refresh it now.
     fn parse(query: &str) -> Result<(Version, bool), ApiError> {
+        if query.is_empty() {
+            return Ok((Version::Current, false));
+        }
         let q: SecretQuery = serde_urlencoded::from_str(query).map_err(|e| {
             ApiError::BadRequest(format!(
                 "bad query string ({e}); known parameters: version-stage, version-id, refresh"
@@ -60,7 +63,7 @@ struct Served {
 }
 
 pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let started = Instant::now();
+    let started = super::request_started();
     let raw = req
         .uri()
         .path()
@@ -70,9 +73,12 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     let result = serve(&req, &state, &name).await;
     let response = match &result {
         Ok(served) => HttpResponse::Ok()
-            .content_type(served.content_type)
-            .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-            .insert_header((CACHE_HEADER, served.status.as_str()))
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static(served.content_type)))
+            .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .insert_header((
+                HeaderName::from_static(CACHE_HEADER_NAME),
+                HeaderValue::from_static(served.status.as_str()),
+            ))
             .body(served.body.clone()),
         Err(err) => err.error_response(),
     };
