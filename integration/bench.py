@@ -166,7 +166,7 @@ def memory(h: Harness) -> None:
     for i in range(1000):
         value = json.dumps({"i": i, "blob": f"{i:04d}" * 1000})[:4096].ljust(4096)
         resources[f"m{i}"] = h.create_secret(f"bench/mem/{i}", value)
-    agent = Agent(h.moto, resources, "cache:\n  ttl: 1h\n  max-entries: 2000")
+    agent = Agent(h.moto, resources, os.environ.get("BENCH_MEMORY_CACHE", "cache:\n  ttl: 1h\n  max-entries: 2000"))
     before = agent.rss_mb()
     with ThreadPoolExecutor(8) as pool:
         sizes = list(pool.map(lambda n: len(get(f"{agent.url}/secrets/{n}")), resources))

@@ -93,11 +93,21 @@ def encode_result(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+class QuietServer(ThreadingHTTPServer):
+    """Clients that drop their connection (the agent during fault tests,
+    or at exit) are normal here: no traceback for those."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class Server:
     """A ThreadingHTTPServer on 127.0.0.1:0 served from a daemon thread."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = owner  # handlers reach their state via self.server.owner
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
