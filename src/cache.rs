@@ -124,6 +124,15 @@ struct Key {
     version: Version,
 }
 
+impl Key {
+    fn new(arn: &SecretArn, version: &Version) -> Key {
+        Key {
+            arn: arn.clone(),
+            version: version.clone(),
+        }
+    }
+}
+
 type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Secret>, UpstreamError>>>;
 
 /// A cheap-to-clone handle; clones share one cache.
@@ -238,10 +247,7 @@ impl Cache {
         arn: &SecretArn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
-        let key = Key {
-            arn: arn.clone(),
-            version: version.clone(),
-        };
+        let key = Key::new(arn, version);
         let slot = self.inner.slot(&key);
         self.inner
             .start_fetch(&key, &slot)
@@ -318,10 +324,7 @@ impl Cache {
         arn: &SecretArn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
-        let key = Key {
-            arn: arn.clone(),
-            version: version.clone(),
-        };
+        let key = Key::new(arn, version);
         // The hot path: a fresh value, read under the map's shard read lock
         // without cloning the slot, locking it, or writing anything shared
         // unless it changes.
@@ -391,7 +394,9 @@ impl Inner {
             self.touch(&slot);
             return slot.clone();
         }
-        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        // The new slot takes the clock's current value and the clock moves
+        // on, so a read after this insertion ranks above it.
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
         if self.slots.len() >= self.settings().max_entries {
             self.evict_one();
         }
@@ -818,11 +823,27 @@ mod tests {
     async fn lru_eviction() {
         let mut s = settings();
         s.max_entries = 3;
-        let (fake, cache) = setup(s);
+        let (_, cache) = setup(s);
         for n in 0..3 {
             read(&cache, n).await.unwrap();
         }
         read(&cache, 0).await.unwrap(); // 1 is now the least recently used
+        read(&cache, 3).await.unwrap();
+        // A hit after the latest insertion outranks that insertion.
+        read(&cache, 0).await.unwrap();
+        read(&cache, 4).await.unwrap(); // evicts 2, not 0 or 3
+        assert_eq!(read(&cache, 0).await.unwrap().1, CacheStatus::Hit);
+        assert_eq!(read(&cache, 3).await.unwrap().1, CacheStatus::Hit);
+        assert_eq!(read(&cache, 2).await.unwrap().1, CacheStatus::Miss);
+        // Back to the first scenario's checks, from a clean cache.
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 3,
+            ..settings()
+        });
+        for n in 0..3 {
+            read(&cache, n).await.unwrap();
+        }
+        read(&cache, 0).await.unwrap();
         read(&cache, 3).await.unwrap();
         assert_eq!(cache.len(), 3);
         assert_eq!(fake.calls(), 4);
