@@ -38,18 +38,6 @@ fn setup(resources: &[(&str, &str, &str)], cache: &str) -> Setup {
     Setup { proxy, agent, arns }
 }
 
-/// Polls `check` every 50 ms until it holds or `timeout` passes.
-async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_first_reads_make_one_call() {
     let secret = unique("storm");

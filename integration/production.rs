@@ -16,18 +16,6 @@ fn signal(agent: &Agent, name: &str) {
     assert!(status.success());
 }
 
-/// Polls until `check` holds, up to `timeout`.
-async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
     let world = World::shared();

@@ -189,33 +189,15 @@ async fn only_get_and_head_and_bounded_requests() {
     assert_eq!(r.status, 200);
 }
 
-/// Writes `request` as is and reads the status line (0 if the connection closed first).
 fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = stream.write_all(request.as_bytes());
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
+    exchange(connect(addr), request)
 }
 
 #[tokio::test]
 async fn idle_connections_do_not_lock_out_a_reader() {
     // A low limit and a short request timeout: 40 idle connections hold
     // every slot, and are dropped after 1 s each.
-    let s = secured(
-        "    # flood\n  max-connections: 8\n  request-timeout: 1s\n"
-            .replace("    # flood\n", "")
-            .as_str(),
-    );
+    let s = secured("  max-connections: 8\n  request-timeout: 1s\n");
     let idle: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(s.agent.addr).unwrap())
         .collect();
@@ -392,23 +374,17 @@ async fn mtls_requires_a_client_certificate_from_the_ca() {
 }
 
 fn uds_get(path: &Path, request_path: &str, token: &str) -> (u16, String) {
-    let mut stream = UnixStream::connect(path).unwrap();
+    let stream = UnixStream::connect(path).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(stream, "GET {request_path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (status, answer) = exchange(
+        stream,
+        &format!(
+            "GET {request_path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    (status, body_of(&answer))
 }
 
 #[tokio::test]

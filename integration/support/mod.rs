@@ -644,29 +644,56 @@ pub async fn get(url: &str) -> Reply {
     }
 }
 
-/// Sends `GET <path>` exactly as given (no client-side normalisation) and
-/// returns the status and body.
-pub fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+/// Writes `request` as is on `stream` (no client-side normalisation) and
+/// reads until the server closes; returns the status (0 when the
+/// connection closed before one) and the whole answer.
+pub fn exchange(mut stream: impl std::io::Read + Write, request: &str) -> (u16, String) {
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
     let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = answer
+    (status, answer)
+}
+
+/// The body of an HTTP answer read by [`exchange`].
+pub fn body_of(answer: &str) -> String {
+    answer
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or_default()
+}
+
+/// A TCP connection with a read timeout, for [`exchange`].
+pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends `GET <path>` exactly as given and returns the status and body.
+pub fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, answer) = exchange(
+        connect(addr),
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    );
+    (status, body_of(&answer))
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
