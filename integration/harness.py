@@ -26,6 +26,9 @@ Commands:
                             the parameters of a form-encoded call such as AssumeRole; `returned`:
                             the credentials an AssumeRole answer carried)
   proxy_clear id
+  proxy_sts_lifetime id seconds   AssumeRole answers passing through say the credentials
+                            expire `seconds` from now (null: as STS said); real STS
+                            grants at least 15 minutes, too long for a test to see a refresh
 
 Nothing but protocol lines is written to stdout (sys.stdout is redirected to stderr).
 """
@@ -255,6 +258,7 @@ class Proxy:
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.lock = threading.Lock()
         self.calls: list[dict[str, Any]] = []
+        self.sts_lifetime: int | None = None
         self.configure()
         self.server = Server(ProxyHandler, self)
 
@@ -357,6 +361,13 @@ class ProxyHandler(Handler):
             conn.close()
         if self.call["action"] in ("AssumeRole", "AssumeRoleWithWebIdentity") and response.status == 200:
             text = data.decode("utf-8", "replace")
+            with proxy.lock:
+                lifetime = proxy.sts_lifetime
+            if lifetime is not None:
+                expiration = iso_utc(time.time() + lifetime)
+                text = re.sub(r"<Expiration>[^<]*</Expiration>",
+                              f"<Expiration>{expiration}</Expiration>", text)
+                data = text.encode()
             found = {name: rx.search(text) for name, rx in RETURNED_RE.items()}
             with proxy.lock:
                 self.call["returned"] = {name: m.group(1) if m else None
@@ -445,6 +456,11 @@ class Harness:
         proxy = self.proxies[id]
         with proxy.lock:
             return list(proxy.calls)
+
+    def op_proxy_sts_lifetime(self, id: str, seconds: int | None) -> None:
+        proxy = self.proxies[id]
+        with proxy.lock:
+            proxy.sts_lifetime = None if seconds is None else int(seconds)
 
     def op_proxy_clear(self, id: str) -> None:
         proxy = self.proxies[id]

@@ -235,3 +235,42 @@ async fn soak_through_imds_faults() {
         "credentials rotated: {state}"
     );
 }
+
+/// Assume-role credentials that STS says expire in 5 s (the proxy rewrites
+/// the answer; real STS grants at least 15 minutes), so they are refreshed
+/// every few seconds while STS and Secrets Manager fail in turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_through_sts_faults_during_assume_role_refreshes() {
+    let world = World::shared();
+    let (names, table) = seed(world, 20, "soaksts");
+    let sts = world.proxy();
+    world.cmd(json!({"op": "proxy_sts_lifetime", "id": sts.id, "seconds": 5}));
+    let sm = world.proxy();
+    let refs: Vec<(&str, &str)> = table
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect();
+    let extra = format!(
+        "{TEST_KEYS}\nassume-role: arn:aws:iam::123456789012:role/soak\nsts-endpoint: {}",
+        sts.url
+    );
+    let agent = Agent::start(
+        &config(Some(&sm.url), &refs, &extra, SOAK_CACHE),
+        &[("RUST_LOG", "info")],
+    );
+    let cycled = vec![sts.clone(), sm.clone()];
+    let outcome = soak(&agent, &names, move |stop| {
+        cycle_faults(cycled, Duration::from_millis(1500), stop)
+    })
+    .await;
+    assert_sturdy(&outcome);
+    let assumed = sts
+        .calls()
+        .iter()
+        .filter(|c| c.action == "AssumeRole")
+        .count();
+    assert!(
+        assumed >= 3,
+        "assume-role credentials were refreshed under faults: {assumed} calls"
+    );
+}
