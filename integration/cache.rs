@@ -241,10 +241,7 @@ async fn prefetch_fills_the_cache_and_survives_a_failing_resource() {
         format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}"),
     ));
     let proxy = world.proxy();
-    let refs: Vec<(&str, &str)> = table
-        .iter()
-        .map(|(n, a)| (n.as_str(), a.as_str()))
-        .collect();
+    let refs = pairs(&table);
     let agent = Agent::start(
         &config(
             Some(&proxy.url),

@@ -182,10 +182,7 @@ async fn soak_through_secrets_manager_faults() {
     let world = World::shared();
     let (names, table) = seed(world, 50, "soak");
     let proxy = world.proxy();
-    let refs: Vec<(&str, &str)> = table
-        .iter()
-        .map(|(n, a)| (n.as_str(), a.as_str()))
-        .collect();
+    let refs = pairs(&table);
     let agent = Agent::start(
         &config(Some(&proxy.url), &refs, TEST_KEYS, SOAK_CACHE),
         &[("RUST_LOG", "info")],
@@ -211,10 +208,7 @@ async fn soak_through_imds_faults() {
     let imds = world.imds(4, "ASIASOAK");
     let imds_proxy = world.proxy_to(&imds.url);
     let sm_proxy = world.proxy();
-    let refs: Vec<(&str, &str)> = table
-        .iter()
-        .map(|(n, a)| (n.as_str(), a.as_str()))
-        .collect();
+    let refs = pairs(&table);
     let agent = Agent::start(
         &config(Some(&sm_proxy.url), &refs, "", SOAK_CACHE),
         &[
@@ -246,10 +240,7 @@ async fn soak_through_sts_faults_during_assume_role_refreshes() {
     let sts = world.proxy();
     world.cmd(json!({"op": "proxy_sts_lifetime", "id": sts.id, "seconds": 5}));
     let sm = world.proxy();
-    let refs: Vec<(&str, &str)> = table
-        .iter()
-        .map(|(n, a)| (n.as_str(), a.as_str()))
-        .collect();
+    let refs = pairs(&table);
     let extra = format!(
         "{TEST_KEYS}\nassume-role: arn:aws:iam::123456789012:role/soak\nsts-endpoint: {}",
         sts.url

@@ -4,6 +4,7 @@
 
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -38,15 +39,23 @@ pub const ROUTES: [&str; 6] = ["secrets", "compat", "healthz", "readyz", "metric
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// Registers a metric built from constant, valid names: failure is a bug.
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<C>,
+) -> C {
+    let metric = metric.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let requests = counter_vec(
             "secret_agent_requests_total",
@@ -68,36 +77,33 @@ impl Metrics {
             "Configuration reloads by outcome.",
             &["outcome"],
         );
-        let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "secret_agent_upstream_latency_seconds",
-                "Latency of calls to AWS, retries included.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["action"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(upstream_latency.clone()))
-            .expect("unique metric");
-        let credential_refreshes = IntCounter::new(
-            "secret_agent_credential_refreshes_total",
-            "Temporary AWS credentials fetched or refreshed.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(credential_refreshes.clone()))
-            .expect("unique metric");
-        let cached_entries = IntGauge::new(
-            "secret_agent_cached_entries",
-            "Entries in the secret cache.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(cached_entries.clone()))
-            .expect("unique metric");
+        let upstream_latency = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "secret_agent_upstream_latency_seconds",
+                    "Latency of calls to AWS, retries included.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["action"],
+            ),
+        );
+        let credential_refreshes = registered(
+            &registry,
+            IntCounter::new(
+                "secret_agent_credential_refreshes_total",
+                "Temporary AWS credentials fetched or refreshed.",
+            ),
+        );
+        let cached_entries = registered(
+            &registry,
+            IntGauge::new(
+                "secret_agent_cached_entries",
+                "Entries in the secret cache.",
+            ),
+        );
         let cache_by_result =
             ["hit", "miss", "stale"].map(|r| cache_results.with_label_values(&[r]));
         let ok_by_route = ROUTES.map(|route| requests.with_label_values(&[route, "200"]));

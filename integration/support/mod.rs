@@ -697,3 +697,11 @@ pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool)
     }
     false
 }
+
+/// Borrows owned (name, ARN) pairs for [`config`].
+pub fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect()
+}
