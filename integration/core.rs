@@ -12,14 +12,8 @@ struct Fixture {
     proxy: Proxy<'static>,
     agent: Agent,
     json_arn: String,
-    names: Names,
-}
-
-struct Names {
-    json: String,
-    plain: String,
-    binary: String,
-    big: String,
+    /// The JSON secret's name, to count its upstream calls.
+    json_name: String,
 }
 
 const JSON_V1: &str = r#"{"username":"tiexin","port":5432,"tls":true,"opts":{"pool":[1,2]},"note":"caf\u00e9 \"quoted\""}"#;
@@ -34,17 +28,12 @@ fn big_value() -> String {
 
 fn fixture(extra_tail: &str) -> Fixture {
     let world = World::shared();
-    let names = Names {
-        json: unique("core/db"),
-        plain: unique("core-plain"),
-        binary: unique("core-bin"),
-        big: unique("core-big"),
-    };
-    let json_arn = world.create_secret(REGION, &names.json, JSON_V1);
+    let json_name = unique("core/db");
+    let json_arn = world.create_secret(REGION, &json_name, JSON_V1);
     world.put_secret_value(REGION, &json_arn, JSON_V2);
-    let plain_arn = world.create_secret(REGION, &names.plain, PLAIN);
-    let binary_arn = world.create_binary_secret(REGION, &names.binary, BINARY);
-    let big_arn = world.create_secret(REGION, &names.big, &big_value());
+    let plain_arn = world.create_secret(REGION, &unique("core-plain"), PLAIN);
+    let binary_arn = world.create_binary_secret(REGION, &unique("core-bin"), BINARY);
+    let big_arn = world.create_secret(REGION, &unique("core-big"), &big_value());
     let proxy = world.proxy();
     let yaml = config(
         Some(&proxy.url),
@@ -64,7 +53,7 @@ fn fixture(extra_tail: &str) -> Fixture {
         proxy,
         agent,
         json_arn,
-        names,
+        json_name,
     }
 }
 
@@ -206,7 +195,7 @@ async fn unknown_names_routes_and_methods() {
         .await
         .assert_error(400, "bad_request");
     // Nothing above reached AWS.
-    assert_eq!(f.proxy.gets(&f.names.json), 0);
+    assert_eq!(f.proxy.gets(&f.json_name), 0);
 }
 
 #[tokio::test]
@@ -218,7 +207,7 @@ async fn second_read_within_ttl_makes_no_upstream_call() {
     assert_eq!(second.header("secret-agent-cache"), Some("hit"));
     let third = get(&f.agent.url("/secrets/db")).await;
     assert_eq!(third.body, first.body);
-    assert_eq!(f.proxy.gets(&f.names.json), 1);
+    assert_eq!(f.proxy.gets(&f.json_name), 1);
     // The call was signed with the configured key.
     let calls = f.proxy.calls();
     assert_eq!(
@@ -237,7 +226,7 @@ async fn ttl_expiry_fetches_again() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let r = get(&f.agent.url("/secrets/db")).await;
     assert_eq!(r.text(), r#"{"v":3}"#);
-    assert_eq!(f.proxy.gets(&f.names.json), 2);
+    assert_eq!(f.proxy.gets(&f.json_name), 2);
 }
 
 #[tokio::test]
@@ -277,9 +266,6 @@ async fn no_secret_value_reaches_the_debug_log() {
         "{log}"
     );
     assert!(log.contains("serving 6 resource(s)"), "{log}");
-    let _ = &f.names.plain;
-    let _ = &f.names.binary;
-    let _ = &f.names.big;
 }
 
 #[tokio::test]

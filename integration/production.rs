@@ -8,14 +8,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn signal(agent: &Agent, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &agent.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
     let world = World::shared();
@@ -161,7 +153,7 @@ async fn sighup_reloads_resources_and_refuses_a_broken_file() {
         config(Some(&world.moto), &[("b", &b)], TEST_KEYS, ""),
     )
     .unwrap();
-    signal(&agent, "HUP");
+    agent.signal("HUP");
     assert!(
         agent.wait_for_log("reloaded", Duration::from_secs(5)),
         "{}",
@@ -174,7 +166,7 @@ async fn sighup_reloads_resources_and_refuses_a_broken_file() {
 
     // A broken file: one error line, the running config stays.
     std::fs::write(&config_path, "service:\n  tcp:\n    endpoint: [\n").unwrap();
-    signal(&agent, "HUP");
+    agent.signal("HUP");
     assert!(
         agent.wait_for_log("reload refused", Duration::from_secs(5)),
         "{}",
@@ -192,7 +184,7 @@ async fn sighup_reloads_resources_and_refuses_a_broken_file() {
     )
     .replace("127.0.0.1:0", "127.0.0.1:1");
     std::fs::write(&config_path, with_auth).unwrap();
-    signal(&agent, "HUP");
+    agent.signal("HUP");
     assert!(
         agent.wait_for_log("1 client token(s)", Duration::from_secs(5)),
         "{}",
@@ -227,7 +219,7 @@ async fn sigterm_lets_an_in_flight_read_finish_then_exits_zero() {
     while proxy.gets(&name) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    signal(&agent, "TERM");
+    agent.signal("TERM");
     let r = read.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "drained-value"));
     let status = agent.wait_exit(Duration::from_secs(15)).expect("exited");

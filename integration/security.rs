@@ -420,11 +420,7 @@ async fn unix_socket_with_mode_auth_and_cleanup() {
     assert!(err.contains("in use"), "{err}");
 
     // A clean exit removes the socket.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &agent.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    agent.signal("TERM");
     let exit = agent.wait_exit(Duration::from_secs(15)).expect("exited");
     assert!(exit.success(), "{exit:?}");
     assert!(!socket.exists(), "socket removed on exit");
