@@ -7,6 +7,7 @@ mod cache;
 mod core;
 mod credentials;
 mod examples;
+mod hardening;
 mod production;
 mod security;
 mod soak;

@@ -420,10 +420,10 @@ impl Inner {
             .iter()
             .min_by_key(|entry| entry.last_used.load(Ordering::Relaxed))
             .map(|entry| entry.key().clone());
-        if let Some(key) = oldest {
-            if let Some((key, _slot)) = self.slots.remove(&key) {
-                log::debug!("cache full; evicted {} ({:?})", key.arn, key.version);
-            }
+        if let Some(key) = oldest
+            && let Some((key, _slot)) = self.slots.remove(&key)
+        {
+            log::debug!("cache full; evicted {} ({:?})", key.arn, key.version);
         }
     }
 

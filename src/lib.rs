@@ -14,12 +14,14 @@
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`http`]: routes and the API error table.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`server`]: listeners, reload and lifecycle.
+//! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits.
+//! - [`server`]: wiring, reload and lifecycle.
 
 pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod http;
+mod listen;
 pub mod metrics;
 pub mod resources;
 pub mod secret;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use secret_agent::config::Config;
-use secret_agent::server::Application;
+use secret_agent::server::{Application, Signals};
 
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]
@@ -27,6 +27,22 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("secret-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // First, before anything slow: a SIGHUP, SIGTERM or SIGINT that arrives
+    // while the agent starts must not kill it with the default action.
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("secret-agent: cannot watch for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -35,8 +51,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        print!("{}", config.summary());
-        return ExitCode::SUCCESS;
+        return print_summary(&config.summary());
     }
 
     // Everything passes env_logger's own filter unless RUST_LOG narrows it;
@@ -54,15 +69,8 @@ fn main() -> ExitCode {
     }
     log::set_max_level(max_level);
 
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("secret-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = runtime.block_on(async {
-        Application::build(config)
+        Application::build(config, signals)
             .await?
             .run_until_stopped()
             .await?;
@@ -76,6 +84,21 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e:#}");
             eprintln!("secret-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the `--check` summary; a reader that stops early (`| head -1`) is
+/// not an error.
+fn print_summary(summary: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(summary.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secret-agent: cannot print the summary: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,37 +1,58 @@
 //! Builds the agent from a [`Config`] and runs it until a signal: the TCP
 //! (optionally TLS) and Unix socket listeners, connection limits and timeouts.
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::http::KeepAlive;
-use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
-use anyhow::{Context, bail};
+use actix_server::Server;
 use arc_swap::ArcSwap;
 use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cache::Cache;
-use crate::config::{Config, TlsConfig, UdsConfig};
+use crate::config::Config;
 use crate::credentials::{self, AgentCredentials};
-use crate::http::{self, AppState, Authorizer, Snapshot};
+use crate::http::{AppState, Authorizer, Snapshot};
+use crate::listen;
 use crate::metrics::METRICS;
 use crate::upstream::Upstream;
 
 /// Time to connect to an AWS endpoint before trying the next attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The signals the agent answers, watched from the start of `main` so that
+/// none of them kills the process with its default action while it starts.
+pub struct Signals {
+    /// SIGHUP: reload the config file.
+    hangup: Signal,
+    /// SIGTERM or SIGINT: stop accepting, drain, exit.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Signals {
+    /// Installs the handlers. Needs a tokio runtime.
+    pub fn install() -> std::io::Result<Signals> {
+        let hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let stop = Box::pin(async move {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            log::info!("{name}: draining in-flight requests, then stopping");
+        });
+        Ok(Signals { hangup, stop })
+    }
+}
 
 /// A bound, ready-to-run agent.
 pub struct Application {
@@ -44,7 +65,7 @@ pub struct Application {
 impl Application {
     /// Binds the listeners and wires credentials, upstream and cache. Must
     /// run inside a tokio runtime.
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
+    pub async fn build(config: Config, signals: Signals) -> anyhow::Result<Application> {
         let base = base_sdk_config(&config).await;
         let credentials = AgentCredentials::build(&config.aws.credentials, &base).await;
         let sdk = base
@@ -80,55 +101,20 @@ impl Application {
         };
 
         let ready = state.credentials_ready.clone();
-        let service = &config.service;
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(http::guard))
-                .configure(http::configure(state.clone()))
-                .default_service(web::to(http::not_found))
-        })
-        .workers(workers)
-        // actix counts connections per worker.
-        .max_connections(service.max_connections.div_ceil(workers))
-        .client_request_timeout(service.request_timeout)
-        .keep_alive(KeepAlive::Timeout(service.request_timeout))
-        .client_disconnect_timeout(Duration::from_secs(1))
-        .shutdown_timeout(service.shutdown_timeout.as_secs().max(1));
-
-        let mut tcp_addr = None;
-        if let Some(tcp) = &service.tcp {
-            let listener = TcpListener::bind(tcp.addr)
-                .with_context(|| format!("cannot listen on {} (service.tcp.endpoint)", tcp.addr))?;
-            let bound = listener.local_addr()?;
-            let scheme = match &tcp.tls {
-                Some(tls) => {
-                    server = server.listen_rustls_0_23(listener, tls_config(tls)?)?;
-                    "https"
-                }
-                None => {
-                    server = server.listen(listener)?;
-                    "http"
-                }
-            };
-            log::info!("listening on {scheme}://{bound}");
-            if open && !bound.ip().is_loopback() {
-                log::warn!(
-                    "{bound} is reachable from other hosts and no client tokens are configured (auth.tokens): anyone who can connect can read every configured secret"
-                );
-            }
-            tcp_addr = Some(bound);
-        }
-        let mut socket_path = None;
-        if let Some(uds) = &service.uds {
-            server = server.listen_uds(bind_socket(uds)?)?;
-            log::info!(
-                "listening on unix:{} (mode {:04o})",
-                uds.socket_path.display(),
-                uds.mode
+        let listeners = listen::bind(&config.service, &state, signals.stop)?;
+        if let Some(bound) = listeners.tcp_addr
+            && open
+            && !bound.ip().is_loopback()
+        {
+            log::warn!(
+                "{bound} is reachable from other hosts and no client tokens are configured (auth.tokens): anyone who can connect can read every configured secret"
             );
-            socket_path = Some(uds.socket_path.clone());
         }
+        let socket_path = config
+            .service
+            .uds
+            .as_ref()
+            .map(|uds| uds.socket_path.clone());
         for warning in &config.warnings {
             log::warn!("{warning}");
         }
@@ -145,7 +131,7 @@ impl Application {
         // One line that says where the keys come from; resolving them may
         // take IMDS or STS round trips, so it does not hold up serving.
         tokio::spawn(probe_credentials(credentials, ready));
-        let mut hangups = signal(SignalKind::hangup()).context("cannot watch for SIGHUP")?;
+        let mut hangups = signals.hangup;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 reloader.reload();
@@ -153,8 +139,8 @@ impl Application {
         });
 
         Ok(Application {
-            server: server.run(),
-            tcp_addr,
+            server: listeners.server,
+            tcp_addr: listeners.tcp_addr,
             socket_path,
         })
     }
@@ -168,10 +154,10 @@ impl Application {
     /// removes the Unix socket.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        if let Some(path) = &self.socket_path {
-            if let Err(e) = std::fs::remove_file(path) {
-                log::warn!("could not remove {}: {e}", path.display());
-            }
+        if let Some(path) = &self.socket_path
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            log::warn!("could not remove {}: {e}", path.display());
         }
         result
     }
@@ -302,94 +288,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("AWS settings (region, endpoint, credentials)");
     }
     changed
-}
-
-/// Binds the Unix socket: a stale socket file from an earlier run is
-/// removed, but never a live one or anything that is not a socket.
-fn bind_socket(uds: &UdsConfig) -> anyhow::Result<UnixListener> {
-    let path = &uds.socket_path;
-    remove_stale_socket(path)?;
-    let listener = UnixListener::bind(path).with_context(|| {
-        format!(
-            "cannot listen on {} (service.uds.socket-path)",
-            path.display()
-        )
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(uds.mode))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    Ok(listener)
-}
-
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it (service.uds.socket-path)",
-            path.display()
-        );
-    }
-    if UnixStream::connect(path).is_ok() {
-        bail!(
-            "{} is in use by a running process (service.uds.socket-path)",
-            path.display()
-        );
-    }
-    log::info!("removing stale socket {}", path.display());
-    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
-}
-
-/// The rustls server settings: the certificate chain and key, and with a
-/// CA file, required client certificates signed by it.
-fn tls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certs = read_certs(&tls.cert_file, "service.tcp.tls.cert-file")?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).with_context(|| {
-        format!(
-            "no private key in {} (service.tcp.tls.key-file)",
-            tls.key_file.display()
-        )
-    })?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let builder = match &tls.ca_file {
-        Some(ca_file) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs(ca_file, "service.tcp.tls.ca-file")? {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "bad CA certificate in {} (service.tcp.tls.ca-file)",
-                        ca_file.display()
-                    )
-                })?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    builder.with_single_cert(certs, key).with_context(|| {
-        format!(
-            "the key in {} does not fit the certificate in {}",
-            tls.key_file.display(),
-            tls.cert_file.display()
-        )
-    })
-}
-
-fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read certificates from {} ({key})", path.display()))?;
-    if certs.is_empty() {
-        bail!("no certificate in {} ({key})", path.display());
-    }
-    Ok(certs)
 }
 
 /// Region, timeouts, retries and the standard `AWS_*` variables, without

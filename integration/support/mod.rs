@@ -459,6 +459,11 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 // TCP listeners are logged first, then the "serving" line.
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     if let Some(addr) = rest
@@ -470,9 +475,6 @@ impl Agent {
                 } else if line.contains("] serving ") {
                     let _ = tx.send(None);
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         // The TCP address, or 0.0.0.0:0 for an agent with only a Unix socket.

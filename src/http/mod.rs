@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use arc_swap::ArcSwap;
 
 pub use auth::{AWS_TOKEN_HEADER, Authorizer};
@@ -56,8 +56,26 @@ pub struct AppState {
     pub credentials_ready: Arc<AtomicBool>,
 }
 
+/// The actix-web app: the request guard, every route, and 404 for the rest.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(from_fn(guard))
+        .configure(configure(state))
+        .default_service(web::to(not_found))
+}
+
 /// Registers every route on an actix-web app.
-pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         // Methods are checked by `guard`: every route answers GET and HEAD.
         // Static prefixes (scopes) rather than `{tail:.*}` patterns: those
@@ -76,7 +94,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 /// and headers, and no secrets for requests that came through a proxy (an
 /// SSRF guard, as in the AWS agent: a local app sends no forwarding
 /// headers). Counts every request by route and status.
-pub async fn guard(
+async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -126,7 +144,7 @@ fn header_bytes(req: &ServiceRequest) -> usize {
 }
 
 /// The answer to any path no route matches.
-pub async fn not_found() -> HttpResponse {
+async fn not_found() -> HttpResponse {
     ApiError::RouteNotFound.error_response()
 }
 

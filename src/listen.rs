@@ -1,0 +1,594 @@
+//! The listeners: TCP (plain or TLS) and a Unix socket, accepted by
+//! actix-server and served by actix-http's HTTP/1 dispatcher over a
+//! [`Paced`] stream.
+//!
+//! actix-http bounds the first request head of a connection and idle
+//! keep-alive time, but not the heads that follow on a kept-alive
+//! connection, and it keeps answering pipelined requests while the client
+//! reads none of the answers. [`Paced`] closes both gaps below the parser:
+//! every request head must arrive within `service.request-timeout`, and a
+//! connection hands the parser its next request only once the answer to the
+//! previous one has started to leave and the socket is not full.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use actix_http::{HttpService, KeepAlive};
+use actix_server::{GracefulShutdownSignal, Server};
+use actix_service::{
+    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service,
+    map_config,
+};
+use actix_web::dev::AppConfig;
+use anyhow::{Context as _, bail};
+use bytes::{Buf, BytesMut};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{ServiceConfig, TlsConfig, UdsConfig};
+use crate::http::{self, AppState};
+
+/// Most bytes read from a client in one go and held before the parser
+/// takes them.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Time a client has to read the rest of an answer once the agent has
+/// decided to close its connection.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The bound listeners, not yet running.
+pub(crate) struct Listeners {
+    pub(crate) server: Server,
+    /// The bound TCP address (useful with port 0).
+    pub(crate) tcp_addr: Option<SocketAddr>,
+}
+
+/// Binds every listener in `service` and serves `state` on them until
+/// `shutdown` resolves; then stops accepting, closes idle connections and
+/// lets in-flight requests finish within `service.shutdown-timeout`.
+pub(crate) fn bind(
+    service: &ServiceConfig,
+    state: &AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Listeners> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut builder = Server::build()
+        .workers(workers)
+        // actix-server counts connections per worker.
+        .max_concurrent_connections(service.max_connections.div_ceil(workers))
+        .shutdown_timeout(service.shutdown_timeout.as_secs().max(1))
+        .shutdown_signal(shutdown);
+    let conn = Connections {
+        state: state.clone(),
+        request_timeout: service.request_timeout,
+        stopping: builder.graceful_shutdown_signal(),
+    };
+
+    let mut tcp_addr = None;
+    if let Some(tcp) = &service.tcp {
+        let listener = std::net::TcpListener::bind(tcp.addr)
+            .with_context(|| format!("cannot listen on {} (service.tcp.endpoint)", tcp.addr))?;
+        let bound = listener.local_addr()?;
+        let scheme = match &tcp.tls {
+            Some(tls) => {
+                let acceptor = TlsAcceptor::from(Arc::new(tls_config(tls)?));
+                let timeout = service.request_timeout;
+                let conn = conn.clone();
+                builder = builder.listen("tls", listener, move || {
+                    let acceptor = acceptor.clone();
+                    conn.factory(move |io: TcpStream| {
+                        let acceptor = acceptor.clone();
+                        async move {
+                            let peer = tcp_setup(&io)?;
+                            let tls = tokio::time::timeout(timeout, acceptor.accept(io))
+                                .await
+                                .map_err(|_| {
+                                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake")
+                            })??;
+                            Ok((Stream::Tls(Box::new(tls)), peer))
+                        }
+                    })
+                })?;
+                "https"
+            }
+            None => {
+                let conn = conn.clone();
+                builder = builder.listen("tcp", listener, move || {
+                    conn.factory(|io: TcpStream| async move {
+                        let peer = tcp_setup(&io)?;
+                        Ok((Stream::Tcp(io), peer))
+                    })
+                })?;
+                "http"
+            }
+        };
+        log::info!("listening on {scheme}://{bound}");
+        tcp_addr = Some(bound);
+    }
+    if let Some(uds) = &service.uds {
+        builder = builder.listen_uds("uds", bind_socket(uds)?, move || {
+            conn.factory(|io: UnixStream| async move { Ok((Stream::Unix(io), None)) })
+        })?;
+        log::info!(
+            "listening on unix:{} (mode {:04o})",
+            uds.socket_path.display(),
+            uds.mode
+        );
+    }
+    Ok(Listeners {
+        server: builder.run(),
+        tcp_addr,
+    })
+}
+
+fn tcp_setup(io: &TcpStream) -> io::Result<Option<SocketAddr>> {
+    // Answers are small and written whole: send them at once.
+    io.set_nodelay(true)?;
+    Ok(io.peer_addr().ok())
+}
+
+/// What every connection of every listener shares.
+#[derive(Clone)]
+struct Connections {
+    state: AppState,
+    request_timeout: Duration,
+    /// Resolves when a graceful shutdown starts: idle keep-alive
+    /// connections close, busy ones after their current answer.
+    stopping: GracefulShutdownSignal,
+}
+
+impl Connections {
+    /// One worker's service for a listener: `open` turns an accepted
+    /// stream into a [`Stream`] (the TLS handshake, say), then the HTTP/1
+    /// dispatcher serves it, paced.
+    fn factory<I, O, F>(
+        &self,
+        open: O,
+    ) -> impl ServiceFactory<I, Config = (), Response = (), Error = (), InitError = ()> + use<I, O, F>
+    where
+        I: 'static,
+        O: Fn(I) -> F + Clone + 'static,
+        F: Future<Output = io::Result<(Stream, Option<SocketAddr>)>> + 'static,
+    {
+        let stopping = self.stopping.clone();
+        let h1 = HttpService::build()
+            .keep_alive(KeepAlive::Timeout(self.request_timeout))
+            .client_request_timeout(self.request_timeout)
+            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .h1(map_config(
+                http::app(self.state.clone())
+                    .into_factory()
+                    .map_err(|err: actix_web::Error| err.error_response()),
+                |_| AppConfig::default(),
+            ));
+        let timeout = self.request_timeout;
+        fn_factory(move || {
+            let handler = h1.new_service(());
+            let open = open.clone();
+            async move {
+                let handler = Rc::new(handler.await?);
+                Ok(fn_service(move |io: I| {
+                    let handler = handler.clone();
+                    let open = open.clone();
+                    async move {
+                        let (stream, peer) = match open(io).await {
+                            Ok(opened) => opened,
+                            Err(e) => {
+                                log::debug!("connection closed before its first request: {e}");
+                                return Ok(());
+                            }
+                        };
+                        if let Err(e) = handler.call((Paced::new(stream, timeout), peer)).await {
+                            log::debug!("connection closed: {e}");
+                        }
+                        Ok(())
+                    }
+                }))
+            }
+        })
+    }
+}
+
+/// An accepted connection of any listener.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+macro_rules! each_stream {
+    ($self:ident, $io:ident => $body:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($io) => {
+                let $io = Pin::new($io);
+                $body
+            }
+            Stream::Tls($io) => {
+                let $io = Pin::new($io.as_mut());
+                $body
+            }
+            Stream::Unix($io) => {
+                let $io = Pin::new($io);
+                $body
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each_stream!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each_stream!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_stream!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_stream!(self, io => io.poll_shutdown(cx))
+    }
+}
+
+/// A client stream that hands the HTTP parser one request head at a time.
+///
+/// - Each request head must be complete within `timeout` of its first byte
+///   (else the read fails and the connection closes): a client cannot hold
+///   a connection by trickling bytes.
+/// - The next request is handed over only once the answer to the previous
+///   one has started to leave and the last write did not find the socket
+///   full: a client that pipelines requests and reads no answers leaves at
+///   most about two answers buffered, and no more of its requests are read.
+///
+/// No route reads a request body, so body bytes are treated like the start
+/// of the next request: they reach the parser after the answer.
+pub(crate) struct Paced<IO> {
+    io: IO,
+    /// Read from the client, not yet handed to the parser.
+    pending: BytesMut,
+    scan: Scan,
+    /// While a request head is incomplete: when it must be complete.
+    deadline: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    /// A complete head went to the parser and no answer byte has been
+    /// written since.
+    awaiting_answer: bool,
+    /// The last write found the socket full: the client is not reading.
+    write_blocked: bool,
+    /// A read returned `Pending` for one of the two reasons above; the next
+    /// successful write wakes the task so that it reads again.
+    read_parked: bool,
+}
+
+/// Where the byte stream stands, seen from the request heads.
+#[derive(Debug, PartialEq)]
+enum Scan {
+    /// Between requests (empty lines before a request are allowed).
+    Between,
+    /// Inside a head; counts the line ends seen in a row (`\r` ignored).
+    Head { line_ends: u8 },
+}
+
+impl<IO> Paced<IO> {
+    pub(crate) fn new(io: IO, timeout: Duration) -> Paced<IO> {
+        Paced {
+            io,
+            pending: BytesMut::new(),
+            scan: Scan::Between,
+            deadline: None,
+            timeout,
+            awaiting_answer: false,
+            write_blocked: false,
+            read_parked: false,
+        }
+    }
+
+    /// How many of the pending bytes (at most `room`) may go to the parser
+    /// now: up to and including the end of the next request head.
+    fn release(&mut self, room: usize) -> usize {
+        let take = self.pending.len().min(room);
+        for (i, &byte) in self.pending[..take].iter().enumerate() {
+            match &mut self.scan {
+                Scan::Between if byte == b'\r' || byte == b'\n' => {}
+                Scan::Between => {
+                    self.scan = Scan::Head { line_ends: 0 };
+                    self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+                }
+                Scan::Head { line_ends } => match byte {
+                    b'\n' if *line_ends == 1 => {
+                        self.scan = Scan::Between;
+                        self.deadline = None;
+                        self.awaiting_answer = true;
+                        return i + 1;
+                    }
+                    b'\n' => *line_ends = 1,
+                    b'\r' => {}
+                    _ => *line_ends = 0,
+                },
+            }
+        }
+        take
+    }
+
+    fn wrote(&mut self, cx: &Context<'_>) {
+        self.awaiting_answer = false;
+        self.write_blocked = false;
+        if std::mem::take(&mut self.read_parked) {
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Paced<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(deadline) = &mut this.deadline
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not complete within service.request-timeout",
+                )));
+            }
+            if this.awaiting_answer || this.write_blocked {
+                this.read_parked = true;
+                return Poll::Pending;
+            }
+            if !this.pending.is_empty() {
+                let n = this.release(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            this.pending.reserve(READ_CHUNK);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.io),
+                cx,
+                &mut this.pending
+            ))?;
+            if n == 0 {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Paced<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Pending => {
+                this.write_blocked = true;
+                Poll::Pending
+            }
+            Poll::Ready(Ok(n)) => {
+                this.wrote(cx);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Binds the Unix socket: a stale socket file from an earlier run is
+/// removed, but never a live one or anything that is not a socket.
+fn bind_socket(uds: &UdsConfig) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    let path = &uds.socket_path;
+    remove_stale_socket(path)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).with_context(|| {
+        format!(
+            "cannot listen on {} (service.uds.socket-path)",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(uds.mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        bail!(
+            "{} exists and is not a socket; refusing to replace it (service.uds.socket-path)",
+            path.display()
+        );
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "{} is in use by a running process (service.uds.socket-path)",
+            path.display()
+        );
+    }
+    log::info!("removing stale socket {}", path.display());
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// The rustls server settings: the certificate chain and key, and with a
+/// CA file, required client certificates signed by it.
+fn tls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs = read_certs(&tls.cert_file, "service.tcp.tls.cert-file")?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).with_context(|| {
+        format!(
+            "no private key in {} (service.tcp.tls.key-file)",
+            tls.key_file.display()
+        )
+    })?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &tls.ca_file {
+        Some(ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca_file, "service.tcp.tls.ca-file")? {
+                roots.add(cert).with_context(|| {
+                    format!(
+                        "bad CA certificate in {} (service.tcp.tls.ca-file)",
+                        ca_file.display()
+                    )
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "the key in {} does not fit the certificate in {}",
+            tls.key_file.display(),
+            tls.cert_file.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read certificates from {} ({key})", path.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate in {} ({key})", path.display());
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Reads what the parser would get now, without waiting.
+    fn poll_once(paced: &mut Paced<tokio::io::DuplexStream>) -> Poll<io::Result<Vec<u8>>> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [0u8; 1024];
+        let mut buf = ReadBuf::new(&mut space);
+        Pin::new(paced)
+            .poll_read(&mut cx, &mut buf)
+            .map_ok(|()| buf.filled().to_vec())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_head_at_a_time_until_the_answer_leaves() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let first = paced.read(&mut [0u8; 1024]).await.unwrap();
+        assert_eq!(first, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n".len());
+        assert!(poll_once(&mut paced).is_pending(), "second head held");
+        paced.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        match poll_once(&mut paced) {
+            Poll::Ready(Ok(bytes)) => assert_eq!(bytes, b"GET /b HTTP/1.1\r\n\r\n"),
+            other => panic!("second head not released: {other:?}"),
+        }
+        let mut answer = [0u8; 19];
+        client.read_exact(&mut answer).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_head_has_a_deadline() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        client.write_all(b"GET / HTTP/1.1\n\n").await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 16);
+        paced.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        // A kept-alive connection that trickles the next head.
+        client.write_all(b"G").await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 1);
+        let started = tokio::time::Instant::now();
+        let err = paced.read(&mut [0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_and_empty_lines_have_no_deadline() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        client.write_all(b"\r\n").await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 2);
+        tokio::time::sleep(TIMEOUT * 3).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 18);
+    }
+
+    #[test]
+    fn heads_end_at_an_empty_line_with_or_without_cr() {
+        for (bytes, released) in [
+            (&b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"[..], 24),
+            (b"GET / HTTP/1.1\nA: b\n\nrest", 21),
+            (b"GET / HTTP/1.1\r\nA: b\r\n", 22),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\nX", 22),
+        ] {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let _guard = rt.enter();
+            let (_client, server) = tokio::io::duplex(64);
+            let mut paced = Paced::new(server, TIMEOUT);
+            paced.pending.extend_from_slice(bytes);
+            assert_eq!(paced.release(usize::MAX), released, "{bytes:?}");
+        }
+    }
+}
