@@ -986,3 +986,58 @@ async fn container_credentials_from_the_environment() {
     );
     assert_log_clean(&agent, &imds_secrets(&imds));
 }
+
+#[test]
+fn check_lists_the_sources_the_chain_tries() {
+    // An agent with no credentials anywhere says what it tried; `--check`
+    // on the same config and environment must list the same sources.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = config(
+        Some(&closed_port()),
+        &[(
+            "x",
+            "arn:aws:secretsmanager:us-west-1:123456789012:secret:x-AbCdEf",
+        )],
+        "",
+        "",
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let env = isolated_env(dir.path());
+    let env: Vec<(&str, &str)> = pairs(&env);
+    let (code, out, err) = run_cli_with_env(&["--check", "--config", path.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{err}");
+    let checked = out
+        .lines()
+        .find_map(|l| l.strip_prefix("credentials: default chain: "))
+        .unwrap_or_else(|| panic!("no default chain in --check:\n{out}"))
+        .to_owned();
+
+    let agent = Agent::start(&yaml, &env);
+    assert!(
+        agent.wait_for_log(
+            "credentials could not be found; tried ",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        agent.log()
+    );
+    let tried = format!("credentials could not be found; tried {checked}");
+    assert!(
+        agent.log().contains(&tried),
+        "--check says {checked:?}; the chain tried otherwise:\n{}",
+        agent.log()
+    );
+    for source in [
+        "environment",
+        "shared credentials file",
+        "web identity",
+        "container",
+        "IMDSv2",
+    ] {
+        assert!(
+            checked.contains(source),
+            "--check leaves out {source}: {checked}"
+        );
+    }
+}

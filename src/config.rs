@@ -166,6 +166,14 @@ pub struct StaticKeys {
     pub session_token: Option<SecretString>,
 }
 
+impl PartialEq for StaticKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key_id == other.access_key_id
+            && self.secret_access_key.expose_secret() == other.secret_access_key.expose_secret()
+            && same_secret(&self.session_token, &other.session_token)
+    }
+}
+
 /// The STS assume-role layer.
 #[derive(Debug, Clone)]
 pub struct AssumeRole {
@@ -178,6 +186,33 @@ pub struct AssumeRole {
     pub sts_endpoint: Option<String>,
     /// Region for STS calls (`sts-region`); `region` when absent.
     pub sts_region: Option<String>,
+}
+
+impl PartialEq for AssumeRole {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.role_arn,
+            &self.session_name,
+            self.duration,
+            &self.sts_endpoint,
+            &self.sts_region,
+        ) == (
+            &other.role_arn,
+            &other.session_name,
+            other.duration,
+            &other.sts_endpoint,
+            &other.sts_region,
+        ) && same_secret(&self.external_id, &other.external_id)
+    }
+}
+
+/// Compares secret values, for telling whether a reload changed them.
+fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// `cache:` settings.
@@ -530,7 +565,7 @@ impl Config {
         ));
         out.push_str(&format!(
             "credentials: {}\n",
-            self.aws.credentials.describe()
+            crate::credentials::CredentialSource::from(&self.aws.credentials).describe()
         ));
         if let Some(endpoint) = &self.aws.endpoint {
             out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
@@ -553,26 +588,6 @@ impl Config {
             out.push_str(&format!("warning: {warning}\n"));
         }
         out
-    }
-}
-
-impl CredentialsConfig {
-    /// The credential mode in words, never the keys.
-    pub fn describe(&self) -> String {
-        let source = if self.static_keys.is_some() {
-            "static keys from config".to_owned()
-        } else {
-            let profile = self
-                .profile
-                .as_deref()
-                .map(|p| format!(" (profile {p})"))
-                .unwrap_or_default();
-            format!("environment, shared credentials file{profile}, then instance role (IMDSv2)")
-        };
-        match &self.assume_role {
-            Some(role) => format!("assume role {} over {source}", role.role_arn),
-            None => source,
-        }
     }
 }
 

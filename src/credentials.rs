@@ -19,7 +19,6 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -38,7 +37,7 @@ use aws_sdk_secretsmanager::config::Region;
 use secrecy::ExposeSecret;
 use zeroize::Zeroize;
 
-use crate::config::{AssumeRole, CredentialsConfig};
+use crate::config::{AssumeRole, CredentialsConfig, StaticKeys};
 use crate::metrics::METRICS;
 
 /// Time an IMDS request may take before the chain gives up on it.
@@ -48,33 +47,84 @@ const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
 /// three quarters of their lifetime, when that is shorter).
 const REFRESH_BUFFER: Duration = Duration::from_secs(300);
 
-/// The credential provider the agent signs with, and what it is, in words.
-#[derive(Clone)]
-pub struct AgentCredentials {
-    provider: SharedCredentialsProvider,
-    /// The role and the provider that signs its AssumeRole calls, kept apart
-    /// so the start-up line can say where the source keys came from.
-    assume_role: Option<(String, SharedCredentialsProvider)>,
-    /// How credentials are obtained, e.g. "static keys from config".
-    mode: String,
-    refreshes: Arc<AtomicU64>,
+/// Where the agent's AWS credentials come from, as configured: the one type
+/// that says what the agent will try (`--check`, the start-up log,
+/// `/readyz`) and that builds the provider, so the two never disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CredentialSource {
+    /// Keys written in the config file.
+    Static(StaticKeys),
+    /// The default chain, tried in [`ChainSource::ALL`] order; `profile`
+    /// picks the shared file's profile (else `AWS_PROFILE`, else `default`).
+    Chain { profile: Option<String> },
+    /// Temporary credentials from STS AssumeRole, signed with `base`'s.
+    AssumeRole {
+        role: AssumeRole,
+        base: Box<CredentialSource>,
+    },
 }
 
-impl fmt::Debug for AgentCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentCredentials")
-            .field("mode", &self.mode)
-            .finish()
+impl From<&CredentialsConfig> for CredentialSource {
+    fn from(config: &CredentialsConfig) -> CredentialSource {
+        let base = match &config.static_keys {
+            Some(keys) => CredentialSource::Static(keys.clone()),
+            None => CredentialSource::Chain {
+                profile: config.profile.clone(),
+            },
+        };
+        match &config.assume_role {
+            Some(role) => CredentialSource::AssumeRole {
+                role: role.clone(),
+                base: Box::new(base),
+            },
+            None => base,
+        }
     }
 }
 
-impl AgentCredentials {
-    /// Builds the provider for `config`. `base` carries region, timeouts and
-    /// the standard endpoint variables for the STS client.
-    pub async fn build(config: &CredentialsConfig, base: &SdkConfig) -> AgentCredentials {
-        let refreshes = Arc::new(AtomicU64::new(0));
-        let (source, source_mode): (SharedCredentialsProvider, String) = match &config.static_keys {
-            Some(keys) => {
+impl CredentialSource {
+    /// What the agent tries, in words, never the keys.
+    pub fn describe(&self) -> String {
+        match self {
+            CredentialSource::Static(_) => STATIC_KEYS.to_owned(),
+            CredentialSource::Chain { profile } => {
+                let sources: Vec<String> = ChainSource::ALL
+                    .iter()
+                    .map(|s| s.label(profile.as_deref()))
+                    .collect();
+                format!("default chain: {}", sources.join(", then "))
+            }
+            CredentialSource::AssumeRole { role, base } => {
+                format!("assume role {} over {}", role.role_arn, base.describe())
+            }
+        }
+    }
+
+    /// Builds the provider. `sdk` carries region, timeouts and the standard
+    /// endpoint variables for the STS client.
+    pub async fn build(&self, sdk: &SdkConfig) -> AgentCredentials {
+        let (provider, base) = match self {
+            CredentialSource::AssumeRole { role, base } => {
+                let base = base.provider(sdk);
+                let assumed = assume_role(role, sdk, base.clone()).await;
+                let name = format!("assume role {}", role.role_arn);
+                let provider =
+                    SharedCredentialsProvider::new(Refreshing::new(Named::new(name, assumed)));
+                (provider, Some(base))
+            }
+            source => (source.provider(sdk), None),
+        };
+        AgentCredentials {
+            source: self.clone(),
+            provider,
+            base,
+        }
+    }
+
+    /// The provider of a source that is not an assumed role.
+    fn provider(&self, sdk: &SdkConfig) -> SharedCredentialsProvider {
+        match self {
+            CredentialSource::Static(keys) => {
                 let mut creds = Credentials::new(
                     keys.access_key_id.clone(),
                     keys.secret_access_key.expose_secret().to_owned(),
@@ -84,71 +134,58 @@ impl AgentCredentials {
                     None,
                     "config",
                 );
-                creds.set_property(Source("static keys from config".into()));
-                (
-                    SharedCredentialsProvider::new(creds),
-                    "static keys from config".into(),
-                )
+                creds.set_property(Source(STATIC_KEYS.into()));
+                SharedCredentialsProvider::new(creds)
             }
-            None => {
-                let chain = Chain::standard(config.profile.clone(), base.region().cloned());
-                let mode = chain.describe();
-                (
-                    SharedCredentialsProvider::new(Refreshing::new(chain, refreshes.clone())),
-                    mode,
-                )
-            }
-        };
-        let (provider, assume_role, mode) = match &config.assume_role {
-            None => (source, None, source_mode),
-            Some(role) => {
-                let assumed = assume_role(role, base, source.clone()).await;
-                let mode = format!("assume role {} over {source_mode}", role.role_arn);
-                let name = format!("assume role {}", role.role_arn);
-                let cached = Refreshing::new(Named::new(name, assumed), refreshes.clone());
-                (
-                    SharedCredentialsProvider::new(cached),
-                    Some((role.role_arn.clone(), source)),
-                    mode,
-                )
-            }
-        };
-        AgentCredentials {
-            provider,
-            assume_role,
-            mode,
-            refreshes,
+            CredentialSource::Chain { profile } => SharedCredentialsProvider::new(Refreshing::new(
+                Chain::standard(profile.clone(), sdk.region().cloned()),
+            )),
+            // Roles over roles are not configurable.
+            CredentialSource::AssumeRole { base, .. } => base.provider(sdk),
         }
     }
+}
 
+const STATIC_KEYS: &str = "static keys from config";
+
+/// The credential provider the agent signs with, built from a
+/// [`CredentialSource`].
+#[derive(Clone)]
+pub struct AgentCredentials {
+    source: CredentialSource,
+    provider: SharedCredentialsProvider,
+    /// For an assumed role: the provider that signs its AssumeRole calls,
+    /// so the start-up line can say where the source keys came from.
+    base: Option<SharedCredentialsProvider>,
+}
+
+impl fmt::Debug for AgentCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentCredentials")
+            .field("source", &self.source.describe())
+            .finish()
+    }
+}
+
+impl AgentCredentials {
     pub fn provider(&self) -> SharedCredentialsProvider {
         self.provider.clone()
-    }
-
-    /// Describes the mode, e.g. "assume role arn:... over static keys from config".
-    pub fn mode(&self) -> &str {
-        &self.mode
-    }
-
-    /// How many times temporary credentials were fetched or refreshed.
-    pub fn refreshes(&self) -> u64 {
-        self.refreshes.load(Ordering::Relaxed)
     }
 
     /// Resolves credentials once and says where they came from, without the
     /// keys, e.g. "assume role arn:... over environment keys": for the
     /// start-up log line.
     pub async fn probe(&self) -> Result<String, String> {
-        match &self.assume_role {
-            None => source_of(&self.provider).await,
-            Some((role_arn, base)) => {
+        match (&self.source, &self.base) {
+            (CredentialSource::AssumeRole { role, .. }, Some(base)) => {
                 let base = source_of(base).await?;
                 self.provider
                     .provide_credentials()
                     .await
                     .map_err(|e| describe_error(&e))?;
-                Ok(format!("assume role {role_arn} over {base}"))
+                Ok(format!("assume role {} over {base}", role.role_arn))
             }
+            _ => source_of(&self.provider).await,
         }
     }
 }
@@ -288,8 +325,89 @@ fn labelled(name: &str, err: CredentialsError) -> CredentialsError {
     }
 }
 
-/// The seed's lookup order, tried in turn; a source that has nothing moves
-/// on to the next, and the final error lists what was tried.
+/// The sources of the default chain: the seed's lookup order (environment,
+/// shared file, instance role) with, before IMDS as in aws-config's own
+/// chain, web identity and container credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainSource {
+    Environment,
+    SharedFile,
+    WebIdentity,
+    Container,
+    InstanceRole,
+}
+
+impl ChainSource {
+    /// In the order they are tried.
+    pub const ALL: [ChainSource; 5] = [
+        ChainSource::Environment,
+        ChainSource::SharedFile,
+        ChainSource::WebIdentity,
+        ChainSource::Container,
+        ChainSource::InstanceRole,
+    ];
+
+    /// The source in words, as `--check` and "credentials could not be
+    /// found; tried ..." name it.
+    fn label(self, profile: Option<&str>) -> String {
+        match self {
+            ChainSource::Environment => {
+                "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into()
+            }
+            ChainSource::SharedFile => format!(
+                "shared credentials file {} (profile {})",
+                shared_credentials_path().display(),
+                profile_name(profile)
+            ),
+            ChainSource::WebIdentity => {
+                "web identity token (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".into()
+            }
+            ChainSource::Container => {
+                "container credentials (AWS_CONTAINER_CREDENTIALS_*_URI)".into()
+            }
+            ChainSource::InstanceRole => "EC2 instance metadata (IMDSv2)".into(),
+        }
+    }
+
+    fn provider(self, profile: Option<&str>, region: Option<&Region>) -> SharedCredentialsProvider {
+        // Region and environment for the providers that call STS themselves
+        // (web identity; profiles with role_arn).
+        let provider_config = || ProviderConfig::default().with_region(region.cloned());
+        match self {
+            ChainSource::Environment => SharedCredentialsProvider::new(Named::new(
+                "environment keys (AWS_ACCESS_KEY_ID)",
+                EnvironmentVariableCredentialsProvider::new(),
+            )),
+            ChainSource::SharedFile => SharedCredentialsProvider::new(SharedFile::new(
+                profile.map(str::to_owned),
+                region.cloned(),
+            )),
+            ChainSource::WebIdentity => SharedCredentialsProvider::new(Named::new(
+                "web identity token (IRSA)",
+                WebIdentityTokenCredentialsProvider::builder()
+                    .configure(&provider_config())
+                    .build(),
+            )),
+            ChainSource::Container => SharedCredentialsProvider::new(Named::new(
+                "container credentials (ECS, EKS Pod Identity)",
+                EcsCredentialsProvider::builder()
+                    .configure(&provider_config())
+                    .build(),
+            )),
+            ChainSource::InstanceRole => SharedCredentialsProvider::new(Named::new(
+                "instance role via IMDSv2",
+                ImdsCredentialsProvider::builder()
+                    .imds_client(imds_client())
+                    .build(),
+            )),
+        }
+    }
+}
+
+/// The default chain, tried in turn; a source that has nothing moves on to
+/// the next, and the final error lists what was tried. Ours rather than
+/// aws-config's `CredentialsProviderChain` for that error, and for the
+/// shared file that is re-read when it changes.
 #[derive(Debug)]
 struct Chain {
     sources: Vec<(String, SharedCredentialsProvider)>,
@@ -297,60 +415,13 @@ struct Chain {
 
 impl Chain {
     fn standard(profile: Option<String>, region: Option<Region>) -> Chain {
-        // Region and environment for the providers that call STS themselves
-        // (web identity; profiles with role_arn).
-        let provider_config = ProviderConfig::default().with_region(region.clone());
-        let file = SharedFile::new(profile, region);
-        let web_identity = WebIdentityTokenCredentialsProvider::builder()
-            .configure(&provider_config)
-            .build();
-        let container = EcsCredentialsProvider::builder()
-            .configure(&provider_config)
-            .build();
-        let imds = ImdsCredentialsProvider::builder()
-            .imds_client(imds_client())
-            .build();
+        let profile = profile.as_deref();
         Chain {
-            sources: vec![
-                (
-                    "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into(),
-                    SharedCredentialsProvider::new(Named::new(
-                        "environment keys (AWS_ACCESS_KEY_ID)",
-                        EnvironmentVariableCredentialsProvider::new(),
-                    )),
-                ),
-                (
-                    format!(
-                        "shared credentials file {} (profile {})",
-                        file.credentials_path().display(),
-                        file.profile_name()
-                    ),
-                    SharedCredentialsProvider::new(file),
-                ),
-                (
-                    "web identity token (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".into(),
-                    SharedCredentialsProvider::new(Named::new(
-                        "web identity token (IRSA)",
-                        web_identity,
-                    )),
-                ),
-                (
-                    "container credentials (AWS_CONTAINER_CREDENTIALS_*_URI)".into(),
-                    SharedCredentialsProvider::new(Named::new(
-                        "container credentials (ECS, EKS Pod Identity)",
-                        container,
-                    )),
-                ),
-                (
-                    "EC2 instance metadata (IMDSv2)".into(),
-                    SharedCredentialsProvider::new(Named::new("instance role via IMDSv2", imds)),
-                ),
-            ],
+            sources: ChainSource::ALL
+                .iter()
+                .map(|s| (s.label(profile), s.provider(profile, region.as_ref())))
+                .collect(),
         }
-    }
-
-    fn describe(&self) -> String {
-        "default chain: environment, shared credentials file, web identity, container credentials, instance role (IMDSv2)".into()
     }
 }
 
@@ -403,20 +474,9 @@ impl SharedFile {
         }
     }
 
-    fn profile_name(&self) -> String {
-        self.profile
-            .clone()
-            .or_else(|| std::env::var("AWS_PROFILE").ok())
-            .unwrap_or_else(|| "default".into())
-    }
-
-    fn credentials_path(&self) -> PathBuf {
-        aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials")
-    }
-
     fn fingerprint(&self) -> Fingerprint {
         [
-            self.credentials_path(),
+            shared_credentials_path(),
             aws_file("AWS_CONFIG_FILE", "config"),
         ]
         .iter()
@@ -461,14 +521,23 @@ impl ProvideCredentials for SharedFile {
     {
         future::ProvideCredentials::new(async move {
             let mut creds = self.provider().provide_credentials().await?;
-            creds.set_property(Source(format!(
-                "shared credentials file {} (profile {})",
-                self.credentials_path().display(),
-                self.profile_name()
-            )));
+            let label = ChainSource::SharedFile.label(self.profile.as_deref());
+            creds.set_property(Source(label));
             Ok(creds)
         })
     }
+}
+
+/// The profile the shared file is read for.
+fn profile_name(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_owned)
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .unwrap_or_else(|| "default".into())
+}
+
+fn shared_credentials_path() -> PathBuf {
+    aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials")
 }
 
 /// `$VAR`, else `~/.aws/<name>`.
@@ -483,11 +552,15 @@ fn aws_file(var: &str, name: &str) -> PathBuf {
 /// Keeps credentials that expire until shortly before they do; credentials
 /// without an expiry (environment, shared file) are looked up on every call,
 /// which is cheap and picks up changes at once.
+///
+/// Ours rather than the SDK's `IdentityCache`: that one drops credentials
+/// when a refresh fails, where the agent keeps serving with credentials that
+/// have not expired yet, and it cannot let the shared file's changes through
+/// at once.
 struct Refreshing<P> {
     inner: P,
     /// The last temporary credentials. An async mutex: one refresh at a time.
     current: tokio::sync::Mutex<Option<(Credentials, SystemTime)>>,
-    refreshes: Arc<AtomicU64>,
 }
 
 impl<P> fmt::Debug for Refreshing<P> {
@@ -497,11 +570,10 @@ impl<P> fmt::Debug for Refreshing<P> {
 }
 
 impl<P: ProvideCredentials> Refreshing<P> {
-    fn new(inner: P, refreshes: Arc<AtomicU64>) -> Self {
+    fn new(inner: P) -> Self {
         Refreshing {
             inner,
             current: tokio::sync::Mutex::new(None),
-            refreshes,
         }
     }
 
@@ -519,7 +591,6 @@ impl<P: ProvideCredentials> Refreshing<P> {
                     *current = None;
                     return Ok(creds);
                 };
-                self.refreshes.fetch_add(1, Ordering::Relaxed);
                 METRICS.credential_refreshes.inc();
                 let lifetime = expiry.duration_since(now).unwrap_or_default();
                 let refresh_at = expiry - REFRESH_BUFFER.min(lifetime / 4);
@@ -553,7 +624,7 @@ impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Hands out credentials that expire `lifetime` from now, numbered.
     #[derive(Debug)]
@@ -594,17 +665,16 @@ mod tests {
 
     #[tokio::test]
     async fn temporary_credentials_are_reused_until_near_expiry() {
-        let cache = Refreshing::new(expiring(Duration::from_secs(3600)), Default::default());
+        let cache = Refreshing::new(expiring(Duration::from_secs(3600)));
         let a = cache.credentials().await.unwrap();
         let b = cache.credentials().await.unwrap();
         assert_eq!(a.access_key_id(), b.access_key_id());
         assert_eq!(cache.inner.calls.load(Ordering::SeqCst), 1);
-        assert_eq!(cache.refreshes.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn short_lived_credentials_refresh_before_expiry() {
-        let cache = Refreshing::new(expiring(Duration::from_millis(400)), Default::default());
+        let cache = Refreshing::new(expiring(Duration::from_millis(400)));
         let a = cache.credentials().await.unwrap();
         tokio::time::sleep(Duration::from_millis(320)).await;
         // Past three quarters of the lifetime, still before expiry: new keys.
@@ -615,7 +685,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_refresh_keeps_unexpired_credentials() {
-        let cache = Refreshing::new(expiring(Duration::from_millis(800)), Default::default());
+        let cache = Refreshing::new(expiring(Duration::from_millis(800)));
         let a = cache.credentials().await.unwrap();
         cache.inner.fail.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(650)).await;
@@ -625,6 +695,43 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(cache.credentials().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_description_lists_what_the_chain_tries() {
+        let source = CredentialSource::Chain {
+            profile: Some("ops".into()),
+        };
+        let chain = Chain::standard(Some("ops".into()), None);
+        let tried: Vec<&str> = chain
+            .sources
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(tried.len(), ChainSource::ALL.len());
+        assert_eq!(
+            source.describe(),
+            format!("default chain: {}", tried.join(", then "))
+        );
+        assert!(tried[1].contains("(profile ops)"), "{tried:?}");
+        let role = CredentialSource::AssumeRole {
+            role: AssumeRole {
+                role_arn: "arn:aws:iam::123456789012:role/R".into(),
+                external_id: None,
+                session_name: None,
+                duration: None,
+                sts_endpoint: None,
+                sts_region: None,
+            },
+            base: Box::new(source.clone()),
+        };
+        assert_eq!(
+            role.describe(),
+            format!(
+                "assume role arn:aws:iam::123456789012:role/R over {}",
+                source.describe()
+            )
+        );
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::credentials::{self, AgentCredentials};
+use crate::credentials::{self, AgentCredentials, CredentialSource};
 use crate::http::{AppState, Authorizer, Snapshot};
 use crate::listen;
 use crate::metrics::METRICS;
@@ -67,7 +67,9 @@ impl Application {
     /// run inside a tokio runtime.
     pub async fn build(config: Config, signals: Signals) -> anyhow::Result<Application> {
         let base = base_sdk_config(&config).await;
-        let credentials = AgentCredentials::build(&config.aws.credentials, &base).await;
+        let credentials = CredentialSource::from(&config.aws.credentials)
+            .build(&base)
+            .await;
         let sdk = base
             .to_builder()
             .credentials_provider(credentials.provider())
