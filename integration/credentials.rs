@@ -1041,3 +1041,63 @@ fn check_lists_the_sources_the_chain_tries() {
         );
     }
 }
+
+/// A SIGHUP that changes only `secret-access-key` makes the next call
+/// signed with the new key (moto enforcing IAM checks the signature).
+#[tokio::test]
+async fn a_reload_that_rotates_only_the_secret_key_signs_with_the_new_key() {
+    let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+    let name = unique("rotated-key");
+    let arn = world.create_secret(REGION, &name, "rotated-value");
+    world.call("iam", REGION, "create_user", json!({"UserName": "rotor"}));
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]});
+    world.call(
+        "iam",
+        REGION,
+        "put_user_policy",
+        json!({"UserName": "rotor", "PolicyName": "read", "PolicyDocument": policy.to_string()}),
+    );
+    let key = world.call(
+        "iam",
+        REGION,
+        "create_access_key",
+        json!({"UserName": "rotor"}),
+    );
+    let id = key["AccessKey"]["AccessKeyId"].as_str().unwrap().to_owned();
+    let secret = key["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let with_secret = |secret: &str| {
+        config(
+            Some(&world.moto),
+            &[("r", &arn)],
+            &format!("access-key-id: {id}\nsecret-access-key: {secret}"),
+            NO_CACHE,
+        )
+    };
+    let agent = Agent::start(&with_secret("an-old-secret-key-that-was-rotated"), &[]);
+    get(&agent.url("/secrets/r"))
+        .await
+        .assert_error(502, "upstream_access_denied");
+
+    std::fs::write(agent.dir.path().join("config.yaml"), with_secret(&secret)).unwrap();
+    agent.signal("HUP");
+    assert!(
+        agent.wait_for_log("new AWS credentials and clients", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    let r = get(&agent.url("/secrets/r")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "rotated-value"));
+    assert!(
+        !agent.log().contains("take effect only after a restart"),
+        "{}",
+        agent.log()
+    );
+    assert_log_clean(
+        &agent,
+        &[secret.as_str(), "an-old-secret-key-that-was-rotated"],
+    );
+}

@@ -94,7 +94,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `service.tcp`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TcpConfig {
     /// `endpoint`; port 0 picks a free port (logged at start).
     pub addr: SocketAddr,
@@ -102,7 +102,7 @@ pub struct TcpConfig {
 }
 
 /// `service.tcp.tls`: PEM files.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -111,7 +111,7 @@ pub struct TlsConfig {
 }
 
 /// `service.uds`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UdsConfig {
     pub socket_path: PathBuf,
     /// Permission bits of the socket file (default 0660).

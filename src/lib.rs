@@ -1,29 +1,33 @@
 //! secret-agent: a local daemon that hands applications their secrets from
 //! AWS Secrets Manager, so no application holds AWS credentials or calls AWS.
 //!
-//! A request flows one way: [`http`] resolves the name through
-//! [`resources`], asks the [`cache`], which calls [`upstream`] on a miss,
-//! signed with [`credentials`]. [`config`] reads and validates the YAML;
-//! [`server`] wires it all and runs it.
+//! A request flows one way: [`listen`] accepts the connection, [`http`]
+//! resolves the name through [`resources`], asks the [`cache`], which calls
+//! [`upstream`] on a miss, signed with [`credentials`]. [`config`] reads and
+//! validates the YAML; [`app`] wires it all and runs it.
 //!
 //! - [`config`]: YAML -> validated [`config::Config`], errors that name file, key and line.
 //! - [`resources`]: resource names, secret ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
+//! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`upstream`]: Secrets Manager clients per region, error classification.
 //! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`http`]: routes and the API error table.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits.
-//! - [`server`]: wiring, reload and lifecycle.
+//! - [`reload`]: SIGHUP, compared by value and applied atomically.
+//! - [`app`]: wiring, signals and lifecycle.
 
+pub mod app;
+mod aws;
 pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod http;
 mod listen;
 pub mod metrics;
+mod reload;
 pub mod resources;
 pub mod secret;
-pub mod server;
 pub mod upstream;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use secret_agent::app::{Application, Signals};
 use secret_agent::config::Config;
-use secret_agent::server::{Application, Signals};
 
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]

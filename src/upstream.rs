@@ -7,6 +7,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_secretsmanager::Client;
@@ -93,10 +94,12 @@ impl UpstreamError {
     }
 }
 
-/// Secrets Manager clients by region, created on first use.
+/// Secrets Manager clients by region, created on first use. Cheap to
+/// clone; a reload that changes the AWS settings replaces every client at
+/// once ([`Upstream::replace`]).
 #[derive(Clone)]
 pub struct Upstream {
-    inner: Arc<Inner>,
+    inner: Arc<ArcSwap<Inner>>,
 }
 
 struct Inner {
@@ -110,25 +113,37 @@ struct Inner {
 impl Upstream {
     pub fn new(sdk: SdkConfig, endpoint: Option<String>) -> Upstream {
         Upstream {
-            inner: Arc::new(Inner {
+            inner: Arc::new(ArcSwap::from_pointee(Inner {
                 sdk,
                 endpoint,
                 clients: DashMap::new(),
-            }),
+            })),
         }
     }
 
+    /// Every later call goes through clients built from `sdk` (new
+    /// credentials, region, timeouts) and `endpoint`; calls in flight finish
+    /// with the clients they started with.
+    pub(crate) fn replace(&self, sdk: SdkConfig, endpoint: Option<String>) {
+        self.inner.store(Arc::new(Inner {
+            sdk,
+            endpoint,
+            clients: DashMap::new(),
+        }));
+    }
+
     fn client(&self, region: &str) -> Client {
-        if let Some(client) = self.inner.clients.get(region) {
+        let inner = self.inner.load();
+        if let Some(client) = inner.clients.get(region) {
             return client.clone();
         }
-        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&self.inner.sdk)
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&inner.sdk)
             .region(Region::new(region.to_owned()));
-        if let Some(endpoint) = &self.inner.endpoint {
+        if let Some(endpoint) = &inner.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
         let client = Client::from_conf(builder.build());
-        self.inner
+        inner
             .clients
             .entry(region.to_owned())
             .or_insert(client)

@@ -1,0 +1,181 @@
+//! Builds the agent from a [`Config`] and runs it until a signal: wiring
+//! only. The parts: [`crate::aws`] (SDK settings and credentials),
+//! [`crate::upstream`], [`crate::cache`], [`crate::http`] on the
+//! [`crate::listen`] listeners, and [`crate::reload`] on SIGHUP.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_server::Server;
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::aws::AwsSettings;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::credentials::AgentCredentials;
+use crate::http::{AppState, Authorizer, Snapshot};
+use crate::listen;
+use crate::reload::Reloader;
+use crate::upstream::Upstream;
+
+/// The signals the agent answers, watched from the start of `main` so that
+/// none of them kills the process with its default action while it starts.
+pub struct Signals {
+    /// SIGHUP: reload the config file.
+    hangup: Signal,
+    /// SIGTERM or SIGINT: stop accepting, drain, exit.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Signals {
+    /// Installs the handlers. Needs a tokio runtime.
+    pub fn install() -> std::io::Result<Signals> {
+        let hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let stop = Box::pin(async move {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            log::info!("{name}: draining in-flight requests, then stopping");
+        });
+        Ok(Signals { hangup, stop })
+    }
+}
+
+/// A bound, ready-to-run agent.
+pub struct Application {
+    server: Server,
+    tcp_addr: Option<SocketAddr>,
+    /// Removed when the server stops.
+    socket_path: Option<PathBuf>,
+}
+
+impl Application {
+    /// Binds the listeners and wires credentials, upstream and cache. Must
+    /// run inside a tokio runtime.
+    pub async fn build(config: Config, signals: Signals) -> anyhow::Result<Application> {
+        let aws = AwsSettings::of(&config);
+        let (sdk, credentials) = aws.build().await;
+        let upstream = Upstream::new(sdk, aws.endpoint());
+        let cache = Cache::new(Arc::new(upstream.clone()), config.cache.clone());
+        let prefetch = config.cache.prefetch.then(|| {
+            cache.prefetch(
+                config
+                    .aws
+                    .resources
+                    .iter()
+                    .map(|(_, arn)| arn.clone())
+                    .collect(),
+            )
+        });
+        let auth = Authorizer::new(config.auth.clone());
+        let open = auth.is_open();
+        let state = AppState {
+            current: Arc::new(ArcSwap::from_pointee(Snapshot {
+                resources: config.aws.resources.clone(),
+                auth,
+            })),
+            cache,
+            prefetch,
+            credentials_ready: Arc::new(AtomicBool::new(false)),
+        };
+        let mut reloader = Reloader {
+            state: state.clone(),
+            upstream,
+            applied: config.clone(),
+        };
+
+        let ready = state.credentials_ready.clone();
+        let listeners = listen::bind(&config.service, &state, signals.stop)?;
+        if let Some(bound) = listeners.tcp_addr
+            && open
+            && !bound.ip().is_loopback()
+        {
+            log::warn!(
+                "{bound} is reachable from other hosts and no client tokens are configured (auth.tokens): anyone who can connect can read every configured secret"
+            );
+        }
+        let socket_path = config
+            .service
+            .uds
+            .as_ref()
+            .map(|uds| uds.socket_path.clone());
+        for warning in &config.warnings {
+            log::warn!("{warning}");
+        }
+        log::info!(
+            "serving {} resource(s) from {}; client auth: {}",
+            config.aws.resources.len(),
+            config.source.display(),
+            if open {
+                "open".to_owned()
+            } else {
+                format!("{} token(s)", config.auth.len())
+            }
+        );
+        // One line that says where the keys come from; resolving them may
+        // take IMDS or STS round trips, so it does not hold up serving.
+        tokio::spawn(probe_credentials(credentials, ready));
+        let mut hangups = signals.hangup;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                reloader.reload().await;
+            }
+        });
+
+        Ok(Application {
+            server: listeners.server,
+            tcp_addr: listeners.tcp_addr,
+            socket_path,
+        })
+    }
+
+    /// The bound TCP address (useful with port 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, drains in-flight requests, then
+    /// removes the Unix socket.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        if let Some(path) = &self.socket_path
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            log::warn!("could not remove {}: {e}", path.display());
+        }
+        result
+    }
+}
+
+/// Resolves credentials once, for the start-up log line and readiness;
+/// retried with backoff until it works.
+pub(crate) async fn probe_credentials(credentials: AgentCredentials, ready: Arc<AtomicBool>) {
+    let mut delay = Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        match credentials.probe().await {
+            Ok(found) => {
+                log::info!("credentials: {found}");
+                ready.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    log::warn!("credentials: none yet ({e}); reads fail until some are available");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! SIGHUP: re-read the config file, compare it by value with the one in
+//! effect, and apply what changed at once: resources, tokens, cache
+//! settings, the log level, and the AWS settings (new credentials and
+//! clients; the next AWS call is signed with the new identity). Only the
+//! listeners and connection limits need a restart, and the log says so.
+
+use std::sync::Arc;
+
+use crate::app::probe_credentials;
+use crate::aws::AwsSettings;
+use crate::config::Config;
+use crate::http::{AppState, Authorizer, Snapshot};
+use crate::metrics::METRICS;
+use crate::upstream::Upstream;
+
+/// Applies reloads, one at a time.
+pub(crate) struct Reloader {
+    pub(crate) state: AppState,
+    pub(crate) upstream: Upstream,
+    /// The config in effect, to tell what changed.
+    pub(crate) applied: Config,
+}
+
+impl Reloader {
+    pub(crate) async fn reload(&mut self) {
+        let path = self.applied.source.clone();
+        let new = match Config::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                METRICS.reloads.with_label_values(&["error"]).inc();
+                log::error!("reload refused, the running config stays in effect: {e}");
+                return;
+            }
+        };
+        let needs_restart = restart_only_changes(&self.applied, &new);
+        if !needs_restart.is_empty() {
+            log::warn!(
+                "{} changed; that takes effect only after a restart",
+                needs_restart.join(", ")
+            );
+        }
+        let aws = AwsSettings::of(&new);
+        let aws_changed = aws != AwsSettings::of(&self.applied);
+        if aws_changed {
+            let (sdk, credentials) = aws.build().await;
+            self.upstream.replace(sdk, aws.endpoint());
+            tokio::spawn(probe_credentials(
+                credentials,
+                self.state.credentials_ready.clone(),
+            ));
+        }
+        let old = &self.applied.aws.resources;
+        let added: Vec<_> = new
+            .aws
+            .resources
+            .iter()
+            .filter(|(n, a)| old.get(n.as_str()).map(|(_, o)| o) != Some(a))
+            .map(|(_, a)| a.clone())
+            .collect();
+        let removed = old
+            .iter()
+            .filter(|(n, _)| new.aws.resources.get(n.as_str()).is_none())
+            .count();
+        self.state.current.store(Arc::new(Snapshot {
+            resources: new.aws.resources.clone(),
+            auth: Authorizer::new(new.auth.clone()),
+        }));
+        self.state.cache.set_settings(new.cache.clone());
+        let keep = new
+            .aws
+            .resources
+            .iter()
+            .map(|(_, arn)| arn.as_str())
+            .collect();
+        self.state.cache.retain(&keep);
+        if std::env::var_os("RUST_LOG").is_none() {
+            log::set_max_level(new.log_level);
+        }
+        if new.cache.prefetch && !added.is_empty() {
+            self.state.cache.prefetch(added.clone());
+        }
+        for warning in &new.warnings {
+            log::warn!("{warning}");
+        }
+        METRICS.reloads.with_label_values(&["ok"]).inc();
+        log::info!(
+            "reloaded {}: {} resource(s) ({} new or changed, {} removed), {} client token(s){}",
+            path.display(),
+            new.aws.resources.len(),
+            added.len(),
+            removed,
+            new.auth.len(),
+            if aws_changed {
+                "; new AWS credentials and clients"
+            } else {
+                ""
+            }
+        );
+        self.applied = new;
+    }
+}
+
+/// Settings a reload cannot apply to a running process.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let (o, n) = (&old.service, &new.service);
+    if (&o.tcp, &o.uds) != (&n.tcp, &n.uds) {
+        changed.push("the listeners (service.tcp, service.uds)");
+    }
+    if (o.max_connections, o.request_timeout, o.shutdown_timeout)
+        != (n.max_connections, n.request_timeout, n.shutdown_timeout)
+    {
+        changed
+            .push("connection limits (service.max-connections, request-timeout, shutdown-timeout)");
+    }
+    changed
+}
