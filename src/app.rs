@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix_server::Server;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::task::JoinSet;
 
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
@@ -56,6 +57,9 @@ pub struct Application {
     tcp_addr: Option<SocketAddr>,
     /// Removed when the server stops.
     socket_path: Option<PathBuf>,
+    /// The credential probe and the SIGHUP loop (which owns the reloader);
+    /// aborted when the application stops or is dropped.
+    tasks: JoinSet<()>,
 }
 
 impl Application {
@@ -87,11 +91,7 @@ impl Application {
             prefetch,
             credentials_ready: Arc::new(AtomicBool::new(false)),
         };
-        let mut reloader = Reloader {
-            state: state.clone(),
-            upstream,
-            applied: config.clone(),
-        };
+        let mut reloader = Reloader::new(state.clone(), upstream, config.clone());
 
         let ready = state.credentials_ready.clone();
         let listeners = listen::bind(&config.service, &state, signals.stop)?;
@@ -123,9 +123,10 @@ impl Application {
         );
         // One line that says where the keys come from; resolving them may
         // take IMDS or STS round trips, so it does not hold up serving.
-        tokio::spawn(probe_credentials(credentials, ready));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(probe_credentials(credentials, ready));
         let mut hangups = signals.hangup;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while hangups.recv().await.is_some() {
                 reloader.reload().await;
             }
@@ -135,6 +136,7 @@ impl Application {
             server: listeners.server,
             tcp_addr: listeners.tcp_addr,
             socket_path,
+            tasks,
         })
     }
 
@@ -145,8 +147,9 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, drains in-flight requests, then
     /// removes the Unix socket.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.tasks.shutdown().await;
         if let Some(path) = &self.socket_path
             && let Err(e) = std::fs::remove_file(path)
         {

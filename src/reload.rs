@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
+
 use crate::app::probe_credentials;
 use crate::aws::AwsSettings;
 use crate::config::Config;
@@ -15,13 +17,26 @@ use crate::upstream::Upstream;
 
 /// Applies reloads, one at a time.
 pub(crate) struct Reloader {
-    pub(crate) state: AppState,
-    pub(crate) upstream: Upstream,
+    state: AppState,
+    /// Its clients are replaced when the AWS settings change.
+    upstream: Upstream,
     /// The config in effect, to tell what changed.
-    pub(crate) applied: Config,
+    applied: Config,
+    /// The probe of the newest credentials; an older one is stopped, and all
+    /// of them when the reloader is dropped.
+    probes: JoinSet<()>,
 }
 
 impl Reloader {
+    pub(crate) fn new(state: AppState, upstream: Upstream, applied: Config) -> Reloader {
+        Reloader {
+            state,
+            upstream,
+            applied,
+            probes: JoinSet::new(),
+        }
+    }
+
     pub(crate) async fn reload(&mut self) {
         let path = self.applied.source.clone();
         let new = match Config::load(&path) {
@@ -44,7 +59,8 @@ impl Reloader {
         if aws_changed {
             let (sdk, credentials) = aws.build().await;
             self.upstream.replace(sdk, aws.endpoint());
-            tokio::spawn(probe_credentials(
+            self.probes.abort_all();
+            self.probes.spawn(probe_credentials(
                 credentials,
                 self.state.credentials_ready.clone(),
             ));
