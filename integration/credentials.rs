@@ -1,5 +1,5 @@
-//! Credential modes (issue 3): which access key id signs each AWS call, in
-//! every mode and in the seed's lookup order; refresh before expiry;
+//! Credential modes: which access key id signs each AWS call, in
+//! every mode and in the documented lookup order; refresh before expiry;
 //! assume-role through a recorded STS endpoint; regions; failures; and that
 //! no secret key or session token reaches the log.
 //!

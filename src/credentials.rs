@@ -4,7 +4,7 @@
 //! [`SharedCredentialsProvider`]:
 //!
 //! - keys in the config file, if present;
-//! - else the seed's lookup order: environment variables, then the shared
+//! - else the Aerospike Secret Agent's lookup order: environment variables, then the shared
 //!   credentials file and profile (re-read when the file changes), then the
 //!   EC2 instance role through IMDSv2; before IMDS, as in aws-config's own
 //!   chain, a web identity token (EKS IRSA) and container credentials (ECS,
@@ -325,9 +325,9 @@ fn labelled(name: &str, err: CredentialsError) -> CredentialsError {
     }
 }
 
-/// The sources of the default chain: the seed's lookup order (environment,
-/// shared file, instance role) with, before IMDS as in aws-config's own
-/// chain, web identity and container credentials.
+/// The sources of the default chain: the Aerospike Secret Agent's lookup
+/// order (environment, shared file, instance role) with, before IMDS as in
+/// aws-config's own chain, web identity and container credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainSource {
     Environment,
@@ -450,7 +450,7 @@ impl ProvideCredentials for Chain {
     }
 }
 
-/// The shared credentials file, re-read when it changes: the seed's agent
+/// The shared credentials file, re-read when it changes: the Aerospike agent
 /// "fetches the latest credentials from the shared credentials file".
 #[derive(Debug)]
 struct SharedFile {
