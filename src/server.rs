@@ -52,7 +52,11 @@ impl Application {
             .credentials_provider(credentials.provider())
             .build();
         let upstream = Upstream::new(sdk, config.aws.endpoint.clone());
-        let cache = Cache::new(Arc::new(upstream), config.cache.clone());
+        let cache = Cache::new(
+            Arc::new(upstream),
+            config.cache.clone(),
+            config.aws.max_concurrent_calls,
+        );
         let prefetch = config.cache.prefetch.then(|| {
             cache.prefetch(
                 config
@@ -300,6 +304,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     if aws(old) != aws(new) {
         changed.push("AWS settings (region, endpoint, credentials)");
+    }
+    if old.aws.max_concurrent_calls != new.aws.max_concurrent_calls {
+        changed.push("secret-manager.aws.max-concurrent-calls");
     }
     changed
 }
