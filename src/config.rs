@@ -196,7 +196,9 @@ pub struct CacheConfig {
     /// How long past expiry a value is still served while AWS fails
     /// transiently (default 1h). After that, reads fail closed.
     pub max_stale: Duration,
-    /// Most (secret, version) entries kept; the least recently used goes first.
+    /// Most (secret, version) values kept; the least recently used goes
+    /// first. Entries without a value (failed or not-found lookups) have a
+    /// bound of their own of the same size, and never evict a value.
     pub max_entries: usize,
     /// Fetch every resource at start-up.
     pub prefetch: bool,
