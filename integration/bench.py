@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -177,6 +178,51 @@ def memory(h: Harness) -> None:
     agent.stop()
 
 
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def cost(h: Harness) -> None:
+    """GetSecretValue calls (AWS bills each) under the cost attacks of issue 10, default settings."""
+    refreshed = h.create_secret("bench/cost-refresh", "r")
+    versioned = h.create_secret("bench/cost-versions", "v")
+    missing = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:bench/cost-missing"
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], {"r": refreshed, "v": versioned, "gone": missing})
+
+    def calls(needle: str) -> int:
+        return sum(1 for c in h.cmd(op="proxy_calls", id=proxy["id"])
+                   if c["action"] == "GetSecretValue" and needle in (c["secret_id"] or ""))
+
+    started, requests = time.monotonic(), 0
+    while time.monotonic() - started < 2:
+        assert status_of(agent.url + "/secrets/r?refresh=true") == 200
+        requests += 1
+    figure("cost_refresh_loop_2s_requests", requests)
+    figure("cost_refresh_loop_2s_upstream_calls", calls("bench/cost-refresh"))
+
+    def unknown(i: int) -> int:
+        return status_of(f"{agent.url}/secrets/v?version-id=00000000-0000-4000-8000-{i:012}")
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(unknown, list(range(500)) * 2)) == {404}
+    figure("cost_500_unknown_versions_twice_upstream_calls", calls("bench/cost-versions"))
+
+    assert {status_of(agent.url + "/secrets/gone") for _ in range(100)} == {502}
+    figure("cost_100_reads_of_missing_secret_upstream_calls", calls("bench/cost-missing"))
+
+    h.cmd(op="proxy_set", id=proxy["id"], fault="delay", delay_ms=200)
+    h.cmd(op="proxy_clear", id=proxy["id"])
+    with ThreadPoolExecutor(100) as pool:
+        assert set(pool.map(unknown, range(1000, 1100))) == {404}
+    figure("cost_100_concurrent_misses_max_calls_in_flight",
+           h.cmd(op="proxy_in_flight", id=proxy["id"])["max"])
+    agent.stop()
+
+
 def startup(h: Harness) -> None:
     resources = {f"p{i}": h.create_secret(f"bench/pre/{i}", f"prefetched-{i}") for i in range(100)}
     agent = Agent(h.moto, resources, "cache:\n  prefetch: true")
@@ -192,7 +238,7 @@ def startup(h: Harness) -> None:
 
 def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
-    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup)}
+    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, cost)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

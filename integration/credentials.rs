@@ -906,11 +906,12 @@ fn check_prints_the_mode_and_no_secret() {
     for (file, mode) in [
         (
             "imds.yaml",
-            "environment, shared credentials file, then instance role (IMDSv2)",
+            "credentials: default chain: environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), then shared credentials file",
         ),
+        ("imds.yaml", "then EC2 instance metadata (IMDSv2)\n"),
         (
             "assume-role-imds.yaml",
-            "assume role arn:aws:iam::999999999999:role/AccessToSecrets over environment",
+            "assume role arn:aws:iam::999999999999:role/AccessToSecrets over default chain: environment",
         ),
         (
             "assume-role-full.yaml",

@@ -25,7 +25,10 @@ Commands:
                             time, returned}]  (`region`: the SigV4 credential scope's; `form`:
                             the parameters of a form-encoded call such as AssumeRole; `returned`:
                             the credentials an AssumeRole answer carried)
-  proxy_clear id
+  proxy_clear id       (also restarts max_in_flight from the calls in flight now)
+  proxy_in_flight id   -> {"now", "max"}: calls the proxy was handling at once, counted from
+                          when a request arrives until its answer starts (so a caller that
+                          sends its next call on the answer is never counted twice)
   proxy_sts_lifetime id seconds   AssumeRole answers passing through say the credentials
                             expire `seconds` from now (null: as STS said); real STS
                             grants at least 15 minutes, too long for a test to see a refresh
@@ -258,6 +261,8 @@ class Proxy:
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.lock = threading.Lock()
         self.calls: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.sts_lifetime: int | None = None
         self.configure()
         self.server = Server(ProxyHandler, self)
@@ -290,6 +295,28 @@ class ProxyHandler(Handler):
         self.call = call
         with proxy.lock:
             proxy.calls.append(call)
+            proxy.in_flight += 1
+            proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+        self.counted = True
+        try:
+            self.handle_call(call, body)
+        finally:
+            self.answered()
+
+    def answered(self) -> None:
+        """Count this call out of the calls in flight, once."""
+        if getattr(self, "counted", False):
+            self.counted = False
+            proxy: Proxy = self.server.owner
+            with proxy.lock:
+                proxy.in_flight -= 1
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        self.answered()
+        super().send_response_only(code, message)
+
+    def handle_call(self, call: dict[str, Any], body: bytes) -> None:
+        proxy: Proxy = self.server.owner
         fault = proxy.fault_for(call)
         kind = fault["fault"]
         if kind == "status":
@@ -466,6 +493,12 @@ class Harness:
         proxy = self.proxies[id]
         with proxy.lock:
             proxy.calls.clear()
+            proxy.max_in_flight = proxy.in_flight
+
+    def op_proxy_in_flight(self, id: str) -> dict[str, int]:
+        proxy = self.proxies[id]
+        with proxy.lock:
+            return {"now": proxy.in_flight, "max": proxy.max_in_flight}
 
     def stop(self) -> None:
         """Stop every server concurrently, waiting at most about a second."""

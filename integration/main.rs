@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod core;
+mod cost;
 mod credentials;
 mod examples;
 mod hardening;

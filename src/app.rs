@@ -69,7 +69,11 @@ impl Application {
         let aws = AwsSettings::of(&config);
         let (sdk, credentials) = aws.build().await;
         let upstream = Upstream::new(sdk, aws.endpoint());
-        let cache = Cache::new(Arc::new(upstream.clone()), config.cache.clone());
+        let cache = Cache::new(
+            Arc::new(upstream.clone()),
+            config.cache.clone(),
+            config.aws.max_concurrent_calls,
+        );
         let prefetch = config.cache.prefetch.then(|| {
             cache.prefetch(
                 config

@@ -13,6 +13,18 @@
 //!   its expiry, after which the value is dropped and reads fail closed;
 //! - any other failure (access denied, deleted secret, ...): the value is
 //!   dropped at once, so a revoked permission stops reads.
+//!
+//! What a client can make the agent spend is bounded, since AWS bills each
+//! call and any local process may be a client:
+//! - forced refreshes of one entry: a burst of [`REFRESH_BURST`], then one
+//!   call per `min-refresh-interval`; concurrent ones join the call in
+//!   flight, and refused ones are served from the cache;
+//! - a not-found answer is remembered for `negative-ttl`;
+//! - calls in flight at once: at most `max-concurrent-calls` (a semaphore);
+//!   others wait for their turn until the fetch deadline;
+//! - memory: at most `max-entries` values, and separately at most
+//!   `max-entries` entries without one (first fetches, failures, not-found
+//!   answers), so lookups that fail never evict a value others read.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +36,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -152,6 +165,8 @@ struct Inner {
     slots: DashMap<Key, Arc<Slot>, foldhash::fast::RandomState>,
     /// Logical clock for least-recently-used eviction.
     clock: AtomicU64,
+    /// One permit per call to AWS in flight (`max-concurrent-calls`).
+    calls: Semaphore,
     /// Fetches and timers run here, not on the reader's task.
     runtime: Handle,
 }
@@ -182,6 +197,30 @@ struct SlotState {
     failures: u32,
     /// The pending refresh or retry timer.
     timer: Option<AbortHandle>,
+    /// The budget of forced refreshes.
+    refreshes: RefreshBudget,
+    /// The last not-found answer, repeated to reads until it expires.
+    not_found: Option<(UpstreamError, Instant)>,
+}
+
+/// Forced refreshes a client may make of one entry: [`REFRESH_BURST`] at
+/// once, then one per interval (a generic cell rate algorithm).
+#[derive(Default)]
+struct RefreshBudget {
+    /// When the budget would be back to one refresh; `None` when full.
+    next: Option<Instant>,
+}
+
+impl RefreshBudget {
+    /// Takes one refresh from the budget, if there is one left.
+    fn take(&mut self, now: Instant, interval: Duration) -> bool {
+        let next = self.next.map_or(now, |next| next.max(now));
+        if next - now > interval * (REFRESH_BURST - 1) {
+            return false;
+        }
+        self.next = Some(next + interval);
+        true
+    }
 }
 
 impl Slot {
@@ -198,13 +237,23 @@ impl Drop for SlotState {
     }
 }
 
+/// Forced refreshes of one entry allowed at once before
+/// `min-refresh-interval` applies: a refresh right after an update of the
+/// secret, and a retry or two, always reach AWS.
+pub const REFRESH_BURST: u32 = 3;
+
 /// First retry delay after a transient failure; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Cache {
     /// Must be called within a tokio runtime; background work runs on it.
-    pub fn new(fetcher: Arc<dyn Fetch>, settings: CacheConfig) -> Cache {
+    /// At most `max_concurrent_calls` fetches call AWS at once.
+    pub fn new(
+        fetcher: Arc<dyn Fetch>,
+        settings: CacheConfig,
+        max_concurrent_calls: usize,
+    ) -> Cache {
         Cache {
             inner: Arc::new(Inner {
                 fetcher,
@@ -212,6 +261,7 @@ impl Cache {
                 settings: ArcSwap::from_pointee(settings),
                 slots: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 clock: AtomicU64::new(0),
+                calls: Semaphore::new(max_concurrent_calls),
                 runtime: Handle::current(),
             }),
         }
@@ -230,7 +280,8 @@ impl Cache {
         self.inner.settings.store(Arc::new(settings));
     }
 
-    /// Number of cached entries (including those whose first fetch is under way).
+    /// Number of cached entries (including those whose first fetch is under
+    /// way, and remembered failures).
     pub fn len(&self) -> usize {
         self.inner.slots.len()
     }
@@ -239,9 +290,14 @@ impl Cache {
         self.inner.slots.is_empty()
     }
 
-    /// Fetches `arn` at `version` now (joining a fetch already under way).
-    /// On a transient failure the cached value is kept for later reads; on
-    /// any other it is dropped, as at a scheduled refresh.
+    /// A client's forced refresh: fetches `arn` at `version` now, joining a
+    /// fetch already under way, and past a not-found answer. On a transient
+    /// failure the cached value is kept for later reads; on any other it is
+    /// dropped, as at a scheduled refresh.
+    ///
+    /// Beyond the entry's budget ([`REFRESH_BURST`], then one per
+    /// `min-refresh-interval`) it is an ordinary read: the value the last
+    /// fetch brought, or its not-found answer.
     pub async fn refresh(
         &self,
         arn: &SecretArn,
@@ -249,11 +305,38 @@ impl Cache {
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
         let key = Key::new(arn, version);
         let slot = self.inner.slot(&key);
-        self.inner
-            .start_fetch(&key, &slot)
-            .await
-            .map(|secret| (secret, CacheStatus::Miss))
-            .map_err(CacheError::Upstream)
+        let fetch = {
+            let interval = self.inner.settings.load().min_refresh_interval;
+            let mut state = slot.state();
+            if let Some(fetch) = &state.inflight {
+                Some(fetch.clone())
+            } else if state.refreshes.take(Instant::now(), interval) {
+                Some(self.inner.start_fetch_locked(&key, &slot, &mut state))
+            } else {
+                None
+            }
+        };
+        match fetch {
+            Some(fetch) => fetch
+                .await
+                .map(|secret| (secret, CacheStatus::Miss))
+                .map_err(CacheError::Upstream),
+            None => {
+                log::debug!(
+                    "forced refresh of {} served from the cache (cache.min-refresh-interval)",
+                    key.arn
+                );
+                self.get(arn, version).await
+            }
+        }
+    }
+
+    /// Fetches `arn` at `version` now, joining a fetch already under way;
+    /// the agent's own refreshes (prefetch), not limited like a client's.
+    async fn fetch_now(&self, arn: &SecretArn, version: &Version) -> Result<(), UpstreamError> {
+        let key = Key::new(arn, version);
+        let slot = self.inner.slot(&key);
+        self.inner.start_fetch(&key, &slot).await.map(drop)
     }
 
     /// Fetches the current version of every ARN in the background, at most
@@ -285,7 +368,7 @@ impl Cache {
     /// The first attempt runs within the concurrency bound; retries of a
     /// failure run on their own so they never hold up the others.
     async fn prefetch_one(&self, arn: SecretArn, progress: &Arc<Prefetch>) {
-        let result = self.refresh(&arn, &Version::Current).await;
+        let result = self.fetch_now(&arn, &Version::Current).await;
         progress.pending.fetch_sub(1, Ordering::SeqCst);
         let Err(err) = result else { return };
         progress.lock_failing().insert(arn.to_string());
@@ -300,7 +383,7 @@ impl Cache {
                     delay.as_millis()
                 );
                 tokio::time::sleep(delay).await;
-                match cache.refresh(&arn, &Version::Current).await {
+                match cache.fetch_now(&arn, &Version::Current).await {
                     Ok(_) => break,
                     Err(e) => (err, failures) = (e, failures + 1),
                 }
@@ -355,6 +438,10 @@ impl Cache {
                     return Ok((cached.secret.clone(), CacheStatus::Stale));
                 }
             }
+        } else if let Some((err, until)) = &slot.state().not_found
+            && Instant::now() < *until
+        {
+            return Err(CacheError::Upstream(err.clone()));
         }
 
         match self.inner.start_fetch(&key, &slot).await {
@@ -387,8 +474,9 @@ impl Inner {
         }
     }
 
-    /// The slot for `key`, created (evicting the least recently used one if
-    /// the cache is full) when missing.
+    /// The slot for `key`, created when missing. A new slot holds no value
+    /// yet: to make room it evicts the least recently used slot without a
+    /// value, never a value.
     fn slot(&self, key: &Key) -> Arc<Slot> {
         if let Some(slot) = self.slots.get(key) {
             self.touch(&slot);
@@ -397,8 +485,10 @@ impl Inner {
         // The new slot takes the clock's current value and the clock moves
         // on, so a read after this insertion ranks above it.
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        if self.slots.len() >= self.settings().max_entries {
-            self.evict_one();
+        let max_entries = self.settings().max_entries;
+        // Neither kind can be over its bound while the whole map is under it.
+        if self.slots.len() >= max_entries {
+            self.evict(false, max_entries - 1, None);
         }
         self.slots
             .entry(key.clone())
@@ -414,42 +504,52 @@ impl Inner {
             .clone()
     }
 
-    fn evict_one(&self) {
-        let oldest = self
-            .slots
-            .iter()
-            .min_by_key(|entry| entry.last_used.load(Ordering::Relaxed))
-            .map(|entry| entry.key().clone());
-        if let Some(key) = oldest
-            && let Some((key, _slot)) = self.slots.remove(&key)
-        {
-            log::debug!("cache full; evicted {} ({:?})", key.arn, key.version);
+    /// Evicts the least recently used slots that hold a value (`valued`) or
+    /// do not, until at most `keep` of that kind are left; `spare` stays.
+    /// Slots of the other kind are never touched, so failed lookups cannot
+    /// push values out, and values only push out other values.
+    fn evict(&self, valued: bool, keep: usize, spare: Option<&Key>) {
+        let kind = |slot: &Slot| slot.value.load().is_some() == valued;
+        let count = self.slots.iter().filter(|entry| kind(entry)).count();
+        for _ in keep..count {
+            let oldest = self
+                .slots
+                .iter()
+                .filter(|entry| kind(entry) && Some(entry.key()) != spare)
+                .min_by_key(|entry| entry.last_used.load(Ordering::Relaxed))
+                .map(|entry| entry.key().clone());
+            let Some(key) = oldest else { return };
+            if let Some((key, _slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
+                log::debug!(
+                    "cache full; evicted {} ({:?}, {})",
+                    key.arn,
+                    key.version,
+                    if valued { "a value" } else { "no value" }
+                );
+            }
         }
     }
 
     /// Joins the fetch under way for this slot, or starts one.
     fn start_fetch(self: &Arc<Self>, key: &Key, slot: &Arc<Slot>) -> SharedFetch {
         let mut state = slot.state();
+        self.start_fetch_locked(key, slot, &mut state)
+    }
+
+    /// [`Inner::start_fetch`] with the slot's state already locked.
+    fn start_fetch_locked(
+        self: &Arc<Self>,
+        key: &Key,
+        slot: &Arc<Slot>,
+        state: &mut SlotState,
+    ) -> SharedFetch {
         if let Some(fetch) = &state.inflight {
             return fetch.clone();
         }
         let inner = Arc::clone(self);
         let (key, task_slot) = (key.clone(), Arc::clone(slot));
         let task = self.runtime.spawn(async move {
-            let fetch = inner.fetcher.fetch(key.arn.clone(), key.version.clone());
-            let started = Instant::now();
-            let result = with_deadline(inner.settings().fetch_timeout, fetch)
-                .await
-                .map(Arc::new);
-            let outcome = result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
-            METRICS
-                .upstream_calls
-                .with_label_values(&["GetSecretValue", outcome])
-                .inc();
-            METRICS
-                .upstream_latency
-                .with_label_values(&["GetSecretValue"])
-                .observe(started.elapsed().as_secs_f64());
+            let result = inner.call(&key).await.map(Arc::new);
             inner.complete(&key, &task_slot, &result);
             result
         });
@@ -465,6 +565,40 @@ impl Inner {
         .shared();
         state.inflight = Some(fetch.clone());
         fetch
+    }
+
+    /// One GetSecretValue within the fetch deadline, which covers the wait
+    /// for a turn among `max-concurrent-calls`. A fetch that had to wait and
+    /// then ran out of time failed for want of a turn: [`UpstreamError::Busy`].
+    async fn call(&self, key: &Key) -> Result<Secret, UpstreamError> {
+        let deadline = Instant::now() + self.settings().fetch_timeout;
+        let (_permit, waited) = match self.calls.try_acquire() {
+            Ok(permit) => (permit, false),
+            Err(_) => match tokio::time::timeout_at(deadline, self.calls.acquire()).await {
+                Ok(Ok(permit)) => (permit, true),
+                Ok(Err(_)) | Err(_) => return Err(UpstreamError::Busy),
+            },
+        };
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        if left.is_zero() {
+            return Err(UpstreamError::Busy);
+        }
+        let fetch = self.fetcher.fetch(key.arn.clone(), key.version.clone());
+        let result = with_deadline(left, fetch).await;
+        let outcome = result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+        METRICS
+            .upstream_calls
+            .with_label_values(&["GetSecretValue", outcome])
+            .inc();
+        METRICS
+            .upstream_latency
+            .with_label_values(&["GetSecretValue"])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Err(UpstreamError::Timeout) if waited => Err(UpstreamError::Busy),
+            result => result,
+        }
     }
 
     /// Records a fetch's outcome and schedules the slot's next background step.
@@ -483,18 +617,25 @@ impl Inner {
         match result {
             Ok(secret) => {
                 state.failures = 0;
+                state.not_found = None;
                 slot.lapsed.store(false, Ordering::Relaxed);
                 if settings.ttl.is_zero() {
                     return;
                 }
                 let fetched_at = Instant::now();
-                slot.value.store(Some(Arc::new(Cached {
-                    secret: Arc::clone(secret),
-                    fetched_at,
-                })));
+                let had_value = slot
+                    .value
+                    .swap(Some(Arc::new(Cached {
+                        secret: Arc::clone(secret),
+                        fetched_at,
+                    })))
+                    .is_some();
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
                 let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
                 state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
+                if !had_value && self.slots.len() > settings.max_entries {
+                    self.evict(true, settings.max_entries, Some(key));
+                }
             }
             Err(err) if err.is_transient() => {
                 let Some(cached) = slot.value.load_full() else {
@@ -516,6 +657,8 @@ impl Inner {
             }
             Err(err) => {
                 state.failures = 0;
+                state.not_found = (err.is_not_found() && !settings.negative_ttl.is_zero())
+                    .then(|| (err.clone(), Instant::now() + settings.negative_ttl));
                 if slot.value.swap(None).is_some() {
                     log::warn!("{} is no longer served: {err}", key.arn);
                 }
@@ -596,17 +739,33 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     /// A scripted upstream: counts calls, answers after `delay` with the
-    /// next scripted outcome (or a value naming the call number).
+    /// next scripted outcome (or a value naming the call number). It knows
+    /// no version ids: asking for one is `VersionNotFound`.
     #[derive(Default)]
     struct FakeUpstream {
         calls: AtomicUsize,
         delay: Mutex<Duration>,
         failure: Mutex<Option<UpstreamError>>,
+        /// Calls under way now, and the most there ever were at once.
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    /// Counts a call out of `in_flight` when it ends, or is dropped at its deadline.
+    struct InFlight(Arc<FakeUpstream>);
+
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     impl FakeUpstream {
         fn calls(&self) -> usize {
             self.calls.load(Ordering::SeqCst)
+        }
+        fn max_in_flight(&self) -> usize {
+            self.max_in_flight.load(Ordering::SeqCst)
         }
         fn fail_with(&self, err: Option<UpstreamError>) {
             *self.failure.lock().unwrap() = err;
@@ -620,15 +779,22 @@ mod tests {
         fn fetch(
             &self,
             arn: SecretArn,
-            _version: Version,
+            version: Version,
         ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let in_flight = InFlight(Arc::clone(self));
             let delay = *self.delay.lock().unwrap();
             let failure = self.failure.lock().unwrap().clone();
             async move {
+                let _in_flight = in_flight;
                 tokio::time::sleep(delay).await;
                 if let Some(err) = failure {
                     return Err(err);
+                }
+                if let Version::Id(id) = version {
+                    return Err(UpstreamError::VersionNotFound(format!("no version {id}")));
                 }
                 Ok(Secret {
                     arn: arn.to_string(),
@@ -652,8 +818,13 @@ mod tests {
             max_entries: 10,
             prefetch: false,
             fetch_timeout: Duration::from_secs(5),
+            min_refresh_interval: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(30),
         }
     }
+
+    /// `max-concurrent-calls` in tests that do not test it.
+    const CALLS: usize = 32;
 
     fn arn(n: usize) -> SecretArn {
         SecretArn::parse(&format!(
@@ -663,16 +834,31 @@ mod tests {
     }
 
     fn setup(settings: CacheConfig) -> (Arc<FakeUpstream>, Cache) {
+        setup_with_calls(settings, CALLS)
+    }
+
+    fn setup_with_calls(settings: CacheConfig, calls: usize) -> (Arc<FakeUpstream>, Cache) {
         let fake = Arc::new(FakeUpstream::default());
-        let cache = Cache::new(Arc::new(fake.clone()), settings);
+        let cache = Cache::new(Arc::new(fake.clone()), settings, calls);
         (fake, cache)
     }
 
     async fn read(cache: &Cache, n: usize) -> Result<(String, CacheStatus), CacheError> {
-        cache
-            .get(&arn(n), &Version::Current)
-            .await
-            .map(|(s, status)| (String::from_utf8(s.value.to_vec()).unwrap(), status))
+        text(cache.get(&arn(n), &Version::Current).await)
+    }
+
+    async fn refresh(cache: &Cache, n: usize) -> Result<(String, CacheStatus), CacheError> {
+        text(cache.refresh(&arn(n), &Version::Current).await)
+    }
+
+    fn text(
+        read: Result<(Arc<Secret>, CacheStatus), CacheError>,
+    ) -> Result<(String, CacheStatus), CacheError> {
+        read.map(|(s, status)| (String::from_utf8(s.value.to_vec()).unwrap(), status))
+    }
+
+    fn version_id(n: usize) -> Version {
+        Version::Id(format!("unknown-{n}"))
     }
 
     /// Lets spawned tasks run without moving the paused clock.
@@ -918,6 +1104,243 @@ mod tests {
             assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
         }
         assert_eq!(fake.calls(), calls);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forced_refreshes_burst_then_one_per_interval() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        // The burst: each forced refresh right away calls AWS.
+        for n in 2..=4 {
+            assert_eq!(
+                refresh(&cache, 1).await.unwrap(),
+                (format!("value-{n}"), CacheStatus::Miss)
+            );
+        }
+        // Beyond it: the value the last refresh fetched, no call.
+        for _ in 0..100 {
+            assert_eq!(
+                refresh(&cache, 1).await.unwrap(),
+                ("value-4".into(), CacheStatus::Hit)
+            );
+        }
+        assert_eq!(fake.calls(), 4);
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert_eq!(refresh(&cache, 1).await.unwrap().1, CacheStatus::Hit);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            refresh(&cache, 1).await.unwrap(),
+            ("value-5".into(), CacheStatus::Miss)
+        );
+        // A steady loop for 10 s on an empty budget: one call per interval,
+        // at 1 s (just above), 2 s, ..., 10 s.
+        let (started, before) = (Instant::now(), fake.calls());
+        while started.elapsed() < Duration::from_secs(10) {
+            refresh(&cache, 1).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(fake.calls() - before, 9);
+        // Each entry has its own budget.
+        for _ in 0..3 {
+            assert_eq!(refresh(&cache, 2).await.unwrap().1, CacheStatus::Miss);
+        }
+        // A refused refresh of an expired value reads as usual: one fetch.
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        let calls = fake.calls();
+        for _ in 0..3 {
+            refresh(&cache, 1).await.unwrap();
+        }
+        assert_eq!(refresh(&cache, 1).await.unwrap().1, CacheStatus::Hit);
+        assert_eq!(fake.calls(), calls + 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_forced_refreshes_join_one_call() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        fake.set_delay(Duration::from_secs(1));
+        let refreshes: Vec<_> = (0..200)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { refresh(&cache, 1).await })
+            })
+            .collect();
+        for r in refreshes {
+            assert_eq!(
+                r.await.unwrap().unwrap(),
+                ("value-2".into(), CacheStatus::Miss)
+            );
+        }
+        assert_eq!(fake.calls(), 2);
+        // Those that joined took nothing from the budget: a second on, it
+        // is full again (one taken, one back), and three more fetch.
+        fake.set_delay(Duration::ZERO);
+        for _ in 0..3 {
+            assert_eq!(refresh(&cache, 1).await.unwrap().1, CacheStatus::Miss);
+        }
+        assert_eq!(refresh(&cache, 1).await.unwrap().1, CacheStatus::Hit);
+        assert_eq!(fake.calls(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_answers_are_remembered_for_negative_ttl() {
+        let (fake, cache) = setup(settings());
+        let unknown = |cache: &Cache| {
+            let cache = cache.clone();
+            async move { cache.get(&arn(1), &version_id(7)).await.map(drop) }
+        };
+        let not_found = Err(CacheError::Upstream(UpstreamError::VersionNotFound(
+            "no version unknown-7".into(),
+        )));
+        for _ in 0..100 {
+            assert_eq!(unknown(&cache).await, not_found);
+        }
+        assert_eq!(fake.calls(), 1);
+        tokio::time::sleep(Duration::from_millis(29_999)).await;
+        assert_eq!(unknown(&cache).await, not_found);
+        assert_eq!(fake.calls(), 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(unknown(&cache).await, not_found);
+        assert_eq!(fake.calls(), 2);
+
+        // A secret that does not exist: the same, and a forced refresh asks
+        // AWS again within its budget, after which the answer is remembered.
+        let missing = UpstreamError::SecretNotFound("no such secret".into());
+        fake.fail_with(Some(missing.clone()));
+        for _ in 0..100 {
+            assert_eq!(
+                read(&cache, 2).await,
+                Err(CacheError::Upstream(missing.clone()))
+            );
+        }
+        assert_eq!(fake.calls(), 3);
+        for _ in 0..100 {
+            assert_eq!(
+                refresh(&cache, 2).await,
+                Err(CacheError::Upstream(missing.clone()))
+            );
+        }
+        assert_eq!(fake.calls(), 3 + REFRESH_BURST as usize);
+        // Once it exists, a forced refresh finds it and the answer is forgotten.
+        fake.fail_with(None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(refresh(&cache, 2).await.unwrap().1, CacheStatus::Miss);
+        assert_eq!(read(&cache, 2).await.unwrap().1, CacheStatus::Hit);
+
+        // Transient failures are not remembered: each read tries again.
+        fake.fail_with(Some(UNAVAILABLE));
+        let calls = fake.calls();
+        for _ in 0..3 {
+            assert!(read(&cache, 3).await.is_err());
+        }
+        assert_eq!(fake.calls(), calls + 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn negative_ttl_zero_remembers_nothing() {
+        let (fake, cache) = setup(CacheConfig {
+            negative_ttl: Duration::ZERO,
+            ..settings()
+        });
+        for _ in 0..3 {
+            assert!(cache.get(&arn(1), &version_id(1)).await.is_err());
+        }
+        assert_eq!(fake.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_in_flight_are_bounded() {
+        let (fake, cache) = setup_with_calls(
+            CacheConfig {
+                max_entries: 100,
+                ..settings()
+            },
+            4,
+        );
+        fake.set_delay(Duration::from_millis(500));
+        let started = Instant::now();
+        let reads: Vec<_> = (0..18)
+            .map(|n| {
+                let cache = cache.clone();
+                tokio::spawn(async move { read(&cache, n).await })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap().1, CacheStatus::Miss);
+        }
+        // Four at a time, the others waiting their turn within the deadline.
+        assert_eq!(fake.max_in_flight(), 4);
+        assert_eq!(fake.calls(), 18);
+        assert_eq!(started.elapsed(), Duration::from_millis(2500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetches_that_wait_past_the_deadline_are_busy_and_serve_stale() {
+        let (fake, cache) = setup_with_calls(settings(), 1);
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await; // 1 is past its TTL
+        fake.set_delay(Duration::from_secs(60));
+        let started = Instant::now();
+        let holder = {
+            let cache = cache.clone();
+            tokio::spawn(async move { read(&cache, 2).await })
+        };
+        settle().await;
+        let (stale, busy) = tokio::join!(read(&cache, 1), read(&cache, 3));
+        assert_eq!(stale.unwrap(), ("value-1".into(), CacheStatus::Stale));
+        assert_eq!(busy, Err(CacheError::Upstream(UpstreamError::Busy)));
+        assert_eq!(
+            holder.await.unwrap(),
+            Err(CacheError::Upstream(UpstreamError::Timeout))
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(fake.max_in_flight(), 1);
+        assert_eq!(fake.calls(), 2, "the waiting fetches made no call");
+
+        // A fetch whose turn comes too late to finish is busy, not a timeout.
+        fake.set_delay(Duration::from_secs(3));
+        let (first, second) = tokio::join!(read(&cache, 4), read(&cache, 5));
+        assert_eq!(first.unwrap().1, CacheStatus::Miss);
+        assert_eq!(second, Err(CacheError::Upstream(UpstreamError::Busy)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_lookups_never_evict_values() {
+        let (fake, cache) = setup(settings());
+        for n in 0..5 {
+            read(&cache, n).await.unwrap();
+        }
+        // One client asks for 2,000 versions that do not exist.
+        for v in 0..2000 {
+            assert!(cache.get(&arn(0), &version_id(v)).await.is_err());
+        }
+        assert_eq!(fake.calls(), 2005);
+        assert!(cache.len() <= 2 * 10, "{}", cache.len());
+        // The values others read stay, and stay hits while AWS is down.
+        fake.fail_with(Some(UNAVAILABLE));
+        for n in 0..5 {
+            assert_eq!(
+                read(&cache, n).await.unwrap(),
+                (format!("value-{}", n + 1), CacheStatus::Hit)
+            );
+        }
+        assert_eq!(fake.calls(), 2005);
+        // Failures displace other failures, least recently used first.
+        fake.fail_with(None);
+        assert!(cache.get(&arn(0), &version_id(1999)).await.is_err());
+        assert_eq!(fake.calls(), 2005, "recent not-found answers are kept");
+        assert!(cache.get(&arn(0), &version_id(0)).await.is_err());
+        assert_eq!(fake.calls(), 2006, "old ones were evicted");
+        // Values displace values: the bound on them holds too.
+        for n in 5..20 {
+            read(&cache, n).await.unwrap();
+        }
+        let hits = futures_util::future::join_all((0..20).map(|n| read(&cache, n))).await;
+        let hits = hits
+            .into_iter()
+            .filter(|r| r.as_ref().is_ok_and(|(_, s)| *s == CacheStatus::Hit))
+            .count();
+        assert_eq!(hits, 10);
     }
 
     #[test]

@@ -145,7 +145,12 @@ pub struct AwsConfig {
     pub endpoint: Option<String>,
     pub resources: Resources,
     pub credentials: CredentialsConfig,
+    /// Most GetSecretValue calls in flight at once (default 32): a flood of
+    /// misses waits for a turn instead of opening ever more calls to AWS.
+    pub max_concurrent_calls: usize,
 }
+
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
 
 /// How the agent obtains AWS credentials.
 #[derive(Debug, Clone, Default)]
@@ -226,17 +231,27 @@ pub struct CacheConfig {
     /// How long past expiry a value is still served while AWS fails
     /// transiently (default 1h). After that, reads fail closed.
     pub max_stale: Duration,
-    /// Most (secret, version) entries kept; the least recently used goes first.
+    /// Most (secret, version) values kept; the least recently used goes
+    /// first. Entries without a value (failed or not-found lookups) have a
+    /// bound of their own of the same size, and never evict a value.
     pub max_entries: usize,
     /// Fetch every resource at start-up.
     pub prefetch: bool,
     /// Overall deadline of one fetch, the SDK's retries included (default 5s).
     pub fetch_timeout: Duration,
+    /// After a small burst, forced refreshes of one entry call AWS at most
+    /// once per this interval (default 1s); `0` removes the limit.
+    pub min_refresh_interval: Duration,
+    /// How long a not-found answer (secret or version) is remembered
+    /// (default 30s); `0` turns negative caching off.
+    pub negative_ttl: Duration,
 }
 
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_ENTRIES: usize = 1000;
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -247,6 +262,8 @@ impl Default for CacheConfig {
             max_entries: DEFAULT_MAX_ENTRIES,
             prefetch: false,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
         }
     }
 }
@@ -333,6 +350,7 @@ struct RawAws {
     assume_role: Option<RawAssumeRole>,
     sts_endpoint: Option<String>,
     sts_region: Option<String>,
+    max_concurrent_calls: Option<usize>,
 }
 
 /// `assume-role:` is either a role ARN or a map with more settings.
@@ -382,6 +400,8 @@ struct RawCache {
     max_entries: Option<usize>,
     prefetch: Option<bool>,
     fetch_timeout: Option<DurationValue>,
+    min_refresh_interval: Option<DurationValue>,
+    negative_ttl: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -572,13 +592,19 @@ impl Config {
         }
         let c = &self.cache;
         out.push_str(&format!(
-            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}\n",
+            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}\n",
             humantime::format_duration(c.ttl),
             humantime::format_duration(c.refresh_ahead),
             humantime::format_duration(c.max_stale),
             c.max_entries,
             c.prefetch,
             humantime::format_duration(c.fetch_timeout),
+            humantime::format_duration(c.min_refresh_interval),
+            humantime::format_duration(c.negative_ttl),
+        ));
+        out.push_str(&format!(
+            "upstream: max-concurrent-calls {}\n",
+            self.aws.max_concurrent_calls
         ));
         out.push_str(&format!(
             "log level: {}\n",
@@ -1046,6 +1072,16 @@ impl Validator<'_> {
             }
         };
 
+        let max_concurrent_calls = raw
+            .max_concurrent_calls
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);
+        if max_concurrent_calls == 0 {
+            return Err(self.invalid(
+                "secret-manager.aws.max-concurrent-calls",
+                "must be at least 1 (0 would never call AWS)",
+            ));
+        }
+
         Ok(AwsConfig {
             region,
             endpoint,
@@ -1055,6 +1091,7 @@ impl Validator<'_> {
                 profile: raw.profile,
                 assume_role,
             },
+            max_concurrent_calls,
         })
     }
 
@@ -1139,6 +1176,10 @@ impl Validator<'_> {
             max_entries,
             prefetch: raw.prefetch.unwrap_or(defaults.prefetch),
             fetch_timeout,
+            min_refresh_interval: raw
+                .min_refresh_interval
+                .map_or(defaults.min_refresh_interval, |d| d.0),
+            negative_ttl: raw.negative_ttl.map_or(defaults.negative_ttl, |d| d.0),
         })
     }
 }
@@ -1363,6 +1404,64 @@ log:
                 .to_string()
                 .contains("negative")
         );
+    }
+
+    #[test]
+    fn cost_bounds_have_defaults_and_parse() {
+        let config = load(SAMPLE).unwrap();
+        assert_eq!(
+            (
+                config.cache.min_refresh_interval,
+                config.cache.negative_ttl,
+                config.aws.max_concurrent_calls
+            ),
+            (DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_NEGATIVE_TTL, 32)
+        );
+        let yaml = format!("{SAMPLE}cache:\n  min-refresh-interval: 500ms\n  negative-ttl: 2m\n")
+            .replace(
+                "    region: us-west-1\n",
+                "    region: us-west-1\n    max-concurrent-calls: 4\n",
+            );
+        let config = load(&yaml).unwrap();
+        assert_eq!(
+            (
+                config.cache.min_refresh_interval,
+                config.cache.negative_ttl,
+                config.aws.max_concurrent_calls
+            ),
+            (Duration::from_millis(500), Duration::from_secs(120), 4)
+        );
+        // 0 turns the refresh limit and negative caching off.
+        let off = load(&format!(
+            "{SAMPLE}cache:\n  min-refresh-interval: 0\n  negative-ttl: 0s\n"
+        ))
+        .unwrap();
+        assert!(off.cache.min_refresh_interval.is_zero() && off.cache.negative_ttl.is_zero());
+        let summary = config.summary();
+        assert!(
+            summary.contains("min-refresh-interval 500ms, negative-ttl 2m")
+                && summary.contains("max-concurrent-calls 4"),
+            "{summary}"
+        );
+
+        let err = load(&SAMPLE.replace(
+            "    region: us-west-1\n",
+            "    region: us-west-1\n    max-concurrent-calls: 0\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("test.yaml: secret-manager.aws.max-concurrent-calls: must be at least 1"),
+            "{err}"
+        );
+        let err = load(&format!("{SAMPLE}cache:\n  negative-ttl: soon\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.negative-ttl"), "{err}");
+        let err = load(&format!("{SAMPLE}cache:\n  min-refresh-intervall: 1s\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `min-refresh-interval`"), "{err}");
     }
 
     #[test]

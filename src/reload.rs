@@ -129,5 +129,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed
             .push("connection limits (service.max-connections, request-timeout, shutdown-timeout)");
     }
+    if old.aws.max_concurrent_calls != new.aws.max_concurrent_calls {
+        changed.push("secret-manager.aws.max-concurrent-calls");
+    }
     changed
 }

@@ -55,6 +55,12 @@ pub enum UpstreamError {
     InvalidRequest(String),
     #[error("Secrets Manager is throttling requests: {0}")]
     Throttled(String),
+    /// The fetch waited for a turn among `max-concurrent-calls` and ran out
+    /// of time (`fetch-timeout`) before it, or in a call it got too late.
+    #[error(
+        "too many calls to Secrets Manager are in flight (secret-manager.aws.max-concurrent-calls); this one waited for its turn until the fetch deadline"
+    )]
+    Busy,
     #[error("Secrets Manager failed ({code}): {message}")]
     Service { code: String, message: String },
     #[error("unexpected answer from Secrets Manager ({code}): {message}")]
@@ -75,6 +81,7 @@ impl UpstreamError {
             UpstreamError::DecryptionFailure(_) => "decryption_failure",
             UpstreamError::InvalidRequest(_) => "invalid_request",
             UpstreamError::Throttled(_) => "throttled",
+            UpstreamError::Busy => "busy",
             UpstreamError::Service { .. } => "service_error",
             UpstreamError::Other { .. } => "other",
         }
@@ -87,10 +94,24 @@ impl UpstreamError {
             UpstreamError::Timeout
             | UpstreamError::Unreachable(_)
             | UpstreamError::Throttled(_)
+            | UpstreamError::Busy
             | UpstreamError::Service { .. } => true,
             UpstreamError::Credentials { transient, .. } => *transient,
             _ => false,
         }
+    }
+
+    /// AWS said what was asked for does not exist (the secret, the version
+    /// id or stage) or cannot be asked for (an invalid version id): the same
+    /// question gets the same answer until someone changes the secret, so
+    /// the cache remembers it for `cache.negative-ttl`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::SecretNotFound(_)
+                | UpstreamError::VersionNotFound(_)
+                | UpstreamError::InvalidParameter(_)
+        )
     }
 }
 

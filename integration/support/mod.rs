@@ -261,6 +261,15 @@ impl Proxy<'_> {
         self.world.cmd(json!({"op": "proxy_clear", "id": self.id}));
     }
 
+    /// The most calls the proxy was handling at once (from a request's
+    /// arrival to the start of its answer) since it started or was cleared.
+    pub fn max_in_flight(&self) -> u64 {
+        self.world
+            .cmd(json!({"op": "proxy_in_flight", "id": self.id}))["max"]
+            .as_u64()
+            .unwrap()
+    }
+
     /// `fault`: none, status, reset, delay or hang; see harness.py.
     pub fn set_fault(&self, fault: Value) {
         let mut command = json!({"op": "proxy_set", "id": self.id});
@@ -643,8 +652,16 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn get(url: &str) -> Reply {
-    let response = client()
-        .get(url)
+    get_with(url, &[]).await
+}
+
+/// `GET url` with extra headers, e.g. `("Authorization", "Bearer ...")`.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = client().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));

@@ -91,6 +91,7 @@ impl ApiError {
                 U::DecryptionFailure(_) => (StatusCode::BAD_GATEWAY, "upstream_decryption_failure"),
                 U::InvalidRequest(_) => (StatusCode::BAD_GATEWAY, "upstream_invalid_request"),
                 U::Throttled(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_throttled"),
+                U::Busy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_busy"),
                 U::Service { .. } => (StatusCode::BAD_GATEWAY, "upstream_service_error"),
                 U::Other { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
             },

@@ -1,0 +1,283 @@
+//! What a hostile local client can make the agent spend at AWS, which bills
+//! each call: forced refreshes in a loop, made-up version ids, a configured
+//! secret that does not exist, a flood of misses, and failed lookups that
+//! would push other clients' values out of the cache.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::support::*;
+
+/// Forced refreshes of one secret allowed at once (`cache::REFRESH_BURST`).
+const BURST: usize = 3;
+
+/// `GET path` on `agent` for each of `paths`, `at_once` at a time.
+async fn get_all(
+    agent: &Agent,
+    paths: &[String],
+    at_once: usize,
+    headers: &[(&str, &str)],
+) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(at_once) {
+        let urls: Vec<String> = chunk.iter().map(|p| agent.url(p)).collect();
+        replies.extend(join_all(urls.iter().map(|url| get_with(url, headers))).await);
+    }
+    replies
+}
+
+#[tokio::test]
+async fn forced_refreshes_in_a_loop_are_rate_limited() {
+    let world = World::shared();
+    let secret = unique("cost-refresh");
+    let arn = world.create_secret(REGION, &secret, "v1");
+    let proxy = world.proxy();
+    let agent = Agent::start(
+        &config(
+            Some(&proxy.url),
+            &[("r", &arn)],
+            TEST_KEYS,
+            "cache:\n  min-refresh-interval: 1s\n",
+        ),
+        &[],
+    );
+    let refresh = agent.url("/secrets/r?refresh=true");
+    let refresh_now = agent.url("/secretsmanager/get?secretId=r&refreshNow=true");
+    assert_eq!(get(&agent.url("/secrets/r")).await.text(), "v1");
+    // A refresh right after an update reads the new value.
+    world.put_secret_value(REGION, &arn, "v2");
+    let r = get(&refresh).await;
+    assert_eq!(
+        (r.text().as_str(), r.header("secret-agent-cache")),
+        ("v2", Some("miss"))
+    );
+
+    // 200 forced refreshes over about 2 s, on both routes.
+    let before = proxy.gets(&secret);
+    let started = Instant::now();
+    for i in 0..200 {
+        let r = get(if i % 2 == 0 { &refresh } else { &refresh_now }).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = proxy.gets(&secret) - before;
+    println!("cost: 200 forced refreshes in {elapsed:.1} s -> {calls} GetSecretValue calls");
+    let bound = BURST + elapsed as usize + 1;
+    assert!(
+        calls <= bound,
+        "{calls} calls for 200 forced refreshes in {elapsed:.1} s; at most {bound}"
+    );
+
+    // Once the interval has passed, a refresh after an update reads it again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    world.put_secret_value(REGION, &arn, "v3");
+    let r = get(&refresh).await;
+    assert_eq!(
+        (r.text().as_str(), r.header("secret-agent-cache")),
+        ("v3", Some("miss"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_version_ids_cost_one_call_each_per_negative_ttl() {
+    let world = World::shared();
+    let secret = unique("cost-versions");
+    let arn = world.create_secret(REGION, &secret, "v");
+    let proxy = world.proxy();
+    let agent = Agent::start(
+        &config(
+            Some(&proxy.url),
+            &[("v", &arn)],
+            TEST_KEYS,
+            "cache:\n  negative-ttl: 30s\n",
+        ),
+        &[],
+    );
+    // 300 distinct version ids that do not exist, each asked twice.
+    let paths: Vec<String> = (0..300)
+        .map(|i| format!("/secrets/v?version-id=00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let started = Instant::now();
+    for _ in 0..2 {
+        for r in get_all(&agent, &paths, 20, &[]).await {
+            r.assert_error(404, "version_not_found");
+        }
+    }
+    let calls = proxy.gets(&secret);
+    println!(
+        "cost: 600 reads of 300 unknown version ids in {:.1} s -> {calls} GetSecretValue calls",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(calls <= 300, "{calls} calls for 300 unknown versions");
+
+    // The same unknown version asked 100 times, on both routes: one call.
+    for i in 0..100 {
+        let path = if i % 2 == 0 {
+            "/secrets/v?version-id=ffffffff-0000-4000-8000-000000000000"
+        } else {
+            "/v1/v?versionId=ffffffff-0000-4000-8000-000000000000"
+        };
+        get(&agent.url(path))
+            .await
+            .assert_error(404, "version_not_found");
+    }
+    assert_eq!(proxy.gets(&secret) - calls, 1);
+}
+
+#[tokio::test]
+async fn a_configured_secret_that_does_not_exist_costs_one_call_per_negative_ttl() {
+    let world = World::shared();
+    let missing = unique("cost-missing");
+    let arn = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}");
+    let proxy = world.proxy();
+    let agent = Agent::start(
+        &config(Some(&proxy.url), &[("gone", &arn)], TEST_KEYS, ""),
+        &[],
+    );
+    for _ in 0..100 {
+        get(&agent.url("/secrets/gone"))
+            .await
+            .assert_error(502, "upstream_secret_not_found");
+    }
+    println!(
+        "cost: 100 reads of a missing secret -> {} GetSecretValue calls",
+        proxy.gets(&missing)
+    );
+    assert_eq!(proxy.gets(&missing), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_bounded_and_the_rest_wait_or_are_busy() {
+    let world = World::shared();
+    let names: Vec<String> = (0..12).map(|i| unique(&format!("cost-flood{i}"))).collect();
+    let table: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                world.create_secret(REGION, n, &format!("value-of-{n}")),
+            )
+        })
+        .collect();
+    let paths: Vec<String> = names.iter().map(|n| format!("/secrets/{n}")).collect();
+
+    // A slow AWS and 12 misses at once: two calls at a time, all served.
+    let proxy = world.proxy();
+    proxy.set_fault(json!({"fault": "delay", "delay_ms": 300}));
+    let agent = Agent::start(
+        &config(
+            Some(&proxy.url),
+            &pairs(&table),
+            &format!("{TEST_KEYS}\nmax-concurrent-calls: 2"),
+            "cache:\n  fetch-timeout: 10s\n",
+        ),
+        &[],
+    );
+    let started = Instant::now();
+    let replies = get_all(&agent, &paths, paths.len(), &[]).await;
+    for (r, n) in replies.iter().zip(&names) {
+        assert_eq!((r.status, r.text()), (200, format!("value-of-{n}")));
+    }
+    let most = proxy.max_in_flight();
+    println!(
+        "cost: 12 concurrent misses, max-concurrent-calls 2 -> at most {most} calls in flight, all served in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!((1..=2).contains(&most), "{most} calls in flight at once");
+
+    // AWS hangs and one call at a time: the first times out, the others
+    // waited their turn until the same deadline and are busy.
+    let hanging = world.proxy();
+    hanging.set_fault(json!({"fault": "hang", "delay_ms": 5000}));
+    let agent = Agent::start(
+        &config(
+            Some(&hanging.url),
+            &pairs(&table),
+            &format!("{TEST_KEYS}\nmax-concurrent-calls: 1"),
+            "cache:\n  fetch-timeout: 1s\n",
+        ),
+        &[],
+    );
+    let started = Instant::now();
+    let replies = get_all(&agent, &paths[..4], 4, &[]).await;
+    let elapsed = started.elapsed();
+    let codes: Vec<(u16, String)> = replies
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                r.json()["error"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let count = |status, code: &str| {
+        codes
+            .iter()
+            .filter(|c| **c == (status, code.to_owned()))
+            .count()
+    };
+    assert_eq!(
+        (count(504, "upstream_timeout"), count(503, "upstream_busy")),
+        (1, 3),
+        "{codes:?}"
+    );
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_lookups_of_one_client_never_evict_what_others_read() {
+    let world = World::shared();
+    let (mine, theirs) = (unique("cost-victim"), unique("cost-attacker"));
+    let mine_arn = world.create_secret(REGION, &mine, "still-served");
+    let theirs_arn = world.create_secret(REGION, &theirs, "theirs");
+    let proxy = world.proxy();
+    let agent = Agent::start(
+        &config(
+            Some(&proxy.url),
+            &[("mine", &mine_arn), ("theirs", &theirs_arn)],
+            TEST_KEYS,
+            "cache:\n  max-entries: 1000\nauth:\n  tokens:\n    - token-env: VICTIM\n      resources: [mine]\n    - token-env: ATTACKER\n      resources: [theirs]\n",
+        ),
+        &[
+            ("VICTIM", "victim-token-0123456789abcdef"),
+            ("ATTACKER", "attacker-token-0123456789abcdef"),
+        ],
+    );
+    let victim = [("Authorization", "Bearer victim-token-0123456789abcdef")];
+    let attacker = [("Authorization", "Bearer attacker-token-0123456789abcdef")];
+    let url = agent.url("/secrets/mine");
+    assert_eq!(get_with(&url, &victim).await.text(), "still-served");
+    assert_eq!(
+        get_with(&url, &victim).await.header("secret-agent-cache"),
+        Some("hit")
+    );
+
+    // The attacker's token reads only its own secret: 2,000 unknown versions of it.
+    let paths: Vec<String> = (0..2000)
+        .map(|i| format!("/secrets/theirs?version-id=00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let started = Instant::now();
+    for r in get_all(&agent, &paths, 32, &attacker).await {
+        r.assert_error(404, "version_not_found");
+    }
+    println!(
+        "cost: 2000 unknown versions from one scoped token in {:.1} s -> {} GetSecretValue calls",
+        started.elapsed().as_secs_f64(),
+        proxy.gets(&theirs)
+    );
+    assert!(proxy.gets(&theirs) <= 2000);
+
+    // Then AWS goes down: the victim's value is still served.
+    proxy.set_fault(json!({"fault": "status", "status": 503}));
+    let r = get_with(&url, &victim).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "still-served"));
+    assert!(
+        matches!(r.header("secret-agent-cache"), Some("hit" | "stale")),
+        "{:?}",
+        r.header("secret-agent-cache")
+    );
+    assert_eq!(proxy.gets(&mine), 1);
+}
