@@ -3,11 +3,19 @@
 It drives integration/harness.py (moto, the fault-injecting proxy) and the
 release builds of secret-agent and of the ceiling server (integration/ceiling.rs),
 and uses wrk for load. Everything runs on 127.0.0.1.
+
+BENCH_AGENT=target/debug/secret-agent runs another build of the agent.
 """
 
+import asyncio
+import collections
+import http.client
 import json
 import os
 import re
+import resource
+import selectors
+import socket
 import statistics
 import subprocess
 import sys
@@ -16,17 +24,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(ROOT, "integration/.venv/bin/python")
-AGENT = os.path.join(ROOT, "target/release/secret-agent")
+AGENT = os.path.join(ROOT, os.environ.get("BENCH_AGENT", "target/release/secret-agent"))
 CEILING = os.path.join(ROOT, "target/release/examples/ceiling")
 REGION = "us-west-1"
+UNUSED_ARN = "arn:aws:secretsmanager:us-west-1:123456789012:secret:bench/unused-AbCdEf"
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 KEYS = "    access-key-id: AKIABENCHBENCHBENCH0\n    secret-access-key: bench-secret-key\n"
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-# BENCH_STEPS=hot_path,memory runs only those steps.
+# BENCH_STEPS=hot_path,memory runs only those steps (names as in main()).
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = 32
 
@@ -61,11 +72,13 @@ class Harness:
 
 
 class Agent:
-    """A release secret-agent on a generated config; its address from its log."""
+    """A secret-agent (AGENT) on a generated config; its address from its log."""
 
-    def __init__(self, endpoint: str, resources: dict[str, str], cache: str = "", env=None) -> None:
+    def __init__(self, endpoint: str, resources: dict[str, str], cache: str = "", env=None,
+                 service: str = "") -> None:
+        """`cache` is a whole `cache:` section; `service` more lines of the `service:` one."""
         self.dir = tempfile.TemporaryDirectory()
-        lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", "secret-manager:", "  aws:",
+        lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, "secret-manager:", "  aws:",
                  f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n"), "    resources:"]
         lines += [f"      {name}: {arn}" for name, arn in resources.items()]
         lines += [cache, "log:", "  level: info"]
@@ -84,6 +97,8 @@ class Agent:
             match = re.search(r"listening on http://(\S+)", line)
             if match:
                 self.url = "http://" + match.group(1)
+                host, port = match.group(1).rsplit(":", 1)
+                self.addr = (host, int(port))
                 break
         else:
             raise RuntimeError("the agent did not start")
@@ -186,38 +201,18 @@ def status_of(url: str) -> int:
         return e.code
 
 
-def cost(h: Harness) -> None:
-    """GetSecretValue calls (AWS bills each) under the cost attacks of issue 10, default settings."""
-    refreshed = h.create_secret("bench/cost-refresh", "r")
+def cost_concurrency(h: Harness) -> None:
+    """Upstream calls in flight at once when 100 clients miss at the same time
+    (secret-manager.aws.max-concurrent-calls bounds it; default 32)."""
     versioned = h.create_secret("bench/cost-versions", "v")
-    missing = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:bench/cost-missing"
     proxy = h.cmd(op="start_proxy", upstream=h.moto)
-    agent = Agent(proxy["url"], {"r": refreshed, "v": versioned, "gone": missing})
-
-    def calls(needle: str) -> int:
-        return sum(1 for c in h.cmd(op="proxy_calls", id=proxy["id"])
-                   if c["action"] == "GetSecretValue" and needle in (c["secret_id"] or ""))
-
-    started, requests = time.monotonic(), 0
-    while time.monotonic() - started < 2:
-        assert status_of(agent.url + "/secrets/r?refresh=true") == 200
-        requests += 1
-    figure("cost_refresh_loop_2s_requests", requests)
-    figure("cost_refresh_loop_2s_upstream_calls", calls("bench/cost-refresh"))
+    agent = Agent(proxy["url"], {"v": versioned})
 
     def unknown(i: int) -> int:
         return status_of(f"{agent.url}/secrets/v?version-id=00000000-0000-4000-8000-{i:012}")
-    with ThreadPoolExecutor(16) as pool:
-        assert set(pool.map(unknown, list(range(500)) * 2)) == {404}
-    figure("cost_500_unknown_versions_twice_upstream_calls", calls("bench/cost-versions"))
-
-    assert {status_of(agent.url + "/secrets/gone") for _ in range(100)} == {502}
-    figure("cost_100_reads_of_missing_secret_upstream_calls", calls("bench/cost-missing"))
-
     h.cmd(op="proxy_set", id=proxy["id"], fault="delay", delay_ms=200)
-    h.cmd(op="proxy_clear", id=proxy["id"])
     with ThreadPoolExecutor(100) as pool:
-        assert set(pool.map(unknown, range(1000, 1100))) == {404}
+        assert set(pool.map(unknown, range(100))) == {404}
     figure("cost_100_concurrent_misses_max_calls_in_flight",
            h.cmd(op="proxy_in_flight", id=proxy["id"])["max"])
     agent.stop()
@@ -236,9 +231,281 @@ def startup(h: Harness) -> None:
     agent.stop()
 
 
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for floods of more than 1,024
+    connections; the agent, started later, inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def answer_end(buf: bytes) -> int | None:
+    """Where the first HTTP answer in `buf` ends (Content-Length bodies only), or None."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:end])
+    total = end + 4 + (int(match.group(1)) if match else 0)
+    return total if len(buf) >= total else None
+
+
+def time_new_client(addr: tuple[str, int], limit: float) -> float | None:
+    """Seconds from connect to the whole answer of GET /healthz on a new
+    connection; None when it takes longer than `limit` or fails."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection(addr, timeout=limit) as sock:
+            sock.sendall(HEALTHZ)
+            buf = b""
+            while answer_end(buf) is None:
+                sock.settimeout(max(0.001, started + limit - time.monotonic()))
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                buf += chunk
+    except OSError:
+        return None
+    return time.monotonic() - started
+
+
+def note(text: str) -> None:
+    """Context for a figure, on stderr so that stdout stays `name: value`."""
+    print(f"  ({text})", file=sys.stderr, flush=True)
+
+
+async def trickle(addr: tuple[str, int], counts: collections.Counter) -> None:
+    """One keep-alive attacker: a complete GET /healthz, its answer, then one
+    byte of the next request, and wait; reconnect when the agent closes."""
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(*addr)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            writer.write(HEALTHZ)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            writer.write(b"G")
+            await writer.drain()
+            counts["trickled"] += 1
+            while await reader.read(4096):
+                pass
+            counts["closed by the agent"] += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            counts["failed"] += 1
+        finally:
+            writer.close()
+
+
+def keepalive_flood(h: Harness) -> None:
+    """How long new clients wait while a keep-alive trickle flood holds every connection slot."""
+    connections, clients, limit = 1100, 5, 5.0
+    raise_fd_limit()
+    agent = Agent(h.moto, {"unused": UNUSED_ARN}, service="  request-timeout: 2s")
+    counts: collections.Counter = collections.Counter()
+    stop = threading.Event()
+
+    async def flood() -> None:
+        tasks = [asyncio.create_task(trickle(agent.addr, counts)) for _ in range(connections)]
+        deadline = time.monotonic() + 20  # a bound even if a client hangs
+        while not stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    flooder = threading.Thread(target=asyncio.run, args=(flood(),))
+    flooder.start()
+    started = time.monotonic()
+
+    def client(i: int) -> float | None:
+        # Let the flood fill every slot first, then one new client every 1.5 s.
+        time.sleep(max(0.0, started + 2 + 1.5 * i - time.monotonic()))
+        return time_new_client(agent.addr, limit)
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            waits = list(pool.map(client, range(clients)))
+    finally:
+        stop.set()
+        flooder.join()
+        agent.stop()
+    note(f"flood of {connections} connections for {time.monotonic() - started:.1f} s: {dict(counts)}")
+    answered = sorted(w * 1000 for w in waits if w is not None)
+    figure("keepalive_flood_request_timeout_ms", 2000)
+    figure("keepalive_flood_new_client_p50_ms",
+           f"{statistics.median(w * 1000 if w is not None else limit * 1000 for w in waits):.0f}")
+    figure("keepalive_flood_new_client_max_ms",
+           f"{answered[-1]:.0f}" if len(answered) == clients else f">{limit * 1000:.0f}")
+    figure("keepalive_flood_new_clients_unanswered", clients - len(answered))
+
+
+def pipeline(addr: tuple[str, int], payloads: list[memoryview], stop: threading.Event,
+             sent: collections.Counter) -> None:
+    """One connection per payload, each written as fast as the agent takes it
+    and never read; the connections stay open until `stop`."""
+    selector = selectors.DefaultSelector()
+    sockets = []
+    try:
+        for payload in payloads:
+            sock = socket.create_connection(addr, timeout=5)
+            sock.setblocking(False)
+            sockets.append(sock)
+            selector.register(sock, selectors.EVENT_WRITE, [payload, 0])
+        while not stop.is_set() and selector.get_map():
+            for key, _ in selector.select(timeout=0.1):
+                state = key.data
+                try:
+                    n = key.fileobj.send(state[0][state[1]:state[1] + 65536])
+                    state[1] += n
+                    sent["bytes"] += n
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    state[1] = len(state[0])
+                    sent["errors"] += 1
+                if state[1] >= len(state[0]):
+                    selector.unregister(key.fileobj)
+                    sent["fully written"] += 1
+        stop.wait()
+    finally:
+        selector.close()
+        for sock in sockets:
+            sock.close()
+
+
+def pipeline_flood(h: Harness) -> None:
+    """Agent RSS and probe latency while clients pipeline requests and never read."""
+    seconds, limit, rss_cap_mb = 8.0, 5.0, 4096
+    raise_fd_limit()
+    big = "p" * (60 * 1024)
+    agent = Agent(h.moto, {"big": h.create_secret("bench/pipelined", big)}, "cache:\n  ttl: 1h")
+    assert get(agent.url + "/secrets/big") == big.encode()
+    time.sleep(0.5)
+    before = agent.rss_mb()
+    # 100 connections pipelining the 60 KB secret, 500 pipelining /metrics.
+    secret = memoryview(b"GET /secrets/big HTTP/1.1\r\nHost: localhost\r\n\r\n" * 2_000)
+    metrics = memoryview(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" * 20_000)
+    stop = threading.Event()
+    sent: collections.Counter = collections.Counter()
+    payloads = [secret] * 100 + [metrics] * 500
+    flooder = threading.Thread(target=pipeline, args=(agent.addr, payloads, stop, sent))
+    flooder.start()
+    peak, slowest, unanswered, samples = before, 0.0, 0, 0
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            tick = time.monotonic()
+            peak = max(peak, agent.rss_mb())
+            wait = time_new_client(agent.addr, limit)
+            unanswered += wait is None
+            slowest = max(slowest, limit if wait is None else wait)
+            samples += 1
+            if peak > rss_cap_mb:
+                note(f"RSS passed {rss_cap_mb} MB: the flood was stopped early")
+                break
+            time.sleep(max(0.0, tick + 0.2 - time.monotonic()))
+    finally:
+        stop.set()
+        flooder.join()
+    note(f"{samples} samples; the kernel took {sent['bytes'] / 1e6:.0f} MB of requests from the flood, "
+         f"{sent['fully written']} of 600 connections all of theirs, {sent['errors']} errors")
+    time.sleep(2)
+    after = agent.rss_mb()
+    agent.stop()
+    figure("pipeline_flood_rss_mb_before", f"{before:.1f}")
+    figure("pipeline_flood_rss_mb_peak", f"{peak:.1f}")
+    figure("pipeline_flood_rss_mb_after", f"{after:.1f}")
+    figure("pipeline_flood_probe_max_ms",
+           f"{slowest * 1000:.0f}" if not unanswered else f">{limit * 1000:.0f}")
+    figure("pipeline_flood_probes_unanswered", unanswered)
+
+
+def hammer(addr: tuple[str, int], next_path, clients: int) -> tuple[collections.Counter, float]:
+    """`clients` keep-alive connections send GETs for the paths `next_path()`
+    gives until it gives None: the answers' statuses and the seconds taken."""
+    statuses: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(*addr, timeout=30)
+        mine: collections.Counter = collections.Counter()
+        try:
+            while (path := next_path()) is not None:
+                try:
+                    conn.request("GET", path)
+                    response = conn.getresponse()
+                    response.read()
+                    mine[response.status] += 1
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    mine["error"] += 1
+        finally:
+            conn.close()
+            with lock:
+                statuses.update(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses, time.monotonic() - started
+
+
+def cost_attacks(h: Harness) -> None:
+    """Upstream GetSecretValue calls one local client can cause: forced refreshes,
+    unknown version ids, reads of a configured secret that does not exist."""
+    seconds = 5.0
+    arn = h.create_secret("bench/cost", "cost-value")
+    missing = arn.rsplit(":", 1)[0] + ":bench/cost-missing-AbCdEf"  # never created
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], {"cost": arn, "missing": missing})
+    assert get(agent.url + "/secrets/cost") == b"cost-value"
+
+    def attack(name: str, next_path, clients: int = 1, per: str = "") -> None:
+        """Upstream GetSecretValue calls while `clients` read `next_path()`s;
+        `per` names the figures of a timed attack after its duration."""
+        h.cmd(op="proxy_clear", id=proxy["id"])
+        statuses, elapsed = hammer(agent.addr, next_path, clients)
+        calls = [c for c in h.cmd(op="proxy_calls", id=proxy["id"]) if c["action"] == "GetSecretValue"]
+        note(f"{name}: statuses {dict(statuses)}")
+        figure(f"{name}_calls{per}", len(calls))
+        if per:
+            figure(f"{name}_reads{per}", sum(statuses.values()))
+        figure(f"{name}_seconds", f"{elapsed:.1f}")
+
+    def for_seconds(path: str):
+        deadline = time.monotonic() + seconds
+        return lambda: path if time.monotonic() < deadline else None
+
+    def each(paths):
+        paths, lock = iter(paths), threading.Lock()
+
+        def next_path():
+            with lock:
+                return next(paths, None)
+        return next_path
+
+    try:
+        attack("cost_refresh_loop", for_seconds("/secrets/cost?refresh=true"), per="_5s")
+        attack("cost_refresh_concurrent", for_seconds("/secrets/cost?refresh=true"), clients=20,
+               per="_5s")
+        attack("cost_distinct_versions_300",
+               each(f"/secrets/cost?version-id={uuid.uuid4()}" for _ in range(300)))
+        attack("cost_missing_secret_300_reads", each("/secrets/missing" for _ in range(300)))
+    finally:
+        agent.stop()
+
+
 def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
-    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, cost)}
+    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, keepalive_flood,
+                                     pipeline_flood, cost_attacks, cost_concurrency)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:
