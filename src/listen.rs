@@ -45,6 +45,12 @@ use crate::http::{self, AppState};
 /// takes them.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Kernel buffer sizes of a client connection (Linux doubles them). Set
+/// rather than left to autotuning, which grows each socket's buffers to
+/// megabytes: a client that pipelines and never reads would otherwise park
+/// that much kernel memory per connection in the agent's sockets.
+const SOCKET_BUFFER: usize = 64 * 1024;
+
 /// Time a client has to read the rest of an answer once the agent has
 /// decided to close its connection.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -81,6 +87,8 @@ pub(crate) fn bind(
     if let Some(tcp) = &service.tcp {
         let listener = std::net::TcpListener::bind(tcp.addr)
             .with_context(|| format!("cannot listen on {} (service.tcp.endpoint)", tcp.addr))?;
+        // Accepted sockets inherit the receive buffer of the listener.
+        socket2::SockRef::from(&listener).set_recv_buffer_size(SOCKET_BUFFER)?;
         let bound = listener.local_addr()?;
         let scheme = match &tcp.tls {
             Some(tls) => {
@@ -137,6 +145,7 @@ pub(crate) fn bind(
 fn tcp_setup(io: &TcpStream) -> io::Result<Option<SocketAddr>> {
     // Answers are small and written whole: send them at once.
     io.set_nodelay(true)?;
+    socket2::SockRef::from(io).set_send_buffer_size(SOCKET_BUFFER)?;
     Ok(io.peer_addr().ok())
 }
 
