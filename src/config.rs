@@ -585,10 +585,10 @@ fn explain_serde_message(err: &serde_yaml::Error, mut path: String) -> (String, 
     if let Some(at) = message.rfind(" at line ") {
         message.truncate(at);
     }
-    if let Some((prefix, rest)) = message.split_once(": ") {
-        if path.starts_with(prefix) {
-            message = rest.to_owned();
-        }
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && path.starts_with(prefix)
+    {
+        message = rest.to_owned();
     }
     if message.starts_with("unknown field `") {
         // The path names the unknown key itself; report the map it is in.

@@ -508,10 +508,10 @@ impl<P: ProvideCredentials> Refreshing<P> {
     async fn credentials(&self) -> provider::Result {
         let mut current = self.current.lock().await;
         let now = SystemTime::now();
-        if let Some((creds, refresh_at)) = &*current {
-            if now < *refresh_at {
-                return Ok(creds.clone());
-            }
+        if let Some((creds, refresh_at)) = &*current
+            && now < *refresh_at
+        {
+            return Ok(creds.clone());
         }
         match self.inner.provide_credentials().await {
             Ok(creds) => {
