@@ -288,6 +288,7 @@ struct RawSecretManager {
 struct RawAws {
     region: Option<String>,
     endpoint: Option<String>,
+    #[serde(deserialize_with = "unique_names")]
     resources: BTreeMap<String, String>,
     access_key_id: Option<String>,
     #[serde(default, deserialize_with = "sensitive")]
@@ -404,6 +405,56 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 300s, 5m or 1h"))
+}
+
+/// `resources:`, refusing a name given twice: a plain map would keep the
+/// last one silently, where every other duplicate key is an error.
+fn unique_names<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Names;
+    impl<'de> Visitor<'de> for Names {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of resource names to secret ARNs")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut names = BTreeMap::new();
+            while let Some(name) = map.next_key_seed(NewName(&names))? {
+                let arn = map.next_value()?;
+                names.insert(name, arn);
+            }
+            Ok(names)
+        }
+    }
+    deserializer.deserialize_map(Names)
+}
+
+/// A key not yet in the map. Refused while the key itself is read, so the
+/// error carries the duplicate's line.
+struct NewName<'a>(&'a BTreeMap<String, String>);
+
+impl<'de> de::DeserializeSeed<'de> for NewName<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for NewName<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a resource name")
+    }
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<String, E> {
+        if self.0.contains_key(name) {
+            Err(E::custom(format_args!(
+                "`{name}` is given twice; a name stands for one secret ARN"
+            )))
+        } else {
+            Ok(name.to_owned())
+        }
+    }
 }
 
 /// Deserializes an optional secret without ever echoing its value in an error.
@@ -1570,6 +1621,25 @@ log:
         .unwrap_err()
         .to_string();
         assert!(err.contains("`*` already means every resource"), "{err}");
+    }
+
+    #[test]
+    fn a_resource_name_given_twice_is_refused_with_its_line() {
+        let yaml = SAMPLE.replace(
+            "    resources:\n",
+            "    resources:\n      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:Other-AbCdEf\n      Other: arn:aws:secretsmanager:us-west-1:999999999999:secret:Other-AbCdEf\n",
+        );
+        let err = load(&yaml).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "test.yaml:12: secret-manager.aws.resources.TestingSecret: `TestingSecret` is given twice; a name stands for one secret ARN"
+        );
+        // Two names for one ARN are fine.
+        let yaml = SAMPLE.replace(
+            "    resources:\n",
+            "    resources:\n      Alias: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j\n",
+        );
+        assert_eq!(load(&yaml).unwrap().aws.resources.len(), 2);
     }
 
     #[test]
