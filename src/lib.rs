@@ -7,6 +7,7 @@
 //! [`server`] wires it all and runs it.
 //!
 //! - [`config`]: YAML -> validated [`config::Config`], errors that name file, key and line.
+//! - `yaml`: how deep YAML nests, asked before serde_yaml loads it (the only unsafe code).
 //! - [`resources`]: resource names, secret ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
 //! - [`upstream`]: Secrets Manager clients per region, error classification.
@@ -25,3 +26,4 @@ pub mod resources;
 pub mod secret;
 pub mod server;
 pub mod upstream;
+mod yaml;
