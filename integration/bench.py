@@ -502,10 +502,31 @@ def cost_attacks(h: Harness) -> None:
         agent.stop()
 
 
+def config_reject(_h: Harness) -> None:
+    """How long `--check` takes to refuse 200 KB of deeply nested YAML; a
+    reload (SIGHUP) runs the same loader."""
+    shapes = {"flow_seq": "[" * 200_000, "flow_map": "{a: " * 50_000, "block_seq": "- " * 100_000}
+    with tempfile.TemporaryDirectory() as d:
+        for name, text in shapes.items():
+            path = os.path.join(d, f"{name}.yaml")
+            with open(path, "w") as f:
+                f.write(text)
+            times = []
+            for _ in range(max(ROUNDS, 5)):
+                started = time.monotonic()
+                out = subprocess.run([AGENT, "--check", "--config", path], capture_output=True, text=True,
+                                     timeout=120)
+                times.append(time.monotonic() - started)
+                if out.returncode != 2 or "nested more than" not in out.stderr:
+                    raise RuntimeError(f"{name}: exit {out.returncode}: {out.stderr[:300]}")
+            figure(f"config_reject_200kb_{name}_ms", f"{statistics.median(times) * 1000:.1f}")
+
+
 def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
-    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, keepalive_flood,
-                                     pipeline_flood, cost_attacks, cost_concurrency)}
+    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
+                                     keepalive_flood, pipeline_flood, cost_attacks,
+                                     cost_concurrency)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

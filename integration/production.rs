@@ -320,3 +320,43 @@ fn version_and_help() {
     assert_eq!(code, 2);
     assert!(err.contains("--no-such-flag"), "{err}");
 }
+
+/// `/readyz` needs no token, so it counts the failing prefetches without
+/// naming them; the log names each ARN.
+#[tokio::test]
+async fn readiness_counts_failing_prefetches_and_the_log_names_them() {
+    let world = World::shared();
+    let arn = world.create_secret(REGION, &unique("ready-ok"), "ok");
+    let missing = unique("ready-missing");
+    let missing_arn = format!("arn:aws:secretsmanager:{REGION}:210987654321:secret:{missing}");
+    let yaml = config(
+        Some(&world.moto),
+        &[("ok", &arn), ("missing", &missing_arn)],
+        TEST_KEYS,
+        "cache:\n  prefetch: true\n",
+    );
+    let agent = Agent::start(&yaml, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), async || get(&agent.url("/readyz"))
+            .await
+            .status
+            == 200)
+        .await,
+        "{}",
+        agent.log()
+    );
+    let r = get(&agent.url("/readyz")).await;
+    assert_eq!(r.json()["prefetch_failing"], 1, "{}", r.text());
+    for hidden in ["210987654321", missing.as_str()] {
+        assert!(!r.text().contains(hidden), "{}", r.text());
+    }
+    assert!(
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains(" WARN ")
+                && l.contains(&format!("prefetch of {missing_arn} failed"))),
+        "{}",
+        agent.log()
+    );
+}

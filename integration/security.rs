@@ -492,3 +492,145 @@ fn loose_permissions_are_warned_about_and_check_prints_no_secret() {
     let (_, out, _) = run_cli(&["--check", "-c", path.to_str().unwrap()]);
     assert!(!out.contains("warning:"), "{out}");
 }
+
+/// A client without a token learns nothing from the compatible routes, not
+/// even which query parameters are wrong; with one, no error repeats more
+/// than a short prefix of what it sent.
+#[tokio::test]
+async fn the_token_comes_before_the_query_and_errors_echo_little() {
+    let s = secured("");
+    let long = "q".repeat(10_000);
+    let auth = format!("Bearer {ALL_TOKEN}");
+    for path in [
+        format!("/secretsmanager/get?{long}=1"),
+        format!("/secretsmanager/get?secretId=other&{long}=1"),
+        "/secretsmanager/get".to_owned(),
+        "/secretsmanager/get?secretId=other&versionStage=a&versionId=b".to_owned(),
+        format!("/v1/other?{long}=1"),
+        "/v1/other?secretId=other".to_owned(),
+        format!("/secrets/other?{long}=1"),
+    ] {
+        let shown: String = path.chars().take(60).collect();
+        let r = get(&s.agent.url(&path)).await;
+        assert_eq!(r.status, 401, "{shown}: {}", r.text());
+        r.assert_error(401, "unauthorized");
+        let r = get_with(&s.agent.url(&path), &[("Authorization", &auth)]).await;
+        r.assert_error(400, "bad_request");
+        assert!(r.body.len() < 300, "{shown}: {}", r.text());
+    }
+    // Unknown names are echoed short too.
+    for path in [
+        format!("/secretsmanager/get?secretId={long}"),
+        format!("/v1/{}", "q".repeat(4000)),
+        format!("/secrets/{}", "q".repeat(4000)),
+    ] {
+        let r = get_with(&s.agent.url(&path), &[("Authorization", &auth)]).await;
+        r.assert_error(404, "resource_not_found");
+        assert!(r.body.len() < 300, "{}", r.text());
+        assert!(
+            r.text().contains(&format!("`{}...`", "q".repeat(32))),
+            "{}",
+            r.text()
+        );
+    }
+    let r = get_with(
+        &s.agent.url(&format!("/secrets/prod/db?version-id={long}")),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    r.assert_error(400, "bad_request");
+    assert!(!r.text().contains(&s.db_value));
+}
+
+/// Several names for one secret: a request by ARN is served when the token
+/// may read any of them, whichever the agent would pick first.
+#[tokio::test]
+async fn a_request_by_arn_is_allowed_through_any_of_its_names() {
+    let world = World::shared();
+    let value = format!("shared-{}", unique("v"));
+    let arn = world.create_secret(REGION, &unique("shared"), &value);
+    let other = world.create_secret(REGION, &unique("unshared"), "other-value");
+    // 16 names: before the fix, the one this token may read was picked in
+    // fewer than one start in ten.
+    let names: Vec<String> = (0..16).map(|i| format!("alias{i:02}")).collect();
+    let mut table: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), arn.as_str())).collect();
+    table.push(("unshared", &other));
+    let tail = "auth:\n  tokens:\n    - token-env: ONE\n      resources: [alias07]\n    - token-env: NONE\n      resources: [unshared]\n";
+    let yaml = config(Some(&world.moto), &table, TEST_KEYS, tail);
+    let agent = Agent::start(&yaml, &[("ONE", ALL_TOKEN), ("NONE", DB_TOKEN)]);
+    let read = async |path: &str, token: &str| {
+        get_with(
+            &agent.url(path),
+            &[("X-Aws-Parameters-Secrets-Token", token)],
+        )
+        .await
+    };
+    for path in [
+        format!("/secretsmanager/get?secretId={arn}"),
+        format!("/v1/{arn}"),
+    ] {
+        let r = read(&path, ALL_TOKEN).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["SecretString"], value.as_str());
+        read(&path, DB_TOKEN).await.assert_error(403, "forbidden");
+        get(&agent.url(&path))
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    // By name, only the name on the token's list.
+    let r = read("/secretsmanager/get?secretId=alias07", ALL_TOKEN).await;
+    assert_eq!(r.status, 200);
+    read("/secretsmanager/get?secretId=alias08", ALL_TOKEN)
+        .await
+        .assert_error(403, "forbidden");
+}
+
+/// A token sent where a name goes (a path, `secretId`, a version) never
+/// reaches the log, whatever the answer; the debug lines name only
+/// configured resources.
+#[tokio::test]
+async fn a_token_sent_as_a_name_never_reaches_the_log() {
+    let s = secured("");
+    let auth = format!("Bearer {ALL_TOKEN}");
+    let mut paths = Vec::new();
+    for token in [ALL_TOKEN, DB_TOKEN] {
+        paths.extend([
+            format!("/secrets/{token}"),
+            format!("/secrets/prod/db/{token}"),
+            format!("/secrets/prod/db?version-id={token}"),
+            format!("/secrets/prod/db?version-stage={token}"),
+            format!("/secrets/other?{token}=1"),
+            format!("/v1/{token}"),
+            format!("/v1/other?versionId={token}"),
+            format!("/secretsmanager/get?secretId={token}"),
+            format!("/secretsmanager/get?secretId=other&{token}=1"),
+            format!("/elsewhere/{token}"),
+        ]);
+    }
+    for path in &paths {
+        get(&s.agent.url(path)).await;
+        get_with(&s.agent.url(path), &[("Authorization", &auth)]).await;
+    }
+    // One debug line per request to a secret route (not `/elsewhere`).
+    let lines = || s.agent.log().matches("secret_agent::http] GET ").count();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines() < 36 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = s.agent.log();
+    assert_eq!(lines(), 36, "{log}");
+    for token in [ALL_TOKEN, DB_TOKEN] {
+        assert!(!log.contains(token), "log leaks {token}:\n{log}");
+    }
+    for line in [
+        "GET /secrets/<unknown> -> 401",
+        "GET /secrets/<unknown> -> 404",
+        "GET /secrets/prod/db/<key> -> 422",
+        "GET /secrets/prod/db -> 404",
+        "GET /v1/<unknown> -> 404",
+        "GET /secretsmanager/get?secretId=<unknown> -> 404",
+        "prod/db, a version asked for by a client: version_not_found",
+    ] {
+        assert!(log.contains(line), "no `{line}` in:\n{log}");
+    }
+}

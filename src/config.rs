@@ -340,6 +340,7 @@ struct RawSecretManager {
 struct RawAws {
     region: Option<String>,
     endpoint: Option<String>,
+    #[serde(deserialize_with = "unique_names")]
     resources: BTreeMap<String, String>,
     access_key_id: Option<String>,
     #[serde(default, deserialize_with = "sensitive")]
@@ -461,6 +462,56 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 300s, 5m or 1h"))
 }
 
+/// `resources:`, refusing a name given twice: a plain map would keep the
+/// last one silently, where every other duplicate key is an error.
+fn unique_names<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Names;
+    impl<'de> Visitor<'de> for Names {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of resource names to secret ARNs")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut names = BTreeMap::new();
+            while let Some(name) = map.next_key_seed(NewName(&names))? {
+                let arn = map.next_value()?;
+                names.insert(name, arn);
+            }
+            Ok(names)
+        }
+    }
+    deserializer.deserialize_map(Names)
+}
+
+/// A key not yet in the map. Refused while the key itself is read, so the
+/// error carries the duplicate's line.
+struct NewName<'a>(&'a BTreeMap<String, String>);
+
+impl<'de> de::DeserializeSeed<'de> for NewName<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for NewName<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a resource name")
+    }
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<String, E> {
+        if self.0.contains_key(name) {
+            Err(E::custom(format_args!(
+                "`{name}` is given twice; a name stands for one secret ARN"
+            )))
+        } else {
+            Ok(name.to_owned())
+        }
+    }
+}
+
 /// Deserializes an optional secret without ever echoing its value in an error.
 fn sensitive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
     struct V;
@@ -507,18 +558,50 @@ fn sensitive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret
 // ---------------------------------------------------------------------------
 // Loading and validation.
 
+/// Largest config file read: far more than any real configuration, small
+/// enough that a wrong path (a log, a device) is refused at once.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Deepest nesting of YAML collections accepted. A valid configuration
+/// nests at most 5 deep (`auth.tokens[0].resources[0]`); a deeper file is
+/// refused before serde_yaml parses it (see `src/yaml.rs`).
+pub const MAX_NESTING: usize = 32;
+
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads (at most [`MAX_FILE_BYTES`]) and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
             file: path.to_owned(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(path));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Config::from_yaml(&text, path)
     }
 
     /// Validates YAML text; `source` is only used in messages.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(source));
+        }
+        if let Err(deep) = crate::yaml::check_depth(text, MAX_NESTING) {
+            return Err(ConfigError::Parse {
+                file: source.to_owned(),
+                line: Some(deep.line),
+                path: String::new(),
+                message: format!(
+                    "nested more than {MAX_NESTING} levels deep; a configuration nests at most 5"
+                ),
+            });
+        }
         let deserializer = serde_yaml::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -532,6 +615,17 @@ impl Config {
             }
         })?;
         Validator { file: source }.config(raw)
+    }
+}
+
+fn too_large(file: &Path) -> ConfigError {
+    ConfigError::Parse {
+        file: file.to_owned(),
+        line: None,
+        path: String::new(),
+        message: format!(
+            "the file is larger than {MAX_FILE_BYTES} bytes (1 MiB); is it the config file?"
+        ),
     }
 }
 
@@ -1687,6 +1781,94 @@ log:
     }
 
     #[test]
+    fn a_resource_name_given_twice_is_refused_with_its_line() {
+        let yaml = SAMPLE.replace(
+            "    resources:\n",
+            "    resources:\n      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:Other-AbCdEf\n      Other: arn:aws:secretsmanager:us-west-1:999999999999:secret:Other-AbCdEf\n",
+        );
+        let err = load(&yaml).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "test.yaml:12: secret-manager.aws.resources.TestingSecret: `TestingSecret` is given twice; a name stands for one secret ARN"
+        );
+        // Two names for one ARN are fine.
+        let yaml = SAMPLE.replace(
+            "    resources:\n",
+            "    resources:\n      Alias: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j\n",
+        );
+        assert_eq!(load(&yaml).unwrap().aws.resources.len(), 2);
+    }
+
+    /// Deep nesting of every kind is refused at once, by line; the time
+    /// bound only catches a hang (integration/bench.sh measures it).
+    #[test]
+    fn deep_nesting_is_refused_at_once() {
+        let size = 200 * 1024;
+        let shapes = [
+            "[".repeat(size),
+            "{a: ".repeat(size / 4),
+            format!("service: {}", "{tcp: ".repeat(size / 6)),
+            "- ".repeat(size / 2),
+            "a: [".repeat(size / 4),
+            (0..600).map(|i| format!("{}a:\n", " ".repeat(i))).collect(),
+        ];
+        let started = std::time::Instant::now();
+        for text in &shapes {
+            let err = load(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("test.yaml:") && err.contains(": nested more than 32 levels deep"),
+                "{err}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // 32 levels (the root, service, uds and 29 lists) pass the depth
+        // check and meet the schema; 33 do not.
+        let mode = |levels: usize| {
+            let yaml = SAMPLE.replace(
+                "    endpoint: 0.0.0.0:3005\n",
+                &format!(
+                    "    endpoint: 0.0.0.0:3005\n  uds:\n    socket-path: /s\n    mode: {}{}\n",
+                    "[".repeat(levels - 3),
+                    "]".repeat(levels - 3)
+                ),
+            );
+            load(&yaml).unwrap_err().to_string()
+        };
+        let err = mode(MAX_NESTING);
+        assert!(err.contains("service.uds.mode: must be octal"), "{err}");
+        assert_eq!(
+            mode(MAX_NESTING + 1),
+            "test.yaml:7: nested more than 32 levels deep; a configuration nests at most 5"
+        );
+    }
+
+    #[test]
+    fn a_file_over_a_mebibyte_is_refused() {
+        let big = format!("{SAMPLE}{}", "#".repeat(MAX_FILE_BYTES as usize));
+        let expected = "larger than 1048576 bytes (1 MiB); is it the config file?";
+        let err = load(&big).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.yaml: the file is ") && err.ends_with(expected),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, &big).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.ends_with(expected), "{err}");
+        // Cut inside a multi-byte character, it is still too large, not bad UTF-8.
+        std::fs::write(&path, "é".repeat(MAX_FILE_BYTES as usize)).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.ends_with(expected), "{err}");
+        std::fs::write(&path, &big[..MAX_FILE_BYTES as usize]).unwrap();
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
     fn garbage_is_a_clear_error() {
         for text in ["", "[", "- a\n- b", "service: 5", "\t\u{0}"] {
             let err = load(text).unwrap_err().to_string();
@@ -1756,6 +1938,29 @@ log:
             #[test]
             fn arbitrary_text(text in "\\PC{0,300}") {
                 assert_clear(Config::from_yaml(&text, Path::new("test.yaml")));
+            }
+
+            /// Any mix of flow and block nesting past the limit is refused
+            /// by the depth check, wherever it starts.
+            #[test]
+            fn deep_nesting_of_any_mix(
+                prefix in prop::sample::select(vec!["", "a: ", "service:\n  tcp: ", "- "]),
+                levels in prop::collection::vec(0usize..4, MAX_NESTING + 1..400),
+            ) {
+                let mut text = prefix.to_owned();
+                for (i, kind) in levels.iter().enumerate() {
+                    text.push_str(match kind {
+                        0 => "[",
+                        1 => "{k: ",
+                        2 => "[x, ",
+                        _ => "{a: 1, b: ",
+                    });
+                    if i % 7 == 6 {
+                        text.push('\n');
+                    }
+                }
+                let err = Config::from_yaml(&text, Path::new("test.yaml")).unwrap_err().to_string();
+                prop_assert!(err.contains("nested more than 32 levels deep"), "{}", err);
             }
 
             #[test]

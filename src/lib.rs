@@ -7,6 +7,7 @@
 //! validates the YAML; [`app`] wires it all and runs it.
 //!
 //! - [`config`]: YAML -> validated [`config::Config`], errors that name file, key and line.
+//! - `yaml`: how deep YAML nests, asked before serde_yaml loads it (the only unsafe code).
 //! - [`resources`]: resource names, secret ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
@@ -31,3 +32,4 @@ mod reload;
 pub mod resources;
 pub mod secret;
 pub mod upstream;
+mod yaml;

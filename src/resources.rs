@@ -82,6 +82,13 @@ impl std::hash::Hash for SecretArn {
     }
 }
 
+/// Lookups by the ARN's text: hashing and equality are the text's.
+impl std::borrow::Borrow<str> for SecretArn {
+    fn borrow(&self) -> &str {
+        &self.0.arn
+    }
+}
+
 impl SecretArn {
     pub fn parse(text: &str) -> Result<SecretArn, String> {
         let hint = "is not a Secrets Manager secret ARN \
@@ -137,6 +144,9 @@ impl fmt::Display for SecretArn {
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
     by_name: HashMap<Arc<str>, (ResourceName, SecretArn), foldhash::fast::RandomState>,
+    /// Every name of each ARN, sorted: several names may stand for one
+    /// secret, and a request by ARN may be allowed through any of them.
+    by_arn: HashMap<SecretArn, Vec<ResourceName>, foldhash::fast::RandomState>,
 }
 
 /// What a request path resolves to.
@@ -150,11 +160,18 @@ pub struct Resolved<'a> {
 
 impl Resources {
     pub fn new(entries: impl IntoIterator<Item = (ResourceName, SecretArn)>) -> Resources {
-        let by_name = entries
+        let by_name: HashMap<_, _, _> = entries
             .into_iter()
             .map(|(name, arn)| (name.0.clone(), (name, arn)))
             .collect();
-        Resources { by_name }
+        let mut by_arn: HashMap<SecretArn, Vec<ResourceName>, _> = HashMap::default();
+        for (name, arn) in by_name.values() {
+            by_arn.entry(arn.clone()).or_default().push(name.clone());
+        }
+        for names in by_arn.values_mut() {
+            names.sort();
+        }
+        Resources { by_name, by_arn }
     }
 
     pub fn len(&self) -> usize {
@@ -178,6 +195,13 @@ impl Resources {
 
     pub fn get(&self, name: &str) -> Option<(&ResourceName, &SecretArn)> {
         self.by_name.get(name).map(|(n, a)| (n, a))
+    }
+
+    /// The ARN whose text is `arn` and every name configured for it, sorted.
+    pub fn by_arn(&self, arn: &str) -> Option<(&SecretArn, &[ResourceName])> {
+        self.by_arn
+            .get_key_value(arn)
+            .map(|(arn, names)| (arn, names.as_slice()))
     }
 
     /// Resolves `<name>` or `<name>/<key>`: the longest configured name that
@@ -277,6 +301,23 @@ mod tests {
         assert_eq!((r.name.as_str(), r.key), ("prod", Some("dbx")));
         let r = t.resolve("prod/db/a/b").unwrap();
         assert_eq!((r.name.as_str(), r.key), ("prod/db", Some("a/b")));
+    }
+
+    #[test]
+    fn every_name_of_an_arn() {
+        let arn = |n: &str| SecretArn::parse(&format!("{ARN}{n}")).unwrap();
+        let name = |n: &str| ResourceName::parse(n).unwrap();
+        let t = Resources::new([
+            (name("b"), arn("1")),
+            (name("c"), arn("2")),
+            (name("a"), arn("1")),
+        ]);
+        let (found, names) = t.by_arn(&format!("{ARN}1")).unwrap();
+        assert_eq!(found, &arn("1"));
+        assert_eq!(names, [name("a"), name("b")]);
+        assert_eq!(t.by_arn(&format!("{ARN}2")).unwrap().1, [name("c")]);
+        assert!(t.by_arn(ARN).is_none());
+        assert!(t.by_arn("a").is_none());
     }
 
     #[test]

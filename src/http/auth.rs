@@ -24,10 +24,30 @@ pub struct Grant<'a>(Option<&'a TokenScope>);
 impl Grant<'_> {
     /// 403 when the token's list does not name the resource.
     pub fn permit(&self, name: &ResourceName) -> Result<(), ApiError> {
+        if self.allows(name) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(name.to_string()))
+        }
+    }
+
+    /// The first of `names`, which all stand for one secret, that the token
+    /// may read; 403 naming `asked` (a configured ARN) when it may read none.
+    pub fn permit_any<'n>(
+        &self,
+        names: &'n [ResourceName],
+        asked: &str,
+    ) -> Result<&'n ResourceName, ApiError> {
+        names
+            .iter()
+            .find(|name| self.allows(name))
+            .ok_or_else(|| ApiError::Forbidden(asked.to_owned()))
+    }
+
+    fn allows(&self, name: &ResourceName) -> bool {
         match self.0 {
-            None | Some(TokenScope::All) => Ok(()),
-            Some(TokenScope::Only(names)) if names.contains(name) => Ok(()),
-            Some(TokenScope::Only(_)) => Err(ApiError::Forbidden(name.to_string())),
+            None | Some(TokenScope::All) => true,
+            Some(TokenScope::Only(names)) => names.contains(name),
         }
     }
 }
@@ -147,6 +167,33 @@ mod tests {
                 Err(ApiError::Unauthorized)
             ));
         }
+    }
+
+    #[test]
+    fn any_name_of_a_secret_will_do() {
+        let auth = authorizer();
+        let names = |list: &[&str]| -> Vec<ResourceName> {
+            list.iter()
+                .map(|n| ResourceName::parse(n).unwrap())
+                .collect()
+        };
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, "Bearer db-only-token"))
+            .to_http_request();
+        let grant = auth.authenticate(&req).unwrap();
+        // Sorted, the name the token may not read comes first.
+        let both = names(&["a-alias", "db"]);
+        assert_eq!(grant.permit_any(&both, "arn").unwrap().as_str(), "db");
+        let other = names(&["a-alias", "other"]);
+        assert!(matches!(
+            grant.permit_any(&other, "arn:x"),
+            Err(ApiError::Forbidden(asked)) if asked == "arn:x"
+        ));
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, "Bearer all-access-token"))
+            .to_http_request();
+        let grant = auth.authenticate(&req).unwrap();
+        assert_eq!(grant.permit_any(&other, "arn").unwrap().as_str(), "a-alias");
     }
 
     #[test]

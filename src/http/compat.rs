@@ -12,7 +12,8 @@ use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, CACHE_HEADER};
+use super::auth::Grant;
+use super::{ApiError, AppState, CACHE_HEADER, Snapshot, Target, echo};
 use crate::secret::{Kind, Secret, secret_bytes};
 
 #[derive(Deserialize)]
@@ -25,25 +26,32 @@ struct Query {
     refresh_now: bool,
 }
 
-fn parse_query(req: &HttpRequest) -> Result<Query, ApiError> {
-    serde_urlencoded::from_str(req.query_string()).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "bad query string ({e}); known parameters: secretId, versionStage, versionId, refreshNow"
-        ))
-    })
-}
+const KNOWN: &[&str] = &["secretId", "versionStage", "versionId", "refreshNow"];
 
 /// `GET /secretsmanager/get?secretId=...`
 pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
-    let result = match parse_query(&req) {
-        Ok(q) => match q.secret_id.clone() {
-            Some(id) => serve(&req, &state, &id, q).await,
-            None => Err(ApiError::BadRequest("secretId is required".into())),
-        },
-        Err(e) => Err(e),
-    };
-    respond(&req, result, started)
+    let snapshot = state.current.load();
+    let mut target = Target::Unknown;
+    let result = async {
+        // The token first: a client without one learns nothing, not even
+        // which parameters are wrong.
+        let grant = snapshot.auth.authenticate(&req)?;
+        let q: Query = super::parse_query(req.query_string(), KNOWN)?;
+        let id = q
+            .secret_id
+            .clone()
+            .ok_or_else(|| ApiError::BadRequest("secretId is required".into()))?;
+        serve(&state, &snapshot, &grant, &id, q, &mut target).await
+    }
+    .await;
+    respond(
+        &req,
+        "/secretsmanager/get?secretId=",
+        target,
+        result,
+        started,
+    )
 }
 
 /// `GET /v1/<name>`
@@ -51,18 +59,26 @@ pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     let started = super::request_started();
     let raw = req.uri().path().strip_prefix("/v1/").unwrap_or_default();
     let id = percent_decode_str(raw).decode_utf8_lossy().into_owned();
-    let result = match parse_query(&req) {
-        Ok(q) if q.secret_id.is_some() => Err(ApiError::BadRequest(
-            "secretId goes in the path of /v1/<name>, not in the query".into(),
-        )),
-        Ok(q) => serve(&req, &state, &id, q).await,
-        Err(e) => Err(e),
-    };
-    respond(&req, result, started)
+    let snapshot = state.current.load();
+    let mut target = Target::Unknown;
+    let result = async {
+        let grant = snapshot.auth.authenticate(&req)?;
+        let q: Query = super::parse_query(req.query_string(), KNOWN)?;
+        if q.secret_id.is_some() {
+            return Err(ApiError::BadRequest(
+                "secretId goes in the path of /v1/<name>, not in the query".into(),
+            ));
+        }
+        serve(&state, &snapshot, &grant, &id, q, &mut target).await
+    }
+    .await;
+    respond(&req, "/v1/", target, result, started)
 }
 
 fn respond(
     req: &HttpRequest,
+    route: &str,
+    target: Target<'_>,
     result: Result<(bytes::Bytes, crate::cache::CacheStatus), ApiError>,
     started: Option<std::time::Instant>,
 ) -> HttpResponse {
@@ -75,31 +91,50 @@ fn respond(
         Err(err) => err.error_response(),
     };
     let cache = result.ok().map(|(_, s)| s);
-    super::log_request(req, response.status().as_u16(), cache, started);
+    super::log_request(
+        req,
+        route,
+        target,
+        response.status().as_u16(),
+        cache,
+        started,
+    );
     response
 }
 
-async fn serve(
-    req: &HttpRequest,
+/// Serves a configured name, or an ARN that one or more names map to; a
+/// request by ARN is allowed when the token may read any of its names.
+/// `target` is set to the name served, for the log.
+async fn serve<'s>(
     state: &AppState,
+    snapshot: &'s Snapshot,
+    grant: &Grant<'_>,
     id: &str,
     q: Query,
+    target: &mut Target<'s>,
 ) -> Result<(bytes::Bytes, crate::cache::CacheStatus), ApiError> {
-    let snapshot = state.current.load();
-    let grant = snapshot.auth.authenticate(req)?;
     let version = super::secrets::version(q.version_stage, q.version_id)?;
-    // A configured name, or the ARN a name maps to.
-    let (name, arn) = snapshot
-        .resources
-        .get(id)
-        .or_else(|| {
-            snapshot
+    let (name, arn) = match snapshot.resources.get(id) {
+        Some((name, arn)) => {
+            *target = Target::Resource { name, key: None };
+            grant.permit(name)?;
+            (name, arn)
+        }
+        None => {
+            let (arn, names) = snapshot
                 .resources
-                .iter()
-                .find(|(_, arn)| arn.as_str() == id)
-        })
-        .ok_or_else(|| ApiError::ResourceNotFound(id.chars().take(200).collect()))?;
-    grant.permit(name)?;
+                .by_arn(id)
+                .ok_or_else(|| ApiError::ResourceNotFound(echo(id)))?;
+            // A refusal is logged under the first name.
+            *target = Target::Resource {
+                name: &names[0],
+                key: None,
+            };
+            let name = grant.permit_any(names, arn.as_str())?;
+            *target = Target::Resource { name, key: None };
+            (name, arn)
+        }
+    };
     let (secret, status) = super::read(state, name, arn, &version, q.refresh_now).await?;
     Ok((get_secret_value_json(&secret), status))
 }

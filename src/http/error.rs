@@ -52,13 +52,57 @@ impl From<CacheError> for ApiError {
 impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         match err {
-            KeyError::NoSuchKey(_) => ApiError::KeyNotFound(err),
+            KeyError::NoSuchKey(key) => ApiError::KeyNotFound(KeyError::NoSuchKey(echo(&key))),
             KeyError::NotJsonObject => ApiError::NotJson(err),
         }
     }
 }
 
+/// Most characters of client input that a message repeats.
+const ECHO_CHARS: usize = 32;
+
+/// Client input as a message may repeat it: at most [`ECHO_CHARS`]
+/// characters, escaped (quotes, controls), with `...` when cut.
+pub(crate) fn echo(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .by_ref()
+        .take(ECHO_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if chars.next().is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 impl ApiError {
+    /// AWS repeats the version asked for in some messages: that is client
+    /// input, so only its [`echo`] stays.
+    pub(super) fn redact(&mut self, asked: &str) {
+        use UpstreamError as U;
+        let short = echo(asked);
+        if short == asked {
+            return;
+        }
+        if let ApiError::Upstream(e) | ApiError::StaleLimit(e) = self {
+            match e {
+                U::Unreachable(m)
+                | U::SecretNotFound(m)
+                | U::VersionNotFound(m)
+                | U::InvalidParameter(m)
+                | U::DecryptionFailure(m)
+                | U::InvalidRequest(m)
+                | U::Throttled(m)
+                | U::Credentials { message: m, .. }
+                | U::AccessDenied { message: m, .. }
+                | U::Service { message: m, .. }
+                | U::Other { message: m, .. } => *m = m.replace(asked, &short),
+                _ => {}
+            }
+        }
+    }
+
     /// The status and stable code of each error.
     pub fn parts(&self) -> (StatusCode, &'static str) {
         use UpstreamError as U;
@@ -118,5 +162,36 @@ impl ResponseError for ApiError {
             _ => {}
         }
         response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_short_and_escaped() {
+        assert_eq!(echo("prod/db"), "prod/db");
+        assert_eq!(echo(&"a".repeat(32)), "a".repeat(32));
+        assert_eq!(echo(&"a".repeat(10_000)), format!("{}...", "a".repeat(32)));
+        assert_eq!(echo("a`b\n\u{0}\"c"), "a`b\\n\\0\\\"c");
+    }
+
+    #[test]
+    fn redact_keeps_only_an_echo_of_the_version() {
+        let asked = format!("v-{}", "x".repeat(200));
+        let mut e = ApiError::Upstream(UpstreamError::VersionNotFound(format!(
+            "can't find VersionId: {asked}"
+        )));
+        e.redact(&asked);
+        let text = e.to_string();
+        assert!(
+            !text.contains(&asked) && text.contains(&echo(&asked)),
+            "{text}"
+        );
+        // A short version is already its own echo; nothing else changes.
+        let mut e = ApiError::Upstream(UpstreamError::VersionNotFound("v: a".into()));
+        e.redact("a");
+        assert_eq!(e.to_string(), "no such version of the secret: v: a");
     }
 }

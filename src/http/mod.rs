@@ -21,9 +21,11 @@ use actix_web::http::Method;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use arc_swap::ArcSwap;
+use serde::de::DeserializeOwned;
 
 pub use auth::{AWS_TOKEN_HEADER, Authorizer};
 pub use error::ApiError;
+use error::echo;
 pub use secrets::CACHE_HEADER;
 
 use crate::cache::{Cache, CacheStatus, Prefetch};
@@ -172,10 +174,51 @@ async fn read(
             Ok((secret, status))
         }
         Err(e) => {
-            log::warn!("{name}: {e}");
-            Err(e.into())
+            let mut e = ApiError::from(e);
+            match version {
+                Version::Current => log::warn!("{name}: {e}"),
+                // AWS repeats the version asked for, which a client wrote
+                // (a token sent there by mistake, say): the log says only
+                // the kind of failure, the answer only a short echo.
+                Version::Stage(asked) | Version::Id(asked) => {
+                    e.redact(asked);
+                    log::warn!("{name}, a version asked for by a client: {}", e.parts().1);
+                }
+            }
+            Err(e)
         }
     }
+}
+
+/// Parses a query string into `T`, whose fields are the `known` parameters.
+/// An unknown parameter is named by a short, escaped prefix only.
+fn parse_query<T: DeserializeOwned>(query: &str, known: &[&str]) -> Result<T, ApiError> {
+    let known_list = || known.join(", ");
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "the query string is not URL-encoded; known parameters: {}",
+            known_list()
+        ))
+    })?;
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(name, _)| !known.contains(&name.as_str()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter `{}`; known parameters: {}",
+            echo(name),
+            known_list()
+        )));
+    }
+    // Only known names are left, so serde's message names one of them
+    // (given twice, or not `true` or `false`); it is echoed short all the same.
+    serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "bad query string ({}); known parameters: {}",
+            echo(&e.to_string()),
+            known_list()
+        ))
+    })
 }
 
 /// When a request started, if its debug line will be written.
@@ -183,21 +226,105 @@ fn request_started() -> Option<Instant> {
     log::log_enabled!(log::Level::Debug).then(Instant::now)
 }
 
-/// One debug line per secret request: path, status, cache result, latency.
+/// What a request asked for, as its debug line shows it. Never the path as
+/// sent: a client may put a token there by mistake.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    /// A configured resource, and the key of a JSON secret asked for.
+    Resource {
+        name: &'a ResourceName,
+        key: Option<&'a str>,
+    },
+    /// Nothing configured: not shown at all.
+    Unknown,
+}
+
+/// One debug line per secret request: route, resource, status, cache
+/// result, latency. A key is shown only once it was found in the secret.
 fn log_request(
     req: &HttpRequest,
+    route: &str,
+    target: Target<'_>,
     status: u16,
     cache: Option<CacheStatus>,
     started: Option<Instant>,
 ) {
-    if let Some(started) = started {
-        let path: String = req.path().chars().take(300).collect();
-        log::debug!(
-            "GET {} -> {} cache={} {:.1}ms",
-            path.escape_debug(),
-            status,
-            cache.map_or("-", CacheStatus::as_str),
-            started.elapsed().as_secs_f64() * 1000.0
+    let Some(started) = started else { return };
+    let what = match target {
+        Target::Resource { name, key: None } => name.to_string(),
+        Target::Resource {
+            name,
+            key: Some(key),
+        } if cache.is_some() => format!("{name}/{}", key.escape_debug()),
+        Target::Resource { name, key: Some(_) } => format!("{name}/<key>"),
+        Target::Unknown => "<unknown>".to_owned(),
+    };
+    log::debug!(
+        "{} {route}{what} -> {status} cache={} {:.1}ms",
+        req.method(),
+        cache.map_or("-", CacheStatus::as_str),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Q {
+        name: Option<String>,
+        #[serde(default)]
+        flag: bool,
+    }
+
+    fn message(query: &str) -> String {
+        match parse_query::<Q>(query, &["name", "flag"]) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn query_errors_echo_only_a_short_escaped_prefix() {
+        let q: Q = parse_query("name=x&flag=true", &["name", "flag"]).unwrap();
+        assert_eq!((q.name.as_deref(), q.flag), (Some("x"), true));
+        let long = "n".repeat(10_000);
+        let m = message(&format!("{long}=1"));
+        assert_eq!(
+            m,
+            format!(
+                "unknown query parameter `{}...`; known parameters: name, flag",
+                "n".repeat(32)
+            )
         );
+        assert!(message("%0A%22x=1").starts_with("unknown query parameter `\\n\\\"x`"));
+        assert!(message("name=a&name=b").contains("duplicate field `name`"));
+        let m = message(&format!("flag={long}"));
+        assert!(!m.contains(&"n".repeat(33)) && m.len() < 200, "{m}");
+    }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a client sends, the message is short and repeats
+            /// no more than 32 characters of it in a row.
+            #[test]
+            fn messages_stay_short(
+                parts in prop::collection::vec(("[a-z%0-9=&]{0,3}", "[a-z]{33,300}"), 1..4),
+            ) {
+                let query: String = parts.iter().map(|(a, b)| format!("{a}{b}")).collect();
+                if let Err(ApiError::BadRequest(m)) = parse_query::<Q>(&query, &["name", "flag"]) {
+                    prop_assert!(m.len() < 200, "{}", m);
+                    for (_, long) in &parts {
+                        prop_assert!(!m.contains(&long[..33]), "{}", m);
+                    }
+                }
+            }
+        }
     }
 }

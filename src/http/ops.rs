@@ -15,18 +15,20 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// 200 once credentials have resolved and the prefetch (when on) is done;
-/// otherwise 503, saying what is missing.
+/// otherwise 503, saying what is missing. Failing prefetches are only
+/// counted: anyone may ask, and their ARNs name accounts and secrets (the
+/// log has them, one warning per failed attempt).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut missing = Vec::new();
     if !state.credentials_ready.load(Ordering::Relaxed) {
         missing.push("credentials: AWS credentials have not resolved yet".to_owned());
     }
-    let mut failing = Vec::new();
+    let mut failing = 0;
     if let Some(prefetch) = &state.prefetch {
         if !prefetch.is_done() {
             missing.push("prefetch: not every resource has been fetched yet".to_owned());
         }
-        failing = prefetch.failing();
+        failing = prefetch.failing().len();
     }
     if missing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready", "prefetch_failing": failing }))

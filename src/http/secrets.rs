@@ -5,8 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Snapshot, Target, echo};
 use crate::cache::CacheStatus;
+use crate::resources::Resolved;
 use crate::upstream::Version;
 
 /// Header that says how the cache served a read.
@@ -30,11 +31,8 @@ impl SecretQuery {
         if query.is_empty() {
             return Ok((Version::Current, false));
         }
-        let q: SecretQuery = serde_urlencoded::from_str(query).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "bad query string ({e}); known parameters: version-stage, version-id, refresh"
-            ))
-        })?;
+        let q: SecretQuery =
+            super::parse_query(query, &["version-stage", "version-id", "refresh"])?;
         Ok((version(q.version_stage, q.version_id)?, q.refresh))
     }
 }
@@ -69,8 +67,10 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         .path()
         .strip_prefix("/secrets/")
         .unwrap_or_default();
-    let name = percent_decode_str(raw).decode_utf8_lossy();
-    let result = serve(&req, &state, &name).await;
+    let path = percent_decode_str(raw).decode_utf8_lossy();
+    let snapshot = state.current.load();
+    let resolved = snapshot.resources.resolve(&path);
+    let result = serve(&req, &state, &snapshot, &path, resolved.as_ref()).await;
     let response = match &result {
         Ok(served) => HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, HeaderValue::from_static(served.content_type)))
@@ -83,18 +83,33 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         Err(err) => err.error_response(),
     };
     let cache = result.ok().map(|s| s.status);
-    super::log_request(&req, response.status().as_u16(), cache, started);
+    let target = resolved.map_or(Target::Unknown, |r| Target::Resource {
+        name: r.name,
+        key: r.key,
+    });
+    super::log_request(
+        &req,
+        "/secrets/",
+        target,
+        response.status().as_u16(),
+        cache,
+        started,
+    );
     response
 }
 
-async fn serve(req: &HttpRequest, state: &AppState, path: &str) -> Result<Served, ApiError> {
-    let snapshot = state.current.load();
+/// The token first, then the query, then the resource: a client without a
+/// token learns nothing about either.
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    snapshot: &Snapshot,
+    path: &str,
+    resolved: Option<&Resolved<'_>>,
+) -> Result<Served, ApiError> {
     let grant = snapshot.auth.authenticate(req)?;
     let (version, refresh) = SecretQuery::parse(req.query_string())?;
-    let resolved = snapshot
-        .resources
-        .resolve(path)
-        .ok_or_else(|| ApiError::ResourceNotFound(path.chars().take(200).collect()))?;
+    let resolved = resolved.ok_or_else(|| ApiError::ResourceNotFound(echo(path)))?;
     grant.permit(resolved.name)?;
     let (secret, status) =
         super::read(state, resolved.name, resolved.arn, &version, refresh).await?;
