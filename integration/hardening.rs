@@ -326,3 +326,36 @@ fn check_into_a_closed_pipe_exits_cleanly() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn failed_reads_in_a_loop_cannot_flood_the_warn_log() {
+    let world = World::shared();
+    let name = unique("log-flood");
+    let arn = world.create_secret(REGION, &name, "v");
+    let missing = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{name}-missing");
+    let yaml = config(
+        Some(&world.moto),
+        &[("there", &arn), ("gone", &missing)],
+        TEST_KEYS,
+        "",
+    );
+    let agent = Agent::start(&yaml, &[("RUST_LOG", "info")]);
+    for i in 0..150 {
+        let r = get(&agent.url(&format!(
+            "/secrets/there?version-id=00000000-0000-4000-8000-{i:012}"
+        )))
+        .await;
+        assert_eq!(r.status, 404);
+        assert_eq!(get(&agent.url("/secrets/gone")).await.status, 502);
+    }
+    let warned = |needle: &str| {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(needle))
+            .count()
+    };
+    // 300 failed reads in a few seconds: one warn line per resource per 10 s.
+    assert!((1..=2).contains(&warned("there")), "{}", agent.log());
+    assert!((1..=2).contains(&warned("gone")), "{}", agent.log());
+}

@@ -94,6 +94,7 @@ impl Application {
             cache,
             prefetch,
             credentials_ready: Arc::new(AtomicBool::new(false)),
+            warned: Arc::default(),
         };
         let mut reloader = Reloader::new(state.clone(), upstream, config.clone());
 

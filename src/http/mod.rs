@@ -13,7 +13,7 @@ mod secrets;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -21,6 +21,8 @@ use actix_web::http::Method;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use serde::de::DeserializeOwned;
 
 pub use auth::{AWS_TOKEN_HEADER, Authorizer};
@@ -56,6 +58,30 @@ pub struct AppState {
     pub prefetch: Option<Arc<Prefetch>>,
     /// Set once AWS credentials have resolved.
     pub credentials_ready: Arc<AtomicBool>,
+    /// Failed reads are logged at warn level once per resource and
+    /// [`WARN_EVERY`], the rest at debug: clients cannot flood the log.
+    pub warned: Arc<DashMap<ResourceName, Instant>>,
+}
+
+/// How often a resource's failed reads may be logged at warn level.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl AppState {
+    /// Whether a failed read of `name` gets a warn line now.
+    fn warn_now(&self, name: &ResourceName) -> bool {
+        let now = Instant::now();
+        match self.warned.entry(name.clone()) {
+            Entry::Occupied(last) if now.duration_since(*last.get()) < WARN_EVERY => false,
+            Entry::Occupied(mut last) => {
+                last.insert(now);
+                true
+            }
+            Entry::Vacant(first) => {
+                first.insert(now);
+                true
+            }
+        }
+    }
 }
 
 /// The actix-web app: the request guard, every route, and 404 for the rest.
@@ -175,14 +201,23 @@ async fn read(
         }
         Err(e) => {
             let mut e = ApiError::from(e);
+            let level = if state.warn_now(name) {
+                log::Level::Warn
+            } else {
+                log::Level::Debug
+            };
             match version {
-                Version::Current => log::warn!("{name}: {e}"),
+                Version::Current => log::log!(level, "{name}: {e}"),
                 // AWS repeats the version asked for, which a client wrote
                 // (a token sent there by mistake, say): the log says only
                 // the kind of failure, the answer only a short echo.
                 Version::Stage(asked) | Version::Id(asked) => {
                     e.redact(asked);
-                    log::warn!("{name}, a version asked for by a client: {}", e.parts().1);
+                    log::log!(
+                        level,
+                        "{name}, a version asked for by a client: {}",
+                        e.parts().1
+                    );
                 }
             }
             Err(e)
