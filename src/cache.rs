@@ -25,6 +25,8 @@
 //! - memory: at most `max-entries` values, and separately at most
 //!   `max-entries` entries without one (first fetches, failures, not-found
 //!   answers), so lookups that fail never evict a value others read.
+//!
+//! What it counts goes to the [`CacheMetrics`] it is given.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,7 +43,6 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::config::CacheConfig;
-use crate::metrics::METRICS;
 use crate::resources::SecretArn;
 use crate::secret::Secret;
 use crate::upstream::{Upstream, UpstreamError, Version, with_deadline};
@@ -66,6 +67,16 @@ impl Fetch for Upstream {
     }
 }
 
+/// Where the cache reports what it does; the agent's is
+/// [`crate::metrics::Metrics`], tests use their own.
+pub trait CacheMetrics: Send + Sync + 'static {
+    /// A read was served. On the hot path: must neither lock nor allocate.
+    fn read(&self, status: CacheStatus);
+    /// A GetSecretValue call ended, after `latency` (the wait for a turn
+    /// among `max-concurrent-calls` not included).
+    fn upstream_call(&self, result: Result<(), &UpstreamError>, latency: Duration);
+}
+
 /// How a read was served; sent to clients as `Secret-Agent-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -78,10 +89,9 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// Index in [`crate::metrics::Metrics::count_cache_result`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
+    /// Every status, in declaration order, so that `ALL[s as usize] == s`
+    /// (checked when compiling): metrics keep a counter per status.
+    pub const ALL: [CacheStatus; 3] = [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Stale];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +101,14 @@ impl CacheStatus {
         }
     }
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < CacheStatus::ALL.len() {
+        assert!(CacheStatus::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// A read that could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +174,7 @@ pub struct Cache {
 
 struct Inner {
     fetcher: Arc<dyn Fetch>,
+    metrics: Arc<dyn CacheMetrics>,
     /// Replaced as a whole on config reload.
     settings: ArcSwap<CacheConfig>,
     /// `settings.ttl` in nanoseconds, for the hot path.
@@ -251,12 +270,14 @@ impl Cache {
     /// At most `max_concurrent_calls` fetches call AWS at once.
     pub fn new(
         fetcher: Arc<dyn Fetch>,
+        metrics: Arc<dyn CacheMetrics>,
         settings: CacheConfig,
         max_concurrent_calls: usize,
     ) -> Cache {
         Cache {
             inner: Arc::new(Inner {
                 fetcher,
+                metrics,
                 ttl_nanos: AtomicU64::new(nanos(settings.ttl)),
                 settings: ArcSwap::from_pointee(settings),
                 slots: DashMap::with_hasher(foldhash::fast::RandomState::default()),
@@ -265,10 +286,6 @@ impl Cache {
                 runtime: Handle::current(),
             }),
         }
-    }
-
-    pub fn settings(&self) -> Arc<CacheConfig> {
-        self.inner.settings()
     }
 
     /// Applies new settings (on reload); entries keep their values, and the
@@ -282,12 +299,8 @@ impl Cache {
 
     /// Number of cached entries (including those whose first fetch is under
     /// way, and remembered failures).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.slots.is_empty()
     }
 
     /// A client's forced refresh: fetches `arn` at `version` now, joining a
@@ -299,6 +312,35 @@ impl Cache {
     /// `min-refresh-interval`) it is an ordinary read: the value the last
     /// fetch brought, or its not-found answer.
     pub async fn refresh(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        self.counted(self.force(arn, version).await)
+    }
+
+    /// Reads `arn` at `version`, from the cache when it can.
+    pub async fn get(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        self.counted(self.read(arn, version).await)
+    }
+
+    /// Reports how a read was served.
+    fn counted(
+        &self,
+        read: Result<(Arc<Secret>, CacheStatus), CacheError>,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        if let Ok((_, status)) = &read {
+            self.inner.metrics.read(*status);
+        }
+        read
+    }
+
+    /// [`Cache::refresh`], uncounted.
+    async fn force(
         &self,
         arn: &SecretArn,
         version: &Version,
@@ -326,7 +368,7 @@ impl Cache {
                     "forced refresh of {} served from the cache (cache.min-refresh-interval)",
                     key.arn
                 );
-                self.get(arn, version).await
+                self.read(arn, version).await
             }
         }
     }
@@ -401,8 +443,8 @@ impl Cache {
             .retain(|key, _| keep.contains(key.arn.as_str()));
     }
 
-    /// Reads `arn` at `version`, from the cache when it can.
-    pub async fn get(
+    /// [`Cache::get`], uncounted.
+    async fn read(
         &self,
         arn: &SecretArn,
         version: &Version,
@@ -586,15 +628,8 @@ impl Inner {
         }
         let fetch = self.fetcher.fetch(key.arn.clone(), key.version.clone());
         let result = with_deadline(left, fetch).await;
-        let outcome = result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
-        METRICS
-            .upstream_calls
-            .with_label_values(&["GetSecretValue", outcome])
-            .inc();
-        METRICS
-            .upstream_latency
-            .with_label_values(&["GetSecretValue"])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .upstream_call(result.as_ref().map(drop), started.elapsed());
         match result {
             Err(UpstreamError::Timeout) if waited => Err(UpstreamError::Busy),
             result => result,
@@ -838,9 +873,46 @@ mod tests {
     }
 
     fn setup_with_calls(settings: CacheConfig, calls: usize) -> (Arc<FakeUpstream>, Cache) {
-        let fake = Arc::new(FakeUpstream::default());
-        let cache = Cache::new(Arc::new(fake.clone()), settings, calls);
+        let (fake, _, cache) = setup_recorded(settings, calls);
         (fake, cache)
+    }
+
+    fn setup_recorded(
+        settings: CacheConfig,
+        calls: usize,
+    ) -> (Arc<FakeUpstream>, Arc<Recorder>, Cache) {
+        let fake = Arc::new(FakeUpstream::default());
+        let recorder = Arc::new(Recorder::default());
+        let cache = Cache::new(Arc::new(fake.clone()), recorder.clone(), settings, calls);
+        (fake, recorder, cache)
+    }
+
+    /// What the cache reported.
+    #[derive(Default)]
+    struct Recorder {
+        /// By [`CacheStatus`].
+        reads: [AtomicUsize; CacheStatus::ALL.len()],
+        /// Calls to AWS, and those of them that failed.
+        calls: AtomicUsize,
+        failed_calls: AtomicUsize,
+    }
+
+    impl Recorder {
+        fn reads(&self) -> [usize; CacheStatus::ALL.len()] {
+            CacheStatus::ALL.map(|s| self.reads[s as usize].load(Ordering::SeqCst))
+        }
+    }
+
+    impl CacheMetrics for Recorder {
+        fn read(&self, status: CacheStatus) {
+            self.reads[status as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        fn upstream_call(&self, result: Result<(), &UpstreamError>, _: Duration) {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if result.is_err() {
+                self.failed_calls.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
 
     async fn read(cache: &Cache, n: usize) -> Result<(String, CacheStatus), CacheError> {
@@ -1341,6 +1413,27 @@ mod tests {
             .filter(|r| r.as_ref().is_ok_and(|(_, s)| *s == CacheStatus::Hit))
             .count();
         assert_eq!(hits, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_and_calls_are_reported_to_the_metrics_sink() {
+        let (fake, recorder, cache) = setup_recorded(settings(), CALLS);
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.fail_with(Some(UNAVAILABLE));
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        // A forced refresh that fails is not a read served; one refused by
+        // the budget is, once.
+        assert!(refresh(&cache, 1).await.is_err());
+        fake.fail_with(None);
+        for _ in 0..REFRESH_BURST {
+            refresh(&cache, 2).await.unwrap();
+        }
+        assert_eq!(refresh(&cache, 2).await.unwrap().1, CacheStatus::Hit);
+        // hit, miss, stale
+        assert_eq!(recorder.reads(), [1, 4, 1]);
+        assert_eq!(recorder.calls.load(Ordering::SeqCst), fake.calls());
+        assert_eq!(recorder.failed_calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
