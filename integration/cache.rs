@@ -265,11 +265,71 @@ async fn prefetch_fills_the_cache_and_survives_a_failing_resource() {
         assert_eq!(r.text(), format!("value-of-{n}"));
         assert_eq!(r.header("secret-agent-cache"), Some("hit"));
     }
-    // The failing one is retried in the background.
-    assert!(
-        eventually(Duration::from_secs(5), async || proxy.gets(&missing) >= 2).await,
-        "retried"
+    // A secret that does not exist is asked for again in a minute, not now.
+    assert_eq!(proxy.gets(&missing), 1);
+}
+
+/// A reload that removes a resource stops its prefetch retries: those of a
+/// transient failure (every second or two) and of a lasting one (a missing
+/// secret, once a minute); neither is asked for again.
+#[tokio::test]
+async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
+    let world = World::shared();
+    let (kept, flaky, missing) = (unique("kept"), unique("flaky"), unique("gone"));
+    let kept_arn = world.create_secret(REGION, &kept, "kept-value");
+    let flaky_arn = world.create_secret(REGION, &flaky, "flaky-value");
+    let missing_arn = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}");
+    let proxy = world.proxy();
+    proxy.set_fault(json!({"fault": "status", "status": 503, "only_secret": flaky}));
+    let yaml = |resources: &[(&str, &str)]| {
+        config(
+            Some(&proxy.url),
+            resources,
+            TEST_KEYS,
+            "cache:\n  prefetch: true\n  fetch-timeout: 1s\n",
+        )
+    };
+    let agent = Agent::start(
+        &yaml(&[
+            ("kept", &kept_arn),
+            ("flaky", &flaky_arn),
+            ("missing", &missing_arn),
+        ]),
+        &[],
     );
+    assert!(
+        agent.wait_for_log("prefetched 3 resource(s)", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || proxy.gets(&flaky) >= 2).await,
+        "the transient failure is retried"
+    );
+    assert_eq!(proxy.gets(&missing), 1);
+    let failing = get(&agent.url("/readyz")).await.json()["prefetch_failing"].clone();
+    assert_eq!(failing, json!([flaky_arn, missing_arn]));
+
+    std::fs::write(
+        agent.dir.path().join("config.yaml"),
+        yaml(&[("kept", &kept_arn)]),
+    )
+    .unwrap();
+    agent.signal("HUP");
+    assert!(
+        agent.wait_for_log("2 removed", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    // A fetch under way at the reload ends within fetch-timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let flaky_calls = proxy.gets(&flaky);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(proxy.gets(&flaky), flaky_calls, "{}", agent.log());
+    assert_eq!(proxy.gets(&missing), 1);
+    let ready = get(&agent.url("/readyz")).await;
+    assert_eq!(ready.json()["prefetch_failing"], json!([]));
+    assert_eq!(proxy.gets(&kept), 1);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::credentials::AgentCredentials;
 use crate::http::{AppState, Authorizer, Snapshot};
 use crate::listen;
+use crate::metrics::METRICS;
 use crate::reload::Reloader;
 use crate::upstream::Upstream;
 
@@ -71,6 +72,7 @@ impl Application {
         let upstream = Upstream::new(sdk, aws.endpoint());
         let cache = Cache::new(
             Arc::new(upstream.clone()),
+            METRICS.clone(),
             config.cache.clone(),
             config.aws.max_concurrent_calls,
         );

@@ -25,8 +25,16 @@
 //! - memory: at most `max-entries` values, and separately at most
 //!   `max-entries` entries without one (first fetches, failures, not-found
 //!   answers), so lookups that fail never evict a value others read.
+//!
+//! Every task the cache spawns (fetches, timers, prefetches and their
+//! retries) belongs to it: they end when the last [`Cache`] handle is
+//! dropped, and an entry's timer stops when the entry leaves the cache
+//! (evicted, or its resource removed by a reload).
+//!
+//! What it counts goes to the [`CacheMetrics`] it is given.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -37,11 +45,11 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::CacheConfig;
-use crate::metrics::METRICS;
 use crate::resources::SecretArn;
 use crate::secret::Secret;
 use crate::upstream::{Upstream, UpstreamError, Version, with_deadline};
@@ -66,6 +74,16 @@ impl Fetch for Upstream {
     }
 }
 
+/// Where the cache reports what it does; the agent's is
+/// [`crate::metrics::Metrics`], tests use their own.
+pub trait CacheMetrics: Send + Sync + 'static {
+    /// A read was served. On the hot path: must neither lock nor allocate.
+    fn read(&self, status: CacheStatus);
+    /// A GetSecretValue call ended, after `latency` (the wait for a turn
+    /// among `max-concurrent-calls` not included).
+    fn upstream_call(&self, result: Result<(), &UpstreamError>, latency: Duration);
+}
+
 /// How a read was served; sent to clients as `Secret-Agent-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -78,10 +96,9 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// Index in [`crate::metrics::Metrics::count_cache_result`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
+    /// Every status, in declaration order, so that `ALL[s as usize] == s`
+    /// (checked when compiling): metrics keep a counter per status.
+    pub const ALL: [CacheStatus; 3] = [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Stale];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +108,14 @@ impl CacheStatus {
         }
     }
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < CacheStatus::ALL.len() {
+        assert!(CacheStatus::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// A read that could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +156,29 @@ impl Prefetch {
     }
 }
 
+/// An ARN listed in [`Prefetch::failing`] while its retries run; taken
+/// off when they end, whether they succeeded or were stopped.
+struct Failing {
+    progress: Arc<Prefetch>,
+    arn: String,
+}
+
+impl Failing {
+    fn new(progress: &Arc<Prefetch>, arn: &SecretArn) -> Failing {
+        progress.lock_failing().insert(arn.to_string());
+        Failing {
+            progress: Arc::clone(progress),
+            arn: arn.to_string(),
+        }
+    }
+}
+
+impl Drop for Failing {
+    fn drop(&mut self) {
+        self.progress.lock_failing().remove(&self.arn);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     arn: SecretArn,
@@ -152,10 +200,14 @@ type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Secret>, UpstreamError>>
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
+    /// Cancels `Inner::tasks` when the last handle is dropped. The tasks
+    /// hold `Inner`, never a `Cache`, so they cannot keep themselves going.
+    _stop: Arc<DropGuard>,
 }
 
 struct Inner {
     fetcher: Arc<dyn Fetch>,
+    metrics: Arc<dyn CacheMetrics>,
     /// Replaced as a whole on config reload.
     settings: ArcSwap<CacheConfig>,
     /// `settings.ttl` in nanoseconds, for the hot path.
@@ -167,8 +219,17 @@ struct Inner {
     clock: AtomicU64,
     /// One permit per call to AWS in flight (`max-concurrent-calls`).
     calls: Semaphore,
-    /// Fetches and timers run here, not on the reader's task.
+    /// Fetches and timers run here, not on the reader's task (nor on the
+    /// reader's runtime: each HTTP worker thread has its own).
     runtime: Handle,
+    /// Every task the cache spawns runs until this is cancelled.
+    tasks: CancellationToken,
+    /// Prefetch work (first attempts and retries) by ARN, children of
+    /// `tasks`: a reload that removes the resource cancels its work. Also
+    /// held while that work creates the ARN's slot, and by `retain`, so a
+    /// removed resource's slot is never re-created. Entries stay while
+    /// their ARN is configured: one per resource at most.
+    prefetching: Mutex<HashMap<SecretArn, CancellationToken>>,
 }
 
 struct Slot {
@@ -197,6 +258,9 @@ struct SlotState {
     failures: u32,
     /// The pending refresh or retry timer.
     timer: Option<AbortHandle>,
+    /// The slot has left the cache (evicted, or its resource removed): no
+    /// timer is set any more.
+    retired: bool,
     /// The budget of forced refreshes.
     refreshes: RefreshBudget,
     /// The last not-found answer, repeated to reads until it expires.
@@ -229,11 +293,24 @@ impl Slot {
     }
 }
 
-impl Drop for SlotState {
-    fn drop(&mut self) {
+impl SlotState {
+    fn stop_timer(&mut self) {
         if let Some(timer) = self.timer.take() {
             timer.abort();
         }
+    }
+
+    /// Called once the slot is out of the map: a fetch under way still
+    /// answers its readers, but nothing is scheduled after it.
+    fn retire(&mut self) {
+        self.retired = true;
+        self.stop_timer();
+    }
+}
+
+impl Drop for SlotState {
+    fn drop(&mut self) {
+        self.stop_timer();
     }
 }
 
@@ -246,29 +323,37 @@ pub const REFRESH_BURST: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Wait before retrying a prefetch that failed for a reason that lasts
+/// (access denied, a deleted secret, a key it cannot decrypt): someone has
+/// to fix it, so asking more often only adds calls. Not configurable.
+const LASTING_FAILURE_RETRY: Duration = Duration::from_secs(60);
+
 impl Cache {
-    /// Must be called within a tokio runtime; background work runs on it.
-    /// At most `max_concurrent_calls` fetches call AWS at once.
+    /// Must be called within a tokio runtime; background work runs on it
+    /// until the last handle is dropped. At most `max_concurrent_calls`
+    /// fetches call AWS at once.
     pub fn new(
         fetcher: Arc<dyn Fetch>,
+        metrics: Arc<dyn CacheMetrics>,
         settings: CacheConfig,
         max_concurrent_calls: usize,
     ) -> Cache {
+        let tasks = CancellationToken::new();
         Cache {
+            _stop: Arc::new(tasks.clone().drop_guard()),
             inner: Arc::new(Inner {
                 fetcher,
+                metrics,
                 ttl_nanos: AtomicU64::new(nanos(settings.ttl)),
                 settings: ArcSwap::from_pointee(settings),
                 slots: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 clock: AtomicU64::new(0),
                 calls: Semaphore::new(max_concurrent_calls),
                 runtime: Handle::current(),
+                tasks,
+                prefetching: Mutex::new(HashMap::new()),
             }),
         }
-    }
-
-    pub fn settings(&self) -> Arc<CacheConfig> {
-        self.inner.settings()
     }
 
     /// Applies new settings (on reload); entries keep their values, and the
@@ -282,12 +367,8 @@ impl Cache {
 
     /// Number of cached entries (including those whose first fetch is under
     /// way, and remembered failures).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.slots.is_empty()
     }
 
     /// A client's forced refresh: fetches `arn` at `version` now, joining a
@@ -299,6 +380,100 @@ impl Cache {
     /// `min-refresh-interval`) it is an ordinary read: the value the last
     /// fetch brought, or its not-found answer.
     pub async fn refresh(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        self.counted(self.force(arn, version).await)
+    }
+
+    /// Reads `arn` at `version`, from the cache when it can.
+    pub async fn get(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        self.counted(self.read(arn, version).await)
+    }
+
+    /// Reports how a read was served.
+    fn counted(
+        &self,
+        read: Result<(Arc<Secret>, CacheStatus), CacheError>,
+    ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        if let Ok((_, status)) = &read {
+            self.inner.metrics.read(*status);
+        }
+        read
+    }
+
+    /// Fetches the current version of every ARN in the background, at most
+    /// [`PREFETCH_CONCURRENCY`] at a time; the rest go on regardless of a
+    /// failed one, which is logged and retried until it succeeds or a reload
+    /// removes it ([`Cache::retain`]): with backoff when the failure may pass
+    /// by itself, else once every [`LASTING_FAILURE_RETRY`].
+    pub fn prefetch(&self, arns: Vec<SecretArn>) -> Arc<Prefetch> {
+        let progress = Arc::new(Prefetch {
+            pending: AtomicUsize::new(arns.len()),
+            failing: Mutex::new(BTreeSet::new()),
+        });
+        // Registered now, so that a reload before an ARN's turn stops it too.
+        let work: Vec<_> = {
+            let mut prefetching = self.inner.lock_prefetching();
+            arns.into_iter()
+                .map(|arn| {
+                    let work = prefetching
+                        .entry(arn.clone())
+                        .or_insert_with(|| self.inner.tasks.child_token())
+                        .clone();
+                    (arn, work)
+                })
+                .collect()
+        };
+        let (inner, tracker) = (Arc::clone(&self.inner), Arc::clone(&progress));
+        self.inner.spawn(async move {
+            let started = Instant::now();
+            let total = work.len();
+            futures_util::stream::iter(work)
+                .for_each_concurrent(PREFETCH_CONCURRENCY, |(arn, work)| {
+                    inner.prefetch_one(arn, work, &tracker)
+                })
+                .await;
+            log::info!(
+                "prefetched {total} resource(s) in {}ms; {} failing, retried in the background",
+                started.elapsed().as_millis(),
+                tracker.failing().len()
+            );
+        });
+        progress
+    }
+
+    /// Drops every entry whose ARN is not in `keep` (resources removed by a
+    /// reload) and stops their prefetches and timers; their values are wiped
+    /// once no reader holds them.
+    pub fn retain(&self, keep: &HashSet<&str>) {
+        self.inner.lock_prefetching().retain(|arn, work| {
+            let kept = keep.contains(arn.as_str());
+            if !kept {
+                work.cancel();
+            }
+            kept
+        });
+        let mut removed = Vec::new();
+        self.inner.slots.retain(|key, slot| {
+            let kept = keep.contains(key.arn.as_str());
+            if !kept {
+                removed.push(Arc::clone(slot));
+            }
+            kept
+        });
+        for slot in removed {
+            slot.state().retire();
+        }
+    }
+
+    /// [`Cache::refresh`], uncounted.
+    async fn force(
         &self,
         arn: &SecretArn,
         version: &Version,
@@ -326,83 +501,13 @@ impl Cache {
                     "forced refresh of {} served from the cache (cache.min-refresh-interval)",
                     key.arn
                 );
-                self.get(arn, version).await
+                self.read(arn, version).await
             }
         }
     }
 
-    /// Fetches `arn` at `version` now, joining a fetch already under way;
-    /// the agent's own refreshes (prefetch), not limited like a client's.
-    async fn fetch_now(&self, arn: &SecretArn, version: &Version) -> Result<(), UpstreamError> {
-        let key = Key::new(arn, version);
-        let slot = self.inner.slot(&key);
-        self.inner.start_fetch(&key, &slot).await.map(drop)
-    }
-
-    /// Fetches the current version of every ARN in the background, at most
-    /// [`PREFETCH_CONCURRENCY`] at a time. A failed one is logged and retried
-    /// with backoff until it succeeds; the rest go on regardless.
-    pub fn prefetch(&self, arns: Vec<SecretArn>) -> Arc<Prefetch> {
-        let progress = Arc::new(Prefetch {
-            pending: AtomicUsize::new(arns.len()),
-            failing: Mutex::new(BTreeSet::new()),
-        });
-        let (cache, tracker) = (self.clone(), Arc::clone(&progress));
-        self.inner.runtime.spawn(async move {
-            let started = Instant::now();
-            let total = arns.len();
-            futures_util::stream::iter(arns)
-                .for_each_concurrent(PREFETCH_CONCURRENCY, |arn| {
-                    cache.prefetch_one(arn, &tracker)
-                })
-                .await;
-            log::info!(
-                "prefetched {total} resource(s) in {}ms; {} failing, retried in the background",
-                started.elapsed().as_millis(),
-                tracker.failing().len()
-            );
-        });
-        progress
-    }
-
-    /// The first attempt runs within the concurrency bound; retries of a
-    /// failure run on their own so they never hold up the others.
-    async fn prefetch_one(&self, arn: SecretArn, progress: &Arc<Prefetch>) {
-        let result = self.fetch_now(&arn, &Version::Current).await;
-        progress.pending.fetch_sub(1, Ordering::SeqCst);
-        let Err(err) = result else { return };
-        progress.lock_failing().insert(arn.to_string());
-        let (cache, progress) = (self.clone(), Arc::clone(progress));
-        self.inner.runtime.spawn(async move {
-            let mut err = err;
-            let mut failures = 1;
-            loop {
-                let delay = backoff(failures).max(Duration::from_secs(1));
-                log::warn!(
-                    "prefetch of {arn} failed ({err}); retrying in {}ms",
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-                match cache.fetch_now(&arn, &Version::Current).await {
-                    Ok(_) => break,
-                    Err(e) => (err, failures) = (e, failures + 1),
-                }
-            }
-            log::info!("prefetch of {arn} succeeded after {failures} failure(s)");
-            progress.lock_failing().remove(arn.as_str());
-        });
-    }
-
-    /// Drops every entry whose ARN is not in `keep` (resources removed by a
-    /// reload); their values are wiped once no reader holds them.
-    pub fn retain(&self, keep: &std::collections::HashSet<&str>) {
-        self.inner
-            .slots
-            .retain(|key, _| keep.contains(key.arn.as_str()));
-    }
-
-    /// Reads `arn` at `version`, from the cache when it can.
-    pub async fn get(
+    /// [`Cache::get`], uncounted.
+    async fn read(
         &self,
         arn: &SecretArn,
         version: &Version,
@@ -464,6 +569,80 @@ impl Inner {
         self.settings.load_full()
     }
 
+    /// Spawns background work that ends with the cache.
+    fn spawn<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime
+            .spawn(self.tasks.clone().run_until_cancelled_owned(task))
+    }
+
+    fn lock_prefetching(&self) -> MutexGuard<'_, HashMap<SecretArn, CancellationToken>> {
+        self.prefetching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The first attempt runs within the concurrency bound; retries of a
+    /// failure run on their own so they never hold up the others. All of
+    /// it stops when `work` is cancelled (a reload removed the resource).
+    async fn prefetch_one(
+        self: &Arc<Self>,
+        arn: SecretArn,
+        work: CancellationToken,
+        progress: &Arc<Prefetch>,
+    ) {
+        let first = self.prefetch_fetch(&arn, &work).await;
+        progress.pending.fetch_sub(1, Ordering::SeqCst);
+        let Some(Err(err)) = first else { return };
+        let failing = Failing::new(progress, &arn);
+        let inner = Arc::clone(self);
+        self.spawn(work.clone().run_until_cancelled_owned(async move {
+            let _failing = failing;
+            let (mut err, mut failures) = (err, 1);
+            loop {
+                let delay = if err.is_transient() {
+                    backoff(failures).max(Duration::from_secs(1))
+                } else {
+                    LASTING_FAILURE_RETRY
+                };
+                log::warn!(
+                    "prefetch of {arn} failed ({err}); retrying in {}ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+                match inner.prefetch_fetch(&arn, &work).await {
+                    Some(Ok(())) => break,
+                    Some(Err(e)) => (err, failures) = (e, failures + 1),
+                    None => return,
+                }
+            }
+            log::info!("prefetch of {arn} succeeded after {failures} failure(s)");
+        }));
+    }
+
+    /// Fetches the current version of `arn` now, joining a fetch already
+    /// under way: the agent's own refreshes, not limited like a client's.
+    /// `None` once `work` is cancelled: the resource is no longer configured.
+    async fn prefetch_fetch(
+        self: &Arc<Self>,
+        arn: &SecretArn,
+        work: &CancellationToken,
+    ) -> Option<Result<(), UpstreamError>> {
+        let key = Key::new(arn, &Version::Current);
+        let slot = {
+            // `retain` cancels under this lock, then drops the slots.
+            let _prefetching = self.lock_prefetching();
+            if work.is_cancelled() {
+                return None;
+            }
+            self.slot(&key)
+        };
+        Some(self.start_fetch(&key, &slot).await.map(drop))
+    }
+
     /// Marks a slot as used now. The clock only moves when a slot is
     /// created, so steady hits write nothing: entries read since the last
     /// insertion tie as the most recent, which is all eviction needs.
@@ -519,7 +698,8 @@ impl Inner {
                 .min_by_key(|entry| entry.last_used.load(Ordering::Relaxed))
                 .map(|entry| entry.key().clone());
             let Some(key) = oldest else { return };
-            if let Some((key, _slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
+            if let Some((key, slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
+                slot.state().retire();
                 log::debug!(
                     "cache full; evicted {} ({:?}, {})",
                     key.arn,
@@ -548,18 +728,21 @@ impl Inner {
         }
         let inner = Arc::clone(self);
         let (key, task_slot) = (key.clone(), Arc::clone(slot));
-        let task = self.runtime.spawn(async move {
+        let task = self.spawn(async move {
             let result = inner.call(&key).await.map(Arc::new);
             inner.complete(&key, &task_slot, &result);
             result
         });
         let fetch = async move {
-            task.await.unwrap_or_else(|e| {
-                Err(UpstreamError::Other {
-                    code: "InternalError".into(),
-                    message: format!("the fetch task ended: {e}"),
-                })
-            })
+            let ended = |message: String| UpstreamError::Other {
+                code: "InternalError".into(),
+                message,
+            };
+            match task.await {
+                Ok(Some(result)) => result,
+                Ok(None) => Err(ended("the cache was dropped".into())),
+                Err(e) => Err(ended(format!("the fetch task ended: {e}"))),
+            }
         }
         .boxed()
         .shared();
@@ -586,15 +769,8 @@ impl Inner {
         }
         let fetch = self.fetcher.fetch(key.arn.clone(), key.version.clone());
         let result = with_deadline(left, fetch).await;
-        let outcome = result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
-        METRICS
-            .upstream_calls
-            .with_label_values(&["GetSecretValue", outcome])
-            .inc();
-        METRICS
-            .upstream_latency
-            .with_label_values(&["GetSecretValue"])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .upstream_call(result.as_ref().map(drop), started.elapsed());
         match result {
             Err(UpstreamError::Timeout) if waited => Err(UpstreamError::Busy),
             result => result,
@@ -611,10 +787,8 @@ impl Inner {
         let settings = self.settings();
         let mut state = slot.state();
         state.inflight = None;
-        if let Some(timer) = state.timer.take() {
-            timer.abort();
-        }
-        match result {
+        state.stop_timer();
+        let evict = match result {
             Ok(secret) => {
                 state.failures = 0;
                 state.not_found = None;
@@ -632,10 +806,10 @@ impl Inner {
                     .is_some();
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
                 let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
-                state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
-                if !had_value && self.slots.len() > settings.max_entries {
-                    self.evict(true, settings.max_entries, Some(key));
+                if !state.retired {
+                    state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
                 }
+                !had_value && self.slots.len() > settings.max_entries
             }
             Err(err) if err.is_transient() => {
                 let Some(cached) = slot.value.load_full() else {
@@ -652,8 +826,11 @@ impl Inner {
                     )),
                     delay.as_millis()
                 );
-                state.timer =
-                    Some(self.spawn_retry(key, slot, Instant::now() + delay, stale_until));
+                if !state.retired {
+                    state.timer =
+                        Some(self.spawn_retry(key, slot, Instant::now() + delay, stale_until));
+                }
+                false
             }
             Err(err) => {
                 state.failures = 0;
@@ -662,7 +839,13 @@ impl Inner {
                 if slot.value.swap(None).is_some() {
                     log::warn!("{} is no longer served: {err}", key.arn);
                 }
+                false
             }
+        };
+        // Not under this slot's lock: eviction locks the slots it evicts.
+        drop(state);
+        if evict {
+            self.evict(true, settings.max_entries, Some(key));
         }
     }
 
@@ -670,17 +853,16 @@ impl Inner {
     fn spawn_refresh(self: &Arc<Self>, key: &Key, slot: &Arc<Slot>, at: Instant) -> AbortHandle {
         let inner = Arc::downgrade(self);
         let (key, slot) = (key.clone(), Arc::clone(slot));
-        self.runtime
-            .spawn(async move {
-                tokio::time::sleep_until(at).await;
-                if !slot.read_since_fetch.load(Ordering::Relaxed) {
-                    return; // idle: let it expire
-                }
-                if let Some(inner) = inner.upgrade() {
-                    drop(inner.start_fetch(&key, &slot));
-                }
-            })
-            .abort_handle()
+        self.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if !slot.read_since_fetch.load(Ordering::Relaxed) {
+                return; // idle: let it expire
+            }
+            if let Some(inner) = inner.upgrade() {
+                drop(inner.start_fetch(&key, &slot));
+            }
+        })
+        .abort_handle()
     }
 
     /// At `at`, tries again, unless the value has gone past `stale_until`,
@@ -694,25 +876,24 @@ impl Inner {
     ) -> AbortHandle {
         let inner = Arc::downgrade(self);
         let (key, slot) = (key.clone(), Arc::clone(slot));
-        self.runtime
-            .spawn(async move {
-                if at >= stale_until {
-                    tokio::time::sleep_until(stale_until).await;
-                    slot.lapsed.store(true, Ordering::Relaxed);
-                    if slot.value.swap(None).is_some() {
-                        log::warn!(
-                            "{} is past max-stale and AWS still fails; no longer served",
-                            key.arn
-                        );
-                    }
-                    return;
+        self.spawn(async move {
+            if at >= stale_until {
+                tokio::time::sleep_until(stale_until).await;
+                slot.lapsed.store(true, Ordering::Relaxed);
+                if slot.value.swap(None).is_some() {
+                    log::warn!(
+                        "{} is past max-stale and AWS still fails; no longer served",
+                        key.arn
+                    );
                 }
-                tokio::time::sleep_until(at).await;
-                if let Some(inner) = inner.upgrade() {
-                    drop(inner.start_fetch(&key, &slot));
-                }
-            })
-            .abort_handle()
+                return;
+            }
+            tokio::time::sleep_until(at).await;
+            if let Some(inner) = inner.upgrade() {
+                drop(inner.start_fetch(&key, &slot));
+            }
+        })
+        .abort_handle()
     }
 }
 
@@ -838,9 +1019,46 @@ mod tests {
     }
 
     fn setup_with_calls(settings: CacheConfig, calls: usize) -> (Arc<FakeUpstream>, Cache) {
-        let fake = Arc::new(FakeUpstream::default());
-        let cache = Cache::new(Arc::new(fake.clone()), settings, calls);
+        let (fake, _, cache) = setup_recorded(settings, calls);
         (fake, cache)
+    }
+
+    fn setup_recorded(
+        settings: CacheConfig,
+        calls: usize,
+    ) -> (Arc<FakeUpstream>, Arc<Recorder>, Cache) {
+        let fake = Arc::new(FakeUpstream::default());
+        let recorder = Arc::new(Recorder::default());
+        let cache = Cache::new(Arc::new(fake.clone()), recorder.clone(), settings, calls);
+        (fake, recorder, cache)
+    }
+
+    /// What the cache reported.
+    #[derive(Default)]
+    struct Recorder {
+        /// By [`CacheStatus`].
+        reads: [AtomicUsize; CacheStatus::ALL.len()],
+        /// Calls to AWS, and those of them that failed.
+        calls: AtomicUsize,
+        failed_calls: AtomicUsize,
+    }
+
+    impl Recorder {
+        fn reads(&self) -> [usize; CacheStatus::ALL.len()] {
+            CacheStatus::ALL.map(|s| self.reads[s as usize].load(Ordering::SeqCst))
+        }
+    }
+
+    impl CacheMetrics for Recorder {
+        fn read(&self, status: CacheStatus) {
+            self.reads[status as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        fn upstream_call(&self, result: Result<(), &UpstreamError>, _: Duration) {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if result.is_err() {
+                self.failed_calls.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
 
     async fn read(cache: &Cache, n: usize) -> Result<(String, CacheStatus), CacheError> {
@@ -1341,6 +1559,139 @@ mod tests {
             .filter(|r| r.as_ref().is_ok_and(|(_, s)| *s == CacheStatus::Hit))
             .count();
         assert_eq!(hits, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_and_calls_are_reported_to_the_metrics_sink() {
+        let (fake, recorder, cache) = setup_recorded(settings(), CALLS);
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.fail_with(Some(UNAVAILABLE));
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        // A forced refresh that fails is not a read served; one refused by
+        // the budget is, once.
+        assert!(refresh(&cache, 1).await.is_err());
+        fake.fail_with(None);
+        for _ in 0..REFRESH_BURST {
+            refresh(&cache, 2).await.unwrap();
+        }
+        assert_eq!(refresh(&cache, 2).await.unwrap().1, CacheStatus::Hit);
+        // hit, miss, stale
+        assert_eq!(recorder.reads(), [1, 4, 1]);
+        assert_eq!(recorder.calls.load(Ordering::SeqCst), fake.calls());
+        assert_eq!(recorder.failed_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefetch_that_cannot_succeed_is_retried_once_a_minute() {
+        let (fake, cache) = setup(settings());
+        fake.fail_with(Some(UpstreamError::SecretNotFound("deleted".into())));
+        let progress = cache.prefetch(vec![arn(1)]);
+        settle().await;
+        assert_eq!(fake.calls(), 1);
+        assert_eq!(progress.failing(), [arn(1).to_string()]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        settle().await;
+        assert!(fake.calls() <= 2, "{} calls in a minute", fake.calls());
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        settle().await;
+        assert_eq!(fake.calls(), 12, "one a minute, and still retried");
+        // The same for a refusal.
+        let (fake, cache) = setup(settings());
+        fake.fail_with(Some(denied()));
+        let progress = cache.prefetch(vec![arn(1)]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        settle().await;
+        assert!(fake.calls() <= 2, "{} calls in a minute", fake.calls());
+        // Once it can succeed, it does, and the retries stop.
+        fake.fail_with(None);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        settle().await;
+        assert!(progress.failing().is_empty());
+        let calls = fake.calls();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Hit);
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        assert_eq!(
+            fake.calls(),
+            calls + 1,
+            "only the refresh ahead of the read value"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retain_stops_the_prefetches_and_timers_of_removed_resources() {
+        let (fake, cache) = setup(settings());
+        // A resource whose prefetch fails (retried within a second or two),
+        // one whose value is due a refresh, and one kept.
+        fake.fail_with(Some(UNAVAILABLE));
+        let progress = cache.prefetch(vec![arn(1)]);
+        settle().await;
+        fake.fail_with(None);
+        read(&cache, 2).await.unwrap();
+        read(&cache, 2).await.unwrap();
+        read(&cache, 3).await.unwrap();
+        let calls = fake.calls();
+        cache.retain(&HashSet::from([arn(3).as_str()]));
+        settle().await;
+        assert!(progress.failing().is_empty(), "{:?}", progress.failing());
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        settle().await;
+        assert_eq!(fake.calls(), calls, "no call after retain");
+        assert_eq!(cache.len(), 1, "no slot re-created");
+
+        // Removed while its first fetch is in flight: that fetch answers,
+        // nothing follows it.
+        let (fake, cache) = setup(settings());
+        fake.set_delay(Duration::from_secs(1));
+        fake.fail_with(Some(UNAVAILABLE));
+        cache.prefetch(vec![arn(1), arn(2)]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cache.retain(&HashSet::new());
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        settle().await;
+        assert_eq!(fake.calls(), 2);
+        assert_eq!(cache.len(), 0);
+
+        // Prefetched again after it comes back: retried again.
+        cache.prefetch(vec![arn(1)]);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(fake.calls() >= 4, "{}", fake.calls());
+
+        // Removed before its turn came: never fetched.
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 100,
+            ..settings()
+        });
+        fake.set_delay(Duration::from_secs(1));
+        cache.prefetch((0..20).map(arn).collect());
+        settle().await;
+        assert_eq!(fake.calls(), PREFETCH_CONCURRENCY);
+        let kept: Vec<_> = (0..PREFETCH_CONCURRENCY).map(arn).collect();
+        cache.retain(&kept.iter().map(SecretArn::as_str).collect());
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        assert_eq!(fake.calls(), PREFETCH_CONCURRENCY);
+        assert_eq!(cache.len(), PREFETCH_CONCURRENCY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_cache_stops_its_tasks() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        read(&cache, 1).await.unwrap(); // due a refresh ahead
+        fake.fail_with(Some(UNAVAILABLE));
+        cache.prefetch(vec![arn(2)]); // retried
+        settle().await;
+        fake.fail_with(None);
+        fake.set_delay(Duration::from_secs(1));
+        cache.prefetch(vec![arn(3)]); // in flight
+        settle().await;
+        let calls = fake.calls();
+        drop(cache);
+        settle().await;
+        assert_eq!(Arc::strong_count(&fake), 1, "every task let go of it");
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        settle().await;
+        assert_eq!(fake.calls(), calls);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Prometheus metrics, all named `secret_agent_*`. Labels never carry a
 //! secret value; resource names are not labels either, so the number of
-//! series stays bounded.
+//! series stays bounded. Label values come from the enums they name
+//! ([`Route`], [`CacheStatus`], [`UpstreamError::kind`]).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -10,13 +12,15 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cache::{CacheMetrics, CacheStatus};
+use crate::http::Route;
+use crate::upstream::UpstreamError;
+
 /// The agent's metrics, in one registry.
 pub struct Metrics {
     registry: Registry,
-    /// By route (`secrets`, `compat`, `healthz`, `readyz`, `metrics`, `other`) and status.
+    /// By [`Route`] and status.
     pub requests: IntCounterVec,
-    /// By result: `hit`, `miss`, `stale`.
-    pub cache_results: IntCounterVec,
     /// By action and outcome (`ok` or the error code).
     pub upstream_calls: IntCounterVec,
     /// By action, in seconds.
@@ -27,17 +31,15 @@ pub struct Metrics {
     pub cached_entries: IntGauge,
     /// Config reloads by outcome (`ok`, `error`).
     pub reloads: IntCounterVec,
-    /// `cache_results` for hit, miss and stale, resolved once: the hot path
-    /// does not look labels up.
-    cache_by_result: [IntCounter; 3],
-    /// `requests` with status 200 for each of [`ROUTES`], resolved once.
-    ok_by_route: [IntCounter; ROUTES.len()],
+    /// Reads by [`CacheStatus`], each resolved once: the hot path does not
+    /// look labels up.
+    cache_by_result: [IntCounter; CacheStatus::ALL.len()],
+    /// `requests` with status 200 by [`Route`], resolved once.
+    ok_by_route: [IntCounter; Route::ALL.len()],
 }
 
-/// The `route` label values.
-pub const ROUTES: [&str; 6] = ["secrets", "compat", "healthz", "readyz", "metrics", "other"];
-
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+/// In an `Arc`, as the cache takes its [`CacheMetrics`].
+pub static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
 
 /// Registers a metric built from constant, valid names: failure is a bug.
 fn registered<C: Collector + Clone + 'static>(
@@ -105,14 +107,14 @@ impl Metrics {
             ),
         );
         let cache_by_result =
-            ["hit", "miss", "stale"].map(|r| cache_results.with_label_values(&[r]));
-        let ok_by_route = ROUTES.map(|route| requests.with_label_values(&[route, "200"]));
+            CacheStatus::ALL.map(|status| cache_results.with_label_values(&[status.as_str()]));
+        let ok_by_route =
+            Route::ALL.map(|route| requests.with_label_values(&[route.label(), "200"]));
         Metrics {
             cache_by_result,
             ok_by_route,
             registry,
             requests,
-            cache_results,
             upstream_calls,
             upstream_latency,
             credential_refreshes,
@@ -121,21 +123,16 @@ impl Metrics {
         }
     }
 
-    /// Counts a request; `route` is one of [`ROUTES`].
-    pub fn count_request(&self, route: usize, status: u16) {
+    /// Counts a request.
+    pub(crate) fn count_request(&self, route: Route, status: u16) {
         if status == 200 {
-            self.ok_by_route[route].inc();
+            self.ok_by_route[route as usize].inc();
         } else {
             let status = status.to_string();
             self.requests
-                .with_label_values(&[ROUTES[route], &status])
+                .with_label_values(&[route.label(), &status])
                 .inc();
         }
-    }
-
-    /// Counts a cache result: 0 hit, 1 miss, 2 stale.
-    pub fn count_cache_result(&self, index: usize) {
-        self.cache_by_result[index].inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -149,13 +146,29 @@ impl Metrics {
     }
 }
 
+impl CacheMetrics for Metrics {
+    fn read(&self, status: CacheStatus) {
+        self.cache_by_result[status as usize].inc();
+    }
+
+    fn upstream_call(&self, result: Result<(), &UpstreamError>, latency: Duration) {
+        let outcome = result.map_or_else(UpstreamError::kind, |()| "ok");
+        self.upstream_calls
+            .with_label_values(&["GetSecretValue", outcome])
+            .inc();
+        self.upstream_latency
+            .with_label_values(&["GetSecretValue"])
+            .observe(latency.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_text_format() {
-        METRICS.cache_results.with_label_values(&["hit"]).inc();
+        METRICS.read(CacheStatus::Hit);
         METRICS
             .upstream_latency
             .with_label_values(&["GetSecretValue"])

@@ -126,7 +126,7 @@ async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = route_index(req.path());
+    let route = Route::of(req.path());
     let refused = if !matches!(*req.method(), Method::GET | Method::HEAD) {
         Some(ApiError::MethodNotAllowed)
     } else if req.uri().path().len() > MAX_PATH {
@@ -151,18 +151,63 @@ async fn guard(
     Ok(response)
 }
 
-/// Index of the route's label in [`crate::metrics::ROUTES`].
-fn route_index(path: &str) -> usize {
-    match path {
-        p if p.starts_with("/secrets/") => 0,
-        "/secretsmanager/get" => 1,
-        p if p.starts_with("/v1/") => 1,
-        "/healthz" => 2,
-        "/readyz" => 3,
-        "/metrics" => 4,
-        _ => 5,
+/// What serves a request, as its metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Secrets,
+    /// The AWS Secrets Manager Agent's routes.
+    Compat,
+    Healthz,
+    Readyz,
+    Metrics,
+    /// Refused before routing, or no route.
+    Other,
+}
+
+impl Route {
+    /// Every route, in declaration order, so that `ALL[r as usize] == r`
+    /// (checked when compiling): metrics keep a counter per route.
+    pub(crate) const ALL: [Route; 6] = [
+        Route::Secrets,
+        Route::Compat,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    fn of(path: &str) -> Route {
+        match path {
+            p if p.starts_with("/secrets/") => Route::Secrets,
+            "/secretsmanager/get" => Route::Compat,
+            p if p.starts_with("/v1/") => Route::Compat,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    /// The `route` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Route::Secrets => "secrets",
+            Route::Compat => "compat",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
     }
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < Route::ALL.len() {
+        assert!(Route::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 fn header_bytes(req: &ServiceRequest) -> usize {
     req.headers()
@@ -196,7 +241,6 @@ async fn read(
             if !state.credentials_ready.load(Ordering::Relaxed) {
                 state.credentials_ready.store(true, Ordering::Relaxed);
             }
-            METRICS.count_cache_result(status.index());
             Ok((secret, status))
         }
         Err(e) => {
