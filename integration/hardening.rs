@@ -359,3 +359,37 @@ async fn failed_reads_in_a_loop_cannot_flood_the_warn_log() {
     assert!((1..=2).contains(&warned("there")), "{}", agent.log());
     assert!((1..=2).contains(&warned("gone")), "{}", agent.log());
 }
+
+#[tokio::test]
+async fn a_token_sent_as_a_version_never_reaches_the_log() {
+    let world = World::shared();
+    let name = unique("version-token");
+    let arn = world.create_secret(REGION, &name, "v");
+    let token = "version-token-3f9c1d2e";
+    // One entry of each kind: every new version evicts the last one.
+    let yaml = config(
+        Some(&world.moto),
+        &[("s", &arn)],
+        TEST_KEYS,
+        "cache:\n  max-entries: 1\n",
+    );
+    let agent = Agent::start(&yaml, &[("RUST_LOG", "debug")]);
+    for i in 0..3 {
+        for query in [
+            format!("version-id={token}-{i}"),
+            format!("version-stage={token}-{i}"),
+        ] {
+            let r = get(&agent.url(&format!("/secrets/s?{query}"))).await;
+            // The answer may echo a short prefix to the client that sent it;
+            // the log must not keep it.
+            assert!(r.status >= 400, "{query}: {}", r.status);
+        }
+    }
+    assert!(
+        agent.wait_for_log("cache full; evicted", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(!log.contains(token), "{log}");
+}

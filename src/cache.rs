@@ -192,6 +192,25 @@ impl Key {
             version: version.clone(),
         }
     }
+
+    /// For log lines: which version, never one a client wrote.
+    fn version_note(&self) -> &'static str {
+        match self.version {
+            Version::Current => "",
+            Version::Stage(_) => " (a version stage asked for by a client)",
+            Version::Id(_) => " (a version id asked for by a client)",
+        }
+    }
+
+    /// For log lines: AWS's message, or only the kind of failure where AWS
+    /// may repeat a version a client wrote.
+    fn error_note(&self, err: &UpstreamError) -> String {
+        if self.version.chosen_by_client() {
+            err.kind().to_owned()
+        } else {
+            err.to_string()
+        }
+    }
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Secret>, UpstreamError>>>;
@@ -701,9 +720,9 @@ impl Inner {
             if let Some((key, slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
                 slot.state().retire();
                 log::debug!(
-                    "cache full; evicted {} ({:?}, {})",
+                    "cache full; evicted {}{} ({})",
                     key.arn,
-                    key.version,
+                    key.version_note(),
                     if valued { "a value" } else { "no value" }
                 );
             }
@@ -819,8 +838,10 @@ impl Inner {
                 let stale_until = cached.fetched_at + settings.ttl + settings.max_stale;
                 let delay = backoff(state.failures);
                 log::warn!(
-                    "refresh of {} failed ({err}); serving the cached value for up to {} more, retrying in {}ms",
+                    "refresh of {}{} failed ({}); serving the cached value for up to {} more, retrying in {}ms",
                     key.arn,
+                    key.version_note(),
+                    key.error_note(err),
                     humantime::format_duration(round_secs(
                         stale_until.saturating_duration_since(Instant::now())
                     )),
@@ -837,7 +858,12 @@ impl Inner {
                 state.not_found = (err.is_not_found() && !settings.negative_ttl.is_zero())
                     .then(|| (err.clone(), Instant::now() + settings.negative_ttl));
                 if slot.value.swap(None).is_some() {
-                    log::warn!("{} is no longer served: {err}", key.arn);
+                    log::warn!(
+                        "{}{} is no longer served: {}",
+                        key.arn,
+                        key.version_note(),
+                        key.error_note(err)
+                    );
                 }
                 false
             }

@@ -31,6 +31,14 @@ pub enum Version {
     Id(String),
 }
 
+impl Version {
+    /// Whether a client chose it: then it, and AWS's messages that repeat
+    /// it, stay out of the log (a client may put anything there).
+    pub fn chosen_by_client(&self) -> bool {
+        !matches!(self, Version::Current)
+    }
+}
+
 /// Why a fetch failed. Messages come from AWS or the SDK and never carry
 /// secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
