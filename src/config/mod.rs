@@ -18,6 +18,8 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::resources::{ResourceName, Resources, SecretArn};
 
+mod yaml;
+
 /// Default time a cached secret is served without asking AWS again.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
@@ -564,7 +566,7 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Deepest nesting of YAML collections accepted. A valid configuration
 /// nests at most 5 deep (`auth.tokens[0].resources[0]`); a deeper file is
-/// refused before serde_yaml parses it (see `src/yaml.rs`).
+/// refused before serde_yaml parses it (see `src/config/yaml.rs`).
 pub const MAX_NESTING: usize = 32;
 
 impl Config {
@@ -592,7 +594,7 @@ impl Config {
         if text.len() as u64 > MAX_FILE_BYTES {
             return Err(too_large(source));
         }
-        if let Err(deep) = crate::yaml::check_depth(text, MAX_NESTING) {
+        if let Err(deep) = yaml::check_depth(text, MAX_NESTING) {
             return Err(ConfigError::Parse {
                 file: source.to_owned(),
                 line: Some(deep.line),
