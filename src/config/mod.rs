@@ -8,6 +8,7 @@
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,10 +91,29 @@ pub struct UdsConfig {
 /// A client token and the resources it may read.
 #[derive(Debug, Clone)]
 pub struct ClientToken {
-    /// Where the token came from, for messages: `token-file /path` or `token-env NAME`.
-    pub source: String,
+    /// Where the token came from, for messages.
+    pub source: TokenSource,
     pub value: SecretString,
     pub scope: TokenScope,
+}
+
+/// Where a client token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `token-file`: a file holding the token.
+    File(PathBuf),
+    /// `token-env`: an environment variable holding the token.
+    Env(String),
+}
+
+impl fmt::Display for TokenSource {
+    /// As written in the config: `token-file /path` or `token-env NAME`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::File(path) => write!(f, "token-file {}", path.display()),
+            TokenSource::Env(name) => write!(f, "token-env {name}"),
+        }
+    }
 }
 
 /// What a token may read.
@@ -280,7 +300,7 @@ impl Config {
         if self.auth.is_empty() {
             out.push_str("auth: open (no client tokens)\n");
         } else {
-            let sources: Vec<&str> = self.auth.iter().map(|t| t.source.as_str()).collect();
+            let sources: Vec<String> = self.auth.iter().map(|t| t.source.to_string()).collect();
             out.push_str(&format!(
                 "auth: {} token(s): {}\n",
                 self.auth.len(),

@@ -85,8 +85,8 @@ impl Validator<'_> {
             warnings.extend(self.loose_permissions(self.file, "it holds AWS keys"));
         }
         for token in &auth {
-            if let Some(path) = token.source.strip_prefix("token-file ") {
-                warnings.extend(self.loose_permissions(Path::new(path), "it holds a client token"));
+            if let TokenSource::File(path) = &token.source {
+                warnings.extend(self.loose_permissions(path, "it holds a client token"));
             }
         }
         let log_level = match raw.log.level {
@@ -214,7 +214,7 @@ impl Validator<'_> {
                             format!("cannot read {}: {e}", file.display()),
                         )
                     })?;
-                    (format!("token-file {}", file.display()), text)
+                    (TokenSource::File(file), text)
                 }
                 (None, Some(var)) => {
                     let text = self.inputs.var(&var).ok_or_else(|| {
@@ -223,7 +223,7 @@ impl Validator<'_> {
                             format!("environment variable {var} is not set"),
                         )
                     })?;
-                    (format!("token-env {var}"), text)
+                    (TokenSource::Env(var), text)
                 }
                 _ => {
                     return Err(self.invalid(&path, "give exactly one of token-file and token-env"));
