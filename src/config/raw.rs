@@ -129,7 +129,9 @@ pub(super) struct RawAws {
     pub session_token: Option<SecretString>,
     /// Shared-file profile; default `AWS_PROFILE`, else `default`.
     pub profile: Option<String>,
-    /// Assume this role over the other credentials.
+    /// Assume this role over the other credentials: a role ARN, or a map
+    /// with `role-arn` and more settings.
+    #[serde(default, deserialize_with = "arn_or_map")]
     pub assume_role: Option<RawAssumeRole>,
     /// STS endpoint URL for assume-role; default: the regional one.
     pub sts_endpoint: Option<String>,
@@ -139,16 +141,10 @@ pub(super) struct RawAws {
     pub max_concurrent_calls: Option<usize>,
 }
 
-/// `assume-role:` is either a role ARN or a map with more settings.
-pub(super) enum RawAssumeRole {
-    Arn(String),
-    Full(RawAssumeRoleMap),
-}
-
-/// The long form of `assume-role`.
+/// `assume-role`, read from either form (see [`arn_or_map`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(super) struct RawAssumeRoleMap {
+pub(super) struct RawAssumeRole {
     /// The IAM role's ARN.
     pub role_arn: String,
     /// STS `ExternalId`; never echoed.
@@ -160,26 +156,39 @@ pub(super) struct RawAssumeRoleMap {
     pub duration: Option<DurationValue>,
 }
 
-impl<'de> Deserialize<'de> for RawAssumeRole {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawAssumeRole;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "a role ARN or a map with role-arn, external-id, session-name, duration",
-                )
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawAssumeRole::Arn(v.to_owned()))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawAssumeRoleMap::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawAssumeRole::Full)
-            }
+/// `assume-role:` in its short form, a role ARN (`assume-role: arn:...`),
+/// or its long form, the map of [`RawAssumeRole`]; absent or `null` is none.
+fn arn_or_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RawAssumeRole>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<RawAssumeRole>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a role ARN or a map with role-arn, external-id, session-name, duration")
         }
-        deserializer.deserialize_any(V)
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_str<E: de::Error>(self, role_arn: &str) -> Result<Self::Value, E> {
+            Ok(Some(RawAssumeRole {
+                role_arn: role_arn.to_owned(),
+                external_id: None,
+                session_name: None,
+                duration: None,
+            }))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            RawAssumeRole::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
     }
+    deserializer.deserialize_option(V)
 }
 
 /// `cache`.

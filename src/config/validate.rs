@@ -426,20 +426,7 @@ impl Validator<'_> {
                 }
                 None
             }
-            Some(RawAssumeRole::Arn(role_arn)) => Some(self.assume_role(
-                role_arn,
-                RawAssumeRoleMap {
-                    role_arn: String::new(),
-                    external_id: None,
-                    session_name: None,
-                    duration: None,
-                },
-                sts_endpoint,
-                sts_region,
-            )?),
-            Some(RawAssumeRole::Full(map)) => {
-                Some(self.assume_role(map.role_arn.clone(), map, sts_endpoint, sts_region)?)
-            }
+            Some(role) => Some(self.assume_role(role, sts_endpoint, sts_region)?),
         };
 
         let max_concurrent_calls = raw
@@ -467,12 +454,12 @@ impl Validator<'_> {
 
     fn assume_role(
         &self,
-        role_arn: String,
-        map: RawAssumeRoleMap,
+        raw: RawAssumeRole,
         sts_endpoint: Option<String>,
         sts_region: Option<String>,
     ) -> Result<AssumeRole, ConfigError> {
         let path = "secret-manager.aws.assume-role";
+        let role_arn = raw.role_arn;
         if !is_role_arn(&role_arn) {
             return Err(self.invalid(
                 path,
@@ -481,7 +468,7 @@ impl Validator<'_> {
                 ),
             ));
         }
-        if let Some(name) = &map.session_name {
+        if let Some(name) = &raw.session_name {
             // STS: 2-64 characters of [\w+=,.@-].
             let valid = (2..=64).contains(&name.len())
                 && name
@@ -494,7 +481,7 @@ impl Validator<'_> {
                 ));
             }
         }
-        let duration = map.duration.map(|d| d.0);
+        let duration = raw.duration.map(|d| d.0);
         if let Some(d) = duration {
             // STS accepts 15 minutes to 12 hours.
             if !(900..=43200).contains(&d.as_secs()) {
@@ -509,8 +496,8 @@ impl Validator<'_> {
         }
         Ok(AssumeRole {
             role_arn,
-            external_id: map.external_id,
-            session_name: map.session_name,
+            external_id: raw.external_id,
+            session_name: raw.session_name,
             duration,
             sts_endpoint,
             sts_region,
