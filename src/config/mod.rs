@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use log::LevelFilter;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
+use crate::credentials::CredentialSource;
 use crate::resources::{ResourceName, Resources};
 
 mod error;
@@ -133,81 +134,19 @@ pub struct AwsConfig {
     /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
     pub endpoint: Option<String>,
     pub resources: Resources,
-    pub credentials: CredentialsConfig,
+    /// Where the AWS credentials come from: the static keys, the default
+    /// chain (with `profile`) and the assume-role layer, as one value.
+    pub credentials: CredentialSource,
+    /// `profile`: the shared files' profile. The chain has it too; it is
+    /// kept here as well because the region may come from the profile even
+    /// when the credentials are static keys.
+    pub profile: Option<String>,
     /// Most GetSecretValue calls in flight at once (default 32): a flood of
     /// misses waits for a turn instead of opening ever more calls to AWS.
     pub max_concurrent_calls: usize,
 }
 
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
-
-/// How the agent obtains AWS credentials.
-#[derive(Debug, Clone, Default)]
-pub struct CredentialsConfig {
-    /// Keys written in the config file; they win over every other source.
-    pub static_keys: Option<StaticKeys>,
-    /// Profile of the shared credentials file (else `AWS_PROFILE`, else `default`).
-    pub profile: Option<String>,
-    /// Assume this role over the source credentials.
-    pub assume_role: Option<AssumeRole>,
-}
-
-/// Access keys from the config file. `Debug` never shows the secret parts.
-#[derive(Debug, Clone)]
-pub struct StaticKeys {
-    pub access_key_id: String,
-    pub secret_access_key: SecretString,
-    pub session_token: Option<SecretString>,
-}
-
-impl PartialEq for StaticKeys {
-    fn eq(&self, other: &Self) -> bool {
-        self.access_key_id == other.access_key_id
-            && self.secret_access_key.expose_secret() == other.secret_access_key.expose_secret()
-            && same_secret(&self.session_token, &other.session_token)
-    }
-}
-
-/// The STS assume-role layer.
-#[derive(Debug, Clone)]
-pub struct AssumeRole {
-    pub role_arn: String,
-    pub external_id: Option<SecretString>,
-    pub session_name: Option<String>,
-    /// Lifetime asked of STS; STS's default (1h) when absent.
-    pub duration: Option<Duration>,
-    /// Where AssumeRole calls go (`sts-endpoint`); the regional STS endpoint when absent.
-    pub sts_endpoint: Option<String>,
-    /// Region for STS calls (`sts-region`); `region` when absent.
-    pub sts_region: Option<String>,
-}
-
-impl PartialEq for AssumeRole {
-    fn eq(&self, other: &Self) -> bool {
-        (
-            &self.role_arn,
-            &self.session_name,
-            self.duration,
-            &self.sts_endpoint,
-            &self.sts_region,
-        ) == (
-            &other.role_arn,
-            &other.session_name,
-            other.duration,
-            &other.sts_endpoint,
-            &other.sts_region,
-        ) && same_secret(&self.external_id, &other.external_id)
-    }
-}
-
-/// Compares secret values, for telling whether a reload changed them.
-fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
-        (None, None) => true,
-        _ => false,
-    }
-}
 
 /// `cache:` settings.
 #[derive(Debug, Clone)]
@@ -321,7 +260,7 @@ impl Config {
         ));
         out.push_str(&format!(
             "credentials: {}\n",
-            crate::credentials::CredentialSource::from(&self.aws.credentials).describe()
+            self.aws.credentials.describe()
         ));
         if let Some(endpoint) = &self.aws.endpoint {
             out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
@@ -388,6 +327,9 @@ log:
         assert_eq!(config.aws.resources.len(), 1);
         assert_eq!(config.cache.ttl, DEFAULT_TTL);
         assert_eq!(config.log_level, LevelFilter::Info);
-        assert!(config.aws.credentials.static_keys.is_none());
+        assert_eq!(
+            config.aws.credentials,
+            CredentialSource::Chain { profile: None }
+        );
     }
 }

@@ -14,7 +14,20 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::closest;
 use super::raw::*;
 use super::*;
+use crate::credentials::{AssumeRole, StaticKeys};
 use crate::resources::{ResourceName, Resources, SecretArn};
+
+/// Whether the source holds secrets written in the config file (keys, an
+/// external id), which makes the file's permissions worth a warning.
+fn holds_secrets(source: &CredentialSource) -> bool {
+    match source {
+        CredentialSource::Static(_) => true,
+        CredentialSource::Chain { .. } => false,
+        CredentialSource::AssumeRole { role, base } => {
+            role.external_id.is_some() || holds_secrets(base)
+        }
+    }
+}
 
 /// What validation needs from outside the file.
 pub(crate) trait Inputs {
@@ -75,13 +88,7 @@ impl Validator<'_> {
             None => Vec::new(),
         };
         let mut warnings = Vec::new();
-        let holds_secrets = aws.credentials.static_keys.is_some()
-            || aws
-                .credentials
-                .assume_role
-                .as_ref()
-                .is_some_and(|r| r.external_id.is_some());
-        if holds_secrets {
+        if holds_secrets(&aws.credentials) {
             warnings.extend(self.loose_permissions(self.file, "it holds AWS keys"));
         }
         for token in &auth {
@@ -429,6 +436,20 @@ impl Validator<'_> {
             Some(role) => Some(self.assume_role(role, sts_endpoint, sts_region)?),
         };
 
+        let base = match static_keys {
+            Some(keys) => CredentialSource::Static(keys),
+            None => CredentialSource::Chain {
+                profile: raw.profile.clone(),
+            },
+        };
+        let credentials = match assume_role {
+            Some(role) => CredentialSource::AssumeRole {
+                role,
+                base: Box::new(base),
+            },
+            None => base,
+        };
+
         let max_concurrent_calls = raw
             .max_concurrent_calls
             .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);
@@ -443,11 +464,8 @@ impl Validator<'_> {
             region,
             endpoint,
             resources: Resources::new(resources),
-            credentials: CredentialsConfig {
-                static_keys,
-                profile: raw.profile,
-                assume_role,
-            },
+            credentials,
+            profile: raw.profile,
             max_concurrent_calls,
         })
     }
@@ -717,7 +735,11 @@ mod tests {
             "    resources:",
             "    assume-role: arn:aws:iam::999999999999:role/AccessToSecrets\n    resources:",
         );
-        let role = load(&short).unwrap().aws.credentials.assume_role.unwrap();
+        let role_of = |c: Config| match c.aws.credentials {
+            CredentialSource::AssumeRole { role, .. } => role,
+            other => panic!("{other:?}"),
+        };
+        let role = role_of(load(&short).unwrap());
         assert_eq!(
             role.role_arn,
             "arn:aws:iam::999999999999:role/AccessToSecrets"
@@ -726,7 +748,7 @@ mod tests {
             "    resources:",
             "    assume-role:\n      role-arn: arn:aws:iam::999999999999:role/R\n      session-name: agent\n      duration: 1h\n    sts-region: us-east-1\n    resources:",
         );
-        let role = load(&long).unwrap().aws.credentials.assume_role.unwrap();
+        let role = role_of(load(&long).unwrap());
         assert_eq!(role.duration, Some(Duration::from_secs(3600)));
         assert_eq!(role.sts_region.as_deref(), Some("us-east-1"));
         let typo = long.replace("session-name", "sesion-name");
