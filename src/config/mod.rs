@@ -28,79 +28,80 @@ mod yaml;
 pub use error::ConfigError;
 
 /// Default time a cached secret is served without asking AWS again.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the configuration was read from, for messages.
-    pub source: PathBuf,
-    pub service: ServiceConfig,
-    pub aws: AwsConfig,
-    pub cache: CacheConfig,
+    pub(crate) source: PathBuf,
+    pub(crate) service: ServiceConfig,
+    pub(crate) aws: AwsConfig,
+    pub(crate) cache: CacheConfig,
     /// Client tokens; empty means open access (the seed's default).
-    pub auth: Vec<ClientToken>,
+    pub(crate) auth: Vec<ClientToken>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
     /// Problems worth a warning but not a refusal (e.g. file permissions).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Where the agent listens, and how it treats clients.
 #[derive(Debug, Clone)]
-pub struct ServiceConfig {
-    pub tcp: Option<TcpConfig>,
-    pub uds: Option<UdsConfig>,
+pub(crate) struct ServiceConfig {
+    pub(crate) tcp: Option<TcpConfig>,
+    pub(crate) uds: Option<UdsConfig>,
     /// Most client connections open at once, over all listeners.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// A client must send its request headers within this time, and idle
     /// keep-alive connections are closed after it (slowloris guard).
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// On SIGTERM, in-flight requests get this long to finish.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
 }
 
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `service.tcp`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TcpConfig {
+pub(crate) struct TcpConfig {
     /// `endpoint`; port 0 picks a free port (logged at start).
-    pub addr: SocketAddr,
-    pub tls: Option<TlsConfig>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 /// `service.tcp.tls`: PEM files.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+pub(crate) struct TlsConfig {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// When set, clients must present a certificate signed by this CA.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 /// `service.uds`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UdsConfig {
-    pub socket_path: PathBuf,
+pub(crate) struct UdsConfig {
+    pub(crate) socket_path: PathBuf,
     /// Permission bits of the socket file (default 0660).
-    pub mode: u32,
+    pub(crate) mode: u32,
 }
 
-/// A client token and the resources it may read.
+/// A client token and the resources it may read. `pub` only because
+/// `http::Authorizer::new`, public today, takes it; the fields are not.
 #[derive(Debug, Clone)]
 pub struct ClientToken {
     /// Where the token came from, for messages.
-    pub source: TokenSource,
-    pub value: SecretString,
-    pub scope: TokenScope,
+    pub(crate) source: TokenSource,
+    pub(crate) value: SecretString,
+    pub(crate) scope: TokenScope,
 }
 
 /// Where a client token is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     /// `token-file`: a file holding the token.
     File(PathBuf),
     /// `token-env`: an environment variable holding the token.
@@ -119,7 +120,7 @@ impl fmt::Display for TokenSource {
 
 /// What a token may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenScope {
+pub(crate) enum TokenScope {
     /// `["*"]`: every configured resource.
     All,
     Only(std::collections::BTreeSet<ResourceName>),
@@ -127,59 +128,60 @@ pub enum TokenScope {
 
 /// `secret-manager.aws`.
 #[derive(Debug, Clone)]
-pub struct AwsConfig {
+pub(crate) struct AwsConfig {
     /// Default region, used for STS and when nothing else names one. Resource
     /// ARNs carry their own region, which wins for Secrets Manager calls.
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
-    pub endpoint: Option<String>,
-    pub resources: Resources,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) resources: Resources,
     /// Where the AWS credentials come from: the static keys, the default
     /// chain (with `profile`) and the assume-role layer, as one value.
-    pub credentials: CredentialSource,
+    pub(crate) credentials: CredentialSource,
     /// `profile`: the shared files' profile. The chain has it too; it is
     /// kept here as well because the region may come from the profile even
     /// when the credentials are static keys.
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Most GetSecretValue calls in flight at once (default 32): a flood of
     /// misses waits for a turn instead of opening ever more calls to AWS.
-    pub max_concurrent_calls: usize,
+    pub(crate) max_concurrent_calls: usize,
 }
 
-pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
 
-/// `cache:` settings.
+/// `cache:` settings. `pub` only because the `cache` module's public API
+/// takes it; the fields are not.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// How long a fetched value is served before AWS is asked again; 0 disables caching.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// How long before expiry a value that was read gets refreshed in the
     /// background (default: the last 20% of `ttl`).
-    pub refresh_ahead: Duration,
+    pub(crate) refresh_ahead: Duration,
     /// How long past expiry a value is still served while AWS fails
     /// transiently (default 1h). After that, reads fail closed.
-    pub max_stale: Duration,
+    pub(crate) max_stale: Duration,
     /// Most (secret, version) values kept; the least recently used goes
     /// first. Entries without a value (failed or not-found lookups) have a
     /// bound of their own of the same size, and never evict a value.
-    pub max_entries: usize,
+    pub(crate) max_entries: usize,
     /// Fetch every resource at start-up.
-    pub prefetch: bool,
+    pub(crate) prefetch: bool,
     /// Overall deadline of one fetch, the SDK's retries included (default 5s).
-    pub fetch_timeout: Duration,
+    pub(crate) fetch_timeout: Duration,
     /// After a small burst, forced refreshes of one entry call AWS at most
     /// once per this interval (default 1s); `0` removes the limit.
-    pub min_refresh_interval: Duration,
+    pub(crate) min_refresh_interval: Duration,
     /// How long a not-found answer (secret or version) is remembered
     /// (default 30s); `0` turns negative caching off.
-    pub negative_ttl: Duration,
+    pub(crate) negative_ttl: Duration,
 }
 
-pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
-pub const DEFAULT_MAX_ENTRIES: usize = 1000;
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_MAX_ENTRIES: usize = 1000;
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -204,7 +206,7 @@ impl Config {
     }
 
     /// Validates YAML text; `source` is only used in messages.
-    pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         let raw = load::parse(text, source)?;
         validate::config(raw, source, &load::System)
     }
