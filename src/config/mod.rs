@@ -38,7 +38,7 @@ pub struct Config {
     pub(crate) service: ServiceConfig,
     pub(crate) aws: AwsConfig,
     pub(crate) cache: CacheConfig,
-    /// Client tokens; empty means open access (the seed's default).
+    /// Client tokens; empty (no `auth` key) means open access.
     pub(crate) auth: Vec<ClientToken>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
