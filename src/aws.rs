@@ -35,8 +35,8 @@ impl AwsSettings {
         AwsSettings {
             region: config.aws.region.clone(),
             endpoint: config.aws.endpoint.clone(),
-            credentials: CredentialSource::from(&config.aws.credentials),
-            profile: config.aws.credentials.profile.clone(),
+            credentials: config.aws.credentials.clone(),
+            profile: config.aws.profile.clone(),
             fetch_timeout: config.cache.fetch_timeout,
             fallback_region: resources
                 .names()

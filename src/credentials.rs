@@ -34,10 +34,9 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_secretsmanager::config::Region;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
-use crate::config::{AssumeRole, CredentialsConfig, StaticKeys};
 use crate::metrics::METRICS;
 
 /// Time an IMDS request may take before the chain gives up on it.
@@ -64,21 +63,60 @@ pub enum CredentialSource {
     },
 }
 
-impl From<&CredentialsConfig> for CredentialSource {
-    fn from(config: &CredentialsConfig) -> CredentialSource {
-        let base = match &config.static_keys {
-            Some(keys) => CredentialSource::Static(keys.clone()),
-            None => CredentialSource::Chain {
-                profile: config.profile.clone(),
-            },
-        };
-        match &config.assume_role {
-            Some(role) => CredentialSource::AssumeRole {
-                role: role.clone(),
-                base: Box::new(base),
-            },
-            None => base,
-        }
+/// Access keys from the config file. `Debug` never shows the secret parts.
+#[derive(Debug, Clone)]
+pub struct StaticKeys {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+}
+
+impl PartialEq for StaticKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key_id == other.access_key_id
+            && self.secret_access_key.expose_secret() == other.secret_access_key.expose_secret()
+            && same_secret(&self.session_token, &other.session_token)
+    }
+}
+
+/// The STS assume-role layer.
+#[derive(Debug, Clone)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub external_id: Option<SecretString>,
+    pub session_name: Option<String>,
+    /// Lifetime asked of STS; STS's default (1h) when absent.
+    pub duration: Option<Duration>,
+    /// Where AssumeRole calls go (`sts-endpoint`); the regional STS endpoint when absent.
+    pub sts_endpoint: Option<String>,
+    /// Region for STS calls (`sts-region`); `region` when absent.
+    pub sts_region: Option<String>,
+}
+
+impl PartialEq for AssumeRole {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.role_arn,
+            &self.session_name,
+            self.duration,
+            &self.sts_endpoint,
+            &self.sts_region,
+        ) == (
+            &other.role_arn,
+            &other.session_name,
+            other.duration,
+            &other.sts_endpoint,
+            &other.sts_region,
+        ) && same_secret(&self.external_id, &other.external_id)
+    }
+}
+
+/// Compares secret values, for telling whether a reload changed them.
+fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
     }
 }
 

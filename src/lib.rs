@@ -6,8 +6,8 @@
 //! [`upstream`] on a miss, signed with [`credentials`]. [`config`] reads and
 //! validates the YAML; [`app`] wires it all and runs it.
 //!
-//! - [`config`]: YAML -> validated [`config::Config`], errors that name file, key and line.
-//! - `yaml`: how deep YAML nests, asked before serde_yaml loads it (the only unsafe code).
+//! - [`config`]: YAML -> validated [`Config`], errors that name file, key and line;
+//!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
 //! - [`resources`]: resource names, secret ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
@@ -23,7 +23,7 @@
 pub mod app;
 mod aws;
 pub mod cache;
-pub mod config;
+mod config;
 pub mod credentials;
 pub mod http;
 mod listen;
@@ -32,4 +32,5 @@ mod reload;
 pub mod resources;
 pub mod secret;
 pub mod upstream;
-mod yaml;
+
+pub use config::{Config, ConfigError};

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use secret_agent::Config;
 use secret_agent::app::{Application, Signals};
-use secret_agent::config::Config;
 
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]

@@ -108,6 +108,7 @@ fn presented_token(req: &HttpRequest) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TokenSource;
     use actix_web::test::TestRequest;
     use secrecy::SecretString;
 
@@ -115,12 +116,12 @@ mod tests {
         let name = |n: &str| ResourceName::parse(n).unwrap();
         Authorizer::new(vec![
             ClientToken {
-                source: "token-env A".into(),
+                source: TokenSource::Env("A".into()),
                 value: SecretString::from("all-access-token"),
                 scope: TokenScope::All,
             },
             ClientToken {
-                source: "token-env B".into(),
+                source: TokenSource::Env("B".into()),
                 value: SecretString::from("db-only-token"),
                 scope: TokenScope::Only([name("db")].into()),
             },

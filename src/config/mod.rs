@@ -1,0 +1,337 @@
+//! The YAML configuration, validated once into [`Config`].
+//!
+//! - [`raw`]: the serde structs that mirror the file (kebab-case keys,
+//!   unknown keys rejected);
+//! - [`validate`]: raw -> [`Config`], pure, one method per section;
+//! - [`error`]: [`ConfigError`], which names the file, the key path and,
+//!   where it is not a secret, the offending value, with suggestions;
+//! - [`load`]: the I/O: the file, the nesting check, token files,
+//!   environment variables, DNS and file modes.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use secrecy::SecretString;
+
+use crate::credentials::CredentialSource;
+use crate::resources::{ResourceName, Resources};
+
+mod error;
+mod load;
+mod raw;
+mod validate;
+mod yaml;
+
+pub use error::ConfigError;
+
+/// Default time a cached secret is served without asking AWS again.
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration was read from, for messages.
+    pub(crate) source: PathBuf,
+    pub(crate) service: ServiceConfig,
+    pub(crate) aws: AwsConfig,
+    pub(crate) cache: CacheConfig,
+    /// Client tokens; empty (no `auth` key) means open access.
+    pub(crate) auth: Vec<ClientToken>,
+    /// `log.level`; `RUST_LOG` overrides it.
+    pub log_level: LevelFilter,
+    /// Problems worth a warning but not a refusal (e.g. file permissions).
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Where the agent listens, and how it treats clients.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceConfig {
+    pub(crate) tcp: Option<TcpConfig>,
+    pub(crate) uds: Option<UdsConfig>,
+    /// Most client connections open at once, over all listeners.
+    pub(crate) max_connections: usize,
+    /// A client must send its request headers within this time, and idle
+    /// keep-alive connections are closed after it (slowloris guard).
+    pub(crate) request_timeout: Duration,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub(crate) shutdown_timeout: Duration,
+}
+
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `service.tcp`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TcpConfig {
+    /// `endpoint`; port 0 picks a free port (logged at start).
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: Option<TlsConfig>,
+}
+
+/// `service.tcp.tls`: PEM files.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TlsConfig {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+/// `service.uds`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UdsConfig {
+    pub(crate) socket_path: PathBuf,
+    /// Permission bits of the socket file (default 0660).
+    pub(crate) mode: u32,
+}
+
+/// A client token and the resources it may read. `pub` only because
+/// `http::Authorizer::new`, public today, takes it; the fields are not.
+#[derive(Debug, Clone)]
+pub struct ClientToken {
+    /// Where the token came from, for messages.
+    pub(crate) source: TokenSource,
+    pub(crate) value: SecretString,
+    pub(crate) scope: TokenScope,
+}
+
+/// Where a client token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenSource {
+    /// `token-file`: a file holding the token.
+    File(PathBuf),
+    /// `token-env`: an environment variable holding the token.
+    Env(String),
+}
+
+impl fmt::Display for TokenSource {
+    /// As written in the config: `token-file /path` or `token-env NAME`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::File(path) => write!(f, "token-file {}", path.display()),
+            TokenSource::Env(name) => write!(f, "token-env {name}"),
+        }
+    }
+}
+
+/// What a token may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenScope {
+    /// `["*"]`: every configured resource.
+    All,
+    Only(std::collections::BTreeSet<ResourceName>),
+}
+
+/// `secret-manager.aws`.
+#[derive(Debug, Clone)]
+pub(crate) struct AwsConfig {
+    /// Default region, used for STS and when nothing else names one. Resource
+    /// ARNs carry their own region, which wins for Secrets Manager calls.
+    pub(crate) region: Option<String>,
+    /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
+    pub(crate) endpoint: Option<String>,
+    pub(crate) resources: Resources,
+    /// Where the AWS credentials come from: the static keys, the default
+    /// chain (with `profile`) and the assume-role layer, as one value.
+    pub(crate) credentials: CredentialSource,
+    /// `profile`: the shared files' profile. The chain has it too; it is
+    /// kept here as well because the region may come from the profile even
+    /// when the credentials are static keys.
+    pub(crate) profile: Option<String>,
+    /// Most GetSecretValue calls in flight at once (default 32): a flood of
+    /// misses waits for a turn instead of opening ever more calls to AWS.
+    pub(crate) max_concurrent_calls: usize,
+}
+
+pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+
+/// `cache:` settings. `pub` only because the `cache` module's public API
+/// takes it; the fields are not.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// How long a fetched value is served before AWS is asked again; 0 disables caching.
+    pub(crate) ttl: Duration,
+    /// How long before expiry a value that was read gets refreshed in the
+    /// background (default: the last 20% of `ttl`).
+    pub(crate) refresh_ahead: Duration,
+    /// How long past expiry a value is still served while AWS fails
+    /// transiently (default 1h). After that, reads fail closed.
+    pub(crate) max_stale: Duration,
+    /// Most (secret, version) values kept; the least recently used goes
+    /// first. Entries without a value (failed or not-found lookups) have a
+    /// bound of their own of the same size, and never evict a value.
+    pub(crate) max_entries: usize,
+    /// Fetch every resource at start-up.
+    pub(crate) prefetch: bool,
+    /// Overall deadline of one fetch, the SDK's retries included (default 5s).
+    pub(crate) fetch_timeout: Duration,
+    /// After a small burst, forced refreshes of one entry call AWS at most
+    /// once per this interval (default 1s); `0` removes the limit.
+    pub(crate) min_refresh_interval: Duration,
+    /// How long a not-found answer (secret or version) is remembered
+    /// (default 30s); `0` turns negative caching off.
+    pub(crate) negative_ttl: Duration,
+}
+
+pub(crate) const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_MAX_ENTRIES: usize = 1000;
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: DEFAULT_TTL,
+            refresh_ahead: DEFAULT_TTL / 5,
+            max_stale: DEFAULT_MAX_STALE,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            prefetch: false,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+        }
+    }
+}
+
+impl Config {
+    /// Reads (at most 1 MiB) and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = load::read(path)?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates YAML text; `source` is only used in messages.
+    pub(crate) fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let raw = load::parse(text, source)?;
+        validate::config(raw, source, &load::System)
+    }
+}
+
+impl Config {
+    /// A short, secret-free description for `--check`.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{}: OK\n", self.source.display());
+        let mut listeners = Vec::new();
+        if let Some(tcp) = &self.service.tcp {
+            let scheme = match &tcp.tls {
+                Some(tls) if tls.ca_file.is_some() => "https (client certificates required)",
+                Some(_) => "https",
+                None => "http",
+            };
+            listeners.push(format!("tcp {} {scheme}", tcp.addr));
+        }
+        if let Some(uds) = &self.service.uds {
+            listeners.push(format!(
+                "unix {} (mode {:04o})",
+                uds.socket_path.display(),
+                uds.mode
+            ));
+        }
+        out.push_str(&format!("listeners: {}\n", listeners.join(", ")));
+        out.push_str(&format!(
+            "limits: max-connections {}, request-timeout {}\n",
+            self.service.max_connections,
+            humantime::format_duration(self.service.request_timeout)
+        ));
+        if self.auth.is_empty() {
+            out.push_str("auth: open (no client tokens)\n");
+        } else {
+            let sources: Vec<String> = self.auth.iter().map(|t| t.source.to_string()).collect();
+            out.push_str(&format!(
+                "auth: {} token(s): {}\n",
+                self.auth.len(),
+                sources.join(", ")
+            ));
+        }
+        let names: Vec<&str> = self
+            .aws
+            .resources
+            .names()
+            .into_iter()
+            .map(|n| n.as_str())
+            .collect();
+        out.push_str(&format!(
+            "resources ({}): {}\n",
+            names.len(),
+            names.join(", ")
+        ));
+        out.push_str(&format!(
+            "credentials: {}\n",
+            self.aws.credentials.describe()
+        ));
+        if let Some(endpoint) = &self.aws.endpoint {
+            out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
+        }
+        let c = &self.cache;
+        out.push_str(&format!(
+            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}\n",
+            humantime::format_duration(c.ttl),
+            humantime::format_duration(c.refresh_ahead),
+            humantime::format_duration(c.max_stale),
+            c.max_entries,
+            c.prefetch,
+            humantime::format_duration(c.fetch_timeout),
+            humantime::format_duration(c.min_refresh_interval),
+            humantime::format_duration(c.negative_ttl),
+        ));
+        out.push_str(&format!(
+            "upstream: max-concurrent-calls {}\n",
+            self.aws.max_concurrent_calls
+        ));
+        out.push_str(&format!(
+            "log level: {}\n",
+            self.log_level.as_str().to_lowercase()
+        ));
+        for warning in &self.warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn load(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("test.yaml"))
+    }
+
+    pub(super) const SAMPLE: &str = "
+service:
+  tcp:
+    endpoint: 0.0.0.0:3005
+
+secret-manager:
+  aws:
+    region: us-west-1
+    resources:
+      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j
+
+log:
+  level: info
+";
+
+    #[test]
+    fn seed_sample_loads() {
+        let config = load(SAMPLE).unwrap();
+        assert_eq!(
+            config.service.tcp.unwrap().addr,
+            "0.0.0.0:3005".parse().unwrap()
+        );
+        assert!(config.auth.is_empty());
+        assert_eq!(config.aws.region.as_deref(), Some("us-west-1"));
+        assert_eq!(config.aws.resources.len(), 1);
+        assert_eq!(config.cache.ttl, DEFAULT_TTL);
+        assert_eq!(config.log_level, LevelFilter::Info);
+        assert_eq!(
+            config.aws.credentials,
+            CredentialSource::Chain { profile: None }
+        );
+    }
+}
