@@ -3,6 +3,7 @@
 
 mod support;
 
+mod aerospike;
 mod cache;
 mod core;
 mod cost;

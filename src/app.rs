@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 
+use crate::aerospike::ProtocolSettings;
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
 use crate::config::Config;
@@ -92,6 +93,7 @@ impl Application {
             current: Arc::new(ArcSwap::from_pointee(Snapshot {
                 resources: config.aws.resources.clone(),
                 auth,
+                protocol: ProtocolSettings::of(&config),
             })),
             cache,
             prefetch,

@@ -16,10 +16,12 @@
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`http`]: routes and the API error table.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits.
+//! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits;
+//!   the first bytes choose HTTP or the [`aerospike`] secret agent protocol.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
 //! - [`app`]: wiring, signals and lifecycle.
 
+mod aerospike;
 pub mod app;
 mod aws;
 pub mod cache;

@@ -38,6 +38,7 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::aerospike::{self, MAGIC};
 use crate::config::{ServiceConfig, TlsConfig, UdsConfig};
 use crate::http::{self, AppState};
 
@@ -188,23 +189,47 @@ impl Connections {
                 |_| AppConfig::default(),
             ));
         let timeout = self.request_timeout;
+        let state = self.state.clone();
         fn_factory(move || {
             let handler = h1.new_service(());
             let open = open.clone();
+            let state = state.clone();
             async move {
                 let handler = Rc::new(handler.await?);
                 Ok(fn_service(move |io: I| {
                     let handler = handler.clone();
                     let open = open.clone();
+                    let state = state.clone();
                     async move {
-                        let (stream, peer) = match open(io).await {
+                        let (mut stream, peer) = match open(io).await {
                             Ok(opened) => opened,
                             Err(e) => {
                                 log::debug!("connection closed before its first request: {e}");
                                 return Ok(());
                             }
                         };
-                        if let Err(e) = handler.call((Paced::new(stream, timeout), peer)).await {
+                        // The first bytes decide: the secret agent protocol's
+                        // magic, or HTTP.
+                        let mut first = BytesMut::new();
+                        let prefix = async {
+                            while first.len() < MAGIC.len() && MAGIC.starts_with(&first) {
+                                let want = first.len() + 1;
+                                if !aerospike::fill(&mut stream, &mut first, want).await {
+                                    return false;
+                                }
+                            }
+                            true
+                        };
+                        match tokio::time::timeout(timeout, prefix).await {
+                            Ok(true) => {}
+                            _ => return Ok(()), // closed or silent
+                        }
+                        if first.starts_with(&MAGIC) {
+                            aerospike::serve(stream, first, state, timeout).await;
+                        } else if let Err(e) = handler
+                            .call((Paced::with_pending(stream, timeout, first), peer))
+                            .await
+                        {
                             log::debug!("connection closed: {e}");
                         }
                         Ok(())
@@ -309,10 +334,16 @@ enum Scan {
 }
 
 impl<IO> Paced<IO> {
+    #[cfg(test)]
     pub(crate) fn new(io: IO, timeout: Duration) -> Paced<IO> {
+        Paced::with_pending(io, timeout, BytesMut::new())
+    }
+
+    /// A stream whose first bytes, `pending`, were already read.
+    pub(crate) fn with_pending(io: IO, timeout: Duration, pending: BytesMut) -> Paced<IO> {
         Paced {
             io,
-            pending: BytesMut::new(),
+            pending,
             scan: Scan::Between,
             deadline: None,
             timeout,

@@ -21,6 +21,9 @@ pub struct Metrics {
     registry: Registry,
     /// By [`Route`] and status.
     pub requests: IntCounterVec,
+    /// Secret agent protocol requests by protocol and outcome (`ok`,
+    /// `error`, `refused`).
+    pub protocol_requests: IntCounterVec,
     /// By action and outcome (`ok` or the error code).
     pub upstream_calls: IntCounterVec,
     /// By action, in seconds.
@@ -69,6 +72,11 @@ impl Metrics {
             "Secret reads by cache result.",
             &["result"],
         );
+        let protocol_requests = counter_vec(
+            "secret_agent_protocol_requests_total",
+            "Requests in a protocol other than HTTP, by protocol and outcome.",
+            &["protocol", "outcome"],
+        );
         let upstream_calls = counter_vec(
             "secret_agent_upstream_calls_total",
             "Calls to AWS by action and outcome.",
@@ -115,6 +123,7 @@ impl Metrics {
             ok_by_route,
             registry,
             requests,
+            protocol_requests,
             upstream_calls,
             upstream_latency,
             credential_refreshes,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use crate::aerospike::ProtocolSettings;
 use crate::app::probe_credentials;
 use crate::aws::AwsSettings;
 use crate::config::Config;
@@ -80,6 +81,7 @@ impl Reloader {
         self.state.current.store(Arc::new(Snapshot {
             resources: new.aws.resources.clone(),
             auth: Authorizer::new(new.auth.clone()),
+            protocol: ProtocolSettings::of(&new),
         }));
         self.state.cache.set_settings(new.cache.clone());
         let keep = new

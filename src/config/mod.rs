@@ -40,6 +40,9 @@ pub struct Config {
     pub(crate) cache: CacheConfig,
     /// Client tokens; empty (no `auth` key) means open access.
     pub(crate) auth: Vec<ClientToken>,
+    /// `auth.secret-agent-protocol.resources`: what the protocol's clients
+    /// may read when `auth` is on; `None`: nothing.
+    pub(crate) protocol_scope: Option<TokenScope>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
     /// Problems worth a warning but not a refusal (e.g. file permissions).
@@ -145,6 +148,9 @@ pub(crate) struct AwsConfig {
     /// Most GetSecretValue calls in flight at once (default 32): a flood of
     /// misses waits for a turn instead of opening ever more calls to AWS.
     pub(crate) max_concurrent_calls: usize,
+    /// `convert-to-base64`: the secret agent protocol base64-encodes stored
+    /// text (true) or sends it as stored, already base64 (false, default).
+    pub(crate) convert_to_base64: bool,
 }
 
 pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;

@@ -86,6 +86,17 @@ pub(super) struct RawUds {
 pub(super) struct RawAuth {
     /// At least one token.
     pub tokens: Vec<RawToken>,
+    /// What clients of the secret agent protocol (Aerospike servers), which
+    /// cannot send a token, may read; default: nothing.
+    pub secret_agent_protocol: Option<RawProtocolGrant>,
+}
+
+/// `auth.secret-agent-protocol`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawProtocolGrant {
+    /// Resource names, or `["*"]` for all.
+    pub resources: Vec<String>,
 }
 
 /// `auth.tokens[i]`: exactly one of `token-file` and `token-env`.
@@ -139,6 +150,9 @@ pub(super) struct RawAws {
     pub sts_region: Option<String>,
     /// Most GetSecretValue calls in flight at once; default 32.
     pub max_concurrent_calls: Option<usize>,
+    /// Secret agent protocol: base64-encode stored text before sending it
+    /// (true), or send it as stored, already in base64 (false, the default).
+    pub convert_to_base64: Option<bool>,
 }
 
 /// `assume-role`, read from either form (see [`arn_or_map`]).

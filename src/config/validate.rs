@@ -83,9 +83,19 @@ impl Validator<'_> {
         let service = self.service(raw.service)?;
         let aws = self.aws(raw.secret_manager.aws)?;
         let cache = self.cache(raw.cache)?;
-        let auth = match raw.auth {
-            Some(auth) => self.auth(auth, &aws.resources)?,
-            None => Vec::new(),
+        let (auth, protocol_scope) = match raw.auth {
+            Some(auth) => {
+                let scope = match auth.secret_agent_protocol {
+                    Some(grant) => Some(self.scope(
+                        "auth.secret-agent-protocol",
+                        grant.resources,
+                        &aws.resources,
+                    )?),
+                    None => None,
+                };
+                (self.auth(auth.tokens, &aws.resources)?, scope)
+            }
+            None => (Vec::new(), None),
         };
         let mut warnings = Vec::new();
         if holds_secrets(&aws.credentials) {
@@ -111,6 +121,7 @@ impl Validator<'_> {
             aws,
             cache,
             auth,
+            protocol_scope,
             log_level,
             warnings,
         })
@@ -203,15 +214,19 @@ impl Validator<'_> {
         })
     }
 
-    fn auth(&self, raw: RawAuth, resources: &Resources) -> Result<Vec<ClientToken>, ConfigError> {
-        if raw.tokens.is_empty() {
+    fn auth(
+        &self,
+        raw: Vec<RawToken>,
+        resources: &Resources,
+    ) -> Result<Vec<ClientToken>, ConfigError> {
+        if raw.is_empty() {
             return Err(self.invalid(
                 "auth.tokens",
                 "is empty; remove `auth` for open access, or list at least one token",
             ));
         }
-        let mut tokens: Vec<ClientToken> = Vec::with_capacity(raw.tokens.len());
-        for (i, token) in raw.tokens.into_iter().enumerate() {
+        let mut tokens: Vec<ClientToken> = Vec::with_capacity(raw.len());
+        for (i, token) in raw.into_iter().enumerate() {
             let path = format!("auth.tokens[{i}]");
             let (source, value) = match (token.token_file, token.token_env) {
                 (Some(file), None) => {
@@ -467,6 +482,7 @@ impl Validator<'_> {
             credentials,
             profile: raw.profile,
             max_concurrent_calls,
+            convert_to_base64: raw.convert_to_base64.unwrap_or(false),
         })
     }
 

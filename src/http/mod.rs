@@ -30,6 +30,7 @@ pub use error::ApiError;
 use error::echo;
 pub use secrets::CACHE_HEADER;
 
+use crate::aerospike::ProtocolSettings;
 use crate::cache::{Cache, CacheStatus, Prefetch};
 use crate::metrics::METRICS;
 use crate::resources::{ResourceName, Resources, SecretArn};
@@ -46,6 +47,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub struct Snapshot {
     pub resources: Resources,
     pub auth: Authorizer,
+    /// The secret agent protocol's settings (base64, what it may read).
+    pub(crate) protocol: ProtocolSettings,
 }
 
 /// What every handler needs; cheap to clone.

@@ -1,0 +1,344 @@
+//! The Aerospike Secret Agent protocol on the agent's own listeners, with a
+//! client written here to the byte (magic, big-endian lengths, JSON).
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const MAGIC: u32 = 0x51de_c1cc;
+
+/// One framed request: header and JSON.
+fn frame(json: &[u8]) -> Vec<u8> {
+    let mut out = MAGIC.to_be_bytes().to_vec();
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(json);
+    out
+}
+
+/// Reads one answer; `None` when the agent closed first.
+fn read_answer(stream: &mut impl Read) -> Option<Value> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).ok()?;
+    assert_eq!(header[..4], MAGIC.to_be_bytes(), "answer magic");
+    let len = u32::from_be_bytes(header[4..].try_into().unwrap()) as usize;
+    assert!(len <= 100 * 1024, "answer of {len} bytes");
+    let mut json = vec![0u8; len];
+    stream.read_exact(&mut json).ok()?;
+    Some(serde_json::from_slice(&json).expect("answer is JSON"))
+}
+
+/// Sends a request for `resource` and `key`, reads the answer.
+fn ask(stream: &mut (impl Read + Write), resource: Option<&str>, key: &str) -> Value {
+    let body = match resource {
+        Some(resource) => json!({"Resource": resource, "SecretKey": key}),
+        None => json!({"SecretKey": key}),
+    };
+    stream
+        .write_all(&frame(body.to_string().as_bytes()))
+        .unwrap();
+    read_answer(stream).expect("an answer")
+}
+
+/// The decoded `SecretValue`, as the C client decodes it, or the `Error`.
+fn decoded(answer: &Value) -> Result<Vec<u8>, String> {
+    if let Some(error) = answer["Error"].as_str() {
+        return Err(error.to_owned());
+    }
+    let value = answer["SecretValue"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no SecretValue in {answer}"));
+    BASE64
+        .decode(value.trim_end())
+        .map_err(|e| format!("not base64 ({e}): {value}"))
+}
+
+struct Fixture {
+    agent: Agent,
+    json_secret: String,
+}
+
+/// An agent with a JSON secret (`db`), a plain one (`plain`), one already
+/// stored in base64 (`b64`) and one missing in AWS (`gone`).
+fn fixture(prefix: &str, extra: &str, tail: &str) -> Fixture {
+    let world = World::shared();
+    let json_secret =
+        json!({"password": "s3cr3t-pw", "port": 3000, "nested": {"a": 1}}).to_string();
+    let db = world.create_secret(REGION, &unique(&format!("{prefix}-db")), &json_secret);
+    let plain = world.create_secret(REGION, &unique(&format!("{prefix}-plain")), "plain text");
+    let b64 = world.create_secret(
+        REGION,
+        &unique(&format!("{prefix}-b64")),
+        &BASE64.encode("stored in base64"),
+    );
+    let gone = format!(
+        "arn:aws:secretsmanager:{REGION}:123456789012:secret:{}",
+        unique(&format!("{prefix}-gone"))
+    );
+    let yaml = config(
+        Some(&world.moto),
+        &[
+            ("db", &db),
+            ("plain", &plain),
+            ("b64", &b64),
+            ("gone", &gone),
+        ],
+        &format!("{TEST_KEYS}\n{extra}"),
+        tail,
+    );
+    Fixture {
+        agent: Agent::start(&yaml, &[]),
+        json_secret,
+    }
+}
+
+#[tokio::test]
+async fn aerospike_servers_and_http_clients_share_the_port() {
+    let f = fixture("sap", "convert-to-base64: true", "");
+    let mut conn = connect(f.agent.addr);
+    // Several requests on one connection, answered in order.
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("db"), "password")),
+        Ok(b"s3cr3t-pw".to_vec())
+    );
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("db"), "port")),
+        Ok(b"3000".to_vec())
+    );
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("db"), "nested")),
+        Ok(br#"{"a":1}"#.to_vec())
+    );
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("db"), "")),
+        Ok(f.json_secret.as_bytes().to_vec())
+    );
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("plain"), "")),
+        Ok(b"plain text".to_vec())
+    );
+    // HTTP on the same port, at the same time.
+    let (status, body) = raw_get(f.agent.addr, "/secrets/db/password");
+    assert_eq!((status, body.as_str()), (200, "s3cr3t-pw"));
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("db"), "password")),
+        Ok(b"s3cr3t-pw".to_vec())
+    );
+
+    let metrics = get(&f.agent.url("/metrics")).await.text();
+    assert!(
+        metrics.contains(
+            r#"secret_agent_protocol_requests_total{outcome="ok",protocol="secret-agent"} 6"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_convert_to_base64_the_stored_text_is_sent_as_it_is() {
+    let f = fixture("sap-raw", "", "");
+    let mut conn = connect(f.agent.addr);
+    // The secret is stored in base64 already: decoding gives the original.
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("b64"), "")),
+        Ok(b"stored in base64".to_vec())
+    );
+    let answer = ask(&mut conn, Some("plain"), "");
+    assert_eq!(answer["SecretValue"], "plain text");
+}
+
+#[tokio::test]
+async fn every_refusal_is_an_error_answer_without_a_secret() {
+    let f = fixture("sap-err", "convert-to-base64: true", "");
+    let mut conn = connect(f.agent.addr);
+    let error = |answer: Value| {
+        let text = decoded(&answer).expect_err("an Error answer");
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+        text
+    };
+    assert!(error(ask(&mut conn, None, "password")).contains("no Resource"));
+    assert!(error(ask(&mut conn, Some("nope"), "password")).contains("no resource named"));
+    assert!(error(ask(&mut conn, Some("db"), "missing-key")).contains("has no key"));
+    assert!(error(ask(&mut conn, Some("plain"), "key")).contains("not a JSON object"));
+    assert!(error(ask(&mut conn, Some("gone"), "key")).contains("gone"));
+    // Not JSON, and JSON that is not an object: answered, connection kept.
+    conn.write_all(&frame(b"not json")).unwrap();
+    assert!(error(read_answer(&mut conn).unwrap()).contains("not JSON"));
+    conn.write_all(&frame(b"[1, 2]")).unwrap();
+    assert!(error(read_answer(&mut conn).unwrap()).contains("JSON object"));
+    assert_eq!(
+        decoded(&ask(&mut conn, Some("db"), "password")),
+        Ok(b"s3cr3t-pw".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn hostile_framing_is_answered_and_closed() {
+    let f = fixture("sap-hostile", "convert-to-base64: true", "");
+    let closes = |conn: &mut std::net::TcpStream| {
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).is_ok() && rest.is_empty()
+    };
+    // A wrong magic after a valid request.
+    let mut conn = connect(f.agent.addr);
+    assert!(decoded(&ask(&mut conn, Some("db"), "password")).is_ok());
+    conn.write_all(b"\x00\x00\x00\x00\x00\x00\x00\x02{}")
+        .unwrap();
+    assert!(
+        decoded(&read_answer(&mut conn).unwrap())
+            .unwrap_err()
+            .contains("magic")
+    );
+    assert!(closes(&mut conn));
+    // A length over 100 KB.
+    let mut conn = connect(f.agent.addr);
+    let mut header = MAGIC.to_be_bytes().to_vec();
+    header.extend_from_slice(&(200 * 1024u32).to_be_bytes());
+    conn.write_all(&header).unwrap();
+    assert!(
+        decoded(&read_answer(&mut conn).unwrap())
+            .unwrap_err()
+            .contains("at most")
+    );
+    assert!(closes(&mut conn));
+}
+
+#[tokio::test]
+async fn slow_requests_are_bounded_by_the_request_timeout() {
+    let tail = "";
+    let f = fixture("sap-slow", "", tail);
+    // request-timeout is 5 s by default: a length larger than what follows.
+    let mut conn = connect(f.agent.addr);
+    let mut header = MAGIC.to_be_bytes().to_vec();
+    header.extend_from_slice(&1000u32.to_be_bytes());
+    conn.write_all(&header).unwrap();
+    conn.write_all(b"{\"Resource\"").unwrap();
+    let started = Instant::now();
+    let answer = read_answer(&mut conn).expect("an Error answer before the close");
+    assert!(decoded(&answer).unwrap_err().contains("request-timeout"));
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(7), "{waited:?}");
+    // One byte, then silence: closed too.
+    let mut conn = connect(f.agent.addr);
+    conn.write_all(&MAGIC.to_be_bytes()[..1]).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_storm_of_protocol_requests_makes_one_upstream_call() {
+    let world = World::shared();
+    let name = unique("sap-storm");
+    let arn = world.create_secret(REGION, &name, r#"{"k":"v"}"#);
+    let proxy = world.proxy();
+    proxy.set_fault(json!({"fault": "delay", "delay_ms": 1000}));
+    let yaml = config(Some(&proxy.url), &[("s", &arn)], TEST_KEYS, "");
+    let agent = Agent::start(&yaml, &[]);
+    let addr = agent.addr;
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = connect(addr);
+                ask(&mut conn, Some("s"), "k")
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap()["SecretValue"], "v");
+    }
+    assert_eq!(proxy.gets(&name), 1);
+}
+
+#[tokio::test]
+async fn with_auth_only_granted_resources_are_served() {
+    let tail = "auth:\n  tokens:\n    - token-env: T\n      resources: [\"*\"]\n  secret-agent-protocol:\n    resources: [db]\n";
+    let world = World::shared();
+    let db = world.create_secret(REGION, &unique("sap-auth-db"), r#"{"k":"granted"}"#);
+    let other = world.create_secret(REGION, &unique("sap-auth-other"), r#"{"k":"withheld"}"#);
+    let yaml = config(
+        Some(&world.moto),
+        &[("db", &db), ("other", &other)],
+        TEST_KEYS,
+        tail,
+    );
+    let agent = Agent::start(&yaml, &[("T", "a-client-token-0123")]);
+    let mut conn = connect(agent.addr);
+    assert_eq!(ask(&mut conn, Some("db"), "k")["SecretValue"], "granted");
+    let refused = ask(&mut conn, Some("other"), "k");
+    assert!(
+        refused["Error"].as_str().unwrap().contains("not granted"),
+        "{refused}"
+    );
+
+    // Tokens but no grant for the protocol: nothing.
+    let tail = "auth:\n  tokens:\n    - token-env: T\n      resources: [\"*\"]\n";
+    let yaml = config(Some(&world.moto), &[("db", &db)], TEST_KEYS, tail);
+    let agent = Agent::start(&yaml, &[("T", "a-client-token-0123")]);
+    let refused = ask(&mut connect(agent.addr), Some("db"), "k");
+    assert!(
+        refused["Error"].as_str().unwrap().contains("not granted"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn the_protocol_is_served_over_tls_and_the_unix_socket() {
+    let world = World::shared();
+    let db = world.create_secret(REGION, &unique("sap-uds"), r#"{"k":"over-uds"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let yaml = config(Some(&world.moto), &[("db", &db)], TEST_KEYS, "").replacen(
+        "service:\n",
+        &format!("service:\n  uds:\n    socket-path: {}\n", socket.display()),
+        1,
+    );
+    let agent = Agent::start(&yaml, &[]);
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(ask(&mut conn, Some("db"), "k")["SecretValue"], "over-uds");
+    drop(agent);
+}
+
+#[test]
+fn the_example_python_client_reads_a_key() {
+    let world = World::shared();
+    let db = world.create_secret(REGION, &unique("sap-py"), r#"{"password":"from-python"}"#);
+    let yaml = config(
+        Some(&world.moto),
+        &[("TestingSecret", &db)],
+        &format!("{TEST_KEYS}\nconvert-to-base64: true"),
+        "",
+    );
+    let agent = Agent::start(&yaml, &[]);
+    let out = std::process::Command::new("python3")
+        .arg(root().join("examples/aerospike/sa_client.py"))
+        .args(["TestingSecret", "password"])
+        .env("SECRET_AGENT_ADDRESS", agent.addr.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-python\n");
+    let out = std::process::Command::new("python3")
+        .arg(root().join("examples/aerospike/sa_client.py"))
+        .args(["TestingSecret", "nope"])
+        .env("SECRET_AGENT_ADDRESS", agent.addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no key"));
+}

@@ -1,0 +1,281 @@
+//! The Aerospike Secret Agent protocol, spoken by Aerospike Database servers
+//! (6.4+) for config values written `secrets:<resource>:<key>`.
+//!
+//! A request is an 8-byte header (the magic `0x51dec1cc`, then the length
+//! of the JSON that follows, both big-endian 32-bit) and a JSON object
+//! `{"Resource": "<name>", "SecretKey": "<key>"}`. The answer has the same
+//! header and `{"SecretValue": "<value>"}` or `{"Error": "<message>"}`; the
+//! client base64-decodes `SecretValue` and refuses answers over 100 KB.
+//! Requests on one connection are answered in order, one at a time, so a
+//! client that never reads its answers stops being read.
+//!
+//! Reads go through the same cache, single flight and stale rules as HTTP.
+//! Clients of this protocol cannot send a token: with `auth` configured,
+//! they read only what `auth.secret-agent-protocol.resources` grants.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::{Buf, BytesMut};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, TokenScope};
+use crate::http::{ApiError, AppState};
+use crate::metrics::METRICS;
+use crate::secret::Kind;
+use crate::upstream::Version;
+
+/// The first four bytes of every request and answer ("sidekick").
+pub(crate) const MAGIC: [u8; 4] = 0x51de_c1cc_u32.to_be_bytes();
+
+/// Magic and length.
+const HEADER: usize = 8;
+
+/// Most bytes of JSON in a request or an answer: the C client refuses
+/// larger answers, and no request needs more.
+pub(crate) const MAX_JSON: usize = 100 * 1024;
+
+/// What the config says about this protocol; swapped on reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ProtocolSettings {
+    /// `secret-manager.aws.convert-to-base64`: encode the stored text in
+    /// base64 (for secrets stored as plain text), or send it as it is (for
+    /// secrets already stored in base64, the default). Binary secrets are
+    /// always encoded.
+    pub(crate) convert_to_base64: bool,
+    /// `auth.secret-agent-protocol.resources`: what these clients may read
+    /// when `auth` is on. `None` with `auth` on: nothing.
+    pub(crate) scope: Option<TokenScope>,
+}
+
+impl ProtocolSettings {
+    pub(crate) fn of(config: &Config) -> ProtocolSettings {
+        ProtocolSettings {
+            convert_to_base64: config.aws.convert_to_base64,
+            scope: config.protocol_scope.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Request {
+    #[serde(rename = "Resource")]
+    resource: Option<String>,
+    #[serde(rename = "SecretKey")]
+    secret_key: Option<String>,
+}
+
+/// Why a connection is answered once more and closed.
+enum Fatal {
+    BadMagic,
+    TooLong(usize),
+    Slow,
+}
+
+impl Fatal {
+    fn message(&self) -> String {
+        match self {
+            Fatal::BadMagic => "not a secret agent protocol request (wrong magic)".into(),
+            Fatal::TooLong(len) => {
+                format!("request of {len} bytes refused: at most {MAX_JSON} bytes of JSON")
+            }
+            Fatal::Slow => "request not complete within service.request-timeout".into(),
+        }
+    }
+}
+
+/// Serves requests on `io` until the client closes, stays idle for
+/// `timeout`, or sends something that ends the connection. `buf` holds the
+/// bytes already read (the magic that chose this protocol).
+pub(crate) async fn serve<IO>(mut io: IO, mut buf: BytesMut, state: AppState, timeout: Duration)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let json = match read_request(&mut io, &mut buf, timeout).await {
+            Ok(Some(json)) => json,
+            Ok(None) => return,
+            Err(fatal) => {
+                count("refused");
+                let _ = write_answer(&mut io, &error_answer(&fatal.message())).await;
+                let _ = io.shutdown().await;
+                return;
+            }
+        };
+        let answer = answer(&state, &json).await;
+        if write_answer(&mut io, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The next request's JSON; `None` when the client closed or stayed idle
+/// for `timeout` between requests.
+async fn read_request<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<Option<BytesMut>, Fatal> {
+    if buf.is_empty() {
+        match timeout(idle, fill(io, buf, 1)).await {
+            Ok(true) => {}
+            _ => return Ok(None),
+        }
+    }
+    // The whole request must arrive within `idle` of its first byte.
+    let deadline = Instant::now() + idle;
+    let have = |buf: &BytesMut, n| buf.len() >= n;
+    if !have(buf, HEADER) {
+        match timeout_at(deadline, fill(io, buf, HEADER)).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(_) => return Err(Fatal::Slow),
+        }
+    }
+    if buf[..4] != MAGIC {
+        return Err(Fatal::BadMagic);
+    }
+    let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+    if len > MAX_JSON {
+        return Err(Fatal::TooLong(len));
+    }
+    if !have(buf, HEADER + len) {
+        match timeout_at(deadline, fill(io, buf, HEADER + len)).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(_) => return Err(Fatal::Slow),
+        }
+    }
+    buf.advance(HEADER);
+    Ok(Some(buf.split_to(len)))
+}
+
+/// Reads until `buf` holds `n` bytes; false at end of stream or on error.
+pub(crate) async fn fill<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut, n: usize) -> bool {
+    while buf.len() < n {
+        buf.reserve(n - buf.len());
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+    true
+}
+
+/// The answer's JSON, in memory that is wiped when dropped.
+async fn answer(state: &AppState, json: &[u8]) -> Zeroizing<Vec<u8>> {
+    match value(state, json).await {
+        Ok(answer) => {
+            count("ok");
+            answer
+        }
+        Err(message) => {
+            count("error");
+            error_answer(&message)
+        }
+    }
+}
+
+async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    let request: Request = serde_json::from_slice(json).map_err(|e| {
+        if e.is_data() {
+            "the request must be a JSON object {\"Resource\": ..., \"SecretKey\": ...}".to_owned()
+        } else {
+            "the request is not JSON".to_owned()
+        }
+    })?;
+    let Some(resource) = request.resource.filter(|r| !r.is_empty()) else {
+        return Err(
+            "the request names no Resource: write secrets:<resource>:<key> in the server's config"
+                .into(),
+        );
+    };
+    let snapshot = state.current.load();
+    let Some((name, arn)) = snapshot.resources.get(&resource) else {
+        return Err(format!("no resource named {}", echo(&resource)));
+    };
+    let settings = &snapshot.protocol;
+    if !snapshot.auth.is_open() {
+        let allowed = match &settings.scope {
+            Some(TokenScope::All) => true,
+            Some(TokenScope::Only(names)) => names.contains(name),
+            None => false,
+        };
+        if !allowed {
+            return Err(format!(
+                "resource {name} is not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"
+            ));
+        }
+    }
+    let (secret, _status) = state
+        .cache
+        .get(arn, &Version::Current)
+        .await
+        .map_err(|e| format!("{name}: {}", ApiError::from(e).parts().1))?;
+    let (bytes, kind) = match request.secret_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(key) => secret.key(key).map_err(|e| match e {
+            crate::secret::KeyError::NoSuchKey(_) => {
+                format!("{name} has no key {}", echo(key))
+            }
+            other => format!("{name}: {other}"),
+        })?,
+        None => (secret.value.clone(), secret.kind),
+    };
+    let encoded: Zeroizing<String> = if settings.convert_to_base64 || kind == Kind::Binary {
+        Zeroizing::new(BASE64.encode(&bytes))
+    } else {
+        // Text and JSON secrets are SecretStrings: UTF-8.
+        Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let mut out = Zeroizing::new(Vec::with_capacity(encoded.len() + 20));
+    serde_json::to_writer(&mut *out, &SecretValue { value: &encoded })
+        .map_err(|_| "internal error")?;
+    if out.len() > MAX_JSON {
+        return Err(format!(
+            "{name}: the value is too large for this protocol (over {MAX_JSON} bytes of JSON)"
+        ));
+    }
+    Ok(out)
+}
+
+#[derive(serde::Serialize)]
+struct SecretValue<'a> {
+    #[serde(rename = "SecretValue")]
+    value: &'a str,
+}
+
+fn error_answer(message: &str) -> Zeroizing<Vec<u8>> {
+    #[derive(serde::Serialize)]
+    struct Error<'a> {
+        #[serde(rename = "Error")]
+        error: &'a str,
+    }
+    Zeroizing::new(serde_json::to_vec(&Error { error: message }).unwrap_or_default())
+}
+
+async fn write_answer<IO: AsyncWrite + Unpin>(io: &mut IO, json: &[u8]) -> std::io::Result<()> {
+    let mut frame = Zeroizing::new(Vec::with_capacity(HEADER + json.len()));
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(json);
+    io.write_all(&frame).await?;
+    io.flush().await
+}
+
+/// A short, escaped prefix of what a client wrote, for an error answer.
+fn echo(text: &str) -> String {
+    let short: String = text.chars().take(32).collect();
+    let more = if text.chars().count() > 32 { "..." } else { "" };
+    format!("`{}{more}`", short.escape_debug())
+}
+
+fn count(outcome: &str) {
+    METRICS
+        .protocol_requests
+        .with_label_values(&["secret-agent", outcome])
+        .inc();
+}
