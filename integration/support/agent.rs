@@ -108,30 +108,11 @@ impl Agent {
             .spawn()
             .expect("start secret-agent");
         let (log, reader, addresses) = record_log(&mut child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut starting = Starting {
+        let up = Starting {
             child: &mut child,
-            deadline,
-        };
-        let up = (|| {
-            let addr = match config.tcp_endpoint() {
-                Some(_) => starting.tcp_address(&addresses)?,
-                None => SocketAddr::from(([0, 0, 0, 0], 0)),
-            };
-            if config.tcp_endpoint().is_some() {
-                // A TLS handshake needs the test's certificates; that the
-                // port accepts is enough there.
-                let tls = config.has_tls();
-                starting.until(|| if tls { connects(addr) } else { healthy(addr) })?;
-            }
-            if let Some(socket) = config.socket_path() {
-                starting.until(|| {
-                    file_identity(socket).is_some_and(|id| Some(id) != old_socket)
-                        && socket_healthy(socket)
-                })?;
-            }
-            Some(addr)
-        })();
+            deadline: Instant::now() + START_TIMEOUT,
+        }
+        .up(config, &addresses, old_socket);
         match up {
             Some(addr) => Ok(Agent {
                 child,
@@ -260,6 +241,31 @@ struct Starting<'a> {
 }
 
 impl Starting<'_> {
+    /// Waits until every listener in `config` answers; returns the TCP
+    /// address (`0.0.0.0:0` without TCP).
+    fn up(
+        &mut self,
+        config: &AgentConfig,
+        addresses: &Receiver<SocketAddr>,
+        old_socket: Option<FileIdentity>,
+    ) -> Option<SocketAddr> {
+        let mut addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        if config.has_tcp() {
+            addr = self.tcp_address(addresses)?;
+            // A TLS handshake needs the test's certificates; that the port
+            // accepts is enough there.
+            let tls = config.has_tls();
+            self.until(|| if tls { connects(addr) } else { healthy(addr) })?;
+        }
+        if let Some(socket) = config.socket_path() {
+            self.until(|| {
+                file_identity(socket).is_some_and(|id| Some(id) != old_socket)
+                    && socket_healthy(socket)
+            })?;
+        }
+        Some(addr)
+    }
+
     fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -290,7 +296,9 @@ impl Starting<'_> {
 
 /// Tells a file from the one at the same path before: a replaced file
 /// may get the same inode number, but not the same change time too.
-fn file_identity(path: &Path) -> Option<(u64, i64, i64)> {
+type FileIdentity = (u64, i64, i64);
+
+fn file_identity(path: &Path) -> Option<FileIdentity> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.ino(), meta.ctime(), meta.ctime_nsec()))
 }

@@ -291,9 +291,8 @@ impl AgentConfig {
         self
     }
 
-    /// The TCP endpoint, when there is one.
-    pub(super) fn tcp_endpoint(&self) -> Option<&str> {
-        self.service.tcp.as_ref().map(|t| t.endpoint.as_str())
+    pub(super) fn has_tcp(&self) -> bool {
+        self.service.tcp.is_some()
     }
 
     pub(super) fn has_tls(&self) -> bool {
