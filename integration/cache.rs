@@ -8,44 +8,20 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// An agent over `resources` (name, secret name) created in the shared
-/// world, reading through a fresh proxy, with `cache` as the cache section.
-struct Setup {
-    proxy: Proxy<'static>,
-    agent: Agent,
-    arns: Vec<String>,
-}
-
-fn setup(resources: &[(&str, &str, &str)], cache: &str) -> Setup {
-    let world = World::shared();
-    let arns: Vec<String> = resources
-        .iter()
-        .map(|(_, secret, value)| world.create_secret(REGION, secret, value))
-        .collect();
-    let proxy = world.proxy();
-    let table: Vec<(&str, &str)> = resources
-        .iter()
-        .zip(&arns)
-        .map(|((name, _, _), arn)| (*name, arn.as_str()))
-        .collect();
-    let yaml = config(
-        Some(&proxy.url),
-        &table,
-        TEST_KEYS,
-        &format!("cache:\n{cache}"),
-    );
-    let agent = Agent::start(&yaml, &[]);
-    Setup { proxy, agent, arns }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_first_reads_make_one_call() {
-    let secret = unique("storm");
-    let s = setup(&[("storm", &secret, "storm-value")], "  ttl: 5m\n");
-    s.proxy
+    let f = Fixture::new();
+    let secret = f.secret("storm", "storm-value");
+    let agent = Agent::start(
+        &f.config()
+            .resource("storm", &secret.arn)
+            .cache(|c| c.ttl("5m")),
+        &[],
+    );
+    f.proxy
         .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
     let client = client();
-    let url = s.agent.url("/secrets/storm");
+    let url = agent.url("/secrets/storm");
     let reads: Vec<_> = (0..200)
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
@@ -58,21 +34,24 @@ async fn two_hundred_concurrent_first_reads_make_one_call() {
     for read in reads {
         assert_eq!(read.await.unwrap(), (200, "storm-value".to_owned()));
     }
-    assert_eq!(s.proxy.gets(&secret), 1);
+    assert_eq!(f.proxy.gets(&secret.name), 1);
 }
 
 #[tokio::test]
 async fn steady_reads_never_wait_on_a_slow_upstream_after_the_first() {
-    let secret = unique("steady");
-    let s = setup(
-        &[("steady", &secret, "v1")],
-        "  ttl: 2s\n  refresh-ahead: 1s\n",
+    let f = Fixture::new();
+    let secret = f.secret("steady", "v1");
+    let agent = Agent::start(
+        &f.config()
+            .resource("steady", &secret.arn)
+            .cache(|c| c.ttl("2s").refresh_ahead("1s")),
+        &[],
     );
-    s.proxy
+    f.proxy
         .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
-    let url = s.agent.url("/secrets/steady");
+    let url = agent.url("/secrets/steady");
     assert_eq!(get(&url).await.text(), "v1");
-    World::shared().put_secret_value(REGION, &s.arns[0], "v2");
+    f.world.put_secret_value(REGION, &secret.arn, "v2");
     let mut slowest = Duration::ZERO;
     let mut seen_v2 = false;
     let started = Instant::now();
@@ -89,21 +68,27 @@ async fn steady_reads_never_wait_on_a_slow_upstream_after_the_first() {
         "a read waited {slowest:?}"
     );
     assert!(seen_v2, "the refreshed value was served");
-    assert!(s.proxy.gets(&secret) >= 2, "refreshed in the background");
+    assert!(
+        f.proxy.gets(&secret.name) >= 2,
+        "refreshed in the background"
+    );
 }
 
 #[tokio::test]
 async fn outage_serves_stale_then_fails_closed_then_recovers() {
-    let secret = unique("outage");
-    let s = setup(
-        &[("o", &secret, "before-outage")],
-        "  ttl: 1s\n  max-stale: 3s\n  fetch-timeout: 2s\n",
+    let f = Fixture::new();
+    let secret = f.secret("outage", "before-outage");
+    let agent = Agent::start(
+        &f.config()
+            .resource("o", &secret.arn)
+            .cache(|c| c.ttl("1s").max_stale("3s").fetch_timeout("2s")),
+        &[],
     );
-    let url = s.agent.url("/secrets/o");
+    let url = agent.url("/secrets/o");
     assert_eq!(get(&url).await.header("secret-agent-cache"), Some("miss"));
     assert_eq!(get(&url).await.header("secret-agent-cache"), Some("hit"));
 
-    s.proxy.set_fault(json!({"fault": "status", "status": 503}));
+    f.proxy.set_fault(json!({"fault": "status", "status": 503}));
     let started = Instant::now();
     // Within ttl + max-stale: the old value, marked stale, never an error.
     let mut stale = 0;
@@ -118,7 +103,7 @@ async fn outage_serves_stale_then_fails_closed_then_recovers() {
     assert!(stale > 0, "stale reads were marked");
 
     // Connection resets are survived the same way.
-    s.proxy.set_fault(json!({"fault": "reset"}));
+    f.proxy.set_fault(json!({"fault": "reset"}));
     let r = get(&url).await;
     assert_eq!(
         (r.status, r.header("secret-agent-cache")),
@@ -135,8 +120,9 @@ async fn outage_serves_stale_then_fails_closed_then_recovers() {
     get(&url).await.assert_error(503, "upstream_unavailable");
 
     // Recovery.
-    s.proxy.set_fault(json!({"fault": "none"}));
-    World::shared().put_secret_value(REGION, &s.arns[0], "after-outage");
+    f.proxy.set_fault(json!({"fault": "none"}));
+    f.world
+        .put_secret_value(REGION, &secret.arn, "after-outage");
     let r = get(&url).await;
     assert_eq!((r.status, r.text().as_str()), (200, "after-outage"));
     assert_eq!(r.header("secret-agent-cache"), Some("miss"));
@@ -144,14 +130,13 @@ async fn outage_serves_stale_then_fails_closed_then_recovers() {
 
 #[tokio::test]
 async fn versions_by_stage_and_id() {
-    let world = World::shared();
-    let secret = unique("versions");
-    let arn = world.create_secret(REGION, &secret, r#"{"pw":"old"}"#);
-    let old_id = world.call(
+    let f = Fixture::new();
+    let secret = f.secret("versions", r#"{"pw":"old"}"#);
+    let old_id = f.world.call(
         "secretsmanager",
         REGION,
         "describe_secret",
-        json!({"SecretId": arn}),
+        json!({"SecretId": secret.arn}),
     )["VersionIdsToStages"]
         .as_object()
         .unwrap()
@@ -159,12 +144,9 @@ async fn versions_by_stage_and_id() {
         .next()
         .unwrap()
         .clone();
-    world.put_secret_value(REGION, &arn, r#"{"pw":"new"}"#);
-    let proxy = world.proxy();
-    let agent = Agent::start(
-        &config(Some(&proxy.url), &[("v", &arn)], TEST_KEYS, ""),
-        &[],
-    );
+    f.world
+        .put_secret_value(REGION, &secret.arn, r#"{"pw":"new"}"#);
+    let agent = Agent::start(&f.config().resource("v", &secret.arn), &[]);
 
     let read = async |path: &str| get(&agent.url(path)).await;
     assert_eq!(read("/secrets/v").await.text(), r#"{"pw":"new"}"#);
@@ -189,7 +171,7 @@ async fn versions_by_stage_and_id() {
     // Each version is cached on its own.
     let r = read("/secrets/v?version-stage=AWSPREVIOUS").await;
     assert_eq!(r.header("secret-agent-cache"), Some("hit"));
-    assert_eq!(proxy.gets(&secret), 4);
+    assert_eq!(f.proxy.gets(&secret.name), 4);
 
     read("/secrets/v?version-stage=NOSUCHSTAGE")
         .await
@@ -203,11 +185,15 @@ async fn versions_by_stage_and_id() {
 
 #[tokio::test]
 async fn forced_refresh_reads_the_new_value_now() {
-    let secret = unique("forced");
-    let s = setup(&[("f", &secret, "first")], "  ttl: 1h\n");
-    let url = s.agent.url("/secrets/f");
+    let f = Fixture::new();
+    let secret = f.secret("forced", "first");
+    let agent = Agent::start(
+        &f.config().resource("f", &secret.arn).cache(|c| c.ttl("1h")),
+        &[],
+    );
+    let url = agent.url("/secrets/f");
     assert_eq!(get(&url).await.text(), "first");
-    World::shared().put_secret_value(REGION, &s.arns[0], "second");
+    f.world.put_secret_value(REGION, &secret.arn, "second");
     assert_eq!(get(&url).await.text(), "first");
     let r = get(&format!("{url}?refresh=true")).await;
     assert_eq!(
@@ -216,7 +202,7 @@ async fn forced_refresh_reads_the_new_value_now() {
     );
     assert_eq!(get(&url).await.text(), "second");
     // A failed forced refresh returns the error and keeps the cached value.
-    s.proxy.set_fault(json!({"fault": "status", "status": 503}));
+    f.proxy.set_fault(json!({"fault": "status", "status": 503}));
     assert!(get(&format!("{url}?refresh=true")).await.status >= 500);
     let r = get(&url).await;
     assert_eq!((r.status, r.text().as_str()), (200, "second"));
@@ -224,33 +210,25 @@ async fn forced_refresh_reads_the_new_value_now() {
 
 #[tokio::test]
 async fn prefetch_fills_the_cache_and_survives_a_failing_resource() {
-    let world = World::shared();
+    let f = Fixture::new();
     let names: Vec<String> = (0..5).map(|i| unique(&format!("pre{i}"))).collect();
-    let mut table: Vec<(String, String)> = names
-        .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                world.create_secret(REGION, n, &format!("value-of-{n}")),
-            )
-        })
-        .collect();
+    let table = names.iter().map(|n| {
+        (
+            n,
+            f.world.create_secret(REGION, n, &format!("value-of-{n}")),
+        )
+    });
     let missing = unique("pre-missing");
-    table.push((
-        "missing".into(),
-        format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}"),
-    ));
-    let proxy = world.proxy();
-    let refs = pairs(&table);
-    let agent = Agent::start(
-        &config(
-            Some(&proxy.url),
-            &refs,
-            TEST_KEYS,
-            "cache:\n  prefetch: true\n",
-        ),
-        &[],
-    );
+    let config = f
+        .config()
+        .resources(table)
+        .resource(
+            "missing",
+            &format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}"),
+        )
+        .cache(|c| c.prefetch());
+    let agent = Agent::start(&config, &[]);
+    let proxy = &f.proxy;
     assert!(
         agent.wait_for_log("prefetched 6 resource(s)", Duration::from_secs(10)),
         "{}",
@@ -337,12 +315,21 @@ async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
 
 #[tokio::test]
 async fn least_recently_used_entry_is_evicted() {
-    let (a, b, c) = (unique("lru-a"), unique("lru-b"), unique("lru-c"));
-    let s = setup(
-        &[("a", &a, "A"), ("b", &b, "B"), ("c", &c, "C")],
-        "  max-entries: 2\n",
+    let f = Fixture::new();
+    let (a, b, c) = (
+        f.secret("lru-a", "A"),
+        f.secret("lru-b", "B"),
+        f.secret("lru-c", "C"),
     );
-    let read = async |n: &str| get(&s.agent.url(&format!("/secrets/{n}"))).await;
+    let agent = Agent::start(
+        &f.config()
+            .resource("a", &a.arn)
+            .resource("b", &b.arn)
+            .resource("c", &c.arn)
+            .cache(|c| c.max_entries(2)),
+        &[],
+    );
+    let read = async |n: &str| get(&agent.url(&format!("/secrets/{n}"))).await;
     read("a").await;
     read("b").await;
     read("a").await; // b is now the least recently used
@@ -350,23 +337,31 @@ async fn least_recently_used_entry_is_evicted() {
     assert_eq!(read("a").await.header("secret-agent-cache"), Some("hit"));
     assert_eq!(read("b").await.header("secret-agent-cache"), Some("miss"));
     assert_eq!(
-        (s.proxy.gets(&a), s.proxy.gets(&b), s.proxy.gets(&c)),
+        (
+            f.proxy.gets(&a.name),
+            f.proxy.gets(&b.name),
+            f.proxy.gets(&c.name)
+        ),
         (1, 2, 1)
     );
 }
 
 #[tokio::test]
 async fn ttl_zero_reads_every_time() {
-    let secret = unique("ttl0");
-    let s = setup(&[("z", &secret, "zero")], "  ttl: 0\n");
+    let f = Fixture::new();
+    let secret = f.secret("ttl0", "zero");
+    let agent = Agent::start(
+        &f.config().resource("z", &secret.arn).cache(|c| c.ttl("0")),
+        &[],
+    );
     for _ in 0..3 {
-        let r = get(&s.agent.url("/secrets/z")).await;
+        let r = get(&agent.url("/secrets/z")).await;
         assert_eq!(
             (r.text().as_str(), r.header("secret-agent-cache")),
             ("zero", Some("miss"))
         );
     }
-    assert_eq!(s.proxy.gets(&secret), 3);
+    assert_eq!(f.proxy.gets(&secret.name), 3);
 }
 
 /// moto enforces IAM when INITIAL_NO_AUTH_ACTION_COUNT is set: the first
@@ -404,18 +399,15 @@ async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
             "access_key_id": admin["AccessKeyId"], "secret_access_key": admin["SecretAccessKey"]}))
     };
 
-    let keys = format!(
-        "access-key-id: {}\nsecret-access-key: {}",
-        reader["AccessKeyId"].as_str().unwrap(),
-        reader["SecretAccessKey"].as_str().unwrap()
-    );
     let agent = Agent::start(
-        &config(
-            Some(&world.moto),
-            &[("r", &arn)],
-            &keys,
-            "cache:\n  ttl: 2s\n  refresh-ahead: 1s\n",
-        ),
+        &AgentConfig::new()
+            .endpoint(&world.moto)
+            .resource("r", &arn)
+            .keys(
+                reader["AccessKeyId"].as_str().unwrap(),
+                reader["SecretAccessKey"].as_str().unwrap(),
+            )
+            .cache(|c| c.ttl("2s").refresh_ahead("1s")),
         &[],
     );
     let url = agent.url("/secrets/r");

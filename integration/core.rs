@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::support::*;
 
 /// Seeds the secrets of the core issue and starts an agent over them.
-struct Fixture {
+struct Seeded {
     proxy: Proxy<'static>,
     agent: Agent,
     json_arn: String,
@@ -26,40 +26,35 @@ fn big_value() -> String {
     (0..6000).map(|i| format!("{i:09}-")).collect()
 }
 
-fn fixture(extra_tail: &str) -> Fixture {
-    let world = World::shared();
-    let json_name = unique("core/db");
-    let json_arn = world.create_secret(REGION, &json_name, JSON_V1);
-    world.put_secret_value(REGION, &json_arn, JSON_V2);
-    let plain_arn = world.create_secret(REGION, &unique("core-plain"), PLAIN);
+/// `change` adds to the config, e.g. a cache setting.
+fn fixture(change: impl FnOnce(AgentConfig) -> AgentConfig) -> Seeded {
+    let f = Fixture::new();
+    let world = f.world;
+    let json = f.secret("core/db", JSON_V1);
+    world.put_secret_value(REGION, &json.arn, JSON_V2);
+    let plain = f.secret("core-plain", PLAIN);
     let binary_arn = world.create_binary_secret(REGION, &unique("core-bin"), BINARY);
-    let big_arn = world.create_secret(REGION, &unique("core-big"), &big_value());
-    let proxy = world.proxy();
-    let yaml = config(
-        Some(&proxy.url),
-        &[
-            ("db", &json_arn),
-            ("plain", &plain_arn),
-            ("bin", &binary_arn),
-            ("big", &big_arn),
-            ("nested/db", &json_arn),
-            ("nested", &plain_arn),
-        ],
-        TEST_KEYS,
-        extra_tail,
-    );
-    let agent = Agent::start(&yaml, &[]);
-    Fixture {
-        proxy,
+    let big = f.secret("core-big", &big_value());
+    let config = f
+        .config()
+        .resource("db", &json.arn)
+        .resource("plain", &plain.arn)
+        .resource("bin", &binary_arn)
+        .resource("big", &big.arn)
+        .resource("nested/db", &json.arn)
+        .resource("nested", &plain.arn);
+    let agent = Agent::start(&change(config), &[]);
+    Seeded {
+        proxy: f.proxy,
         agent,
-        json_arn,
-        json_name,
+        json_arn: json.arn,
+        json_name: json.name,
     }
 }
 
 #[tokio::test]
 async fn values_come_back_exactly_with_their_content_type() {
-    let f = fixture("");
+    let f = fixture(|c| c);
     let r = get(&f.agent.url("/secrets/db")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), JSON_V2);
@@ -95,7 +90,7 @@ async fn values_come_back_exactly_with_their_content_type() {
 
 #[tokio::test]
 async fn keys_of_json_secrets() {
-    let f = fixture("");
+    let f = fixture(|c| c);
     // Version 1 holds the typed values; read it by stage.
     let world = World::shared();
     world.call(
@@ -136,7 +131,7 @@ async fn keys_of_json_secrets() {
 
 #[tokio::test]
 async fn longest_configured_name_wins() {
-    let f = fixture("");
+    let f = fixture(|c| c);
     // `nested` is the plain secret, `nested/db` the JSON one.
     let r = get(&f.agent.url("/secrets/nested/db")).await;
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -152,7 +147,7 @@ async fn longest_configured_name_wins() {
 
 #[tokio::test]
 async fn unknown_names_routes_and_methods() {
-    let f = fixture("");
+    let f = fixture(|c| c);
     for path in [
         "/secrets/nope",
         "/secrets/",
@@ -200,7 +195,7 @@ async fn unknown_names_routes_and_methods() {
 
 #[tokio::test]
 async fn second_read_within_ttl_makes_no_upstream_call() {
-    let f = fixture("cache:\n  ttl: 1h\n");
+    let f = fixture(|c| c.cache(|c| c.ttl("1h")));
     let first = get(&f.agent.url("/secrets/db")).await;
     assert_eq!(first.header("secret-agent-cache"), Some("miss"));
     let second = get(&f.agent.url("/secrets/db/username")).await;
@@ -210,15 +205,12 @@ async fn second_read_within_ttl_makes_no_upstream_call() {
     assert_eq!(f.proxy.gets(&f.json_name), 1);
     // The call was signed with the configured key.
     let calls = f.proxy.calls();
-    assert_eq!(
-        calls[0].access_key_id.as_deref(),
-        Some("AKIATESTTESTTESTTEST")
-    );
+    assert_eq!(calls[0].access_key_id.as_deref(), Some(TEST_KEY_ID));
 }
 
 #[tokio::test]
 async fn ttl_expiry_fetches_again() {
-    let f = fixture("cache:\n  ttl: 1s\n");
+    let f = fixture(|c| c.cache(|c| c.ttl("1s")));
     let arn = f.json_arn.clone();
     assert_eq!(get(&f.agent.url("/secrets/db")).await.text(), JSON_V2);
     World::shared().put_secret_value(REGION, &arn, r#"{"v":3}"#);
@@ -231,7 +223,7 @@ async fn ttl_expiry_fetches_again() {
 
 #[tokio::test]
 async fn no_secret_value_reaches_the_debug_log() {
-    let f = fixture("log:\n  level: debug\n");
+    let f = fixture(|c| c.log_level("debug"));
     for path in [
         "db",
         "db/username",
@@ -256,7 +248,7 @@ async fn no_secret_value_reaches_the_debug_log() {
         JSON_V2,
         "rotated-pa55-value-2",
         PLAIN,
-        "test-secret-key-never-logged",
+        TEST_SECRET_KEY,
         &big_value()[..40],
     ] {
         assert!(!log.contains(value), "log leaks {value:?}:\n{log}");
@@ -270,44 +262,43 @@ async fn no_secret_value_reaches_the_debug_log() {
 
 #[tokio::test]
 async fn standard_endpoint_variable_works_without_endpoint_key() {
-    let world = World::shared();
-    let name = unique("core-env");
-    let arn = world.create_secret(REGION, &name, "from-env-endpoint");
-    let proxy = world.proxy();
-    let yaml = config(None, &[("s", &arn)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[("AWS_ENDPOINT_URL_SECRETS_MANAGER", &proxy.url)]);
+    let f = Fixture::new();
+    let secret = f.secret("core-env", "from-env-endpoint");
+    let config = AgentConfig::new().resource("s", &secret.arn).test_keys();
+    let agent = Agent::start(
+        &config,
+        &[("AWS_ENDPOINT_URL_SECRETS_MANAGER", &f.proxy.url)],
+    );
     assert_eq!(
         get(&agent.url("/secrets/s")).await.text(),
         "from-env-endpoint"
     );
-    assert_eq!(proxy.gets(&name), 1);
-    let agent = Agent::start(&yaml, &[("AWS_ENDPOINT_URL", &proxy.url)]);
+    assert_eq!(f.proxy.gets(&secret.name), 1);
+    let agent = Agent::start(&config, &[("AWS_ENDPOINT_URL", &f.proxy.url)]);
     assert_eq!(
         get(&agent.url("/secrets/s")).await.text(),
         "from-env-endpoint"
     );
-    assert_eq!(proxy.gets(&name), 2);
+    assert_eq!(f.proxy.gets(&secret.name), 2);
 }
 
 #[tokio::test]
 async fn upstream_failures_map_to_gateway_errors() {
-    let world = World::shared();
-    let name = unique("core-fail");
-    let arn = world.create_secret(REGION, &name, "v");
+    let f = Fixture::new();
+    let arn = f.secret("core-fail", "v").arn;
     let missing = format!(
         "arn:aws:secretsmanager:{REGION}:123456789012:secret:{}",
         unique("never-created")
     );
 
     // Deleted upstream: a gateway error with its own code.
-    let proxy = world.proxy();
-    let yaml = config(
-        Some(&proxy.url),
-        &[("gone", &missing), ("s", &arn)],
-        TEST_KEYS,
-        "cache:\n  fetch-timeout: 1s\n",
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let proxy = &f.proxy;
+    let config = f
+        .config()
+        .resource("gone", &missing)
+        .resource("s", &arn)
+        .cache(|c| c.fetch_timeout("1s"));
+    let agent = Agent::start(&config, &[]);
     get(&agent.url("/secrets/gone"))
         .await
         .assert_error(502, "upstream_secret_not_found");
@@ -325,17 +316,11 @@ async fn upstream_failures_map_to_gateway_errors() {
     );
 
     // Nothing listening: 502 unreachable.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let yaml = config(
-        Some(&format!("http://{closed}")),
-        &[("s", &arn)],
-        TEST_KEYS,
-        "",
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let config = AgentConfig::new()
+        .endpoint(&closed_url())
+        .resource("s", &arn)
+        .test_keys();
+    let agent = Agent::start(&config, &[]);
     get(&agent.url("/secrets/s"))
         .await
         .assert_error(502, "upstream_unreachable");
@@ -416,7 +401,7 @@ fn bad_configs_fail_before_serving_with_file_and_line() {
 
 #[tokio::test]
 async fn example_clients_read_secrets_and_report_errors() {
-    let f = fixture("");
+    let f = fixture(|c| c);
     let base = format!("http://{}", f.agent.addr);
     let run = |program: &str, args: &[&str]| {
         let out = std::process::Command::new(program)
@@ -461,16 +446,18 @@ async fn example_clients_read_secrets_and_report_errors() {
 async fn no_secret_value_reaches_the_trace_log_either() {
     let world = World::shared();
     let value = format!("trace-level-secret-{}", unique("v"));
-    let arn = world.create_secret(REGION, &unique("trace"), &format!(r#"{{"pw":"{value}"}}"#));
-    let yaml = config(Some(&world.moto), &[("t", &arn)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[("RUST_LOG", "trace")]);
+    let secret = world.secret("trace", &format!(r#"{{"pw":"{value}"}}"#));
+    let agent = Agent::start(
+        &world.config().resource("t", &secret.arn),
+        &[("RUST_LOG", "trace")],
+    );
     assert_eq!(get(&agent.url("/secrets/t/pw")).await.text(), value);
     assert_eq!(get(&agent.url("/secrets/t?refresh=true")).await.status, 200);
     let log = agent.log();
     // Other crates' trace records are dropped (the SDK's carry signed
     // requests); everything at debug and above still shows.
     assert!(log.contains("DEBUG"), "verbose logging is on");
-    for secret in [value.as_str(), "test-secret-key-never-logged"] {
+    for secret in [value.as_str(), TEST_SECRET_KEY] {
         assert!(!log.contains(secret), "trace log leaks {secret}");
     }
 }

@@ -30,17 +30,13 @@ async fn get_all(
 
 #[tokio::test]
 async fn forced_refreshes_in_a_loop_are_rate_limited() {
-    let world = World::shared();
-    let secret = unique("cost-refresh");
-    let arn = world.create_secret(REGION, &secret, "v1");
-    let proxy = world.proxy();
+    let f = Fixture::new();
+    let Secret { name: secret, arn } = f.secret("cost-refresh", "v1");
+    let (world, proxy) = (f.world, &f.proxy);
     let agent = Agent::start(
-        &config(
-            Some(&proxy.url),
-            &[("r", &arn)],
-            TEST_KEYS,
-            "cache:\n  min-refresh-interval: 1s\n",
-        ),
+        &f.config()
+            .resource("r", &arn)
+            .cache(|c| c.min_refresh_interval("1s")),
         &[],
     );
     let refresh = agent.url("/secrets/r?refresh=true");
@@ -83,17 +79,13 @@ async fn forced_refreshes_in_a_loop_are_rate_limited() {
 
 #[tokio::test]
 async fn unknown_version_ids_cost_one_call_each_per_negative_ttl() {
-    let world = World::shared();
-    let secret = unique("cost-versions");
-    let arn = world.create_secret(REGION, &secret, "v");
-    let proxy = world.proxy();
+    let f = Fixture::new();
+    let Secret { name: secret, arn } = f.secret("cost-versions", "v");
+    let proxy = &f.proxy;
     let agent = Agent::start(
-        &config(
-            Some(&proxy.url),
-            &[("v", &arn)],
-            TEST_KEYS,
-            "cache:\n  negative-ttl: 30s\n",
-        ),
+        &f.config()
+            .resource("v", &arn)
+            .cache(|c| c.negative_ttl("30s")),
         &[],
     );
     // 300 distinct version ids that do not exist, each asked twice.
@@ -129,14 +121,11 @@ async fn unknown_version_ids_cost_one_call_each_per_negative_ttl() {
 
 #[tokio::test]
 async fn a_configured_secret_that_does_not_exist_costs_one_call_per_negative_ttl() {
-    let world = World::shared();
+    let f = Fixture::new();
     let missing = unique("cost-missing");
     let arn = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}");
-    let proxy = world.proxy();
-    let agent = Agent::start(
-        &config(Some(&proxy.url), &[("gone", &arn)], TEST_KEYS, ""),
-        &[],
-    );
+    let proxy = &f.proxy;
+    let agent = Agent::start(&f.config().resource("gone", &arn), &[]);
     for _ in 0..100 {
         get(&agent.url("/secrets/gone"))
             .await
@@ -153,14 +142,9 @@ async fn a_configured_secret_that_does_not_exist_costs_one_call_per_negative_ttl
 async fn calls_in_flight_are_bounded_and_the_rest_wait_or_are_busy() {
     let world = World::shared();
     let names: Vec<String> = (0..12).map(|i| unique(&format!("cost-flood{i}"))).collect();
-    let table: Vec<(String, String)> = names
+    let table: Vec<(&String, String)> = names
         .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                world.create_secret(REGION, n, &format!("value-of-{n}")),
-            )
-        })
+        .map(|n| (n, world.create_secret(REGION, n, &format!("value-of-{n}"))))
         .collect();
     let paths: Vec<String> = names.iter().map(|n| format!("/secrets/{n}")).collect();
 
@@ -168,12 +152,12 @@ async fn calls_in_flight_are_bounded_and_the_rest_wait_or_are_busy() {
     let proxy = world.proxy();
     proxy.set_fault(json!({"fault": "delay", "delay_ms": 300}));
     let agent = Agent::start(
-        &config(
-            Some(&proxy.url),
-            &pairs(&table),
-            &format!("{TEST_KEYS}\nmax-concurrent-calls: 2"),
-            "cache:\n  fetch-timeout: 10s\n",
-        ),
+        &AgentConfig::new()
+            .endpoint(&proxy.url)
+            .resources(table.clone())
+            .test_keys()
+            .max_concurrent_calls(2)
+            .cache(|c| c.fetch_timeout("10s")),
         &[],
     );
     let started = Instant::now();
@@ -193,12 +177,12 @@ async fn calls_in_flight_are_bounded_and_the_rest_wait_or_are_busy() {
     let hanging = world.proxy();
     hanging.set_fault(json!({"fault": "hang", "delay_ms": 5000}));
     let agent = Agent::start(
-        &config(
-            Some(&hanging.url),
-            &pairs(&table),
-            &format!("{TEST_KEYS}\nmax-concurrent-calls: 1"),
-            "cache:\n  fetch-timeout: 1s\n",
-        ),
+        &AgentConfig::new()
+            .endpoint(&hanging.url)
+            .resources(table)
+            .test_keys()
+            .max_concurrent_calls(1)
+            .cache(|c| c.fetch_timeout("1s")),
         &[],
     );
     let started = Instant::now();
@@ -229,18 +213,23 @@ async fn calls_in_flight_are_bounded_and_the_rest_wait_or_are_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_lookups_of_one_client_never_evict_what_others_read() {
-    let world = World::shared();
-    let (mine, theirs) = (unique("cost-victim"), unique("cost-attacker"));
-    let mine_arn = world.create_secret(REGION, &mine, "still-served");
-    let theirs_arn = world.create_secret(REGION, &theirs, "theirs");
-    let proxy = world.proxy();
+    let f = Fixture::new();
+    let Secret {
+        name: mine,
+        arn: mine_arn,
+    } = f.secret("cost-victim", "still-served");
+    let Secret {
+        name: theirs,
+        arn: theirs_arn,
+    } = f.secret("cost-attacker", "theirs");
+    let proxy = &f.proxy;
     let agent = Agent::start(
-        &config(
-            Some(&proxy.url),
-            &[("mine", &mine_arn), ("theirs", &theirs_arn)],
-            TEST_KEYS,
-            "cache:\n  max-entries: 1000\nauth:\n  tokens:\n    - token-env: VICTIM\n      resources: [mine]\n    - token-env: ATTACKER\n      resources: [theirs]\n",
-        ),
+        &f.config()
+            .resource("mine", &mine_arn)
+            .resource("theirs", &theirs_arn)
+            .cache(|c| c.max_entries(1000))
+            .token_env("VICTIM", &["mine"])
+            .token_env("ATTACKER", &["theirs"]),
         &[
             ("VICTIM", "victim-token-0123456789abcdef"),
             ("ATTACKER", "attacker-token-0123456789abcdef"),

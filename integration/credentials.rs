@@ -12,9 +12,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// Every read calls AWS, so every read shows which key signed it.
-const NO_CACHE: &str = "cache:\n  ttl: 0s\n";
-
 const ROLE: &str = "arn:aws:iam::123456789012:role/secret-reader";
 
 /// A secret in the shared world behind a fresh recording proxy.
@@ -28,13 +25,13 @@ struct Setup {
 }
 
 fn setup(prefix: &str) -> Setup {
-    let world = World::shared();
+    let Fixture { world, proxy } = Fixture::new();
     let name = unique(prefix);
     let value = format!("value-of-{name}");
     let arn = world.create_secret(REGION, &name, &value);
     Setup {
         world,
-        proxy: world.proxy(),
+        proxy,
         name,
         arn,
         value,
@@ -42,17 +39,13 @@ fn setup(prefix: &str) -> Setup {
 }
 
 impl Setup {
-    /// The agent's config: one resource `s`, no caching, `extra` under
-    /// `secret-manager.aws`.
-    fn yaml(&self, extra: &str) -> String {
-        config(Some(&self.proxy.url), &[("s", &self.arn)], extra, NO_CACHE)
-    }
-
-    /// The same without a `region:` key.
-    fn yaml_without_region(&self, extra: &str) -> String {
-        let yaml = self.yaml(extra);
-        assert!(yaml.contains("    region: us-west-1\n"));
-        yaml.replace("    region: us-west-1\n", "")
+    /// The agent's config: one resource `s`, no credentials, no caching.
+    fn config(&self) -> AgentConfig {
+        no_cache(
+            AgentConfig::new()
+                .endpoint(&self.proxy.url)
+                .resource("s", &self.arn),
+        )
     }
 
     /// Reads `s` and checks the value.
@@ -170,21 +163,18 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// A port on which nothing listens.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
+/// Every read calls AWS, so every read shows which key signed it.
+fn no_cache(config: AgentConfig) -> AgentConfig {
+    config.cache(|c| c.ttl("0s"))
 }
 
 #[tokio::test]
 async fn static_keys_from_config_sign_with_their_session_token() {
     let s = setup("creds-static");
     let agent = Agent::start(
-        &s.yaml(
-            "access-key-id: AKIACONFIGSTATIC0001\n\
-             secret-access-key: cfg-secret-static-9f2e41\n\
-             session-token: cfg-token-static-77ab03",
-        ),
+        &s.config()
+            .keys("AKIACONFIGSTATIC0001", "cfg-secret-static-9f2e41")
+            .session_token("cfg-token-static-77ab03"),
         &[],
     );
     s.read(&agent).await;
@@ -193,7 +183,8 @@ async fn static_keys_from_config_sign_with_their_session_token() {
 
     // Without a session token, none is sent.
     let plain = Agent::start(
-        &s.yaml("access-key-id: AKIACONFIGSTATIC0002\nsecret-access-key: cfg-secret-static-c03d"),
+        &s.config()
+            .keys("AKIACONFIGSTATIC0002", "cfg-secret-static-c03d"),
         &[],
     );
     s.read(&plain).await;
@@ -232,8 +223,9 @@ async fn static_sources_are_tried_in_the_seed_order() {
         ("AWS_SECRET_ACCESS_KEY", "env-secret-order-0b7f".to_owned()),
         ("AWS_SESSION_TOKEN", "env-token-order-4c19".to_owned()),
     ]);
-    let config_keys =
-        "access-key-id: AKIAORDERCONFIG00001\nsecret-access-key: cfg-secret-order-a6e3";
+    let config_keys = s
+        .config()
+        .keys("AKIAORDERCONFIG00001", "cfg-secret-order-a6e3");
     let mut secrets: Vec<String> = [
         "file-secret-order-5d1c",
         "file-token-order-e8a2",
@@ -247,17 +239,21 @@ async fn static_sources_are_tried_in_the_seed_order() {
     let file_source = format!("shared credentials file {file_path} (profile default)");
     let steps = [
         (config_keys, &with_env, "static keys from config"),
-        ("", &with_env, "environment keys (AWS_ACCESS_KEY_ID)"),
-        ("", &with_file, file_source.as_str()),
-        ("", &with_imds, "instance role via IMDSv2"),
+        (
+            s.config(),
+            &with_env,
+            "environment keys (AWS_ACCESS_KEY_ID)",
+        ),
+        (s.config(), &with_file, file_source.as_str()),
+        (s.config(), &with_imds, "instance role via IMDSv2"),
     ];
     let want = [
         ("AKIAORDERCONFIG00001", None),
         ("AKIAORDERENV00000001", Some("env-token-order-4c19")),
         ("AKIAORDERFILE0000001", Some("file-token-order-e8a2")),
     ];
-    for (i, (extra, env, source)) in steps.into_iter().enumerate() {
-        let agent = Agent::start(&s.yaml(extra), &env_refs(env));
+    for (i, (config, env, source)) in steps.into_iter().enumerate() {
+        let agent = Agent::start(&config, &env_refs(env));
         s.read(&agent).await;
         match want.get(i) {
             Some(&(key, token)) => {
@@ -301,7 +297,7 @@ async fn profile_comes_from_aws_profile_or_the_profile_key() {
     let file = file.display().to_string();
 
     let agent = Agent::start(
-        &s.yaml(""),
+        &s.config(),
         &[
             ("AWS_SHARED_CREDENTIALS_FILE", &file),
             ("AWS_PROFILE", "team"),
@@ -316,7 +312,7 @@ async fn profile_comes_from_aws_profile_or_the_profile_key() {
 
     // The `profile:` key wins over AWS_PROFILE.
     let agent = Agent::start(
-        &s.yaml("profile: ops"),
+        &s.config().profile("ops"),
         &[
             ("AWS_SHARED_CREDENTIALS_FILE", &file),
             ("AWS_PROFILE", "team"),
@@ -343,44 +339,35 @@ async fn shared_file_changes_are_used_by_the_next_call_without_restart() {
     let s = setup("creds-rotate-file");
     let files = tempfile::tempdir().unwrap();
     let file = files.path().join("credentials");
-    write_credentials(
-        &file,
-        &[(
-            "default",
-            "AKIAFILEROTATE000001",
-            "file-secret-rotate-aaaa",
-            Some("file-token-rotate-1111"),
-        )],
+    let write = |id: &str, secret: &str, token: &str| {
+        write_credentials(&file, &[("default", id, secret, Some(token))]);
+    };
+    write(
+        "AKIAFILEROTATE000001",
+        "file-secret-rotate-aaaa",
+        "file-token-rotate-1111",
     );
     let agent = Agent::start(
-        &s.yaml(""),
+        &s.config(),
         &[("AWS_SHARED_CREDENTIALS_FILE", &file.display().to_string())],
     );
     s.read(&agent).await;
     s.assert_signed("AKIAFILEROTATE000001", Some("file-token-rotate-1111"));
 
     // New keys, same lengths, written in place.
-    write_credentials(
-        &file,
-        &[(
-            "default",
-            "AKIAFILEROTATE000002",
-            "file-secret-rotate-bbbb",
-            Some("file-token-rotate-2222"),
-        )],
+    write(
+        "AKIAFILEROTATE000002",
+        "file-secret-rotate-bbbb",
+        "file-token-rotate-2222",
     );
     s.read(&agent).await;
     s.assert_signed("AKIAFILEROTATE000002", Some("file-token-rotate-2222"));
 
     // Only the session token changes.
-    write_credentials(
-        &file,
-        &[(
-            "default",
-            "AKIAFILEROTATE000002",
-            "file-secret-rotate-bbbb",
-            Some("file-token-rotate-3333"),
-        )],
+    write(
+        "AKIAFILEROTATE000002",
+        "file-secret-rotate-bbbb",
+        "file-token-rotate-3333",
     );
     s.read(&agent).await;
     s.assert_signed("AKIAFILEROTATE000002", Some("file-token-rotate-3333"));
@@ -402,7 +389,7 @@ async fn instance_role_via_imdsv2_with_the_region_from_imds() {
     let s = setup("creds-imds");
     let imds = s.world.imds_in("eu-central-1", 3600, "ASIAIMDSMODE");
     let env = imds_env(&imds);
-    let agent = Agent::start(&s.yaml_without_region(""), &env_refs(&env));
+    let agent = Agent::start(&s.config().no_region(), &env_refs(&env));
     s.read(&agent).await;
     let issued = &imds.issued()[0];
     s.assert_signed(
@@ -448,7 +435,7 @@ async fn instance_credentials_are_refreshed_before_they_expire() {
     let imds = s.world.imds(4, "ASIAEXPIRY");
     imds.set(json!({"rotate_ahead": 2}));
     let env = imds_env(&imds);
-    let agent = Agent::start(&s.yaml(""), &env_refs(&env));
+    let agent = Agent::start(&s.config(), &env_refs(&env));
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut reads = 0;
     loop {
@@ -533,14 +520,11 @@ async fn assume_role_over_static_keys_through_the_sts_endpoint() {
     let s = setup("creds-assume-static");
     let sts = s.world.proxy();
     let agent = Agent::start(
-        &s.yaml(&format!(
-            "access-key-id: AKIAASSUMESOURCE0001\n\
-             secret-access-key: src-secret-assume-61f0\n\
-             assume-role: {ROLE}\n\
-             sts-endpoint: {}\n\
-             sts-region: ap-southeast-2",
-            sts.url
-        )),
+        &s.config()
+            .keys("AKIAASSUMESOURCE0001", "src-secret-assume-61f0")
+            .assume_role(AssumeRole::Arn(ROLE.into()))
+            .sts_endpoint(&sts.url)
+            .sts_region("ap-southeast-2"),
         &[],
     );
     s.read(&agent).await;
@@ -569,13 +553,18 @@ async fn assume_role_map_form_over_the_instance_role() {
     let imds = s.world.imds_in("eu-west-3", 3600, "ASIAASSUMEIMDS");
     let sts = s.world.proxy();
     let role = "arn:aws:iam::123456789012:role/mapped-reader";
-    let yaml = s.yaml_without_region(&format!(
-        "assume-role:\n  role-arn: {role}\n  external-id: ext-id-5e9d2c\n  \
-         session-name: agent-session-7\n  duration: 15m\nsts-endpoint: {}",
-        sts.url
-    ));
+    let config = s
+        .config()
+        .no_region()
+        .assume_role(AssumeRole::Full {
+            role_arn: role.into(),
+            external_id: Some("ext-id-5e9d2c".into()),
+            session_name: Some("agent-session-7".into()),
+            duration: Some("15m".into()),
+        })
+        .sts_endpoint(&sts.url);
     let env = imds_env(&imds);
-    let agent = Agent::start(&yaml, &env_refs(&env));
+    let agent = Agent::start(&config, &env_refs(&env));
     s.read(&agent).await;
     let imds_key = imds.state()["access_key_id"].as_str().unwrap().to_owned();
     let calls = assert_assumed(&s, &sts, &imds_key);
@@ -606,7 +595,7 @@ async fn sts_endpoint_from_the_standard_variable() {
     let s = setup("creds-assume-env");
     let sts = s.world.proxy();
     let agent = Agent::start(
-        &s.yaml(&format!("assume-role: {ROLE}")),
+        &s.config().assume_role(AssumeRole::Arn(ROLE.into())),
         &[
             ("AWS_ENDPOINT_URL_STS", &sts.url),
             ("AWS_ACCESS_KEY_ID", "AKIAASSUMEENVSOURCE1"),
@@ -634,13 +623,12 @@ async fn resources_in_two_regions_are_read_in_their_own_region() {
     let west = world.create_secret(REGION, &name, "value-in-us-west-1");
     let east = world.create_secret("us-east-1", &name, "value-in-us-east-1");
     let proxy = world.proxy();
-    let yaml = config(
-        Some(&proxy.url),
-        &[("west", &west), ("east", &east)],
-        "access-key-id: AKIAREGIONS000000001\nsecret-access-key: region-secret-0c4e",
-        NO_CACHE,
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let config = AgentConfig::new()
+        .endpoint(&proxy.url)
+        .resource("west", &west)
+        .resource("east", &east)
+        .keys("AKIAREGIONS000000001", "region-secret-0c4e");
+    let agent = Agent::start(&no_cache(config), &[]);
     let r = get(&agent.url("/secrets/east")).await;
     assert_eq!((r.status, r.text().as_str()), (200, "value-in-us-east-1"));
     let r = get(&agent.url("/secrets/west")).await;
@@ -672,7 +660,7 @@ fn assert_no_credentials(r: &Reply) {
 #[tokio::test]
 async fn no_credentials_anywhere_is_a_clear_error_and_the_agent_keeps_serving() {
     let s = setup("creds-none");
-    let agent = Agent::start(&s.yaml(""), &[]);
+    let agent = Agent::start(&s.config(), &[]);
     assert_no_credentials(&get(&agent.url("/secrets/s")).await);
     assert_startup_line(&agent, "credentials: none yet");
     // Still serving, with the same answer.
@@ -682,9 +670,9 @@ async fn no_credentials_anywhere_is_a_clear_error_and_the_agent_keeps_serving() 
     // IMDS enabled but nothing listening: falls through at once.
     let started = Instant::now();
     let agent = Agent::start(
-        &s.yaml_without_region(""),
+        &s.config().no_region(),
         &[
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed_port()),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed_url()),
             ("AWS_EC2_METADATA_DISABLED", ""),
         ],
     );
@@ -707,7 +695,7 @@ async fn unresponsive_imds_falls_through_within_seconds() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
     let agent = Agent::start(
-        &s.yaml(""),
+        &s.config(),
         &[
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url),
             ("AWS_EC2_METADATA_DISABLED", ""),
@@ -764,11 +752,11 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
     );
 
     let run = |id: &str, secret: &str| {
-        config(
-            Some(&world.moto),
-            &[("guarded", &arn)],
-            &format!("access-key-id: {id}\nsecret-access-key: {secret}"),
-            NO_CACHE,
+        no_cache(
+            AgentConfig::new()
+                .endpoint(&world.moto)
+                .resource("guarded", &arn)
+                .keys(id, secret),
         )
     };
     // Keys moto has never seen.
@@ -806,14 +794,10 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
     assert_log_clean(&agent, &[&nobody_secret]);
 
     // STS refusing the AssumeRole: no credentials to sign with.
-    let yaml = run("AKIAUNKNOWNKEY000002", "unknown-secret-8e1b").replace(
-        "    resources:",
-        &format!(
-            "    assume-role: {ROLE}\n    sts-endpoint: {}\n    resources:",
-            world.moto
-        ),
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let config = run("AKIAUNKNOWNKEY000002", "unknown-secret-8e1b")
+        .assume_role(AssumeRole::Arn(ROLE.into()))
+        .sts_endpoint(&world.moto);
+    let agent = Agent::start(&config, &[]);
     let r = get(&agent.url("/secrets/guarded")).await;
     r.assert_error(503, "credentials_unavailable");
     let message = r.json()["message"].as_str().unwrap().to_owned();
@@ -840,15 +824,13 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
 async fn no_key_or_token_in_the_log_even_at_trace_level() {
     let s = setup("creds-trace");
     let sts = s.world.proxy();
-    let yaml = s.yaml(&format!(
-        "access-key-id: AKIATRACESOURCE00001\n\
-         secret-access-key: trace-secret-5a5a91\n\
-         session-token: trace-token-6b6b02\n\
-         assume-role: {ROLE}\n\
-         sts-endpoint: {}",
-        sts.url
-    ));
-    let agent = Agent::start(&yaml, &[("RUST_LOG", "trace")]);
+    let config = s
+        .config()
+        .keys("AKIATRACESOURCE00001", "trace-secret-5a5a91")
+        .session_token("trace-token-6b6b02")
+        .assume_role(AssumeRole::Arn(ROLE.into()))
+        .sts_endpoint(&sts.url);
+    let agent = Agent::start(&config, &[("RUST_LOG", "trace")]);
     s.read(&agent).await;
     let mut secrets = returned_secrets(&sts.calls());
     secrets.extend(["trace-secret-5a5a91", "trace-token-6b6b02"].map(String::from));
@@ -861,7 +843,7 @@ async fn no_key_or_token_in_the_log_even_at_trace_level() {
     let imds = s.world.imds(3600, "ASIATRACEIMDS");
     let mut env = imds_env(&imds);
     env.push(("RUST_LOG", "trace".into()));
-    let agent = Agent::start(&s.yaml(""), &env_refs(&env));
+    let agent = Agent::start(&s.config(), &env_refs(&env));
     s.read(&agent).await;
     assert_log_clean(&agent, &imds_secrets(&imds));
 }
@@ -870,22 +852,21 @@ async fn no_key_or_token_in_the_log_even_at_trace_level() {
 fn check_prints_the_mode_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    let yaml = config(
-        None,
-        &[(
+    let config = AgentConfig::new()
+        .resource(
             "s",
             "arn:aws:secretsmanager:us-west-1:123456789012:secret:check-AbCdEf",
-        )],
-        &format!(
-            "access-key-id: AKIACHECK00000000001\n\
-             secret-access-key: check-secret-1a2b3c\n\
-             session-token: check-token-4d5e6f\n\
-             assume-role:\n  role-arn: {ROLE}\n  external-id: check-external-7a8b\n\
-             sts-endpoint: https://sts.us-west-1.amazonaws.com"
-        ),
-        "",
-    );
-    std::fs::write(&path, yaml).unwrap();
+        )
+        .keys("AKIACHECK00000000001", "check-secret-1a2b3c")
+        .session_token("check-token-4d5e6f")
+        .assume_role(AssumeRole::Full {
+            role_arn: ROLE.into(),
+            external_id: Some("check-external-7a8b".into()),
+            session_name: None,
+            duration: None,
+        })
+        .sts_endpoint("https://sts.us-west-1.amazonaws.com");
+    std::fs::write(&path, config.yaml()).unwrap();
     let (code, out, err) = run_cli(&["--check", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -936,7 +917,7 @@ async fn web_identity_token_from_the_environment() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "eyJ.web-identity-token.sig").unwrap();
     let agent = Agent::start(
-        &s.yaml(""),
+        &s.config(),
         &[
             ("AWS_ROLE_ARN", ROLE),
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
@@ -966,7 +947,7 @@ async fn container_credentials_from_the_environment() {
     let imds = s.world.imds(3600, "ASIACONTAINER");
     let uri = format!("{}/container-credentials", imds.url);
     let agent = Agent::start(
-        &s.yaml(""),
+        &s.config(),
         &[
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
             (
@@ -994,18 +975,13 @@ fn check_lists_the_sources_the_chain_tries() {
     // on the same config and environment must list the same sources.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    let yaml = config(
-        Some(&closed_port()),
-        &[(
-            "x",
-            "arn:aws:secretsmanager:us-west-1:123456789012:secret:x-AbCdEf",
-        )],
-        "",
-        "",
+    let config = AgentConfig::new().endpoint(&closed_url()).resource(
+        "x",
+        "arn:aws:secretsmanager:us-west-1:123456789012:secret:x-AbCdEf",
     );
-    std::fs::write(&path, &yaml).unwrap();
+    std::fs::write(&path, config.yaml()).unwrap();
     let env = isolated_env(dir.path());
-    let env: Vec<(&str, &str)> = pairs(&env);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (code, out, err) = run_cli_with_env(&["--check", "--config", path.to_str().unwrap()], &env);
     assert_eq!(code, 0, "{err}");
     let checked = out
@@ -1014,7 +990,7 @@ fn check_lists_the_sources_the_chain_tries() {
         .unwrap_or_else(|| panic!("no default chain in --check:\n{out}"))
         .to_owned();
 
-    let agent = Agent::start(&yaml, &env);
+    let agent = Agent::start(&config, &env);
     assert!(
         agent.wait_for_log(
             "credentials could not be found; tried ",
@@ -1071,11 +1047,11 @@ async fn a_reload_that_rotates_only_the_secret_key_signs_with_the_new_key() {
         .unwrap()
         .to_owned();
     let with_secret = |secret: &str| {
-        config(
-            Some(&world.moto),
-            &[("r", &arn)],
-            &format!("access-key-id: {id}\nsecret-access-key: {secret}"),
-            NO_CACHE,
+        no_cache(
+            AgentConfig::new()
+                .endpoint(&world.moto)
+                .resource("r", &arn)
+                .keys(&id, secret),
         )
     };
     let agent = Agent::start(&with_secret("an-old-secret-key-that-was-rotated"), &[]);
@@ -1083,8 +1059,7 @@ async fn a_reload_that_rotates_only_the_secret_key_signs_with_the_new_key() {
         .await
         .assert_error(502, "upstream_access_denied");
 
-    std::fs::write(agent.dir.path().join("config.yaml"), with_secret(&secret)).unwrap();
-    agent.signal("HUP");
+    agent.reload(&with_secret(&secret));
     assert!(
         agent.wait_for_log("new AWS credentials and clients", Duration::from_secs(10)),
         "{}",

@@ -15,19 +15,9 @@ use crate::support::*;
 /// A resource that no test reads.
 const UNUSED_ARN: &str = "arn:aws:secretsmanager:us-west-1:123456789012:secret:unused-AbCdEf";
 
-/// Adds `line` to the `service:` section of a [`config`].
-fn with_service(yaml: &str, line: &str) -> String {
-    yaml.replacen("service:\n", &format!("service:\n  {line}\n"), 1)
-}
-
-/// The agent's resident memory, from /proc.
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// The agent's resident memory in MB; 0 once it exited.
+fn rss_mb(agent: &Agent) -> f64 {
+    agent.rss_kib().unwrap_or(0) as f64 / 1024.0
 }
 
 /// Reads one HTTP answer with a Content-Length body; false on close or error.
@@ -76,11 +66,10 @@ async fn a_trickled_second_request_cannot_hold_connections() {
     // then sends one byte of the next and waits.
     const FLOOD: usize = 1100;
     let timeout = Duration::from_secs(2);
-    let yaml = with_service(
-        &config(None, &[("x", UNUSED_ARN)], "", ""),
-        "request-timeout: 2s",
-    );
-    let agent = Agent::start(&yaml, &[("RUST_LOG", "info")]);
+    let config = AgentConfig::new()
+        .request_timeout("2s")
+        .resource("x", UNUSED_ARN);
+    let agent = Agent::start(&config, &[("RUST_LOG", "info")]);
     let addr = agent.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut flood = Vec::new();
@@ -127,14 +116,15 @@ async fn a_trickled_second_request_cannot_hold_connections() {
 #[tokio::test]
 async fn clients_that_pipeline_and_never_read_cannot_bloat_memory() {
     let world = World::shared();
-    let name = unique("pipelined");
     let big = "p".repeat(60 * 1024);
-    let arn = world.create_secret(REGION, &name, &big);
-    let yaml = config(Some(&world.moto), &[("big", &arn)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[("RUST_LOG", "info")]);
+    let secret = world.secret("pipelined", &big);
+    let agent = Agent::start(
+        &world.config().resource("big", &secret.arn),
+        &[("RUST_LOG", "info")],
+    );
     let addr = agent.addr;
     assert_eq!(get(&agent.url("/secrets/big")).await.body.len(), big.len());
-    let before = rss_mb(agent.pid());
+    let before = rss_mb(&agent);
 
     // 100 connections pipelining the 60 KB secret, 500 pipelining
     // /metrics, none of them reading an answer.
@@ -164,7 +154,7 @@ async fn clients_that_pipeline_and_never_read_cannot_bloat_memory() {
     let mut slowest = Duration::ZERO;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(8) {
-        peak = peak.max(rss_mb(agent.pid()));
+        peak = peak.max(rss_mb(&agent));
         let wait = time_new_client(addr, Duration::from_secs(5))
             .await
             .expect("a probe went unanswered while clients pipelined");
@@ -213,10 +203,8 @@ fn statuses(addr: SocketAddr, request: &str) -> (Vec<String>, bool) {
 #[tokio::test]
 async fn smuggled_requests_and_two_hosts_are_refused_and_closed() {
     let world = World::shared();
-    let name = unique("smuggled");
-    let arn = world.create_secret(REGION, &name, "smuggled-value");
-    let yaml = config(Some(&world.moto), &[("s", &arn)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[]);
+    let secret = world.secret("smuggled", "smuggled-value");
+    let agent = Agent::start(&world.config().resource("s", &secret.arn), &[]);
     let hidden = "GET /secrets/s HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let chunked_body = format!("0\r\n\r\n{hidden}");
     let smuggled = format!(
@@ -238,21 +226,18 @@ async fn smuggled_requests_and_two_hosts_are_refused_and_closed() {
 
 #[tokio::test]
 async fn sigterm_and_sigint_drain_every_in_flight_request() {
-    let world = World::shared();
-    let name = unique("drain-all");
-    let arn = world.create_secret(REGION, &name, "drained");
-    let proxy = world.proxy();
-    proxy.set_fault(json!({"fault": "delay", "delay_ms": 2000}));
-    let yaml = config(
-        Some(&proxy.url),
-        &[("d", &arn)],
-        TEST_KEYS,
-        "cache:\n  ttl: 0s\n",
-    );
-    let yaml = with_service(&yaml, "shutdown-timeout: 10s");
+    let f = Fixture::new();
+    let secret = f.secret("drain-all", "drained");
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 2000}));
+    let config = f
+        .config()
+        .shutdown_timeout("10s")
+        .resource("d", &secret.arn)
+        .cache(|c| c.ttl("0s"));
     for run in 0..10 {
         let signal = if run % 2 == 0 { "TERM" } else { "INT" };
-        let mut agent = Agent::start(&yaml, &[("RUST_LOG", "info")]);
+        let mut agent = Agent::start(&config, &[("RUST_LOG", "info")]);
         let reads: Vec<_> = (0..5)
             .map(|_| {
                 let url = agent.url("/secrets/d");
@@ -286,8 +271,8 @@ fn a_sighup_while_starting_does_not_kill_the_agent() {
     let imds = format!("http://{}", silent.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    let yaml = config(None, &[("x", UNUSED_ARN)], "", "").replace("    region: us-west-1\n", "");
-    std::fs::write(&path, yaml).unwrap();
+    let config = AgentConfig::new().no_region().resource("x", UNUSED_ARN);
+    std::fs::write(&path, config.yaml()).unwrap();
     for delay_ms in [20, 100, 300] {
         let mut child = Command::new(agent_binary())
             .arg("--config")
@@ -330,16 +315,16 @@ fn check_into_a_closed_pipe_exits_cleanly() {
 #[tokio::test]
 async fn failed_reads_in_a_loop_cannot_flood_the_warn_log() {
     let world = World::shared();
-    let name = unique("log-flood");
-    let arn = world.create_secret(REGION, &name, "v");
-    let missing = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{name}-missing");
-    let yaml = config(
-        Some(&world.moto),
-        &[("there", &arn), ("gone", &missing)],
-        TEST_KEYS,
-        "",
+    let secret = world.secret("log-flood", "v");
+    let missing = format!(
+        "arn:aws:secretsmanager:{REGION}:123456789012:secret:{}-missing",
+        secret.name
     );
-    let agent = Agent::start(&yaml, &[("RUST_LOG", "info")]);
+    let config = world
+        .config()
+        .resource("there", &secret.arn)
+        .resource("gone", &missing);
+    let agent = Agent::start(&config, &[("RUST_LOG", "info")]);
     for i in 0..150 {
         let r = get(&agent.url(&format!(
             "/secrets/there?version-id=00000000-0000-4000-8000-{i:012}"

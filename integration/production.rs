@@ -10,18 +10,16 @@ use crate::support::*;
 
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
-    let world = World::shared();
-    let name = unique("ready");
-    let arn = world.create_secret(REGION, &name, "ready-value");
-    let proxy = world.proxy();
-    proxy.set_fault(json!({"fault": "delay", "delay_ms": 1500}));
-    let yaml = config(
-        Some(&proxy.url),
-        &[("r", &arn)],
-        TEST_KEYS,
-        "cache:\n  prefetch: true\nauth:\n  tokens:\n    - token-env: T\n      resources: [\"*\"]\n",
-    );
-    let agent = Agent::start(&yaml, &[("T", "ready-token-123")]);
+    let f = Fixture::new();
+    let arn = f.secret("ready", "ready-value").arn;
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
+    let config = f
+        .config()
+        .resource("r", &arn)
+        .cache(|c| c.prefetch())
+        .token_env("T", &["*"]);
+    let agent = Agent::start(&config, &[("T", "ready-token-123")]);
     assert_eq!(get(&agent.url("/healthz")).await.status, 200);
     // The prefetch takes 1.5 s: not ready yet, and the body says why.
     let r = get(&agent.url("/readyz")).await;
@@ -38,8 +36,10 @@ async fn health_and_readiness_need_no_token() {
     assert_eq!(get(&agent.url("/secrets/r")).await.status, 401);
 
     // No credentials anywhere: alive, not ready, and the body says why.
-    let yaml = config(Some(&world.moto), &[("r", &arn)], "", "");
-    let agent = Agent::start(&yaml, &[]);
+    let config = AgentConfig::new()
+        .endpoint(&f.world.moto)
+        .resource("r", &arn);
+    let agent = Agent::start(&config, &[]);
     assert_eq!(get(&agent.url("/healthz")).await.status, 200);
     let r = get(&agent.url("/readyz")).await;
     assert_eq!(r.status, 503);
@@ -80,9 +80,8 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 async fn metrics_count_what_happened() {
     let world = World::shared();
     let value = format!("metric-secret-{}", unique("v"));
-    let arn = world.create_secret(REGION, &unique("metrics"), &value);
-    let yaml = config(Some(&world.moto), &[("m", &arn)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[]);
+    let secret = world.secret("metrics", &value);
+    let agent = Agent::start(&world.config().resource("m", &secret.arn), &[]);
     assert_eq!(
         get(&agent.url("/secrets/m"))
             .await
@@ -139,21 +138,18 @@ async fn metrics_count_what_happened() {
 #[tokio::test]
 async fn sighup_reloads_resources_and_refuses_a_broken_file() {
     let world = World::shared();
-    let a = world.create_secret(REGION, &unique("reload-a"), "value-a");
-    let b = world.create_secret(REGION, &unique("reload-b"), "value-b");
-    let yaml = config(Some(&world.moto), &[("a", &a)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[("RELOAD_TOKEN", "reload-token-1")]);
-    let config_path = agent.dir.path().join("config.yaml");
+    let a = world.secret("reload-a", "value-a").arn;
+    let b = world.secret("reload-b", "value-b").arn;
+    let agent = Agent::start(
+        &world.config().resource("a", &a),
+        &[("RELOAD_TOKEN", "reload-token-1")],
+    );
     assert_eq!(get(&agent.url("/secrets/a")).await.text(), "value-a");
     assert_eq!(get(&agent.url("/secrets/b")).await.status, 404);
 
     // Add b, remove a.
-    std::fs::write(
-        &config_path,
-        config(Some(&world.moto), &[("b", &b)], TEST_KEYS, ""),
-    )
-    .unwrap();
-    agent.signal("HUP");
+    let only_b = world.config().resource("b", &b);
+    agent.reload(&only_b);
     assert!(
         agent.wait_for_log("reloaded", Duration::from_secs(5)),
         "{}",
@@ -165,7 +161,7 @@ async fn sighup_reloads_resources_and_refuses_a_broken_file() {
         .assert_error(404, "resource_not_found");
 
     // A broken file: one error line, the running config stays.
-    std::fs::write(&config_path, "service:\n  tcp:\n    endpoint: [\n").unwrap();
+    std::fs::write(agent.config_path(), "service:\n  tcp:\n    endpoint: [\n").unwrap();
     agent.signal("HUP");
     assert!(
         agent.wait_for_log("reload refused", Duration::from_secs(5)),
@@ -176,15 +172,7 @@ async fn sighup_reloads_resources_and_refuses_a_broken_file() {
     assert_eq!(get(&agent.url("/secrets/b")).await.text(), "value-b");
 
     // Tokens take effect at once; a listener change is reported as needing a restart.
-    let with_auth = config(
-        Some(&world.moto),
-        &[("b", &b)],
-        TEST_KEYS,
-        "auth:\n  tokens:\n    - token-env: RELOAD_TOKEN\n      resources: [b]\n",
-    )
-    .replace("127.0.0.1:0", "127.0.0.1:1");
-    std::fs::write(&config_path, with_auth).unwrap();
-    agent.signal("HUP");
+    agent.reload(&only_b.tcp("127.0.0.1:1").token_env("RELOAD_TOKEN", &["b"]));
     assert!(
         agent.wait_for_log("1 client token(s)", Duration::from_secs(5)),
         "{}",
@@ -205,18 +193,16 @@ async fn sighup_reloads_resources_and_refuses_a_broken_file() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_read_finish_then_exits_zero() {
-    let world = World::shared();
-    let name = unique("drain");
-    let arn = world.create_secret(REGION, &name, "drained-value");
-    let proxy = world.proxy();
-    proxy.set_fault(json!({"fault": "delay", "delay_ms": 2000}));
-    let yaml = config(Some(&proxy.url), &[("d", &arn)], TEST_KEYS, "");
-    let mut agent = Agent::start(&yaml, &[]);
+    let f = Fixture::new();
+    let secret = f.secret("drain", "drained-value");
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 2000}));
+    let mut agent = Agent::start(&f.config().resource("d", &secret.arn), &[]);
     let url = agent.url("/secrets/d");
     let read = tokio::spawn(async move { get(&url).await });
     // Wait until the fetch is under way, then ask the agent to stop.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.gets(&name) == 0 && Instant::now() < deadline {
+    while f.proxy.gets(&secret.name) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     agent.signal("TERM");
@@ -229,17 +215,14 @@ async fn sigterm_lets_an_in_flight_read_finish_then_exits_zero() {
 #[tokio::test]
 async fn aws_agent_compatible_routes() {
     let world = World::shared();
-    let name = unique("compat");
-    let arn = world.create_secret(REGION, &name, r#"{"user":"old"}"#);
+    let Secret { name, arn } = world.secret("compat", r#"{"user":"old"}"#);
     world.put_secret_value(REGION, &arn, r#"{"user":"new"}"#);
-    let unlisted = world.create_secret(REGION, &unique("unlisted"), "never-served");
-    let yaml = config(
-        Some(&world.moto),
-        &[("MyTest", &arn)],
-        TEST_KEYS,
-        "auth:\n  tokens:\n    - token-env: COMPAT_TOKEN\n      resources: [\"*\"]\n",
-    );
-    let agent = Agent::start(&yaml, &[("COMPAT_TOKEN", "compat-token-42")]);
+    let unlisted = world.secret("unlisted", "never-served").arn;
+    let config = world
+        .config()
+        .resource("MyTest", &arn)
+        .token_env("COMPAT_TOKEN", &["*"]);
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", "compat-token-42")]);
     let read = async |path: &str| {
         let r = client()
             .get(agent.url(path))
@@ -326,16 +309,15 @@ fn version_and_help() {
 #[tokio::test]
 async fn readiness_counts_failing_prefetches_and_the_log_names_them() {
     let world = World::shared();
-    let arn = world.create_secret(REGION, &unique("ready-ok"), "ok");
+    let arn = world.secret("ready-ok", "ok").arn;
     let missing = unique("ready-missing");
     let missing_arn = format!("arn:aws:secretsmanager:{REGION}:210987654321:secret:{missing}");
-    let yaml = config(
-        Some(&world.moto),
-        &[("ok", &arn), ("missing", &missing_arn)],
-        TEST_KEYS,
-        "cache:\n  prefetch: true\n",
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let config = world
+        .config()
+        .resource("ok", &arn)
+        .resource("missing", &missing_arn)
+        .cache(|c| c.prefetch());
+    let agent = Agent::start(&config, &[]);
     assert!(
         eventually(Duration::from_secs(10), async || get(&agent.url("/readyz"))
             .await

@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,60 +17,42 @@ struct Secured {
     agent: Agent,
     db_value: String,
     other_value: String,
+    /// Holds the token file.
+    _tokens: tempfile::TempDir,
 }
 
 /// Two secrets; one token for everything (from a file with a trailing
-/// newline), one only for `prod/db` (from the environment).
-fn secured(service_extra: &str) -> Secured {
+/// newline), one only for `prod/db` (from the environment). `change` adds
+/// to the config, e.g. TLS.
+fn secured(change: impl FnOnce(AgentConfig) -> AgentConfig) -> Secured {
     let world = World::shared();
     let db_value = format!("db-value-{}", unique("v"));
     let other_value = format!("other-value-{}", unique("v"));
-    let db = world.create_secret(REGION, &unique("sec-db"), &db_value);
-    let other = world.create_secret(REGION, &unique("sec-other"), &other_value);
+    let db = world.secret("sec-db", &db_value).arn;
+    let other = world.secret("sec-other", &other_value).arn;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("app.token");
     std::fs::write(&token_file, format!("{ALL_TOKEN}\n\n")).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let tail = format!(
-        "auth:\n  tokens:\n    - token-file: {}\n      resources: [\"*\"]\n    - token-env: DB_TOKEN\n      resources: [prod/db]\nlog:\n  level: debug\n",
-        token_file.display()
-    );
-    let mut yaml = config(
-        Some(&world.moto),
-        &[("prod/db", &db), ("other", &other)],
-        TEST_KEYS,
-        &tail,
-    );
-    yaml = yaml.replace(
-        "    endpoint: 127.0.0.1:0\n",
-        &format!("    endpoint: 127.0.0.1:0\n{service_extra}"),
-    );
-    let agent = Agent::start(&yaml, &[("DB_TOKEN", DB_TOKEN)]);
-    // Keep the token file alive with the agent.
-    std::mem::forget(dir);
+    let config = world
+        .config()
+        .resource("prod/db", &db)
+        .resource("other", &other)
+        .token_file(&token_file, &["*"])
+        .token_env("DB_TOKEN", &["prod/db"])
+        .log_level("debug");
+    let agent = Agent::start(&change(config), &[("DB_TOKEN", DB_TOKEN)]);
     Secured {
         agent,
         db_value,
         other_value,
-    }
-}
-
-async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = client().get(url);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.unwrap();
-    Reply {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.bytes().await.unwrap().to_vec(),
+        _tokens: dir,
     }
 }
 
 #[tokio::test]
 async fn tokens_are_required_and_scoped() {
-    let s = secured("");
+    let s = secured(|c| c);
     let url = |p: &str| s.agent.url(p);
     let bearer = |t: &str| format!("Bearer {t}");
 
@@ -117,7 +98,7 @@ async fn tokens_are_required_and_scoped() {
         DB_TOKEN,
         &s.db_value,
         &s.other_value,
-        "test-secret-key-never-logged",
+        TEST_SECRET_KEY,
     ] {
         assert!(!log.contains(secret), "log leaks {secret}:\n{log}");
     }
@@ -126,7 +107,7 @@ async fn tokens_are_required_and_scoped() {
 
 #[tokio::test]
 async fn proxied_requests_are_refused() {
-    let s = secured("");
+    let s = secured(|c| c);
     let auth = format!("Bearer {ALL_TOKEN}");
     for header in [
         ("X-Forwarded-For", "203.0.113.7"),
@@ -144,7 +125,7 @@ async fn proxied_requests_are_refused() {
 
 #[tokio::test]
 async fn only_get_and_head_and_bounded_requests() {
-    let s = secured("");
+    let s = secured(|c| c);
     let auth = format!("Bearer {ALL_TOKEN}");
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         for path in ["/secrets/other", "/elsewhere"] {
@@ -189,15 +170,11 @@ async fn only_get_and_head_and_bounded_requests() {
     assert_eq!(r.status, 200);
 }
 
-fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
-    exchange(connect(addr), request)
-}
-
 #[tokio::test]
 async fn idle_connections_do_not_lock_out_a_reader() {
     // A low limit and a short request timeout: 40 idle connections hold
     // every slot, and are dropped after 1 s each.
-    let s = secured("  max-connections: 8\n  request-timeout: 1s\n");
+    let s = secured(|c| c.max_connections(8).request_timeout("1s"));
     let idle: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(s.agent.addr).unwrap())
         .collect();
@@ -224,7 +201,7 @@ async fn idle_connections_do_not_lock_out_a_reader() {
     drop(idle);
 
     // With the default limit, 300 idle connections cost a reader nothing.
-    let s = secured("");
+    let s = secured(|c| c);
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(s.agent.addr).unwrap())
         .collect();
@@ -308,23 +285,20 @@ fn tls_client(pki: &Pki, identity: Option<&str>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-fn tls_section(pki: &Pki, with_ca: bool) -> String {
+/// The agent's TLS settings; `with_ca` asks clients for a certificate.
+fn tls(pki: &Pki, with_ca: bool) -> Tls {
     let d = pki.dir.path();
-    let mut yaml = format!(
-        "    tls:\n      cert-file: {}\n      key-file: {}\n",
-        d.join("server.pem").display(),
-        d.join("server.key").display()
-    );
-    if with_ca {
-        yaml.push_str(&format!("      ca-file: {}\n", d.join("ca.pem").display()));
+    Tls {
+        cert_file: d.join("server.pem"),
+        key_file: d.join("server.key"),
+        ca_file: with_ca.then(|| d.join("ca.pem")),
     }
-    yaml
 }
 
 #[tokio::test]
 async fn tls_serves_secrets_and_plain_http_gets_none() {
     let pki = pki();
-    let s = secured(&tls_section(&pki, false));
+    let s = secured(|c| c.tls(tls(&pki, false)));
     assert!(s.agent.log().contains("listening on https://"));
     let url = format!("https://{}/secrets/other", s.agent.addr);
     let r = tls_client(&pki, None)
@@ -348,7 +322,7 @@ async fn tls_serves_secrets_and_plain_http_gets_none() {
 #[tokio::test]
 async fn mtls_requires_a_client_certificate_from_the_ca() {
     let pki = pki();
-    let s = secured(&tls_section(&pki, true));
+    let s = secured(|c| c.tls(tls(&pki, true)));
     let url = format!("https://{}/secrets/other", s.agent.addr);
     let r = tls_client(&pki, Some(&pki.client_pem))
         .get(&url)
@@ -373,48 +347,40 @@ async fn mtls_requires_a_client_certificate_from_the_ca() {
     }
 }
 
-fn uds_get(path: &Path, request_path: &str, token: &str) -> (u16, String) {
-    let stream = UnixStream::connect(path).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let (status, answer) = exchange(
-        stream,
-        &format!(
-            "GET {request_path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-        ),
-    );
-    (status, body_of(&answer))
-}
-
 #[tokio::test]
 async fn unix_socket_with_mode_auth_and_cleanup() {
     let world = World::shared();
     let value = format!("uds-{}", unique("v"));
-    let arn = world.create_secret(REGION, &unique("uds"), &value);
+    let arn = world.secret("uds", &value).arn;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     // A stale socket from an earlier run is replaced.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let token_env = "UDS_TOKEN";
-    let yaml = format!(
-        "service:\n  uds:\n    socket-path: {}\n\nsecret-manager:\n  aws:\n    region: us-west-1\n    endpoint: {}\n    {}\n    resources:\n      s: {arn}\nauth:\n  tokens:\n    - token-env: {token_env}\n      resources: [\"*\"]\n",
-        socket.display(),
-        world.moto,
-        TEST_KEYS.replace('\n', "\n    "),
-    );
-    let mut agent = Agent::start(&yaml, &[(token_env, ALL_TOKEN)]);
+    let on = |path: &Path| {
+        world
+            .config()
+            .uds_only(path)
+            .resource("s", &arn)
+            .token_env(token_env, &["*"])
+    };
+    let config = on(&socket);
+    let mut agent = Agent::start(&config, &[(token_env, ALL_TOKEN)]);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
-    assert_eq!(
-        uds_get(&socket, "/secrets/s", ALL_TOKEN),
-        (200, value.clone())
-    );
-    assert_eq!(uds_get(&socket, "/secrets/s", "nope").0, 401);
+    let read = |token: &str| {
+        uds_get(
+            &socket,
+            "/secrets/s",
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+    };
+    assert_eq!(read(ALL_TOKEN), (200, value.clone()));
+    assert_eq!(read("nope").0, 401);
 
     // A second agent on the same live socket refuses to start.
-    let err = Agent::try_start(&yaml, &[(token_env, ALL_TOKEN)])
+    let err = Agent::try_start(&config, &[(token_env, ALL_TOKEN)])
         .err()
         .expect("refused");
     assert!(err.contains("in use"), "{err}");
@@ -426,16 +392,14 @@ async fn unix_socket_with_mode_auth_and_cleanup() {
     assert!(!socket.exists(), "socket removed on exit");
 
     // A custom mode; and a regular file at the path is never replaced.
-    let custom = yaml.replace("    socket-path:", "    mode: \"0600\"\n    socket-path:");
-    let _agent = Agent::start(&custom, &[(token_env, ALL_TOKEN)]);
+    let _agent = Agent::start(&on(&socket).uds_mode("0600"), &[(token_env, ALL_TOKEN)]);
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o600
     );
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "data").unwrap();
-    let clobber = yaml.replace(&socket.display().to_string(), &file.display().to_string());
-    let err = Agent::try_start(&clobber, &[(token_env, ALL_TOKEN)])
+    let err = Agent::try_start(&on(&file), &[(token_env, ALL_TOKEN)])
         .err()
         .expect("refused");
     assert!(err.contains("is not a socket"), "{err}");
@@ -449,20 +413,15 @@ fn loose_permissions_are_warned_about_and_check_prints_no_secret() {
     let token = dir.path().join("t.token");
     std::fs::write(&token, ALL_TOKEN).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let yaml = config(
-        Some(&world.moto),
-        &[(
+    let config = world
+        .config()
+        .resource(
             "s",
             "arn:aws:secretsmanager:us-west-1:123456789012:secret:s",
-        )],
-        TEST_KEYS,
-        &format!(
-            "auth:\n  tokens:\n    - token-file: {}\n      resources: [s]\n",
-            token.display()
-        ),
-    );
+        )
+        .token_file(&token, &["s"]);
     let path = dir.path().join("config.yaml");
-    std::fs::write(&path, &yaml).unwrap();
+    std::fs::write(&path, config.yaml()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, out, err) = run_cli(&["--check", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -481,7 +440,7 @@ fn loose_permissions_are_warned_about_and_check_prints_no_secret() {
         "{out}"
     );
     assert!(out.contains("auth: 1 token(s)"), "{out}");
-    for secret in [ALL_TOKEN, "test-secret-key-never-logged"] {
+    for secret in [ALL_TOKEN, TEST_SECRET_KEY] {
         assert!(
             !out.contains(secret) && !err.contains(secret),
             "--check leaks {secret}"
@@ -498,7 +457,7 @@ fn loose_permissions_are_warned_about_and_check_prints_no_secret() {
 /// than a short prefix of what it sent.
 #[tokio::test]
 async fn the_token_comes_before_the_query_and_errors_echo_little() {
-    let s = secured("");
+    let s = secured(|c| c);
     let long = "q".repeat(10_000);
     let auth = format!("Bearer {ALL_TOKEN}");
     for path in [
@@ -548,16 +507,18 @@ async fn the_token_comes_before_the_query_and_errors_echo_little() {
 async fn a_request_by_arn_is_allowed_through_any_of_its_names() {
     let world = World::shared();
     let value = format!("shared-{}", unique("v"));
-    let arn = world.create_secret(REGION, &unique("shared"), &value);
-    let other = world.create_secret(REGION, &unique("unshared"), "other-value");
+    let arn = world.secret("shared", &value).arn;
+    let other = world.secret("unshared", "other-value").arn;
     // 16 names: before the fix, the one this token may read was picked in
     // fewer than one start in ten.
     let names: Vec<String> = (0..16).map(|i| format!("alias{i:02}")).collect();
-    let mut table: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), arn.as_str())).collect();
-    table.push(("unshared", &other));
-    let tail = "auth:\n  tokens:\n    - token-env: ONE\n      resources: [alias07]\n    - token-env: NONE\n      resources: [unshared]\n";
-    let yaml = config(Some(&world.moto), &table, TEST_KEYS, tail);
-    let agent = Agent::start(&yaml, &[("ONE", ALL_TOKEN), ("NONE", DB_TOKEN)]);
+    let config = world
+        .config()
+        .resources(names.iter().map(|n| (n, &arn)))
+        .resource("unshared", &other)
+        .token_env("ONE", &["alias07"])
+        .token_env("NONE", &["unshared"]);
+    let agent = Agent::start(&config, &[("ONE", ALL_TOKEN), ("NONE", DB_TOKEN)]);
     let read = async |path: &str, token: &str| {
         get_with(
             &agent.url(path),
@@ -590,7 +551,7 @@ async fn a_request_by_arn_is_allowed_through_any_of_its_names() {
 /// configured resources.
 #[tokio::test]
 async fn a_token_sent_as_a_name_never_reaches_the_log() {
-    let s = secured("");
+    let s = secured(|c| c);
     let auth = format!("Bearer {ALL_TOKEN}");
     let mut paths = Vec::new();
     for token in [ALL_TOKEN, DB_TOKEN] {

@@ -19,16 +19,6 @@ fn soak_duration() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// The faults, in turns, each held for `hold`: 503, connection reset,
 /// an 800 ms delay, healthy.
 fn cycle_faults(
@@ -124,13 +114,13 @@ async fn soak(
         })
         .collect();
     tokio::time::sleep(warm_up).await;
-    let baseline = rss_kib(agent.pid());
+    let baseline = agent.rss_kib().expect("VmRSS");
     for reader in readers {
         reader.await.unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     cycler.join().unwrap();
-    let end = rss_kib(agent.pid());
+    let end = agent.rss_kib().expect("VmRSS");
     let outcome = Outcome {
         reads: reads.load(Ordering::Relaxed),
         non_2xx: non_2xx.load(Ordering::Relaxed),
@@ -174,17 +164,22 @@ fn seed(world: &'static World, count: usize, tag: &str) -> (Pairs, Pairs) {
     (names, table)
 }
 
-const SOAK_CACHE: &str =
-    "cache:\n  ttl: 2s\n  max-stale: 10m\n  fetch-timeout: 2s\nlog:\n  level: warn\n";
+/// Reads `table` from `endpoint` with a short TTL and a long stale window.
+fn soak_config(endpoint: &str, table: Pairs) -> AgentConfig {
+    AgentConfig::new()
+        .endpoint(endpoint)
+        .resources(table)
+        .cache(|c| c.ttl("2s").max_stale("10m").fetch_timeout("2s"))
+        .log_level("warn")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_through_secrets_manager_faults() {
     let world = World::shared();
     let (names, table) = seed(world, 50, "soak");
     let proxy = world.proxy();
-    let refs = pairs(&table);
     let agent = Agent::start(
-        &config(Some(&proxy.url), &refs, TEST_KEYS, SOAK_CACHE),
+        &soak_config(&proxy.url, table).test_keys(),
         &[("RUST_LOG", "info")],
     );
     let cycle = proxy.clone();
@@ -208,9 +203,8 @@ async fn soak_through_imds_faults() {
     let imds = world.imds(4, "ASIASOAK");
     let imds_proxy = world.proxy_to(&imds.url);
     let sm_proxy = world.proxy();
-    let refs = pairs(&table);
     let agent = Agent::start(
-        &config(Some(&sm_proxy.url), &refs, "", SOAK_CACHE),
+        &soak_config(&sm_proxy.url, table),
         &[
             ("RUST_LOG", "info"),
             ("AWS_EC2_METADATA_DISABLED", "false"),
@@ -240,15 +234,13 @@ async fn soak_through_sts_faults_during_assume_role_refreshes() {
     let sts = world.proxy();
     world.cmd(json!({"op": "proxy_sts_lifetime", "id": sts.id, "seconds": 5}));
     let sm = world.proxy();
-    let refs = pairs(&table);
-    let extra = format!(
-        "{TEST_KEYS}\nassume-role: arn:aws:iam::123456789012:role/soak\nsts-endpoint: {}",
-        sts.url
-    );
-    let agent = Agent::start(
-        &config(Some(&sm.url), &refs, &extra, SOAK_CACHE),
-        &[("RUST_LOG", "info")],
-    );
+    let config = soak_config(&sm.url, table)
+        .test_keys()
+        .assume_role(AssumeRole::Arn(
+            "arn:aws:iam::123456789012:role/soak".into(),
+        ))
+        .sts_endpoint(&sts.url);
+    let agent = Agent::start(&config, &[("RUST_LOG", "info")]);
     let cycled = vec![sts.clone(), sm.clone()];
     let outcome = soak(&agent, &names, move |stop| {
         cycle_faults(cycled, Duration::from_millis(1500), stop)

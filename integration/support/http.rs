@@ -1,0 +1,148 @@
+//! HTTP from the test side: a client that reads whole answers, and raw
+//! requests written byte for byte on TCP or a Unix socket.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// An HTTP answer, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the error shape: status, stable code, a message.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let body = self.json();
+        assert_eq!(body["error"], code, "body: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "body: {body}"
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn get(url: &str) -> Reply {
+    get_with(url, &[]).await
+}
+
+/// `GET url` with extra headers, e.g. `("Authorization", "Bearer ...")`.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = client().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+/// Writes `request` as is on `stream` (no client-side normalisation) and
+/// reads until the server closes; returns the status (0 when the
+/// connection closed before one) and the whole answer.
+pub fn exchange(mut stream: impl std::io::Read + Write, request: &str) -> (u16, String) {
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+/// The body of an HTTP answer read by [`exchange`].
+pub fn body_of(answer: &str) -> String {
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// A TCP connection with a read timeout, for [`exchange`].
+pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// A `GET path` request, as sent by [`raw_get`] and [`uds_get`]: the
+/// path is not normalised, and the server closes after answering.
+pub fn get_request(path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request + "Connection: close\r\n\r\n"
+}
+
+/// Sends `GET <path>` exactly as given and returns the status and body.
+pub fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, answer) = raw_request(addr, &get_request(path, &[]));
+    (status, body_of(&answer))
+}
+
+/// [`exchange`] on a new TCP connection.
+pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    exchange(connect(addr), request)
+}
+
+/// `GET <path>` with `headers` on the Unix socket at `socket`; the status
+/// and body.
+pub fn uds_get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (status, answer) = exchange(stream, &get_request(path, headers));
+    (status, body_of(&answer))
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
