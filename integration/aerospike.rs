@@ -57,48 +57,40 @@ fn decoded(answer: &Value) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("not base64 ({e}): {value}"))
 }
 
-struct Fixture {
+struct Seeded {
     agent: Agent,
     json_secret: String,
 }
 
 /// An agent with a JSON secret (`db`), a plain one (`plain`), one already
-/// stored in base64 (`b64`) and one missing in AWS (`gone`).
-fn fixture(prefix: &str, extra: &str, tail: &str) -> Fixture {
+/// stored in base64 (`b64`) and one missing in AWS (`gone`); `change`
+/// adjusts its config.
+fn fixture(prefix: &str, change: impl FnOnce(AgentConfig) -> AgentConfig) -> Seeded {
     let world = World::shared();
     let json_secret =
         json!({"password": "s3cr3t-pw", "port": 3000, "nested": {"a": 1}}).to_string();
-    let db = world.create_secret(REGION, &unique(&format!("{prefix}-db")), &json_secret);
-    let plain = world.create_secret(REGION, &unique(&format!("{prefix}-plain")), "plain text");
-    let b64 = world.create_secret(
-        REGION,
-        &unique(&format!("{prefix}-b64")),
-        &BASE64.encode("stored in base64"),
-    );
+    let db = world.secret(&format!("{prefix}-db"), &json_secret);
+    let plain = world.secret(&format!("{prefix}-plain"), "plain text");
+    let b64 = world.secret(&format!("{prefix}-b64"), &BASE64.encode("stored in base64"));
     let gone = format!(
         "arn:aws:secretsmanager:{REGION}:123456789012:secret:{}",
         unique(&format!("{prefix}-gone"))
     );
-    let yaml = config(
-        Some(&world.moto),
-        &[
-            ("db", &db),
-            ("plain", &plain),
-            ("b64", &b64),
-            ("gone", &gone),
-        ],
-        &format!("{TEST_KEYS}\n{extra}"),
-        tail,
-    );
-    Fixture {
-        agent: Agent::start(&yaml, &[]),
+    let config = world
+        .config()
+        .resource("db", &db.arn)
+        .resource("plain", &plain.arn)
+        .resource("b64", &b64.arn)
+        .resource("gone", &gone);
+    Seeded {
+        agent: Agent::start(&change(config), &[]),
         json_secret,
     }
 }
 
 #[tokio::test]
 async fn aerospike_servers_and_http_clients_share_the_port() {
-    let f = fixture("sap", "convert-to-base64: true", "");
+    let f = fixture("sap", AgentConfig::convert_to_base64);
     let mut conn = connect(f.agent.addr);
     // Several requests on one connection, answered in order.
     assert_eq!(
@@ -140,7 +132,7 @@ async fn aerospike_servers_and_http_clients_share_the_port() {
 
 #[tokio::test]
 async fn without_convert_to_base64_the_stored_text_is_sent_as_it_is() {
-    let f = fixture("sap-raw", "", "");
+    let f = fixture("sap-raw", |c| c);
     let mut conn = connect(f.agent.addr);
     // The secret is stored in base64 already: decoding gives the original.
     assert_eq!(
@@ -153,7 +145,7 @@ async fn without_convert_to_base64_the_stored_text_is_sent_as_it_is() {
 
 #[tokio::test]
 async fn every_refusal_is_an_error_answer_without_a_secret() {
-    let f = fixture("sap-err", "convert-to-base64: true", "");
+    let f = fixture("sap-err", AgentConfig::convert_to_base64);
     let mut conn = connect(f.agent.addr);
     let error = |answer: Value| {
         let text = decoded(&answer).expect_err("an Error answer");
@@ -178,7 +170,7 @@ async fn every_refusal_is_an_error_answer_without_a_secret() {
 
 #[tokio::test]
 async fn hostile_framing_is_answered_and_closed() {
-    let f = fixture("sap-hostile", "convert-to-base64: true", "");
+    let f = fixture("sap-hostile", AgentConfig::convert_to_base64);
     let closes = |conn: &mut std::net::TcpStream| {
         let mut rest = Vec::new();
         conn.read_to_end(&mut rest).is_ok() && rest.is_empty()
@@ -209,8 +201,7 @@ async fn hostile_framing_is_answered_and_closed() {
 
 #[tokio::test]
 async fn slow_requests_are_bounded_by_the_request_timeout() {
-    let tail = "";
-    let f = fixture("sap-slow", "", tail);
+    let f = fixture("sap-slow", |c| c);
     // request-timeout is 5 s by default: a length larger than what follows.
     let mut conn = connect(f.agent.addr);
     let mut header = MAGIC.to_be_bytes().to_vec();
@@ -237,13 +228,11 @@ async fn slow_requests_are_bounded_by_the_request_timeout() {
 
 #[tokio::test]
 async fn a_storm_of_protocol_requests_makes_one_upstream_call() {
-    let world = World::shared();
-    let name = unique("sap-storm");
-    let arn = world.create_secret(REGION, &name, r#"{"k":"v"}"#);
-    let proxy = world.proxy();
-    proxy.set_fault(json!({"fault": "delay", "delay_ms": 1000}));
-    let yaml = config(Some(&proxy.url), &[("s", &arn)], TEST_KEYS, "");
-    let agent = Agent::start(&yaml, &[]);
+    let f = Fixture::new();
+    let secret = f.secret("sap-storm", r#"{"k":"v"}"#);
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 1000}));
+    let agent = Agent::start(&f.config().resource("s", &secret.arn), &[]);
     let addr = agent.addr;
     let readers: Vec<_> = (0..50)
         .map(|_| {
@@ -256,22 +245,21 @@ async fn a_storm_of_protocol_requests_makes_one_upstream_call() {
     for reader in readers {
         assert_eq!(reader.join().unwrap()["SecretValue"], "v");
     }
-    assert_eq!(proxy.gets(&name), 1);
+    assert_eq!(f.proxy.gets(&secret.name), 1);
 }
 
 #[tokio::test]
 async fn with_auth_only_granted_resources_are_served() {
-    let tail = "auth:\n  tokens:\n    - token-env: T\n      resources: [\"*\"]\n  secret-agent-protocol:\n    resources: [db]\n";
     let world = World::shared();
-    let db = world.create_secret(REGION, &unique("sap-auth-db"), r#"{"k":"granted"}"#);
-    let other = world.create_secret(REGION, &unique("sap-auth-other"), r#"{"k":"withheld"}"#);
-    let yaml = config(
-        Some(&world.moto),
-        &[("db", &db), ("other", &other)],
-        TEST_KEYS,
-        tail,
-    );
-    let agent = Agent::start(&yaml, &[("T", "a-client-token-0123")]);
+    let db = world.secret("sap-auth-db", r#"{"k":"granted"}"#);
+    let other = world.secret("sap-auth-other", r#"{"k":"withheld"}"#);
+    let config = world
+        .config()
+        .resource("db", &db.arn)
+        .resource("other", &other.arn)
+        .token_env("T", &["*"]);
+    let env = [("T", "a-client-token-0123")];
+    let agent = Agent::start(&config.clone().protocol_resources(&["db"]), &env);
     let mut conn = connect(agent.addr);
     assert_eq!(ask(&mut conn, Some("db"), "k")["SecretValue"], "granted");
     let refused = ask(&mut conn, Some("other"), "k");
@@ -281,9 +269,7 @@ async fn with_auth_only_granted_resources_are_served() {
     );
 
     // Tokens but no grant for the protocol: nothing.
-    let tail = "auth:\n  tokens:\n    - token-env: T\n      resources: [\"*\"]\n";
-    let yaml = config(Some(&world.moto), &[("db", &db)], TEST_KEYS, tail);
-    let agent = Agent::start(&yaml, &[("T", "a-client-token-0123")]);
+    let agent = Agent::start(&config, &env);
     let refused = ask(&mut connect(agent.addr), Some("db"), "k");
     assert!(
         refused["Error"].as_str().unwrap().contains("not granted"),
@@ -292,35 +278,31 @@ async fn with_auth_only_granted_resources_are_served() {
 }
 
 #[tokio::test]
-async fn the_protocol_is_served_over_tls_and_the_unix_socket() {
+async fn the_protocol_is_served_over_the_unix_socket() {
     let world = World::shared();
-    let db = world.create_secret(REGION, &unique("sap-uds"), r#"{"k":"over-uds"}"#);
+    let db = world.secret("sap-uds", r#"{"k":"over-uds"}"#);
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let yaml = config(Some(&world.moto), &[("db", &db)], TEST_KEYS, "").replacen(
-        "service:\n",
-        &format!("service:\n  uds:\n    socket-path: {}\n", socket.display()),
-        1,
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let agent = Agent::start(&world.config().resource("db", &db.arn).uds(&socket), &[]);
     let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     assert_eq!(ask(&mut conn, Some("db"), "k")["SecretValue"], "over-uds");
+    // HTTP on the same socket still works.
+    let (status, body) = uds_get(&socket, "/secrets/db/k", &[]);
+    assert_eq!((status, body.as_str()), (200, "over-uds"));
     drop(agent);
 }
 
 #[test]
 fn the_example_python_client_reads_a_key() {
     let world = World::shared();
-    let db = world.create_secret(REGION, &unique("sap-py"), r#"{"password":"from-python"}"#);
-    let yaml = config(
-        Some(&world.moto),
-        &[("TestingSecret", &db)],
-        &format!("{TEST_KEYS}\nconvert-to-base64: true"),
-        "",
-    );
-    let agent = Agent::start(&yaml, &[]);
+    let db = world.secret("sap-py", r#"{"password":"from-python"}"#);
+    let config = world
+        .config()
+        .resource("TestingSecret", &db.arn)
+        .convert_to_base64();
+    let agent = Agent::start(&config, &[]);
     let out = std::process::Command::new("python3")
         .arg(root().join("examples/aerospike/sa_client.py"))
         .args(["TestingSecret", "password"])

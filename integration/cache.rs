@@ -260,12 +260,11 @@ async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
     let proxy = world.proxy();
     proxy.set_fault(json!({"fault": "status", "status": 503, "only_secret": flaky}));
     let yaml = |resources: &[(&str, &str)]| {
-        config(
-            Some(&proxy.url),
-            resources,
-            TEST_KEYS,
-            "cache:\n  prefetch: true\n  fetch-timeout: 1s\n",
-        )
+        AgentConfig::new()
+            .endpoint(&proxy.url)
+            .test_keys()
+            .resources(resources.iter().copied())
+            .cache(|c| c.prefetch().fetch_timeout("1s"))
     };
     let agent = Agent::start(
         &yaml(&[
@@ -291,12 +290,7 @@ async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
         assert!(agent.log().contains(arn.as_str()), "{}", agent.log());
     }
 
-    std::fs::write(
-        agent.dir.path().join("config.yaml"),
-        yaml(&[("kept", &kept_arn)]),
-    )
-    .unwrap();
-    agent.signal("HUP");
+    agent.reload(&yaml(&[("kept", &kept_arn)]));
     assert!(
         agent.wait_for_log("2 removed", Duration::from_secs(5)),
         "{}",

@@ -352,13 +352,11 @@ async fn a_token_sent_as_a_version_never_reaches_the_log() {
     let arn = world.create_secret(REGION, &name, "v");
     let token = "version-token-3f9c1d2e";
     // One entry of each kind: every new version evicts the last one.
-    let yaml = config(
-        Some(&world.moto),
-        &[("s", &arn)],
-        TEST_KEYS,
-        "cache:\n  max-entries: 1\n",
-    );
-    let agent = Agent::start(&yaml, &[("RUST_LOG", "debug")]);
+    let config = world
+        .config()
+        .resource("s", &arn)
+        .cache(|c| c.max_entries(1));
+    let agent = Agent::start(&config, &[("RUST_LOG", "debug")]);
     for i in 0..3 {
         for query in [
             format!("version-id={token}-{i}"),

@@ -101,6 +101,8 @@ struct Aws {
     sts_region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_calls: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convert_to_base64: Option<bool>,
 }
 
 fn as_map<S: Serializer>(pairs: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
@@ -194,8 +196,16 @@ impl Cache {
 }
 
 #[derive(Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 struct Auth {
     tokens: Vec<Token>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_agent_protocol: Option<ProtocolGrant>,
+}
+
+#[derive(Clone, Serialize)]
+struct ProtocolGrant {
+    resources: Vec<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -263,6 +273,15 @@ impl AgentConfig {
     /// A Unix socket at `path`, instead of TCP.
     pub fn uds_only(mut self, path: &Path) -> AgentConfig {
         self.service.tcp = None;
+        self.service.uds = Some(Uds {
+            socket_path: path.into(),
+            mode: None,
+        });
+        self
+    }
+
+    /// A Unix socket at `path`, beside the TCP listener.
+    pub fn uds(mut self, path: &Path) -> AgentConfig {
         self.service.uds = Some(Uds {
             socket_path: path.into(),
             mode: None,
@@ -382,6 +401,12 @@ impl AgentConfig {
         self
     }
 
+    /// `convert-to-base64: true` for the secret agent protocol.
+    pub fn convert_to_base64(mut self) -> AgentConfig {
+        self.aws().convert_to_base64 = Some(true);
+        self
+    }
+
     fn aws(&mut self) -> &mut Aws {
         &mut self.secret_manager.aws
     }
@@ -414,9 +439,23 @@ impl AgentConfig {
 
     fn token(mut self, token: Token) -> AgentConfig {
         self.auth
-            .get_or_insert_with(|| Auth { tokens: Vec::new() })
+            .get_or_insert_with(|| Auth {
+                tokens: Vec::new(),
+                secret_agent_protocol: None,
+            })
             .tokens
             .push(token);
+        self
+    }
+
+    /// `auth.secret-agent-protocol.resources`; after a token.
+    pub fn protocol_resources(mut self, resources: &[&str]) -> AgentConfig {
+        self.auth
+            .as_mut()
+            .expect("a token first")
+            .secret_agent_protocol = Some(ProtocolGrant {
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+        });
         self
     }
 

@@ -254,6 +254,19 @@ impl Config {
                 sources.join(", ")
             ));
         }
+        let protocol_reads = match (&self.protocol_scope, self.auth.is_empty()) {
+            (_, true) => "every resource (auth is open)".to_owned(),
+            (None, false) => "nothing (no auth.secret-agent-protocol)".to_owned(),
+            (Some(TokenScope::All), false) => "every resource".to_owned(),
+            (Some(TokenScope::Only(names)), false) => {
+                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                names.join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "secret agent protocol: reads {protocol_reads}; convert-to-base64 {}\n",
+            self.aws.convert_to_base64
+        ));
         let names: Vec<&str> = self
             .aws
             .resources
