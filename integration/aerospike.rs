@@ -278,6 +278,43 @@ async fn with_auth_only_granted_resources_are_served() {
 }
 
 #[tokio::test]
+async fn the_protocol_is_served_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let world = World::shared();
+    let db = world.secret("sap-tls", r#"{"k":"over-tls"}"#);
+    let pki = pki();
+    let agent = Agent::start(
+        &world.config().resource("db", &db.arn).tls(tls(&pki, false)),
+        &[],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(std::sync::Arc::new(client), server).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, connect(agent.addr));
+    assert_eq!(ask(&mut stream, Some("db"), "k")["SecretValue"], "over-tls");
+    assert_eq!(ask(&mut stream, Some("db"), "k")["SecretValue"], "over-tls");
+    // Without TLS, the protocol gets nothing from a TLS port.
+    let mut plain = connect(agent.addr);
+    plain
+        .write_all(&frame(br#"{"Resource":"db","SecretKey":"k"}"#))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("over-tls"));
+}
+
+#[tokio::test]
 async fn the_protocol_is_served_over_the_unix_socket() {
     let world = World::shared();
     let db = world.secret("sap-uds", r#"{"k":"over-uds"}"#);

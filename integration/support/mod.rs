@@ -1,10 +1,12 @@
 //! The kit for the end-to-end tests: the Python harness (moto, the IMDSv2
 //! double and the recording proxy, see `harness.py`), a typed config for the
-//! real `secret-agent` binary, the agent itself, and HTTP helpers.
+//! real `secret-agent` binary, the agent itself, HTTP helpers and test
+//! certificates.
 
 mod agent;
 mod config;
 mod http;
+mod tls;
 mod world;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde_json::Value;
 pub use agent::*;
 pub use config::*;
 pub use http::*;
+pub use tls::*;
 pub use world::*;
 
 /// The region of the shared world's secrets and of [`AgentConfig::new`].

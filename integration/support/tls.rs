@@ -1,0 +1,56 @@
+//! Certificates for the TLS tests, made by rcgen.
+
+use super::Tls;
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    pub client_pem: String,
+    pub rogue_client_pem: String,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let leaf = |names: &[&str], issuer: &CertifiedIssuer<'_, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let ca_a = ca("secret-agent test CA");
+    let ca_b = ca("rogue CA");
+    let (server_cert, server_key) = leaf(&["127.0.0.1", "localhost"], &ca_a);
+    let (client_cert, client_key) = leaf(&["app.local"], &ca_a);
+    let (rogue_cert, rogue_key) = leaf(&["rogue.local"], &ca_b);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), &server_cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), &server_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_a.pem()).unwrap();
+    Pki {
+        dir,
+        ca_pem: ca_a.pem(),
+        client_pem: format!("{client_cert}{client_key}"),
+        rogue_client_pem: format!("{rogue_cert}{rogue_key}"),
+    }
+}
+
+/// The agent's TLS settings; `with_ca` asks clients for a certificate.
+pub fn tls(pki: &Pki, with_ca: bool) -> Tls {
+    let d = pki.dir.path();
+    Tls {
+        cert_file: d.join("server.pem"),
+        key_file: d.join("server.key"),
+        ca_file: with_ca.then(|| d.join("ca.pem")),
+    }
+}
