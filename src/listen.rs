@@ -210,7 +210,7 @@ impl Connections {
                         };
                         // The first bytes decide: the secret agent protocol's
                         // magic, or HTTP.
-                        let mut first = BytesMut::new();
+                        let mut first = BytesMut::with_capacity(READ_CHUNK);
                         let prefix = async {
                             while first.len() < MAGIC.len() && MAGIC.starts_with(&first) {
                                 let want = first.len() + 1;
