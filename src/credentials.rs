@@ -284,25 +284,12 @@ async fn assume_role(
 
 /// The error of a credential provider and its causes, for people.
 pub fn describe_error(err: &CredentialsError) -> String {
-    let mut source = std::error::Error::source(err);
     // The variants' own words ("the credential provider was not enabled",
     // "an error occurred while loading credentials") say less than their cause.
-    let mut text = match source {
-        Some(cause) => {
-            source = cause.source();
-            cause.to_string()
-        }
+    match std::error::Error::source(err) {
+        Some(cause) => crate::upstream::chain_text(cause.to_string(), cause.source()),
         None => err.to_string(),
-    };
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
     }
-    text
 }
 
 /// Which source produced a set of credentials, in words; attached to them
@@ -490,6 +477,9 @@ impl ProvideCredentials for Chain {
 
 /// The shared credentials file, re-read when it changes: the Aerospike agent
 /// "fetches the latest credentials from the shared credentials file".
+/// aws-config's `ProfileFileCredentialsProvider` parses the files once per
+/// `ProviderConfig` and keeps them, so this builds a new one whenever the
+/// files' contents change.
 #[derive(Debug)]
 struct SharedFile {
     profile: Option<String>,

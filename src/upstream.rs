@@ -368,8 +368,20 @@ fn classify_unparsed(status: u16, body: &[u8]) -> UpstreamError {
 
 /// `err: cause: cause`, bounded in length.
 fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
+    chain_text(err.to_string(), err.source())
+        .chars()
+        .take(500)
+        .collect()
+}
+
+/// `first`, then each error of the chain from `source` on whose words are
+/// not already in the text, joined by `: `: the SDK's errors often repeat
+/// their cause's message in their own.
+pub(crate) fn chain_text(
+    first: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    let mut text = first;
     while let Some(e) = source {
         let part = e.to_string();
         if !text.contains(&part) {
@@ -378,7 +390,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         }
         source = e.source();
     }
-    text.chars().take(500).collect()
+    text
 }
 
 /// Deadline for one fetch, including the SDK's own retries.
