@@ -22,17 +22,18 @@
 //! - [`app`]: wiring, signals and lifecycle.
 
 mod aerospike;
-pub mod app;
+mod app;
 mod aws;
-pub mod cache;
+mod cache;
 mod config;
-pub mod credentials;
-pub mod http;
+mod credentials;
+mod http;
 mod listen;
-pub mod metrics;
+mod metrics;
 mod reload;
-pub mod resources;
-pub mod secret;
-pub mod upstream;
+mod resources;
+mod secret;
+mod upstream;
 
+pub use app::{Application, Signals};
 pub use config::{Config, ConfigError};

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use secret_agent::Config;
-use secret_agent::app::{Application, Signals};
+use secret_agent::{Application, Config, Signals};
 
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]

@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use serde::de::DeserializeOwned;
 
-pub use auth::{AWS_TOKEN_HEADER, Authorizer};
+pub use auth::Authorizer;
 pub use error::ApiError;
 use error::echo;
 pub use secrets::CACHE_HEADER;
