@@ -122,7 +122,7 @@ mod tests {
         }
         assert!(
             seen >= 4,
-            "expected the seed samples and demo.yaml in config/"
+            "expected the Aerospike agent's samples and demo.yaml in config/"
         );
     }
 
