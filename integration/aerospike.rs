@@ -361,3 +361,33 @@ fn the_example_python_client_reads_a_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no key"));
 }
+
+#[tokio::test]
+async fn a_stop_answers_the_request_in_flight_and_closes_idle_connections() {
+    let f = Fixture::new();
+    let secret = f.secret("sap-stop", r#"{"k":"drained"}"#);
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
+    let config = f.config().resource("s", &secret.arn).cache(|c| c.ttl("0s"));
+    let mut agent = Agent::start(&config, &[("RUST_LOG", "info")]);
+    let mut idle = connect(agent.addr);
+    assert_eq!(ask(&mut idle, Some("s"), "k")["SecretValue"], "drained");
+    let addr = agent.addr;
+    let busy = std::thread::spawn(move || ask(&mut connect(addr), Some("s"), "k"));
+    std::thread::sleep(Duration::from_millis(400));
+    let stopped = Instant::now();
+    agent.signal("TERM");
+    assert_eq!(busy.join().unwrap()["SecretValue"], "drained");
+    let status = agent
+        .wait_exit(Duration::from_secs(8))
+        .expect("the agent exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "an idle connection held the stop for {:?}",
+        stopped.elapsed()
+    );
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}

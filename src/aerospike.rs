@@ -15,12 +15,13 @@
 
 use std::time::Duration;
 
+use actix_server::GracefulShutdownSignal;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Buf, BytesMut};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, TokenScope};
@@ -89,13 +90,33 @@ impl Fatal {
 }
 
 /// Serves requests on `io` until the client closes, stays idle for
-/// `timeout`, or sends something that ends the connection. `buf` holds the
-/// bytes already read (the magic that chose this protocol).
-pub(crate) async fn serve<IO>(mut io: IO, mut buf: BytesMut, state: AppState, timeout: Duration)
-where
+/// `timeout`, sends something that ends the connection, or the agent stops
+/// (`stopping`: an idle connection closes at once, a busy one after its
+/// answer). `buf` holds the bytes already read (the magic that chose this
+/// protocol).
+pub(crate) async fn serve<IO>(
+    mut io: IO,
+    mut buf: BytesMut,
+    state: AppState,
+    timeout: Duration,
+    stopping: GracefulShutdownSignal,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
+        if buf.is_empty() {
+            // Idle between requests: wait up to `timeout` for the next one,
+            // unless the agent stops first.
+            let started = tokio::select! {
+                read = tokio::time::timeout(timeout, fill(&mut io, &mut buf, 1)) => {
+                    matches!(read, Ok(true))
+                }
+                () = stopping.notified() => false,
+            };
+            if !started {
+                return;
+            }
+        }
         let json = match read_request(&mut io, &mut buf, timeout).await {
             Ok(Some(json)) => json,
             Ok(None) => return,
@@ -113,21 +134,14 @@ where
     }
 }
 
-/// The next request's JSON; `None` when the client closed or stayed idle
-/// for `timeout` between requests.
+/// The JSON of the request whose first bytes are in `buf`; `None` when the
+/// client closed. The whole request must arrive within `limit` of now.
 async fn read_request<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
-    idle: Duration,
+    limit: Duration,
 ) -> Result<Option<BytesMut>, Fatal> {
-    if buf.is_empty() {
-        match timeout(idle, fill(io, buf, 1)).await {
-            Ok(true) => {}
-            _ => return Ok(None),
-        }
-    }
-    // The whole request must arrive within `idle` of its first byte.
-    let deadline = Instant::now() + idle;
+    let deadline = Instant::now() + limit;
     let have = |buf: &BytesMut, n| buf.len() >= n;
     if !have(buf, HEADER) {
         match timeout_at(deadline, fill(io, buf, HEADER)).await {

@@ -190,16 +190,19 @@ impl Connections {
             ));
         let timeout = self.request_timeout;
         let state = self.state.clone();
+        let stopping = self.stopping.clone();
         fn_factory(move || {
             let handler = h1.new_service(());
             let open = open.clone();
             let state = state.clone();
+            let stopping = stopping.clone();
             async move {
                 let handler = Rc::new(handler.await?);
                 Ok(fn_service(move |io: I| {
                     let handler = handler.clone();
                     let open = open.clone();
                     let state = state.clone();
+                    let stopping = stopping.clone();
                     async move {
                         let (mut stream, peer) = match open(io).await {
                             Ok(opened) => opened,
@@ -225,7 +228,7 @@ impl Connections {
                             _ => return Ok(()), // closed or silent
                         }
                         if first.starts_with(&MAGIC) {
-                            aerospike::serve(stream, first, state, timeout).await;
+                            aerospike::serve(stream, first, state, timeout, stopping).await;
                         } else if let Err(e) = handler
                             .call((Paced::with_pending(stream, timeout, first), peer))
                             .await
