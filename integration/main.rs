@@ -4,6 +4,7 @@
 mod support;
 
 mod aerospike;
+mod aws_agent;
 mod cache;
 mod core;
 mod cost;

@@ -27,6 +27,11 @@ mod yaml;
 
 pub use error::ConfigError;
 
+/// The AWS Secrets Manager Agent's default `ssrf_headers`: the token
+/// headers accepted unless `auth.token-headers` says otherwise.
+pub(crate) const DEFAULT_TOKEN_HEADERS: [&str; 2] =
+    ["x-aws-parameters-secrets-token", "x-vault-token"];
+
 /// Default time a cached secret is served without asking AWS again.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
@@ -43,6 +48,9 @@ pub struct Config {
     /// `auth.secret-agent-protocol.resources`: what the protocol's clients
     /// may read when `auth` is on; `None`: nothing.
     pub(crate) protocol_scope: Option<TokenScope>,
+    /// `auth.token-headers`: headers that carry a client token besides
+    /// `Authorization: Bearer`, lower case.
+    pub(crate) token_headers: Vec<String>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
     /// Problems worth a warning but not a refusal (e.g. file permissions).

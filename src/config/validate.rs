@@ -83,6 +83,10 @@ impl Validator<'_> {
         let service = self.service(raw.service)?;
         let aws = self.aws(raw.secret_manager.aws)?;
         let cache = self.cache(raw.cache)?;
+        let token_headers = match raw.auth.as_ref().and_then(|a| a.token_headers.clone()) {
+            Some(headers) => self.token_headers(headers)?,
+            None => DEFAULT_TOKEN_HEADERS.map(str::to_owned).to_vec(),
+        };
         let (auth, protocol_scope) = match raw.auth {
             Some(auth) => {
                 let scope = match auth.secret_agent_protocol {
@@ -122,6 +126,7 @@ impl Validator<'_> {
             cache,
             auth,
             protocol_scope,
+            token_headers,
             log_level,
             warnings,
         })
@@ -275,6 +280,40 @@ impl Validator<'_> {
             });
         }
         Ok(tokens)
+    }
+
+    /// Valid HTTP header names, each once, lower-cased; not `Authorization`,
+    /// which carries `Bearer <token>` on its own.
+    fn token_headers(&self, raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+        let mut headers: Vec<String> = Vec::with_capacity(raw.len());
+        for (i, name) in raw.into_iter().enumerate() {
+            let path = format!("auth.token-headers[{i}]");
+            let lower = name.to_ascii_lowercase();
+            let valid = !lower.is_empty()
+                && lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                return Err(self.invalid(
+                    &path,
+                    format!(
+                        "`{}` is not an HTTP header name",
+                        name.chars().take(80).collect::<String>().escape_debug()
+                    ),
+                ));
+            }
+            if lower == "authorization" {
+                return Err(self.invalid(
+                    &path,
+                    "`Authorization` always carries `Bearer <token>`; list only other headers",
+                ));
+            }
+            if headers.contains(&lower) {
+                return Err(self.invalid(&path, format!("`{name}` is listed twice")));
+            }
+            headers.push(lower);
+        }
+        Ok(headers)
     }
 
     fn scope(
@@ -866,6 +905,49 @@ mod tests {
             err.contains("service.tcp.tls.cert-file") && err.contains("/nonexistent/c.pem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn token_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "tok").unwrap();
+        let with = |extra: &str| {
+            load(&format!(
+                "{SAMPLE}auth:\n  tokens:\n    - token-file: {}\n      resources: [\"*\"]\n{extra}",
+                file.display()
+            ))
+        };
+        assert_eq!(
+            with("").unwrap().token_headers,
+            ["x-aws-parameters-secrets-token", "x-vault-token"]
+        );
+        assert_eq!(
+            with("  token-headers: [X-My-Token]\n")
+                .unwrap()
+                .token_headers,
+            ["x-my-token"]
+        );
+        assert!(
+            with("  token-headers: []\n")
+                .unwrap()
+                .token_headers
+                .is_empty()
+        );
+        for (bad, says) in [
+            ("[\"a b\"]", "not an HTTP header name"),
+            ("[Authorization]", "Bearer"),
+            ("[X-A, x-a]", "twice"),
+        ] {
+            let err = with(&format!("  token-headers: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("auth.token-headers[") && err.contains(says),
+                "{err}"
+            );
+        }
+        assert_eq!(load(SAMPLE).unwrap().token_headers.len(), 2);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Nothing below this module knows about HTTP.
 //!
 //! - `secrets`: `GET /secrets/<name>[/<key>]`
-//! - `compat`: the AWS Secrets Manager Agent's routes
+//! - `compat`: the AWS Secrets Manager Agent's routes (and `/ping`)
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` (no token needed)
 
 mod auth;
@@ -117,6 +117,7 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::route().to(ops::readyz))
             .route("/metrics", web::route().to(ops::metrics))
             .route("/secretsmanager/get", web::route().to(compat::get_by_query))
+            .route("/ping", web::route().to(compat::ping))
             .service(web::scope("/v1").default_service(web::to(compat::get_by_path)));
     }
 }
@@ -125,19 +126,25 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 /// and headers, and no secrets for requests that came through a proxy (an
 /// SSRF guard, as in the AWS agent: a local app sends no forwarding
 /// headers). Counts every request by route and status.
+///
+/// The AWS agent's routes answer its way: the method is checked after the
+/// token (by the handler), a forwarded request gets its `400 Forwarded`,
+/// and `/ping` is not guarded against forwarding, as there.
 async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let route = Route::of(req.path());
-    let refused = if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let compat = route == Route::Compat;
+    let refused = if !compat && !matches!(*req.method(), Method::GET | Method::HEAD) {
         Some(ApiError::MethodNotAllowed)
     } else if req.uri().path().len() > MAX_PATH {
         Some(ApiError::UriTooLong(MAX_PATH))
     } else if header_bytes(&req) > MAX_HEADER_BYTES {
         Some(ApiError::HeadersTooLarge(MAX_HEADER_BYTES))
-    } else if req.headers().contains_key("x-forwarded-for")
-        || req.headers().contains_key("forwarded")
+    } else if (req.headers().contains_key("x-forwarded-for")
+        || req.headers().contains_key("forwarded"))
+        && req.path() != "/ping"
     {
         Some(ApiError::Forwarded)
     } else {
@@ -145,7 +152,11 @@ async fn guard(
     };
     let response = match refused {
         Some(err) => {
-            let response = err.error_response();
+            let response = if compat {
+                compat::CompatError::from(err).response()
+            } else {
+                err.error_response()
+            };
             req.into_response(response).map_into_right_body()
         }
         None => next.call(req).await?.map_into_left_body(),
@@ -182,7 +193,7 @@ impl Route {
     fn of(path: &str) -> Route {
         match path {
             p if p.starts_with("/secrets/") => Route::Secrets,
-            "/secretsmanager/get" => Route::Compat,
+            "/secretsmanager/get" | "/ping" => Route::Compat,
             p if p.starts_with("/v1/") => Route::Compat,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,

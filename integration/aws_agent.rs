@@ -1,0 +1,300 @@
+//! A drop-in for the AWS Secrets Manager Agent: its routes answer as it
+//! does (statuses, bodies, headers), field by field.
+
+use serde_json::json;
+
+use crate::support::*;
+
+const TOKEN: &str = "aws-agent-token-7";
+
+/// The AWS agent's body for a secret AWS does not know.
+const NOT_FOUND: &str = r#"{"__type":"ResourceNotFoundException", "message":"Secrets Manager can't find the specified secret."}"#;
+
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn with_token(agent: &Agent, path: &str) -> Reply {
+    get_with(
+        &agent.url(path),
+        &[("X-Aws-Parameters-Secrets-Token", TOKEN)],
+    )
+    .await
+}
+
+/// Status and body, and no `Content-Type`, as the AWS agent answers.
+fn assert_text(r: &Reply, status: u16, body: &str) {
+    assert_eq!((r.status, r.text().as_str()), (status, body));
+    assert_eq!(r.header("content-type"), None, "{body}");
+}
+
+#[tokio::test]
+async fn reads_answer_in_the_get_secret_value_shape() {
+    let f = Fixture::new();
+    let Secret { name, arn } = f.secret("compat", r#"{"user":"old"}"#);
+    let current_version = f.world.put_secret_value(REGION, &arn, r#"{"user":"new"}"#);
+    let config = f
+        .config()
+        .resource("MyTest", &arn)
+        .token_env("COMPAT_TOKEN", &["*"]);
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
+
+    for path in [
+        "/secretsmanager/get?secretId=MyTest".to_owned(),
+        format!("/secretsmanager/get?secretId={}", url_encode(&arn)),
+        "/v1/MyTest".to_owned(),
+    ] {
+        let r = with_token(&agent, &path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("content-type"), None, "{path}");
+        let body = r.json();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        // serde_json sorts keys; the AWS agent's set is these seven, with
+        // SecretBinary left out for a string secret.
+        assert_eq!(
+            keys,
+            [
+                "ARN",
+                "CreatedDate",
+                "Name",
+                "SecretString",
+                "VersionId",
+                "VersionStages"
+            ]
+        );
+        assert_eq!(body["SecretString"], r#"{"user":"new"}"#, "{path}");
+        assert_eq!(body["ARN"], arn.as_str());
+        assert_eq!(body["Name"], name.as_str());
+        assert_eq!(body["VersionId"], current_version.as_str());
+        assert_eq!(body["VersionStages"], json!(["AWSCURRENT"]));
+        // A string of epoch seconds, as the AWS agent writes it.
+        let created = body["CreatedDate"]
+            .as_str()
+            .expect("CreatedDate is a string");
+        assert!(created.parse::<f64>().unwrap() > 1.5e9, "{created}");
+        assert!(r.text().contains(r#""CreatedDate":""#), "{}", r.text());
+    }
+    let r = with_token(
+        &agent,
+        "/secretsmanager/get?secretId=MyTest&versionStage=AWSPREVIOUS",
+    )
+    .await;
+    assert_eq!(r.json()["SecretString"], r#"{"user":"old"}"#);
+    assert_eq!(r.json()["VersionStages"], json!(["AWSPREVIOUS"]));
+    let r = with_token(&agent, &format!("/v1/MyTest?versionId={current_version}")).await;
+    assert_eq!(r.json()["SecretString"], r#"{"user":"new"}"#);
+
+    // refreshNow: a cached value, then the new one at once.
+    f.world
+        .put_secret_value(REGION, &arn, r#"{"user":"newer"}"#);
+    let r = with_token(&agent, "/secretsmanager/get?secretId=MyTest").await;
+    assert_eq!(r.json()["SecretString"], r#"{"user":"new"}"#, "cached");
+    for refresh in ["true", "1", "TRUE"] {
+        let r = with_token(
+            &agent,
+            &format!("/secretsmanager/get?secretId=MyTest&refreshNow={refresh}"),
+        )
+        .await;
+        assert_eq!(r.json()["SecretString"], r#"{"user":"newer"}"#, "{refresh}");
+    }
+    let r = with_token(&agent, "/v1/MyTest?refreshNow=false").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn own_errors_are_the_aws_agents_plain_text() {
+    let f = Fixture::new();
+    let secret = f.secret("compat-errors", "v");
+    let config = f
+        .config()
+        .resource("MyTest", &secret.arn)
+        .token_env("COMPAT_TOKEN", &["*"]);
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
+
+    // /ping: no token needed.
+    let r = get(&agent.url("/ping")).await;
+    assert_text(&r, 200, "healthy");
+
+    // The token: missing or wrong, on either route and any query, 403.
+    for path in [
+        "/secretsmanager/get?secretId=MyTest",
+        "/secretsmanager/get?bogus=1",
+        "/v1/MyTest",
+        "/v1/unknown",
+    ] {
+        assert_text(&get(&agent.url(path)).await, 403, "Bad Token");
+        for header in ["X-Aws-Parameters-Secrets-Token", "X-Vault-Token"] {
+            let r = get_with(&agent.url(path), &[(header, "wrong-token")]).await;
+            assert_text(&r, 403, "Bad Token");
+        }
+    }
+    // Both of the AWS agent's default token headers work.
+    let r = get_with(
+        &agent.url("/secretsmanager/get?secretId=MyTest"),
+        &[("X-Vault-Token", TOKEN)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    for (path, status, body) in [
+        ("/secretsmanager/get", 400, "missing parameter secretId"),
+        (
+            "/secretsmanager/get?secretId=",
+            400,
+            "missing parameter secretId",
+        ),
+        (
+            "/secretsmanager/get?secretId=MyTest&abc=123",
+            400,
+            "unknown parameter: abc",
+        ),
+        (
+            "/secretsmanager/get?secretId=MyTest&refreshNow=yes",
+            400,
+            "invalid refreshNow value",
+        ),
+        (
+            "/v1/MyTest?secretId=MyTest",
+            400,
+            "unknown parameter: secretId",
+        ),
+        ("/v1/", 400, "missing secret ID"),
+    ] {
+        assert_text(&with_token(&agent, path).await, status, body);
+    }
+    // The SSRF guard, and methods, as the AWS agent answers them.
+    let r = get_with(
+        &agent.url("/secretsmanager/get?secretId=MyTest"),
+        &[
+            ("X-Aws-Parameters-Secrets-Token", TOKEN),
+            ("X-Forwarded-For", "10.0.0.1"),
+        ],
+    )
+    .await;
+    assert_text(&r, 400, "Forwarded");
+    let post = |headers: &[(&str, &str)]| {
+        let mut request = client().post(agent.url("/secretsmanager/get?secretId=MyTest"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let r = post(&[("X-Aws-Parameters-Secrets-Token", TOKEN)])
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.text().await.unwrap(), "Not allowed");
+    // The token before the method, as there.
+    let r = post(&[]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Our own routes keep their JSON and the 401/403 split.
+    get(&agent.url("/secrets/MyTest"))
+        .await
+        .assert_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn aws_errors_pass_through_in_aws_shape() {
+    let f = Fixture::new();
+    let secret = f.secret("compat-aws", "v");
+    let unlisted = f.secret("compat-unlisted", "never-served");
+    let missing = unique("compat-missing");
+    let missing_arn = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}");
+    let config = f
+        .config()
+        .resource("MyTest", &secret.arn)
+        .resource("Missing", &missing_arn)
+        .token_env("COMPAT_TOKEN", &["*"]);
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
+
+    // A configured secret AWS does not have: AWS's status and body.
+    let r = with_token(&agent, "/secretsmanager/get?secretId=Missing").await;
+    assert_text(&r, 400, NOT_FOUND);
+    assert_eq!(f.proxy.gets(&missing), 1, "asked AWS");
+    let r = with_token(
+        &agent,
+        "/v1/MyTest?versionId=no-such-version-id-000000000000",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .starts_with(r#"{"__type":"ResourceNotFoundException", "message":""#),
+        "{}",
+        r.text()
+    );
+    let r = with_token(&agent, "/v1/MyTest?versionStage=NOSUCHSTAGE").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("ResourceNotFoundException"),
+        "{}",
+        r.text()
+    );
+
+    // Not configured, by name or by ARN: the same answer, and AWS is not asked.
+    for path in [
+        format!("/secretsmanager/get?secretId={}", url_encode(&unlisted.arn)),
+        format!("/secretsmanager/get?secretId={}", unlisted.name),
+        format!("/v1/{}", unlisted.name),
+    ] {
+        assert_text(&with_token(&agent, &path).await, 400, NOT_FOUND);
+    }
+    assert_eq!(
+        f.proxy.gets(&unlisted.name),
+        0,
+        "an unlisted secret was fetched"
+    );
+}
+
+#[tokio::test]
+async fn credential_failures_are_internal_failure() {
+    let f = Fixture::new();
+    let secret = f.secret("compat-nocreds", "v");
+    // No keys anywhere: the credential chain finds nothing.
+    let config = AgentConfig::new()
+        .endpoint(&f.proxy.url)
+        .resource("MyTest", &secret.arn)
+        .token_env("COMPAT_TOKEN", &["*"]);
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
+    let r = with_token(&agent, "/secretsmanager/get?secretId=MyTest").await;
+    assert_text(&r, 500, r#"{"__type":"InternalFailure"}"#);
+}
+
+#[tokio::test]
+async fn token_headers_are_configurable() {
+    let world = World::shared();
+    let secret = world.secret("compat-headers", "header-value");
+    let config = world
+        .config()
+        .resource("MyTest", &secret.arn)
+        .token_env("COMPAT_TOKEN", &["*"])
+        .token_headers(&["X-My-Token"]);
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
+    let path = agent.url("/v1/MyTest");
+    let r = get_with(&path, &[("X-My-Token", TOKEN)]).await;
+    assert_eq!(r.json()["SecretString"], "header-value");
+    // The defaults are replaced, not added to; Bearer always works.
+    let r = get_with(&path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await;
+    assert_text(&r, 403, "Bad Token");
+    let r = get_with(&agent.url("/secrets/MyTest"), &[("X-My-Token", TOKEN)]).await;
+    assert_eq!(r.text(), "header-value");
+    let r = get_with(
+        &agent.url("/secrets/MyTest"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    )
+    .await;
+    assert_eq!(r.text(), "header-value");
+}
