@@ -11,6 +11,7 @@ mod cost;
 mod credentials;
 mod examples;
 mod hardening;
+mod patterns;
 mod production;
 mod security;
 mod soak;

@@ -200,11 +200,10 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
     };
     let settings = &snapshot.protocol;
     if !snapshot.auth.is_open() {
-        let allowed = match &settings.scope {
-            Some(TokenScope::All) => true,
-            Some(TokenScope::Only(names)) => names.contains(name),
-            None => false,
-        };
+        let allowed = settings
+            .scope
+            .as_ref()
+            .is_some_and(|scope| scope.allows(name));
         if !allowed {
             return Err(format!(
                 "resource {name} is not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"

@@ -134,7 +134,35 @@ impl fmt::Display for TokenSource {
 pub(crate) enum TokenScope {
     /// `["*"]`: every configured resource.
     All,
-    Only(std::collections::BTreeSet<ResourceName>),
+    /// Names, and name prefixes (`prod/` for `prod/*`).
+    Only {
+        names: std::collections::BTreeSet<ResourceName>,
+        prefixes: Vec<String>,
+    },
+}
+
+impl TokenScope {
+    pub(crate) fn allows(&self, name: &ResourceName) -> bool {
+        match self {
+            TokenScope::All => true,
+            TokenScope::Only { names, prefixes } => {
+                names.contains(name) || prefixes.iter().any(|p| name.as_str().starts_with(p))
+            }
+        }
+    }
+
+    /// As written in the config, for `--check`.
+    fn describe(&self) -> String {
+        match self {
+            TokenScope::All => "every resource".to_owned(),
+            TokenScope::Only { names, prefixes } => names
+                .iter()
+                .map(|n| n.to_string())
+                .chain(prefixes.iter().map(|p| format!("{p}*")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
 }
 
 /// `secret-manager.aws`.
@@ -265,11 +293,7 @@ impl Config {
         let protocol_reads = match (&self.protocol_scope, self.auth.is_empty()) {
             (_, true) => "every resource (auth is open)".to_owned(),
             (None, false) => "nothing (no auth.secret-agent-protocol)".to_owned(),
-            (Some(TokenScope::All), false) => "every resource".to_owned(),
-            (Some(TokenScope::Only(names)), false) => {
-                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
-                names.join(", ")
-            }
+            (Some(scope), false) => scope.describe(),
         };
         out.push_str(&format!(
             "secret agent protocol: reads {protocol_reads}; convert-to-base64 {}\n",
@@ -280,6 +304,7 @@ impl Config {
             .resources
             .names()
             .into_iter()
+            .chain(self.aws.resources.patterns().iter().map(|p| p.label()))
             .map(|n| n.as_str())
             .collect();
         out.push_str(&format!(

@@ -15,7 +15,7 @@ use super::error::closest;
 use super::raw::*;
 use super::*;
 use crate::credentials::{AssumeRole, StaticKeys};
-use crate::resources::{ResourceName, Resources, SecretArn};
+use crate::resources::{Pattern, ResourceName, Resources, SecretArn};
 
 /// Whether the source holds secrets written in the config file (keys, an
 /// external id), which makes the file's permissions worth a warning.
@@ -339,10 +339,24 @@ impl Validator<'_> {
             ));
         }
         let mut only = BTreeSet::new();
+        let mut prefixes = Vec::new();
         for name in names {
-            match resources.get(&name) {
-                Some((name, _)) => {
-                    only.insert(name.clone());
+            if Pattern::is_pattern(&name) {
+                let prefix = name.trim_end_matches('*');
+                if prefix.trim_end_matches('/').contains('*')
+                    || !resources.prefix_matches_any(prefix)
+                {
+                    return Err(self.invalid(
+                        &format!("{path}.resources"),
+                        format!("`{name}` matches no configured resource or pattern"),
+                    ));
+                }
+                prefixes.push(prefix.to_owned());
+                continue;
+            }
+            match resources.lookup(&name) {
+                Some(found) => {
+                    only.insert(found.name.into_owned());
                 }
                 None => {
                     let known: Vec<&str> =
@@ -357,7 +371,10 @@ impl Validator<'_> {
                 }
             }
         }
-        Ok(TokenScope::Only(only))
+        Ok(TokenScope::Only {
+            names: only,
+            prefixes,
+        })
     }
 
     fn socket_addr(&self, path: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -421,14 +438,19 @@ impl Validator<'_> {
             .transpose()?;
 
         let mut resources = Vec::with_capacity(raw.resources.len());
+        let mut patterns = Vec::new();
         for (name, arn) in raw.resources {
             let path = format!("secret-manager.aws.resources.{name}");
+            if Pattern::is_pattern(&name) {
+                patterns.push(Pattern::parse(&name, &arn).map_err(|e| self.invalid(&path, e))?);
+                continue;
+            }
             let name = ResourceName::parse(&name).map_err(|e| self.invalid(&path, e))?;
             let arn = SecretArn::parse(&arn)
                 .map_err(|e| self.invalid(&path, format!("resource `{name}`: {e}")))?;
             resources.push((name, arn));
         }
-        if resources.is_empty() {
+        if resources.is_empty() && patterns.is_empty() {
             return Err(self.invalid(
                 "secret-manager.aws.resources",
                 "no resources are configured; map at least one name to a secret ARN",
@@ -517,7 +539,7 @@ impl Validator<'_> {
         Ok(AwsConfig {
             region,
             endpoint,
-            resources: Resources::new(resources),
+            resources: Resources::new(resources).with_patterns(patterns),
             credentials,
             profile: raw.profile,
             max_concurrent_calls,
@@ -908,6 +930,52 @@ mod tests {
     }
 
     #[test]
+    fn patterns_in_resources_and_scopes() {
+        let with = |resources: &str, scope: &str| {
+            let yaml = SAMPLE.replace(
+                "      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j\n",
+                resources,
+            );
+            load(&format!(
+                "{yaml}auth:\n  tokens:\n    - token-env: HOME\n      resources: {scope}\n"
+            ))
+        };
+        let ok = "      prod/*: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/*\n      Exact: arn:aws:secretsmanager:us-east-1:123456789012:secret:e\n";
+        let c = with(ok, "[\"prod/*\", Exact, prod/db]").unwrap();
+        assert_eq!(c.aws.resources.len(), 2);
+        let db = ResourceName::parse("prod/db").unwrap();
+        let other = ResourceName::parse("prod/other").unwrap();
+        assert!(c.auth[0].scope.allows(&db) && c.auth[0].scope.allows(&other));
+        let c = with(ok, "[Exact]").unwrap();
+        assert!(!c.auth[0].scope.allows(&db));
+        assert!(c.summary().contains("prod/*"), "{}", c.summary());
+        let star = "      \"*\": arn:aws:secretsmanager:us-east-1:123456789012:secret:*\n";
+        assert!(with(star, "[\"team/*\", any-name]").is_ok());
+        for (resources, scope, says) in [
+            (ok, "[\"dev/*\"]", "matches no configured resource"),
+            (ok, "[dev/db]", "not a configured resource"),
+            (
+                "      prod/*: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/\n",
+                "[\"*\"]",
+                "must end in `*`",
+            ),
+            (
+                "      p*/*: arn:aws:secretsmanager:us-east-1:123456789012:secret:p/*\n",
+                "[\"*\"]",
+                "no other `*`",
+            ),
+            (
+                "      \"*\": arn:aws:s3:::bucket/*\n",
+                "[\"*\"]",
+                "not a secret ARN prefix",
+            ),
+        ] {
+            let err = with(resources, scope).unwrap_err().to_string();
+            assert!(err.contains(says), "{resources} {scope}: {err}");
+        }
+    }
+
+    #[test]
     fn token_headers() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t");
@@ -973,7 +1041,7 @@ mod tests {
             file.display()
         ))
         .unwrap();
-        assert!(matches!(&c.auth[0].scope, TokenScope::Only(names) if names.len() == 1));
+        assert!(matches!(&c.auth[0].scope, TokenScope::Only { names, .. } if names.len() == 1));
 
         let err = with_auth(&format!(
             "    - token-file: {}\n      resources: [TestingSecrte]\n",

@@ -48,10 +48,7 @@ impl Grant<'_> {
     }
 
     fn allows(&self, name: &ResourceName) -> bool {
-        match self.0 {
-            None | Some(TokenScope::All) => true,
-            Some(TokenScope::Only(names)) => names.contains(name),
-        }
+        self.0.is_none_or(|scope| scope.allows(name))
     }
 }
 
@@ -140,7 +137,10 @@ mod tests {
                 ClientToken {
                     source: TokenSource::Env("B".into()),
                     value: SecretString::from("db-only-token"),
-                    scope: TokenScope::Only([name("db")].into()),
+                    scope: TokenScope::Only {
+                        names: [name("db")].into(),
+                        prefixes: vec!["team/".into()],
+                    },
                 },
             ],
             &headers,
@@ -170,6 +170,22 @@ mod tests {
         assert!(grant.permit(&db).is_ok());
         assert!(matches!(grant.permit(&other), Err(ApiError::Forbidden(_))));
         let req = aws("db-only-token");
+        assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
+        // A prefix (`team/*`) in the scope.
+        let grant = auth.authenticate(&req).unwrap();
+        assert!(
+            grant
+                .permit(&ResourceName::parse("team/x").unwrap())
+                .is_ok()
+        );
+        assert!(
+            grant
+                .permit(&ResourceName::parse("teamx").unwrap())
+                .is_err()
+        );
+        let req = TestRequest::default()
+            .insert_header(("X-Vault-Token", "db-only-token"))
+            .to_http_request();
         assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
 
         for req in [

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::auth::Grant;
 use super::{ApiError, AppState, CACHE_HEADER, Snapshot, Target, echo};
+use crate::resources::Found;
 use crate::secret::{Kind, Secret, secret_bytes};
 use crate::upstream::UpstreamError;
 
@@ -318,9 +319,11 @@ fn respond(
     response
 }
 
-/// Serves a configured name, or an ARN that one or more names map to; a
-/// request by ARN is allowed when the token may read any of its names.
-/// `target` is set to the name served, for the log.
+/// Serves a configured name or a name under a pattern, or an ARN that one
+/// or more names map to (a request by ARN is allowed when the token may
+/// read any of its names) or that is under a pattern's ARN prefix. An
+/// exact name or ARN wins over a pattern. `target` is set to what is
+/// served, for the log.
 async fn serve<'s>(
     state: &AppState,
     snapshot: &'s Snapshot,
@@ -330,28 +333,37 @@ async fn serve<'s>(
     target: &mut Target<'s>,
 ) -> Result<(bytes::Bytes, crate::cache::CacheStatus), CompatError> {
     let version = super::secrets::version(q.version_stage, q.version_id)?;
-    let (name, arn) = match snapshot.resources.get(id) {
-        Some((name, arn)) => {
-            *target = Target::Resource { name, key: None };
-            grant.permit(name)?;
-            (name, arn)
-        }
-        None => {
-            let (arn, names) = snapshot
-                .resources
-                .by_arn(id)
-                .ok_or_else(CompatError::not_found)?;
+    let found = if let Some(found) = snapshot.resources.lookup(id) {
+        found
+    } else if let Some((arn, names)) = snapshot.resources.by_arn(id) {
+        let name = grant.permit_any(names, arn.as_str()).inspect_err(|_| {
             // A refusal is logged under the first name.
             *target = Target::Resource {
-                name: &names[0],
+                found: Found {
+                    name: Cow::Borrowed(&names[0]),
+                    arn: Cow::Borrowed(arn),
+                    entry: &names[0],
+                },
                 key: None,
             };
-            let name = grant.permit_any(names, arn.as_str())?;
-            *target = Target::Resource { name, key: None };
-            (name, arn)
+        })?;
+        Found {
+            name: Cow::Borrowed(name),
+            arn: Cow::Borrowed(arn),
+            entry: name,
         }
+    } else {
+        snapshot
+            .resources
+            .by_arn_pattern(id)
+            .ok_or_else(CompatError::not_found)?
     };
-    let (secret, status) = super::read(state, name, arn, &version, q.refresh_now).await?;
+    *target = Target::Resource {
+        found: found.clone(),
+        key: None,
+    };
+    grant.permit(&found.name)?;
+    let (secret, status) = super::read(state, &found, &version, q.refresh_now).await?;
     Ok((get_secret_value_json(&secret), status))
 }
 

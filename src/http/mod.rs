@@ -33,7 +33,7 @@ pub use secrets::CACHE_HEADER;
 use crate::aerospike::ProtocolSettings;
 use crate::cache::{Cache, CacheStatus, Prefetch};
 use crate::metrics::METRICS;
-use crate::resources::{ResourceName, Resources, SecretArn};
+use crate::resources::{Found, ResourceName, Resources, SecretArn};
 use crate::secret::Secret;
 use crate::upstream::Version;
 
@@ -239,11 +239,11 @@ async fn not_found() -> HttpResponse {
 /// from the cache, or fetched now with `refresh`.
 async fn read(
     state: &AppState,
-    name: &ResourceName,
-    arn: &SecretArn,
+    found: &Found<'_>,
     version: &Version,
     refresh: bool,
 ) -> Result<(Arc<Secret>, CacheStatus), ApiError> {
+    let arn: &SecretArn = &found.arn;
     let read = if refresh {
         state.cache.refresh(arn, version).await
     } else {
@@ -259,13 +259,26 @@ async fn read(
         }
         Err(e) => {
             let mut e = ApiError::from(e);
-            let level = if state.warn_now(name) {
+            // Warnings are counted per configured entry: names under a
+            // pattern are the client's to make up.
+            let entry = found.entry;
+            let level = if state.warn_now(entry) {
                 log::Level::Warn
             } else {
                 log::Level::Debug
             };
             match version {
-                Version::Current => log::log!(level, "{name}: {e}"),
+                Version::Current if !found.by_pattern() => log::log!(level, "{entry}: {e}"),
+                // A name under a pattern is the client's, and AWS may repeat
+                // it: the log says only the kind of failure.
+                Version::Current => {
+                    e.redact(found.name.as_str());
+                    log::log!(
+                        level,
+                        "{entry}, a name asked for by a client: {}",
+                        e.parts().1
+                    );
+                }
                 // AWS repeats the version asked for, which a client wrote
                 // (a token sent there by mistake, say): the log says only
                 // the kind of failure, the answer only a short echo.
@@ -273,7 +286,7 @@ async fn read(
                     e.redact(asked);
                     log::log!(
                         level,
-                        "{name}, a version asked for by a client: {}",
+                        "{entry}, a version asked for by a client: {}",
                         e.parts().1
                     );
                 }
@@ -321,11 +334,11 @@ fn request_started() -> Option<Instant> {
 
 /// What a request asked for, as its debug line shows it. Never the path as
 /// sent: a client may put a token there by mistake.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Target<'a> {
-    /// A configured resource, and the key of a JSON secret asked for.
+    /// A resource, and the key of a JSON secret asked for.
     Resource {
-        name: &'a ResourceName,
+        found: Found<'a>,
         key: Option<&'a str>,
     },
     /// Nothing configured: not shown at all.
@@ -343,13 +356,20 @@ fn log_request(
     started: Option<Instant>,
 ) {
     let Some(started) = started else { return };
+    // A name under a pattern, or a key, is shown once the secret was read.
     let what = match target {
-        Target::Resource { name, key: None } => name.to_string(),
-        Target::Resource {
-            name,
-            key: Some(key),
-        } if cache.is_some() => format!("{name}/{}", key.escape_debug()),
-        Target::Resource { name, key: Some(_) } => format!("{name}/<key>"),
+        Target::Resource { found, key } => {
+            let name = if found.by_pattern() && cache.is_none() {
+                format!("{}:<name>", found.entry)
+            } else {
+                found.name.to_string()
+            };
+            match key {
+                None => name,
+                Some(key) if cache.is_some() => format!("{name}/{}", key.escape_debug()),
+                Some(_) => format!("{name}/<key>"),
+            }
+        }
         Target::Unknown => "<unknown>".to_owned(),
     };
     log::debug!(
