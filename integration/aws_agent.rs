@@ -298,3 +298,78 @@ async fn token_headers_are_configurable() {
     .await;
     assert_eq!(r.text(), "header-value");
 }
+
+/// Their TOML, converted, is a config `--check` accepts, with their settings.
+#[test]
+fn convert_aws_agent_config_prints_equivalent_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("config.toml");
+    std::fs::write(
+        &toml,
+        "log_level = \"WARN\"\nhttp_port = \"2775\"\nregion = \"us-east-1\"\nttl_seconds = \"120\"\ncache_size = \"100\"\nssrf_headers = [\"X-Aws-Parameters-Secrets-Token\"]\nssrf_env_variables = [\"MY_TOKEN\"]\npath_prefix = \"/v1/\"\nmax_conn = \"50\"\n",
+    )
+    .unwrap();
+    let toml = toml.to_str().unwrap();
+    let (code, yaml, err) = run_cli(&[
+        "convert-aws-agent-config",
+        toml,
+        "--account",
+        "123456789012",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "no notes expected: {err}");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let (code, summary, err) = run_cli_with_env(
+        &["--check", "-c", path.to_str().unwrap()],
+        &[("MY_TOKEN", "converted-token")],
+    );
+    assert_eq!(code, 0, "{err}\n{yaml}");
+    for expected in [
+        "tcp 127.0.0.1:2775",
+        "max-connections 50",
+        "resources (1): *",
+        "auth: 1 token(s): token-env MY_TOKEN",
+    ] {
+        assert!(summary.contains(expected), "no `{expected}` in:\n{summary}");
+    }
+    assert!(
+        yaml.contains("ttl: 120s") && yaml.contains("level: warn"),
+        "{yaml}"
+    );
+
+    // Without an account the YAML says so, and so does standard error.
+    let (code, yaml, err) = run_cli(&["convert-aws-agent-config", toml]);
+    assert_eq!(code, 0);
+    assert!(
+        yaml.contains("ACCOUNT_ID") && err.contains("--account"),
+        "{err}"
+    );
+    // A key the AWS agent does not know is refused, by name.
+    std::fs::write(dir.path().join("bad.toml"), "http_prot = 1\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let (code, _, err) = run_cli(&["convert-aws-agent-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("http_prot"), "{err}");
+}
+
+/// `AWS_TOKEN=file:///var/run/awssmatoken`, as the AWS agent's install
+/// script sets it: the token is read from the file.
+#[tokio::test]
+async fn a_token_variable_may_name_a_file() {
+    let world = World::shared();
+    let secret = world.secret("compat-file-token", "file-token-value");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("awssmatoken");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let config = world
+        .config()
+        .resource("MyTest", &secret.arn)
+        .token_env("AWS_TOKEN", &["*"]);
+    let agent = Agent::start(
+        &config,
+        &[("AWS_TOKEN", &format!("file://{}", file.display()))],
+    );
+    let r = with_token(&agent, "/secretsmanager/get?secretId=MyTest").await;
+    assert_eq!(r.json()["SecretString"], "file-token-value");
+}

@@ -5,6 +5,7 @@
 //! - [`validate`]: raw -> [`Config`], pure, one method per section;
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
+//! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes.
 
@@ -19,12 +20,14 @@ use secrecy::SecretString;
 use crate::credentials::CredentialSource;
 use crate::resources::{ResourceName, Resources};
 
+mod aws_agent;
 mod error;
 mod load;
 mod raw;
 mod validate;
 mod yaml;
 
+pub use aws_agent::{Conversion, convert_aws_agent_config};
 pub use error::ConfigError;
 
 /// The AWS Secrets Manager Agent's default `ssrf_headers`: the token

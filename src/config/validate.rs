@@ -244,12 +244,25 @@ impl Validator<'_> {
                     (TokenSource::File(file), text)
                 }
                 (None, Some(var)) => {
-                    let text = self.inputs.var(&var).ok_or_else(|| {
+                    let mut text = self.inputs.var(&var).ok_or_else(|| {
                         self.invalid(
                             &format!("{path}.token-env"),
                             format!("environment variable {var} is not set"),
                         )
                     })?;
+                    // `file:///path`, as the AWS agent's ssrf_env_variables take.
+                    if let Some(file) = text.strip_prefix("file://") {
+                        let file = std::path::PathBuf::from(file);
+                        text = self.inputs.read_to_string(&file).map_err(|e| {
+                            self.invalid(
+                                &format!("{path}.token-env"),
+                                format!(
+                                    "{var} names file://{}, which cannot be read: {e}",
+                                    file.display()
+                                ),
+                            )
+                        })?;
+                    }
                     (TokenSource::Env(var), text)
                 }
                 _ => {
