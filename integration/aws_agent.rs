@@ -373,3 +373,68 @@ async fn a_token_variable_may_name_a_file() {
     let r = with_token(&agent, "/secretsmanager/get?secretId=MyTest").await;
     assert_eq!(r.json()["SecretString"], "file-token-value");
 }
+
+/// The AWS agent's client snippets (`examples/aws-agent/`: Python requests
+/// and curl, with the token header) read a secret from this agent unchanged.
+#[tokio::test]
+async fn the_aws_agents_client_snippets_run_unchanged() {
+    let world = World::shared();
+    let secret = world.secret("compat-snippet", r#"{"password":"snippet-pw"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("awssmatoken");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let config = world
+        .config()
+        .resource("MyTest", &secret.arn)
+        .token_file(&token_file, &["*"]);
+    let agent = Agent::start(&config, &[]);
+    let url = agent.url("");
+    let url = url.trim_end_matches('/');
+    // requests comes with moto into the harness's virtualenv.
+    let python = root().join("integration/.venv/bin/python");
+    let examples = root().join("examples/aws-agent");
+    for (program, script) in [
+        (python.to_str().unwrap(), "get_secret.py"),
+        ("bash", "get_secret.sh"),
+    ] {
+        for id in ["MyTest", secret.arn.as_str()] {
+            let out = std::process::Command::new(program)
+                .arg(examples.join(script))
+                .arg(id)
+                .env("AWS_AGENT_URL", url)
+                .env("AWS_AGENT_TOKEN_FILE", &token_file)
+                .output()
+                .unwrap();
+            let shown = format!("{script} {id}");
+            assert!(
+                out.status.success(),
+                "{shown}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let body: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{shown}: {e}"));
+            assert_eq!(
+                body["SecretString"], r#"{"password":"snippet-pw"}"#,
+                "{shown}"
+            );
+            assert_eq!(body["ARN"], secret.arn.as_str(), "{shown}");
+        }
+        // A wrong token: the snippet reports the AWS agent's answer.
+        let wrong = dir.path().join("wrong");
+        std::fs::write(&wrong, "wrong-token").unwrap();
+        let out = std::process::Command::new(program)
+            .arg(examples.join(script))
+            .arg("MyTest")
+            .env("AWS_AGENT_URL", url)
+            .env("AWS_AGENT_TOKEN_FILE", &wrong)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{script}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("Bad Token"), "{script}: {all}");
+    }
+}
