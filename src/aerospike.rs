@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 use crate::config::{Config, TokenScope};
 use crate::http::{ApiError, AppState};
 use crate::metrics::METRICS;
+use crate::resources::{ResourceName, SecretArn};
 use crate::secret::Kind;
 use crate::upstream::Version;
 
@@ -195,9 +196,11 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
         );
     };
     let snapshot = state.current.load();
-    let Some((name, arn)) = snapshot.resources.get(&resource) else {
+    // A configured name, or a name under a pattern (`prod/*`).
+    let Some(found) = snapshot.resources.lookup(&resource) else {
         return Err(format!("no resource named {}", echo(&resource)));
     };
+    let (name, arn): (&ResourceName, &SecretArn) = (&found.name, &found.arn);
     let settings = &snapshot.protocol;
     if !snapshot.auth.is_open() {
         let allowed = settings
@@ -210,6 +213,12 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
             ));
         }
     }
+    // A name under a pattern is the client's: messages repeat a short echo.
+    let name = if found.by_pattern() {
+        echo(name.as_str())
+    } else {
+        name.to_string()
+    };
     let (secret, _status) = state
         .cache
         .get(arn, &Version::Current)
