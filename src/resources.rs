@@ -611,6 +611,31 @@ mod tests {
                 }
             }
 
+            /// Whatever a client asks, by name or by ARN, what a pattern
+            /// serves lies under that pattern's name and ARN prefixes.
+            #[test]
+            fn patterns_never_reach_outside_their_prefix(
+                asked in "(arn:aws:secretsmanager:us-(east|west)-1:(123456789012|210987654321):secret:)?(prod|dev|prod/team)?/?[a-z/.:*-]{0,12}",
+            ) {
+                const P: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:";
+                let t = Resources::new([]).with_patterns(vec![
+                    Pattern::parse("prod/*", &format!("{P}prod/*")).unwrap(),
+                    Pattern::parse("prod/team/*", &format!("{P}team-a/*")).unwrap(),
+                ]);
+                for found in [t.lookup(&asked), t.by_arn_pattern(&asked)].into_iter().flatten() {
+                    let name = found.name.as_str();
+                    let arn = found.arn.as_str();
+                    prop_assert!(ResourceName::parse(name).is_ok());
+                    let (name_prefix, arn_prefix) = match found.entry.as_str() {
+                        "prod/team/*" => ("prod/team/", format!("{P}team-a/")),
+                        "prod/*" => ("prod/", format!("{P}prod/")),
+                        other => panic!("entry {other}"),
+                    };
+                    prop_assert!(name.len() > name_prefix.len() && name.starts_with(name_prefix), "{}", name);
+                    prop_assert!(arn.len() > arn_prefix.len() && arn.starts_with(&arn_prefix), "{}", arn);
+                }
+            }
+
             #[test]
             fn name_and_arn_parsing_never_panic(text in "\\PC{0,100}") {
                 let _ = ResourceName::parse(&text);
