@@ -123,9 +123,14 @@ async fn own_errors_are_the_aws_agents_plain_text() {
         .token_env("COMPAT_TOKEN", &["*"]);
     let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
 
-    // /ping: no token needed.
+    // /ping: no token needed, GET only, as there.
     let r = get(&agent.url("/ping")).await;
     assert_text(&r, 200, "healthy");
+    let r = get_with(&agent.url("/ping"), &[("X-Forwarded-For", "10.0.0.1")]).await;
+    assert_text(&r, 200, "healthy");
+    let r = client().post(agent.url("/ping")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.text().await.unwrap(), "Not allowed");
 
     // The token: missing or wrong, on either route and any query, 403.
     for path in [

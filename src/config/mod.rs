@@ -292,6 +292,14 @@ impl Config {
                 self.auth.len(),
                 sources.join(", ")
             ));
+            let headers = if self.token_headers.is_empty() {
+                "none".to_owned()
+            } else {
+                self.token_headers.join(", ")
+            };
+            out.push_str(&format!(
+                "token headers: Authorization: Bearer, and {headers}\n"
+            ));
         }
         let protocol_reads = match (&self.protocol_scope, self.auth.is_empty()) {
             (_, true) => "every resource (auth is open)".to_owned(),

@@ -445,6 +445,30 @@ mod tests {
         assert_eq!(long, format!("unknown parameter: {}...", "n".repeat(32)));
     }
 
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any query: parsed, or a plain-text 400 that repeats at most
+            /// a short prefix of what was sent.
+            #[test]
+            fn queries_never_panic_and_errors_stay_short(
+                query in "[a-zA-Z=&%0-9+]{0,200}",
+                with_id in any::<bool>(),
+            ) {
+                match Query::parse(&query, with_id) {
+                    Ok(_) => {}
+                    Err(CompatError::Text(status, body)) => {
+                        prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+                        prop_assert!(body.len() < 80, "{}", body);
+                    }
+                    Err(other) => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
+
     #[test]
     fn error_bodies_as_the_aws_agent_writes_them() {
         let e = CompatError::upstream(&UpstreamError::SecretNotFound(NOT_FOUND_MESSAGE.into()));
