@@ -391,3 +391,30 @@ async fn a_stop_answers_the_request_in_flight_and_closes_idle_connections() {
     let _ = idle.read_to_end(&mut rest);
     assert!(rest.is_empty());
 }
+
+/// Names under a pattern (`prefix/*`), granted by the same pattern.
+#[tokio::test]
+async fn patterns_serve_the_protocol_too() {
+    let world = World::shared();
+    let prefix = unique("sap-pattern");
+    let arn_prefix = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{prefix}/*");
+    let config = world
+        .config()
+        .resource(&format!("{prefix}/*"), &arn_prefix)
+        .token_env("T", &["*"])
+        .protocol_resources(&[&format!("{prefix}/*")]);
+    let agent = Agent::start(&config, &[("T", "a-client-token-4567")]);
+    // Created after the start.
+    world.create_secret(REGION, &format!("{prefix}/db"), r#"{"k":"by-pattern"}"#);
+    let mut conn = connect(agent.addr);
+    let answer = ask(&mut conn, Some(&format!("{prefix}/db")), "k");
+    assert_eq!(answer["SecretValue"], "by-pattern", "{answer}");
+    let refused = ask(&mut conn, Some("elsewhere/db"), "k");
+    assert!(
+        refused["Error"]
+            .as_str()
+            .unwrap()
+            .contains("no resource named"),
+        "{refused}"
+    );
+}

@@ -4,12 +4,14 @@
 mod support;
 
 mod aerospike;
+mod aws_agent;
 mod cache;
 mod core;
 mod cost;
 mod credentials;
 mod examples;
 mod hardening;
+mod patterns;
 mod production;
 mod security;
 mod soak;

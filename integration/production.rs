@@ -1,5 +1,5 @@
 //! Running it: health and readiness, metrics, hot reload, graceful
-//! shutdown, the AWS-agent-compatible routes and the CLI.
+//! shutdown and the CLI (the AWS-agent-compatible routes: `aws_agent.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -210,83 +210,6 @@ async fn sigterm_lets_an_in_flight_read_finish_then_exits_zero() {
     assert_eq!((r.status, r.text().as_str()), (200, "drained-value"));
     let status = agent.wait_exit(Duration::from_secs(15)).expect("exited");
     assert_eq!(status.code(), Some(0), "{}", agent.log());
-}
-
-#[tokio::test]
-async fn aws_agent_compatible_routes() {
-    let world = World::shared();
-    let Secret { name, arn } = world.secret("compat", r#"{"user":"old"}"#);
-    world.put_secret_value(REGION, &arn, r#"{"user":"new"}"#);
-    let unlisted = world.secret("unlisted", "never-served").arn;
-    let config = world
-        .config()
-        .resource("MyTest", &arn)
-        .token_env("COMPAT_TOKEN", &["*"]);
-    let agent = Agent::start(&config, &[("COMPAT_TOKEN", "compat-token-42")]);
-    let read = async |path: &str| {
-        let r = client()
-            .get(agent.url(path))
-            .header("X-Aws-Parameters-Secrets-Token", "compat-token-42")
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        assert_eq!(r.headers()["content-type"], "application/json");
-        (
-            status,
-            serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap(),
-        )
-    };
-    let encoded_arn: String = url_encode(&arn);
-    for path in [
-        "/secretsmanager/get?secretId=MyTest".to_owned(),
-        format!("/secretsmanager/get?secretId={encoded_arn}"),
-        "/v1/MyTest".to_owned(),
-    ] {
-        let (status, body) = read(&path).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        assert_eq!(body["SecretString"], r#"{"user":"new"}"#, "{path}");
-        assert_eq!(body["ARN"], arn.as_str());
-        assert_eq!(body["Name"], name.as_str());
-        assert_eq!(body["VersionStages"], json!(["AWSCURRENT"]));
-        assert!(
-            body["VersionId"].is_string() && body["CreatedDate"].is_number(),
-            "{body}"
-        );
-    }
-    let (_, body) = read("/secretsmanager/get?secretId=MyTest&versionStage=AWSPREVIOUS").await;
-    assert_eq!(body["SecretString"], r#"{"user":"old"}"#);
-    let (_, body) = read("/v1/MyTest?versionStage=AWSPREVIOUS").await;
-    assert_eq!(body["SecretString"], r#"{"user":"old"}"#);
-
-    // An unlisted secret is not served, by name or ARN, though it exists upstream.
-    for path in [
-        format!("/secretsmanager/get?secretId={}", url_encode(&unlisted)),
-        "/v1/unlisted".to_owned(),
-    ] {
-        let (status, body) = read(&path).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (404, Some("resource_not_found")),
-            "{path}"
-        );
-    }
-    // Auth works as on the other routes.
-    let r = get(&agent.url("/secretsmanager/get?secretId=MyTest")).await;
-    r.assert_error(401, "unauthorized");
-    let (status, _) = read("/secretsmanager/get").await;
-    assert_eq!(status, 400);
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 use crate::config::{Config, TokenScope};
 use crate::http::{ApiError, AppState};
 use crate::metrics::METRICS;
+use crate::resources::{ResourceName, SecretArn};
 use crate::secret::Kind;
 use crate::upstream::Version;
 
@@ -209,22 +210,29 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
         );
     };
     let snapshot = state.current.load();
-    let Some((name, arn)) = snapshot.resources.get(&resource) else {
+    // A configured name, or a name under a pattern (`prod/*`).
+    let Some(found) = snapshot.resources.lookup(&resource) else {
         return Err(format!("no resource named {}", echo(&resource)));
     };
+    let (name, arn): (&ResourceName, &SecretArn) = (&found.name, &found.arn);
     let settings = &snapshot.protocol;
     if !snapshot.auth.is_open() {
-        let allowed = match &settings.scope {
-            Some(TokenScope::All) => true,
-            Some(TokenScope::Only(names)) => names.contains(name),
-            None => false,
-        };
+        let allowed = settings
+            .scope
+            .as_ref()
+            .is_some_and(|scope| scope.allows(name));
         if !allowed {
             return Err(format!(
                 "resource {name} is not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"
             ));
         }
     }
+    // A name under a pattern is the client's: messages repeat a short echo.
+    let name = if found.by_pattern() {
+        echo(name.as_str())
+    } else {
+        name.to_string()
+    };
     let (secret, _status) = state
         .cache
         .get(arn, &Version::Current)

@@ -87,7 +87,7 @@ impl Application {
                     .collect(),
             )
         });
-        let auth = Authorizer::new(config.auth.clone());
+        let auth = Authorizer::new(config.auth.clone(), &config.token_headers);
         let open = auth.is_open();
         let state = AppState {
             current: Arc::new(ArcSwap::from_pointee(Snapshot {

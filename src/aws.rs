@@ -42,7 +42,8 @@ impl AwsSettings {
                 .names()
                 .first()
                 .and_then(|name| resources.get(name.as_str()))
-                .map(|(_, arn)| arn.region().to_owned()),
+                .map(|(_, arn)| arn.region().to_owned())
+                .or_else(|| resources.patterns().first().map(|p| p.region().to_owned())),
         }
     }
 

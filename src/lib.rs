@@ -36,4 +36,4 @@ mod secret;
 mod upstream;
 
 pub use app::{Application, Signals};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Conversion, convert_aws_agent_config};

@@ -22,10 +22,64 @@ struct Cli {
     /// Validate the configuration, print a summary and exit (0 when valid).
     #[arg(long)]
     check: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print the YAML equivalent of an AWS Secrets Manager Agent TOML config.
+    ConvertAwsAgentConfig {
+        /// The AWS agent's config file (TOML).
+        #[arg(value_name = "FILE.toml")]
+        file: PathBuf,
+        /// The AWS account whose secrets are served (12 digits); else the
+        /// YAML says ACCOUNT_ID, to be replaced.
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// The region of the secrets when the file sets none.
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+    },
+}
+
+/// `convert-aws-agent-config`: the YAML on standard output, notes on
+/// standard error; exit 2 when the file cannot be read or converted.
+fn convert(file: &std::path::Path, account: Option<&str>, region: Option<&str>) -> ExitCode {
+    let shown = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("secret-agent: cannot read {shown}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match secret_agent::convert_aws_agent_config(&shown, &text, account, region) {
+        Ok(conversion) => {
+            print!("{}", conversion.yaml);
+            for note in &conversion.notes {
+                eprintln!("secret-agent: note: {note}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secret-agent: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ConvertAwsAgentConfig {
+        file,
+        account,
+        region,
+    }) = &cli.command
+    {
+        return convert(file, account.as_deref(), region.as_deref());
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -80,7 +80,7 @@ impl Reloader {
             .count();
         self.state.current.store(Arc::new(Snapshot {
             resources: new.aws.resources.clone(),
-            auth: Authorizer::new(new.auth.clone()),
+            auth: Authorizer::new(new.auth.clone(), &new.token_headers),
             protocol: ProtocolSettings::of(&new),
         }));
         self.state.cache.set_settings(new.cache.clone());

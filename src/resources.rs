@@ -1,5 +1,7 @@
-//! Resource names and the secret ARNs they stand for.
+//! Resource names and the secret ARNs they stand for: exact names, and
+//! patterns (`prod/*`, `*`) that map a name prefix to an ARN prefix.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -134,6 +136,111 @@ impl fmt::Display for SecretArn {
     }
 }
 
+/// `prod/*: arn:...:secret:prod/*` or `*: arn:...:secret:*`: every name
+/// that starts with the name prefix stands for the secret whose name is the
+/// ARN prefix's name part followed by the rest. The suffix-less partial ARN
+/// that AWS accepts is what gets requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    /// As written, `prod/*`; a label for scopes, logs and warnings.
+    label: ResourceName,
+    /// `prod/`, or empty for `*`.
+    name_prefix: Arc<str>,
+    /// The ARN without its final `*`.
+    arn_prefix: Arc<str>,
+}
+
+impl Pattern {
+    /// Whether `key` is written as a pattern: `*`, or ending in `/*`.
+    pub fn is_pattern(key: &str) -> bool {
+        key == "*" || key.ends_with("/*")
+    }
+
+    /// Parses a pattern and its ARN; both must end in `*`, and the rest
+    /// of each must be a valid name (prefix) and ARN (prefix).
+    pub fn parse(key: &str, arn: &str) -> Result<Pattern, String> {
+        let name_prefix = key.strip_suffix('*').unwrap_or(key);
+        if !Pattern::is_pattern(key) || name_prefix.contains('*') {
+            return Err(format!(
+                "pattern `{}` must be `*` or end in `/*`, with no other `*`",
+                truncate(key)
+            ));
+        }
+        if let Some(prefix) = name_prefix.strip_suffix('/') {
+            ResourceName::parse(prefix)?;
+        }
+        let Some(arn_prefix) = arn.strip_suffix('*').filter(|p| !p.contains('*')) else {
+            return Err(format!(
+                "pattern `{key}` maps to `{}`, which must end in `*` (and have no other): \
+                 arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*",
+                truncate(arn)
+            ));
+        };
+        // A prefix is valid when some name completes it into an ARN.
+        SecretArn::parse(&format!("{arn_prefix}x"))
+            .map_err(|_| format!("pattern `{key}`: `{}` is not a secret ARN prefix (arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*)", truncate(arn)))?;
+        Ok(Pattern {
+            label: ResourceName(key.into()),
+            name_prefix: name_prefix.into(),
+            arn_prefix: arn_prefix.into(),
+        })
+    }
+
+    /// `prod/*`, as written.
+    pub fn label(&self) -> &ResourceName {
+        &self.label
+    }
+
+    /// The region of the secrets it maps.
+    pub fn region(&self) -> &str {
+        self.arn_prefix.split(':').nth(3).unwrap_or_default()
+    }
+
+    /// The name and ARN it maps `name` to, if `name` is under it.
+    fn map(&self, name: &str) -> Option<(ResourceName, SecretArn)> {
+        let rest = name.strip_prefix(&*self.name_prefix)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let name = ResourceName::parse(name).ok()?;
+        let arn = SecretArn::parse(&format!("{}{rest}", self.arn_prefix)).ok()?;
+        Some((name, arn))
+    }
+
+    /// The name and ARN of a full or partial ARN under its ARN prefix.
+    fn map_arn(&self, arn: &str) -> Option<(ResourceName, SecretArn)> {
+        let rest = arn.strip_prefix(&*self.arn_prefix)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let name = ResourceName::parse(&format!("{}{rest}", self.name_prefix)).ok()?;
+        Some((name, SecretArn::parse(arn).ok()?))
+    }
+}
+
+/// Whether a token scope entry (`prod/*`) and a name or pattern prefix
+/// can meet: one is a prefix of the other.
+pub fn prefixes_meet(a: &str, b: &str) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A resource a request resolved to: configured by name, or under a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub name: Cow<'a, ResourceName>,
+    pub arn: Cow<'a, SecretArn>,
+    /// The configured entry: the name itself, or the pattern (`prod/*`).
+    /// Logs and warnings name this, never a name a client made up.
+    pub entry: &'a ResourceName,
+}
+
+impl Found<'_> {
+    /// Whether the name came from a pattern (and so from the client).
+    pub fn by_pattern(&self) -> bool {
+        self.name.as_ref() != self.entry
+    }
+}
+
 /// The configured name -> ARN table.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
@@ -141,13 +248,14 @@ pub struct Resources {
     /// Every name of each ARN, sorted: several names may stand for one
     /// secret, and a request by ARN may be allowed through any of them.
     by_arn: HashMap<SecretArn, Vec<ResourceName>, foldhash::fast::RandomState>,
+    /// Longest name prefix first: a longer pattern wins over a shorter.
+    patterns: Vec<Pattern>,
 }
 
 /// What a request path resolves to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Resolved<'a> {
-    pub name: &'a ResourceName,
-    pub arn: &'a SecretArn,
+    pub found: Found<'a>,
     /// The rest of the path after `<name>/`, naming a key of a JSON secret.
     pub key: Option<&'a str>,
 }
@@ -165,11 +273,70 @@ impl Resources {
         for names in by_arn.values_mut() {
             names.sort();
         }
-        Resources { by_name, by_arn }
+        Resources {
+            by_name,
+            by_arn,
+            patterns: Vec::new(),
+        }
     }
 
+    /// Adds patterns; a longer name prefix is tried first.
+    pub fn with_patterns(mut self, mut patterns: Vec<Pattern>) -> Resources {
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.name_prefix.len()));
+        self.patterns = patterns;
+        self
+    }
+
+    /// Configured names and patterns.
     pub fn len(&self) -> usize {
-        self.by_name.len()
+        self.by_name.len() + self.patterns.len()
+    }
+
+    /// The patterns, longest name prefix first.
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    /// Whether a token scope's name prefix (`prod/` of `prod/*`) covers any
+    /// configured name or meets any pattern.
+    pub fn prefix_matches_any(&self, prefix: &str) -> bool {
+        self.by_name.keys().any(|n| n.starts_with(prefix))
+            || self
+                .patterns
+                .iter()
+                .any(|p| prefixes_meet(prefix, &p.name_prefix))
+    }
+
+    /// A whole name: configured exactly, else under the longest pattern.
+    pub fn lookup<'a>(&'a self, name: &str) -> Option<Found<'a>> {
+        if let Some((n, a)) = self.get(name) {
+            return Some(Found {
+                name: Cow::Borrowed(n),
+                arn: Cow::Borrowed(a),
+                entry: n,
+            });
+        }
+        self.patterns.iter().find_map(|p| {
+            let (n, a) = p.map(name)?;
+            Some(Found {
+                name: Cow::Owned(n),
+                arn: Cow::Owned(a),
+                entry: &p.label,
+            })
+        })
+    }
+
+    /// A full or partial ARN under a pattern's ARN prefix (the longest
+    /// name prefix first), with the name it stands for.
+    pub fn by_arn_pattern<'a>(&'a self, arn: &str) -> Option<Found<'a>> {
+        self.patterns.iter().find_map(|p| {
+            let (n, a) = p.map_arn(arn)?;
+            Some(Found {
+                name: Cow::Owned(n),
+                arn: Cow::Owned(a),
+                entry: &p.label,
+            })
+        })
     }
 
     /// Names in sorted order.
@@ -195,29 +362,31 @@ impl Resources {
     }
 
     /// Resolves `<name>` or `<name>/<key>`: the longest configured name that
-    /// is the whole path or a prefix of it ending at a `/` wins.
+    /// is the whole path or a prefix of it ending at a `/` wins; else the
+    /// longest pattern the whole path is under (a pattern serves whole
+    /// secrets: names may hold `/`, so the rest is all name).
     pub fn resolve<'a>(&'a self, path: &'a str) -> Option<Resolved<'a>> {
+        let exact = |name: &'a ResourceName, arn: &'a SecretArn, key| Resolved {
+            found: Found {
+                name: Cow::Borrowed(name),
+                arn: Cow::Borrowed(arn),
+                entry: name,
+            },
+            key,
+        };
         if let Some((name, arn)) = self.get(path) {
-            return Some(Resolved {
-                name,
-                arn,
-                key: None,
-            });
+            return Some(exact(name, arn, None));
         }
         let mut end = path.len();
         while let Some(slash) = path[..end].rfind('/') {
             if let Some((name, arn)) = self.get(&path[..slash]) {
                 let key = &path[slash + 1..];
                 // An empty key (`name/`) names nothing.
-                return (!key.is_empty()).then_some(Resolved {
-                    name,
-                    arn,
-                    key: Some(key),
-                });
+                return (!key.is_empty()).then(|| exact(name, arn, Some(key)));
             }
             end = slash;
         }
-        None
+        self.lookup(path).map(|found| Resolved { found, key: None })
     }
 }
 
@@ -284,13 +453,16 @@ mod tests {
     fn longest_prefix_wins() {
         let t = table(&["prod", "prod/db", "other"]);
         let r = t.resolve("prod/db").unwrap();
-        assert_eq!((r.name.as_str(), r.key), ("prod/db", None));
+        assert_eq!((r.found.name.as_str(), r.key), ("prod/db", None));
         let r = t.resolve("prod/db/password").unwrap();
-        assert_eq!((r.name.as_str(), r.key), ("prod/db", Some("password")));
+        assert_eq!(
+            (r.found.name.as_str(), r.key),
+            ("prod/db", Some("password"))
+        );
         let r = t.resolve("prod/dbx").unwrap();
-        assert_eq!((r.name.as_str(), r.key), ("prod", Some("dbx")));
+        assert_eq!((r.found.name.as_str(), r.key), ("prod", Some("dbx")));
         let r = t.resolve("prod/db/a/b").unwrap();
-        assert_eq!((r.name.as_str(), r.key), ("prod/db", Some("a/b")));
+        assert_eq!((r.found.name.as_str(), r.key), ("prod/db", Some("a/b")));
     }
 
     #[test]
@@ -308,6 +480,93 @@ mod tests {
         assert_eq!(t.by_arn(&format!("{ARN}2")).unwrap().1, [name("c")]);
         assert!(t.by_arn(ARN).is_none());
         assert!(t.by_arn("a").is_none());
+    }
+
+    #[test]
+    fn patterns() {
+        const PREFIX: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:";
+        let pattern =
+            |key: &str, arn: &str| Pattern::parse(key, &format!("{PREFIX}{arn}")).unwrap();
+        let t = table(&["prod/db", "prod"]).with_patterns(vec![
+            pattern("*", "*"),
+            pattern("prod/*", "prod/*"),
+            pattern("prod/team/*", "team-a/*"),
+        ]);
+        let found = |name: &str| {
+            let f = t.lookup(name).unwrap();
+            (f.name.to_string(), f.arn.to_string(), f.entry.to_string())
+        };
+        // Exact beats pattern; a longer pattern beats a shorter.
+        assert_eq!(found("prod/db").2, "prod/db");
+        assert_eq!(
+            found("prod/web"),
+            (
+                "prod/web".into(),
+                format!("{PREFIX}prod/web"),
+                "prod/*".into()
+            )
+        );
+        assert_eq!(
+            found("prod/team/x"),
+            (
+                "prod/team/x".into(),
+                format!("{PREFIX}team-a/x"),
+                "prod/team/*".into()
+            )
+        );
+        assert_eq!(found("other").1, format!("{PREFIX}other"));
+        assert_eq!(found("other").2, "*");
+        // An exact name with a key still wins over a pattern.
+        let r = t.resolve("prod/db/password").unwrap();
+        assert_eq!(
+            (r.found.name.as_str(), r.key),
+            ("prod/db", Some("password"))
+        );
+        // A pattern serves the whole path as a name.
+        let r = t.resolve("stage/db/password").unwrap();
+        assert_eq!((r.found.name.as_str(), r.key), ("stage/db/password", None));
+        assert!(r.found.by_pattern());
+        // Names a pattern cannot make are not found.
+        assert!(t.lookup("a b").is_none());
+        assert!(t.lookup(&format!("{PREFIX}x")).is_none());
+
+        // ARNs: under a pattern's prefix, full or partial; never outside.
+        let f = t
+            .by_arn_pattern(&format!("{PREFIX}prod/web-AbCdEf"))
+            .unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.entry.as_str()),
+            ("prod/web-AbCdEf", "prod/*")
+        );
+        let f = t.by_arn_pattern(&format!("{PREFIX}team-a/x")).unwrap();
+        assert_eq!(f.name.as_str(), "prod/team/x");
+        let other_account = "arn:aws:secretsmanager:us-east-1:210987654321:secret:prod/web";
+        assert!(t.by_arn_pattern(other_account).is_none());
+        let only_prod = table(&[]).with_patterns(vec![pattern("prod/*", "prod/*")]);
+        assert!(
+            only_prod
+                .by_arn_pattern(&format!("{PREFIX}dev/web"))
+                .is_none()
+        );
+        assert!(only_prod.lookup("dev/web").is_none());
+        assert!(only_prod.lookup("prod/").is_none());
+
+        for (key, arn) in [
+            ("prod/*", format!("{PREFIX}prod/")),
+            ("prod*", format!("{PREFIX}prod*")),
+            ("p*d/*", format!("{PREFIX}prod/*")),
+            ("prod/*", format!("{PREFIX}pr*d/*")),
+            (
+                "*",
+                "arn:aws:secretsmanager:us-east-1:123:secret:*".to_owned(),
+            ),
+            ("*", "arn:aws:s3:::bucket/*".to_owned()),
+        ] {
+            assert!(Pattern::parse(key, &arn).is_err(), "{key}: {arn}");
+        }
+        assert_eq!(pattern("*", "*").region(), "us-east-1");
+        assert!(prefixes_meet("prod/", "") && prefixes_meet("prod/", "prod/team/"));
+        assert!(!prefixes_meet("prod/", "dev/"));
     }
 
     #[test]
@@ -333,7 +592,7 @@ mod tests {
             fn resolve_only_matches_configured_names(path in "[a-z/.%@+=_-]{0,40}") {
                 let t = table(&["a", "a/b", "c.d", "x/y/z"]);
                 if let Some(r) = t.resolve(&path) {
-                    let name = r.name.as_str();
+                    let name = r.found.name.as_str();
                     prop_assert!(t.get(name).is_some());
                     match r.key {
                         None => prop_assert_eq!(path.as_str(), name),
@@ -349,6 +608,31 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+
+            /// Whatever a client asks, by name or by ARN, what a pattern
+            /// serves lies under that pattern's name and ARN prefixes.
+            #[test]
+            fn patterns_never_reach_outside_their_prefix(
+                asked in "(arn:aws:secretsmanager:us-(east|west)-1:(123456789012|210987654321):secret:)?(prod|dev|prod/team)?/?[a-z/.:*-]{0,12}",
+            ) {
+                const P: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:";
+                let t = Resources::new([]).with_patterns(vec![
+                    Pattern::parse("prod/*", &format!("{P}prod/*")).unwrap(),
+                    Pattern::parse("prod/team/*", &format!("{P}team-a/*")).unwrap(),
+                ]);
+                for found in [t.lookup(&asked), t.by_arn_pattern(&asked)].into_iter().flatten() {
+                    let name = found.name.as_str();
+                    let arn = found.arn.as_str();
+                    prop_assert!(ResourceName::parse(name).is_ok());
+                    let (name_prefix, arn_prefix) = match found.entry.as_str() {
+                        "prod/team/*" => ("prod/team/", format!("{P}team-a/")),
+                        "prod/*" => ("prod/", format!("{P}prod/")),
+                        other => panic!("entry {other}"),
+                    };
+                    prop_assert!(name.len() > name_prefix.len() && name.starts_with(name_prefix), "{}", name);
+                    prop_assert!(arn.len() > arn_prefix.len() && arn.starts_with(&arn_prefix), "{}", arn);
                 }
             }
 

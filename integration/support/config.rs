@@ -201,6 +201,8 @@ struct Auth {
     tokens: Vec<Token>,
     #[serde(skip_serializing_if = "Option::is_none")]
     secret_agent_protocol: Option<ProtocolGrant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_headers: Option<Vec<String>>,
 }
 
 #[derive(Clone, Serialize)]
@@ -442,6 +444,7 @@ impl AgentConfig {
             .get_or_insert_with(|| Auth {
                 tokens: Vec::new(),
                 secret_agent_protocol: None,
+                token_headers: None,
             })
             .tokens
             .push(token);
@@ -456,6 +459,13 @@ impl AgentConfig {
             .secret_agent_protocol = Some(ProtocolGrant {
             resources: resources.iter().map(|r| r.to_string()).collect(),
         });
+        self
+    }
+
+    /// `auth.token-headers`; after a token.
+    pub fn token_headers(mut self, headers: &[&str]) -> AgentConfig {
+        self.auth.as_mut().expect("a token first").token_headers =
+            Some(headers.iter().map(|h| h.to_string()).collect());
         self
     }
 

@@ -5,6 +5,7 @@
 //! - [`validate`]: raw -> [`Config`], pure, one method per section;
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
+//! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes.
 
@@ -19,13 +20,20 @@ use secrecy::SecretString;
 use crate::credentials::CredentialSource;
 use crate::resources::{ResourceName, Resources};
 
+mod aws_agent;
 mod error;
 mod load;
 mod raw;
 mod validate;
 mod yaml;
 
+pub use aws_agent::{Conversion, convert_aws_agent_config};
 pub use error::ConfigError;
+
+/// The AWS Secrets Manager Agent's default `ssrf_headers`: the token
+/// headers accepted unless `auth.token-headers` says otherwise.
+pub(crate) const DEFAULT_TOKEN_HEADERS: [&str; 2] =
+    ["x-aws-parameters-secrets-token", "x-vault-token"];
 
 /// Default time a cached secret is served without asking AWS again.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -43,6 +51,9 @@ pub struct Config {
     /// `auth.secret-agent-protocol.resources`: what the protocol's clients
     /// may read when `auth` is on; `None`: nothing.
     pub(crate) protocol_scope: Option<TokenScope>,
+    /// `auth.token-headers`: headers that carry a client token besides
+    /// `Authorization: Bearer`, lower case.
+    pub(crate) token_headers: Vec<String>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
     /// Problems worth a warning but not a refusal (e.g. file permissions).
@@ -126,7 +137,35 @@ impl fmt::Display for TokenSource {
 pub(crate) enum TokenScope {
     /// `["*"]`: every configured resource.
     All,
-    Only(std::collections::BTreeSet<ResourceName>),
+    /// Names, and name prefixes (`prod/` for `prod/*`).
+    Only {
+        names: std::collections::BTreeSet<ResourceName>,
+        prefixes: Vec<String>,
+    },
+}
+
+impl TokenScope {
+    pub(crate) fn allows(&self, name: &ResourceName) -> bool {
+        match self {
+            TokenScope::All => true,
+            TokenScope::Only { names, prefixes } => {
+                names.contains(name) || prefixes.iter().any(|p| name.as_str().starts_with(p))
+            }
+        }
+    }
+
+    /// As written in the config, for `--check`.
+    fn describe(&self) -> String {
+        match self {
+            TokenScope::All => "every resource".to_owned(),
+            TokenScope::Only { names, prefixes } => names
+                .iter()
+                .map(|n| n.to_string())
+                .chain(prefixes.iter().map(|p| format!("{p}*")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
 }
 
 /// `secret-manager.aws`.
@@ -253,15 +292,19 @@ impl Config {
                 self.auth.len(),
                 sources.join(", ")
             ));
+            let headers = if self.token_headers.is_empty() {
+                "none".to_owned()
+            } else {
+                self.token_headers.join(", ")
+            };
+            out.push_str(&format!(
+                "token headers: Authorization: Bearer, and {headers}\n"
+            ));
         }
         let protocol_reads = match (&self.protocol_scope, self.auth.is_empty()) {
             (_, true) => "every resource (auth is open)".to_owned(),
             (None, false) => "nothing (no auth.secret-agent-protocol)".to_owned(),
-            (Some(TokenScope::All), false) => "every resource".to_owned(),
-            (Some(TokenScope::Only(names)), false) => {
-                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
-                names.join(", ")
-            }
+            (Some(scope), false) => scope.describe(),
         };
         out.push_str(&format!(
             "secret agent protocol: reads {protocol_reads}; convert-to-base64 {}\n",
@@ -272,6 +315,7 @@ impl Config {
             .resources
             .names()
             .into_iter()
+            .chain(self.aws.resources.patterns().iter().map(|p| p.label()))
             .map(|n| n.as_str())
             .collect();
         out.push_str(&format!(

@@ -89,6 +89,10 @@ pub(super) struct RawAuth {
     /// What clients of the secret agent protocol (Aerospike servers), which
     /// cannot send a token, may read; default: nothing.
     pub secret_agent_protocol: Option<RawProtocolGrant>,
+    /// Headers that carry a client token besides `Authorization: Bearer`;
+    /// default: the AWS agent's `X-Aws-Parameters-Secrets-Token` and
+    /// `X-Vault-Token`.
+    pub token_headers: Option<Vec<String>>,
 }
 
 /// `auth.secret-agent-protocol`.

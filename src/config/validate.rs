@@ -15,7 +15,7 @@ use super::error::closest;
 use super::raw::*;
 use super::*;
 use crate::credentials::{AssumeRole, StaticKeys};
-use crate::resources::{ResourceName, Resources, SecretArn};
+use crate::resources::{Pattern, ResourceName, Resources, SecretArn};
 
 /// Whether the source holds secrets written in the config file (keys, an
 /// external id), which makes the file's permissions worth a warning.
@@ -83,6 +83,10 @@ impl Validator<'_> {
         let service = self.service(raw.service)?;
         let aws = self.aws(raw.secret_manager.aws)?;
         let cache = self.cache(raw.cache)?;
+        let token_headers = match raw.auth.as_ref().and_then(|a| a.token_headers.clone()) {
+            Some(headers) => self.token_headers(headers)?,
+            None => DEFAULT_TOKEN_HEADERS.map(str::to_owned).to_vec(),
+        };
         let (auth, protocol_scope) = match raw.auth {
             Some(auth) => {
                 let scope = match auth.secret_agent_protocol {
@@ -122,6 +126,7 @@ impl Validator<'_> {
             cache,
             auth,
             protocol_scope,
+            token_headers,
             log_level,
             warnings,
         })
@@ -239,12 +244,25 @@ impl Validator<'_> {
                     (TokenSource::File(file), text)
                 }
                 (None, Some(var)) => {
-                    let text = self.inputs.var(&var).ok_or_else(|| {
+                    let mut text = self.inputs.var(&var).ok_or_else(|| {
                         self.invalid(
                             &format!("{path}.token-env"),
                             format!("environment variable {var} is not set"),
                         )
                     })?;
+                    // `file:///path`, as the AWS agent's ssrf_env_variables take.
+                    if let Some(file) = text.strip_prefix("file://") {
+                        let file = std::path::PathBuf::from(file);
+                        text = self.inputs.read_to_string(&file).map_err(|e| {
+                            self.invalid(
+                                &format!("{path}.token-env"),
+                                format!(
+                                    "{var} names file://{}, which cannot be read: {e}",
+                                    file.display()
+                                ),
+                            )
+                        })?;
+                    }
                     (TokenSource::Env(var), text)
                 }
                 _ => {
@@ -277,6 +295,40 @@ impl Validator<'_> {
         Ok(tokens)
     }
 
+    /// Valid HTTP header names, each once, lower-cased; not `Authorization`,
+    /// which carries `Bearer <token>` on its own.
+    fn token_headers(&self, raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+        let mut headers: Vec<String> = Vec::with_capacity(raw.len());
+        for (i, name) in raw.into_iter().enumerate() {
+            let path = format!("auth.token-headers[{i}]");
+            let lower = name.to_ascii_lowercase();
+            let valid = !lower.is_empty()
+                && lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                return Err(self.invalid(
+                    &path,
+                    format!(
+                        "`{}` is not an HTTP header name",
+                        name.chars().take(80).collect::<String>().escape_debug()
+                    ),
+                ));
+            }
+            if lower == "authorization" {
+                return Err(self.invalid(
+                    &path,
+                    "`Authorization` always carries `Bearer <token>`; list only other headers",
+                ));
+            }
+            if headers.contains(&lower) {
+                return Err(self.invalid(&path, format!("`{name}` is listed twice")));
+            }
+            headers.push(lower);
+        }
+        Ok(headers)
+    }
+
     fn scope(
         &self,
         path: &str,
@@ -300,10 +352,24 @@ impl Validator<'_> {
             ));
         }
         let mut only = BTreeSet::new();
+        let mut prefixes = Vec::new();
         for name in names {
-            match resources.get(&name) {
-                Some((name, _)) => {
-                    only.insert(name.clone());
+            if Pattern::is_pattern(&name) {
+                let prefix = name.trim_end_matches('*');
+                if prefix.trim_end_matches('/').contains('*')
+                    || !resources.prefix_matches_any(prefix)
+                {
+                    return Err(self.invalid(
+                        &format!("{path}.resources"),
+                        format!("`{name}` matches no configured resource or pattern"),
+                    ));
+                }
+                prefixes.push(prefix.to_owned());
+                continue;
+            }
+            match resources.lookup(&name) {
+                Some(found) => {
+                    only.insert(found.name.into_owned());
                 }
                 None => {
                     let known: Vec<&str> =
@@ -318,7 +384,10 @@ impl Validator<'_> {
                 }
             }
         }
-        Ok(TokenScope::Only(only))
+        Ok(TokenScope::Only {
+            names: only,
+            prefixes,
+        })
     }
 
     fn socket_addr(&self, path: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -382,14 +451,19 @@ impl Validator<'_> {
             .transpose()?;
 
         let mut resources = Vec::with_capacity(raw.resources.len());
+        let mut patterns = Vec::new();
         for (name, arn) in raw.resources {
             let path = format!("secret-manager.aws.resources.{name}");
+            if Pattern::is_pattern(&name) {
+                patterns.push(Pattern::parse(&name, &arn).map_err(|e| self.invalid(&path, e))?);
+                continue;
+            }
             let name = ResourceName::parse(&name).map_err(|e| self.invalid(&path, e))?;
             let arn = SecretArn::parse(&arn)
                 .map_err(|e| self.invalid(&path, format!("resource `{name}`: {e}")))?;
             resources.push((name, arn));
         }
-        if resources.is_empty() {
+        if resources.is_empty() && patterns.is_empty() {
             return Err(self.invalid(
                 "secret-manager.aws.resources",
                 "no resources are configured; map at least one name to a secret ARN",
@@ -478,7 +552,7 @@ impl Validator<'_> {
         Ok(AwsConfig {
             region,
             endpoint,
-            resources: Resources::new(resources),
+            resources: Resources::new(resources).with_patterns(patterns),
             credentials,
             profile: raw.profile,
             max_concurrent_calls,
@@ -869,6 +943,95 @@ mod tests {
     }
 
     #[test]
+    fn patterns_in_resources_and_scopes() {
+        let with = |resources: &str, scope: &str| {
+            let yaml = SAMPLE.replace(
+                "      TestingSecret: arn:aws:secretsmanager:us-west-1:999999999999:secret:TestingSecret-tN6s2j\n",
+                resources,
+            );
+            load(&format!(
+                "{yaml}auth:\n  tokens:\n    - token-env: HOME\n      resources: {scope}\n"
+            ))
+        };
+        let ok = "      prod/*: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/*\n      Exact: arn:aws:secretsmanager:us-east-1:123456789012:secret:e\n";
+        let c = with(ok, "[\"prod/*\", Exact, prod/db]").unwrap();
+        assert_eq!(c.aws.resources.len(), 2);
+        let db = ResourceName::parse("prod/db").unwrap();
+        let other = ResourceName::parse("prod/other").unwrap();
+        assert!(c.auth[0].scope.allows(&db) && c.auth[0].scope.allows(&other));
+        let c = with(ok, "[Exact]").unwrap();
+        assert!(!c.auth[0].scope.allows(&db));
+        assert!(c.summary().contains("prod/*"), "{}", c.summary());
+        let star = "      \"*\": arn:aws:secretsmanager:us-east-1:123456789012:secret:*\n";
+        assert!(with(star, "[\"team/*\", any-name]").is_ok());
+        for (resources, scope, says) in [
+            (ok, "[\"dev/*\"]", "matches no configured resource"),
+            (ok, "[dev/db]", "not a configured resource"),
+            (
+                "      prod/*: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/\n",
+                "[\"*\"]",
+                "must end in `*`",
+            ),
+            (
+                "      p*/*: arn:aws:secretsmanager:us-east-1:123456789012:secret:p/*\n",
+                "[\"*\"]",
+                "no other `*`",
+            ),
+            (
+                "      \"*\": arn:aws:s3:::bucket/*\n",
+                "[\"*\"]",
+                "not a secret ARN prefix",
+            ),
+        ] {
+            let err = with(resources, scope).unwrap_err().to_string();
+            assert!(err.contains(says), "{resources} {scope}: {err}");
+        }
+    }
+
+    #[test]
+    fn token_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "tok").unwrap();
+        let with = |extra: &str| {
+            load(&format!(
+                "{SAMPLE}auth:\n  tokens:\n    - token-file: {}\n      resources: [\"*\"]\n{extra}",
+                file.display()
+            ))
+        };
+        assert_eq!(
+            with("").unwrap().token_headers,
+            ["x-aws-parameters-secrets-token", "x-vault-token"]
+        );
+        assert_eq!(
+            with("  token-headers: [X-My-Token]\n")
+                .unwrap()
+                .token_headers,
+            ["x-my-token"]
+        );
+        assert!(
+            with("  token-headers: []\n")
+                .unwrap()
+                .token_headers
+                .is_empty()
+        );
+        for (bad, says) in [
+            ("[\"a b\"]", "not an HTTP header name"),
+            ("[Authorization]", "Bearer"),
+            ("[X-A, x-a]", "twice"),
+        ] {
+            let err = with(&format!("  token-headers: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("auth.token-headers[") && err.contains(says),
+                "{err}"
+            );
+        }
+        assert_eq!(load(SAMPLE).unwrap().token_headers.len(), 2);
+    }
+
+    #[test]
     fn client_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t");
@@ -891,7 +1054,7 @@ mod tests {
             file.display()
         ))
         .unwrap();
-        assert!(matches!(&c.auth[0].scope, TokenScope::Only(names) if names.len() == 1));
+        assert!(matches!(&c.auth[0].scope, TokenScope::Only { names, .. } if names.len() == 1));
 
         let err = with_auth(&format!(
             "    - token-file: {}\n      resources: [TestingSecrte]\n",

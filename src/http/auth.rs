@@ -1,7 +1,7 @@
 //! Client tokens: who may read which resource.
 
 use actix_web::HttpRequest;
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
@@ -9,13 +9,16 @@ use super::ApiError;
 use crate::config::{ClientToken, TokenScope};
 use crate::resources::ResourceName;
 
-/// The AWS Secrets Manager Agent's token header, accepted for compatibility.
-pub const AWS_TOKEN_HEADER: &str = "X-Aws-Parameters-Secrets-Token";
+#[cfg(test)]
+const AWS_TOKEN_HEADER: &str = "X-Aws-Parameters-Secrets-Token";
 
 /// The configured tokens; none means open access.
 #[derive(Debug, Default)]
 pub struct Authorizer {
     tokens: Vec<ClientToken>,
+    /// `auth.token-headers`: where a token may come from besides
+    /// `Authorization: Bearer`, in order.
+    headers: Vec<HeaderName>,
 }
 
 /// What an authenticated (or open) request may read.
@@ -45,16 +48,19 @@ impl Grant<'_> {
     }
 
     fn allows(&self, name: &ResourceName) -> bool {
-        match self.0 {
-            None | Some(TokenScope::All) => true,
-            Some(TokenScope::Only(names)) => names.contains(name),
-        }
+        self.0.is_none_or(|scope| scope.allows(name))
     }
 }
 
 impl Authorizer {
-    pub fn new(tokens: Vec<ClientToken>) -> Authorizer {
-        Authorizer { tokens }
+    /// `headers` are validated header names (`auth.token-headers`); one
+    /// that is not is skipped.
+    pub fn new(tokens: Vec<ClientToken>, headers: &[String]) -> Authorizer {
+        let headers = headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        Authorizer { tokens, headers }
     }
 
     pub fn is_open(&self) -> bool {
@@ -66,8 +72,8 @@ impl Authorizer {
         if self.is_open() {
             return Ok(Grant(None));
         }
-        let presented = presented_token(req).ok_or(ApiError::Unauthorized)?;
-        self.find(presented)
+        self.presented(req)
+            .find_map(|presented| self.find(presented))
             .map(|t| Grant(Some(&t.scope)))
             .ok_or(ApiError::Unauthorized)
     }
@@ -88,21 +94,27 @@ impl Authorizer {
     }
 }
 
-/// `Authorization: Bearer <token>`, else `X-Aws-Parameters-Secrets-Token`.
-fn presented_token(req: &HttpRequest) -> Option<&[u8]> {
-    let headers = req.headers();
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let bytes = value.as_bytes();
-        return match bytes.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-                Some(bytes[7..].trim_ascii())
+impl Authorizer {
+    /// The tokens a request presents: `Authorization: Bearer <token>` alone
+    /// when it has that header, else each token header it carries (as the
+    /// AWS agent does, any of them may hold the token).
+    fn presented<'r>(&'r self, req: &'r HttpRequest) -> impl Iterator<Item = &'r [u8]> {
+        let headers = req.headers();
+        let bearer = headers.get(AUTHORIZATION).map(|value| {
+            let bytes = value.as_bytes();
+            match bytes.get(..7) {
+                Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => bytes[7..].trim_ascii(),
+                _ => &[][..],
             }
-            _ => None,
-        };
+        });
+        let others = bearer.is_none().then(|| {
+            self.headers
+                .iter()
+                .flat_map(|name| headers.get_all(name))
+                .map(|v| v.as_bytes().trim_ascii())
+        });
+        bearer.into_iter().chain(others.into_iter().flatten())
     }
-    headers
-        .get(AWS_TOKEN_HEADER)
-        .map(|v| v.as_bytes().trim_ascii())
 }
 
 #[cfg(test)]
@@ -114,18 +126,25 @@ mod tests {
 
     fn authorizer() -> Authorizer {
         let name = |n: &str| ResourceName::parse(n).unwrap();
-        Authorizer::new(vec![
-            ClientToken {
-                source: TokenSource::Env("A".into()),
-                value: SecretString::from("all-access-token"),
-                scope: TokenScope::All,
-            },
-            ClientToken {
-                source: TokenSource::Env("B".into()),
-                value: SecretString::from("db-only-token"),
-                scope: TokenScope::Only([name("db")].into()),
-            },
-        ])
+        let headers = crate::config::DEFAULT_TOKEN_HEADERS.map(str::to_owned);
+        Authorizer::new(
+            vec![
+                ClientToken {
+                    source: TokenSource::Env("A".into()),
+                    value: SecretString::from("all-access-token"),
+                    scope: TokenScope::All,
+                },
+                ClientToken {
+                    source: TokenSource::Env("B".into()),
+                    value: SecretString::from("db-only-token"),
+                    scope: TokenScope::Only {
+                        names: [name("db")].into(),
+                        prefixes: vec!["team/".into()],
+                    },
+                },
+            ],
+            &headers,
+        )
     }
 
     #[test]
@@ -151,6 +170,22 @@ mod tests {
         assert!(grant.permit(&db).is_ok());
         assert!(matches!(grant.permit(&other), Err(ApiError::Forbidden(_))));
         let req = aws("db-only-token");
+        assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
+        // A prefix (`team/*`) in the scope.
+        let grant = auth.authenticate(&req).unwrap();
+        assert!(
+            grant
+                .permit(&ResourceName::parse("team/x").unwrap())
+                .is_ok()
+        );
+        assert!(
+            grant
+                .permit(&ResourceName::parse("teamx").unwrap())
+                .is_err()
+        );
+        let req = TestRequest::default()
+            .insert_header(("X-Vault-Token", "db-only-token"))
+            .to_http_request();
         assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
 
         for req in [

@@ -1,32 +1,240 @@
 //! The routes of the AWS Secrets Manager Agent, so an app written for it (or
 //! for the Lambda extension) moves over by changing only the port:
-//! `GET /secretsmanager/get?secretId=<name or ARN>` and `GET /v1/<name>`,
-//! with `versionStage` or `versionId`. Both answer in the GetSecretValue
-//! JSON shape. Unlike the AWS agent, only configured resources are served.
+//! `GET /secretsmanager/get?secretId=<name or ARN>`, `GET /v1/<name>` (with
+//! `versionStage`, `versionId`, `refreshNow`) and `GET /ping`.
+//!
+//! They answer as the AWS agent does, byte for byte where a client can see
+//! it: the GetSecretValue JSON with `CreatedDate` as a string of epoch
+//! seconds, no `Content-Type`, its plain-text errors (`403 Bad Token`,
+//! `400 unknown parameter: x`) and AWS's errors in AWS's shape
+//! (`{"__type":"ResourceNotFoundException", "message":"..."}`). Unlike the
+//! AWS agent, only configured resources are served; anything else gets
+//! the answer AWS gives for a secret that does not exist, without asking AWS.
 
+use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
 use actix_web::http::header::{CacheControl, CacheDirective};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use percent_encoding::percent_decode_str;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::auth::Grant;
 use super::{ApiError, AppState, CACHE_HEADER, Snapshot, Target, echo};
+use crate::resources::Found;
 use crate::secret::{Kind, Secret, secret_bytes};
+use crate::upstream::UpstreamError;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// What AWS says of a secret that does not exist: the answer to a
+/// `secretId` that no configured resource matches.
+const NOT_FOUND_MESSAGE: &str = "Secrets Manager can't find the specified secret.";
+
+/// An error as the AWS agent answers it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum CompatError {
+    /// The AWS agent's own errors: a status and a plain-text body.
+    Text(StatusCode, Cow<'static, str>),
+    /// An AWS error: AWS's status, `{"__type":<code>, "message":<message>}`.
+    Aws {
+        status: StatusCode,
+        code: Cow<'static, str>,
+        message: String,
+    },
+    /// `500 {"__type":"InternalFailure"}`: credentials and anything the SDK
+    /// could not classify.
+    InternalFailure,
+}
+
+impl CompatError {
+    fn text(status: StatusCode, body: impl Into<Cow<'static, str>>) -> CompatError {
+        CompatError::Text(status, body.into())
+    }
+
+    /// A missing, unknown or (here) insufficient token.
+    fn bad_token() -> CompatError {
+        CompatError::text(StatusCode::FORBIDDEN, "Bad Token")
+    }
+
+    /// A request that came through a proxy (the SSRF guard).
+    pub(super) fn forwarded() -> CompatError {
+        CompatError::text(StatusCode::BAD_REQUEST, "Forwarded")
+    }
+
+    fn not_allowed() -> CompatError {
+        CompatError::text(StatusCode::METHOD_NOT_ALLOWED, "Not allowed")
+    }
+
+    fn not_found() -> CompatError {
+        CompatError::Aws {
+            status: StatusCode::BAD_REQUEST,
+            code: "ResourceNotFoundException".into(),
+            message: NOT_FOUND_MESSAGE.into(),
+        }
+    }
+
+    fn aws(code: &'static str, message: &str) -> CompatError {
+        CompatError::Aws {
+            status: StatusCode::BAD_REQUEST,
+            code: code.into(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// The AWS agent's answer to a failed fetch: AWS's status, code and
+    /// message; 504 for a timeout, 502 for a connection failure.
+    fn upstream(e: &UpstreamError) -> CompatError {
+        use UpstreamError as U;
+        let status = |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        match e {
+            U::Timeout | U::Busy => CompatError::Aws {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "TimeoutError".into(),
+                message: "Timeout".into(),
+            },
+            U::Unreachable(_) => CompatError::Aws {
+                status: StatusCode::BAD_GATEWAY,
+                code: "ConnectionError".into(),
+                message: "Read Error".into(),
+            },
+            U::Credentials { .. } => CompatError::InternalFailure,
+            U::SecretNotFound(m) | U::VersionNotFound(m) => {
+                CompatError::aws("ResourceNotFoundException", m)
+            }
+            U::InvalidParameter(m) => CompatError::aws("InvalidParameterException", m),
+            U::DecryptionFailure(m) => CompatError::aws("DecryptionFailure", m),
+            U::InvalidRequest(m) => CompatError::aws("InvalidRequestException", m),
+            U::Throttled(m) => CompatError::aws("ThrottlingException", m),
+            U::AccessDenied { code, message }
+            | U::Service { code, message }
+            | U::Other { code, message } => {
+                // No code AWS sent (an unreadable answer, an SDK failure):
+                // the AWS agent answers InternalFailure, as for an empty message.
+                if code.starts_with("HTTP") || code == "SdkError" || message.is_empty() {
+                    return CompatError::InternalFailure;
+                }
+                let code_status = match code.as_str() {
+                    "InternalServiceError" | "InternalFailure" | "InternalServerError" => 500,
+                    "ServiceUnavailable" | "ServiceUnavailableException" => 503,
+                    _ => 400,
+                };
+                CompatError::Aws {
+                    status: status(code_status),
+                    code: code.clone().into(),
+                    message: message.clone(),
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            CompatError::Text(status, _) | CompatError::Aws { status, .. } => *status,
+            CompatError::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The AWS agent's body: plain text, or AWS's JSON 1.1 error shape
+    /// (with its space after the comma).
+    fn body(&self) -> String {
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        match self {
+            CompatError::Text(_, text) => text.to_string(),
+            CompatError::InternalFailure => r#"{"__type":"InternalFailure"}"#.to_owned(),
+            CompatError::Aws { code, message, .. }
+                if message.is_empty() || code == "InternalFailure" =>
+            {
+                r#"{"__type":"InternalFailure"}"#.to_owned()
+            }
+            CompatError::Aws { code, message, .. } => {
+                format!(
+                    r#"{{"__type":{}, "message":{}}}"#,
+                    quoted(code),
+                    quoted(message)
+                )
+            }
+        }
+    }
+
+    /// No `Content-Type`, as the AWS agent; `Cache-Control: no-store` as
+    /// every answer of ours.
+    pub(super) fn response(&self) -> HttpResponse {
+        HttpResponse::build(self.status())
+            .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+            .body(self.body())
+    }
+}
+
+impl From<ApiError> for CompatError {
+    fn from(e: ApiError) -> CompatError {
+        match e {
+            ApiError::Unauthorized | ApiError::Forbidden(_) => CompatError::bad_token(),
+            ApiError::Forwarded => CompatError::forwarded(),
+            ApiError::MethodNotAllowed => CompatError::not_allowed(),
+            ApiError::ResourceNotFound(_) => CompatError::not_found(),
+            ApiError::RouteNotFound => CompatError::text(StatusCode::NOT_FOUND, "Not found"),
+            ApiError::Upstream(e) | ApiError::StaleLimit(e) => CompatError::upstream(&e),
+            other => {
+                let status = other.parts().0;
+                CompatError::Text(status, other.to_string().into())
+            }
+        }
+    }
+}
+
+/// The query of the compatible routes. As the AWS agent: the last of a
+/// repeated parameter wins, an unknown one is named.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Query {
     secret_id: Option<String>,
     version_stage: Option<String>,
     version_id: Option<String>,
-    #[serde(default)]
     refresh_now: bool,
 }
 
-const KNOWN: &[&str] = &["secretId", "versionStage", "versionId", "refreshNow"];
+impl Query {
+    /// `with_secret_id`: whether `secretId` is a parameter (not on `/v1/`).
+    fn parse(query: &str, with_secret_id: bool) -> Result<Query, CompatError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|_| CompatError::text(StatusCode::BAD_REQUEST, "invalid query string"))?;
+        let mut q = Query::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "secretId" if with_secret_id => q.secret_id = Some(value),
+                "versionStage" => q.version_stage = Some(value),
+                "versionId" => q.version_id = Some(value),
+                "refreshNow" => {
+                    q.refresh_now = match value.to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(CompatError::text(
+                                StatusCode::BAD_REQUEST,
+                                "invalid refreshNow value",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(CompatError::text(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown parameter: {}", echo(&name)),
+                    ));
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// `GET /ping`: the AWS agent's health check; no token needed.
+pub async fn ping(req: HttpRequest) -> HttpResponse {
+    if req.method() != Method::GET {
+        return CompatError::not_allowed().response();
+    }
+    HttpResponse::Ok().body("healthy")
+}
 
 /// `GET /secretsmanager/get?secretId=...`
 pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -37,11 +245,17 @@ pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpR
         // The token first: a client without one learns nothing, not even
         // which parameters are wrong.
         let grant = snapshot.auth.authenticate(&req)?;
-        let q: Query = super::parse_query(req.query_string(), KNOWN)?;
+        if req.method() != Method::GET {
+            return Err(CompatError::not_allowed());
+        }
+        let q = Query::parse(req.query_string(), true)?;
         let id = q
             .secret_id
             .clone()
-            .ok_or_else(|| ApiError::BadRequest("secretId is required".into()))?;
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                CompatError::text(StatusCode::BAD_REQUEST, "missing parameter secretId")
+            })?;
         serve(&state, &snapshot, &grant, &id, q, &mut target).await
     }
     .await;
@@ -63,12 +277,16 @@ pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     let mut target = Target::Unknown;
     let result = async {
         let grant = snapshot.auth.authenticate(&req)?;
-        let q: Query = super::parse_query(req.query_string(), KNOWN)?;
-        if q.secret_id.is_some() {
-            return Err(ApiError::BadRequest(
-                "secretId goes in the path of /v1/<name>, not in the query".into(),
+        if req.method() != Method::GET {
+            return Err(CompatError::not_allowed());
+        }
+        if id.is_empty() {
+            return Err(CompatError::text(
+                StatusCode::BAD_REQUEST,
+                "missing secret ID",
             ));
         }
+        let q = Query::parse(req.query_string(), false)?;
         serve(&state, &snapshot, &grant, &id, q, &mut target).await
     }
     .await;
@@ -79,16 +297,15 @@ fn respond(
     req: &HttpRequest,
     route: &str,
     target: Target<'_>,
-    result: Result<(bytes::Bytes, crate::cache::CacheStatus), ApiError>,
+    result: Result<(bytes::Bytes, crate::cache::CacheStatus), CompatError>,
     started: Option<std::time::Instant>,
 ) -> HttpResponse {
     let response = match &result {
         Ok((body, status)) => HttpResponse::Ok()
-            .content_type("application/json")
             .insert_header(CacheControl(vec![CacheDirective::NoStore]))
             .insert_header((CACHE_HEADER, status.as_str()))
             .body(body.clone()),
-        Err(err) => err.error_response(),
+        Err(err) => err.response(),
     };
     let cache = result.ok().map(|(_, s)| s);
     super::log_request(
@@ -102,9 +319,11 @@ fn respond(
     response
 }
 
-/// Serves a configured name, or an ARN that one or more names map to; a
-/// request by ARN is allowed when the token may read any of its names.
-/// `target` is set to the name served, for the log.
+/// Serves a configured name or a name under a pattern, or an ARN that one
+/// or more names map to (a request by ARN is allowed when the token may
+/// read any of its names) or that is under a pattern's ARN prefix. An
+/// exact name or ARN wins over a pattern. `target` is set to what is
+/// served, for the log.
 async fn serve<'s>(
     state: &AppState,
     snapshot: &'s Snapshot,
@@ -112,30 +331,39 @@ async fn serve<'s>(
     id: &str,
     q: Query,
     target: &mut Target<'s>,
-) -> Result<(bytes::Bytes, crate::cache::CacheStatus), ApiError> {
+) -> Result<(bytes::Bytes, crate::cache::CacheStatus), CompatError> {
     let version = super::secrets::version(q.version_stage, q.version_id)?;
-    let (name, arn) = match snapshot.resources.get(id) {
-        Some((name, arn)) => {
-            *target = Target::Resource { name, key: None };
-            grant.permit(name)?;
-            (name, arn)
-        }
-        None => {
-            let (arn, names) = snapshot
-                .resources
-                .by_arn(id)
-                .ok_or_else(|| ApiError::ResourceNotFound(echo(id)))?;
+    let found = if let Some(found) = snapshot.resources.lookup(id) {
+        found
+    } else if let Some((arn, names)) = snapshot.resources.by_arn(id) {
+        let name = grant.permit_any(names, arn.as_str()).inspect_err(|_| {
             // A refusal is logged under the first name.
             *target = Target::Resource {
-                name: &names[0],
+                found: Found {
+                    name: Cow::Borrowed(&names[0]),
+                    arn: Cow::Borrowed(arn),
+                    entry: &names[0],
+                },
                 key: None,
             };
-            let name = grant.permit_any(names, arn.as_str())?;
-            *target = Target::Resource { name, key: None };
-            (name, arn)
+        })?;
+        Found {
+            name: Cow::Borrowed(name),
+            arn: Cow::Borrowed(arn),
+            entry: name,
         }
+    } else {
+        snapshot
+            .resources
+            .by_arn_pattern(id)
+            .ok_or_else(CompatError::not_found)?
     };
-    let (secret, status) = super::read(state, name, arn, &version, q.refresh_now).await?;
+    *target = Target::Resource {
+        found: found.clone(),
+        key: None,
+    };
+    grant.permit(&found.name)?;
+    let (secret, status) = super::read(state, &found, &version, q.refresh_now).await?;
     Ok((get_secret_value_json(&secret), status))
 }
 
@@ -152,8 +380,9 @@ struct Output<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     secret_binary: Option<String>,
     version_stages: &'a [String],
-    /// Seconds since the epoch, as in the AWS JSON protocol.
-    created_date: Option<f64>,
+    /// Seconds since the epoch as a string (`"1700000000.25"`), as the AWS
+    /// agent writes it.
+    created_date: Option<String>,
 }
 
 fn get_secret_value_json(secret: &Secret) -> bytes::Bytes {
@@ -175,7 +404,7 @@ fn get_secret_value_json(secret: &Secret) -> bytes::Bytes {
         created_date: secret
             .created_date
             .and_then(|d| d.duration_since(UNIX_EPOCH).ok())
-            .map(|d| (d.as_millis() as f64) / 1000.0),
+            .map(|d| d.as_secs_f64().to_string()),
     };
     // The JSON holds the value: keep it in memory that is wiped on drop.
     let json = serde_json::to_vec(&output).unwrap_or_default();
@@ -188,6 +417,107 @@ fn get_secret_value_json(secret: &Secret) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_as_the_aws_agent_reads_them() {
+        let q = Query::parse("secretId=a&secretId=b&refreshNow=TRUE&versionStage=S", true).unwrap();
+        assert_eq!(q.secret_id.as_deref(), Some("b"));
+        assert_eq!(q.version_stage.as_deref(), Some("S"));
+        assert!(q.refresh_now);
+        assert!(!Query::parse("refreshNow=0", true).unwrap().refresh_now);
+        let text = |query: &str, with_id: bool| match Query::parse(query, with_id) {
+            Err(CompatError::Text(status, body)) => (status.as_u16(), body.into_owned()),
+            other => panic!("{query}: {other:?}"),
+        };
+        assert_eq!(
+            text("refreshNow=yes", true),
+            (400, "invalid refreshNow value".into())
+        );
+        assert_eq!(
+            text("abc=123", true),
+            (400, "unknown parameter: abc".into())
+        );
+        assert_eq!(
+            text("secretId=x", false),
+            (400, "unknown parameter: secretId".into())
+        );
+        let (_, long) = text(&format!("{}=1", "n".repeat(100)), true);
+        assert_eq!(long, format!("unknown parameter: {}...", "n".repeat(32)));
+    }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any query: parsed, or a plain-text 400 that repeats at most
+            /// a short prefix of what was sent.
+            #[test]
+            fn queries_never_panic_and_errors_stay_short(
+                query in "[a-zA-Z=&%0-9+]{0,200}",
+                with_id in any::<bool>(),
+            ) {
+                match Query::parse(&query, with_id) {
+                    Ok(_) => {}
+                    Err(CompatError::Text(status, body)) => {
+                        prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+                        prop_assert!(body.len() < 80, "{}", body);
+                    }
+                    Err(other) => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_bodies_as_the_aws_agent_writes_them() {
+        let e = CompatError::upstream(&UpstreamError::SecretNotFound(NOT_FOUND_MESSAGE.into()));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.body(),
+            r#"{"__type":"ResourceNotFoundException", "message":"Secrets Manager can't find the specified secret."}"#
+        );
+        let creds = UpstreamError::Credentials {
+            message: "none".into(),
+            transient: false,
+        };
+        let e = CompatError::upstream(&creds);
+        assert_eq!(
+            (e.status().as_u16(), e.body().as_str()),
+            (500, r#"{"__type":"InternalFailure"}"#)
+        );
+        let e = CompatError::upstream(&UpstreamError::Timeout);
+        assert_eq!(
+            (e.status().as_u16(), e.body().as_str()),
+            (504, r#"{"__type":"TimeoutError", "message":"Timeout"}"#)
+        );
+        let e = CompatError::upstream(&UpstreamError::Unreachable("x".into()));
+        assert_eq!(e.status().as_u16(), 502);
+        let denied = UpstreamError::AccessDenied {
+            code: "AccessDeniedException".into(),
+            message: "say \"no\"".into(),
+        };
+        let e = CompatError::upstream(&denied);
+        assert_eq!(
+            e.body(),
+            r#"{"__type":"AccessDeniedException", "message":"say \"no\""}"#
+        );
+        let raw = UpstreamError::Service {
+            code: "HTTP503".into(),
+            message: "m".into(),
+        };
+        assert_eq!(CompatError::upstream(&raw), CompatError::InternalFailure);
+        assert_eq!(
+            CompatError::from(ApiError::Unauthorized).body(),
+            "Bad Token"
+        );
+        assert_eq!(
+            CompatError::from(ApiError::Forbidden("x".into()))
+                .status()
+                .as_u16(),
+            403
+        );
+    }
 
     #[test]
     fn json_shape() {
@@ -207,7 +537,7 @@ mod tests {
         assert_eq!(json["VersionId"], "v1");
         assert_eq!(json["SecretString"], r#"{"k":"v"}"#);
         assert_eq!(json["VersionStages"][0], "AWSCURRENT");
-        assert_eq!(json["CreatedDate"], 1_700_000_000.25);
+        assert_eq!(json["CreatedDate"], "1700000000.25");
         assert!(json.get("SecretBinary").is_none());
         let binary = Secret {
             kind: Kind::Binary,

@@ -2,7 +2,7 @@
 //! Nothing below this module knows about HTTP.
 //!
 //! - `secrets`: `GET /secrets/<name>[/<key>]`
-//! - `compat`: the AWS Secrets Manager Agent's routes
+//! - `compat`: the AWS Secrets Manager Agent's routes (and `/ping`)
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` (no token needed)
 
 mod auth;
@@ -33,7 +33,7 @@ pub use secrets::CACHE_HEADER;
 use crate::aerospike::ProtocolSettings;
 use crate::cache::{Cache, CacheStatus, Prefetch};
 use crate::metrics::METRICS;
-use crate::resources::{ResourceName, Resources, SecretArn};
+use crate::resources::{Found, ResourceName, Resources, SecretArn};
 use crate::secret::Secret;
 use crate::upstream::Version;
 
@@ -117,6 +117,7 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::route().to(ops::readyz))
             .route("/metrics", web::route().to(ops::metrics))
             .route("/secretsmanager/get", web::route().to(compat::get_by_query))
+            .route("/ping", web::route().to(compat::ping))
             .service(web::scope("/v1").default_service(web::to(compat::get_by_path)));
     }
 }
@@ -125,19 +126,25 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 /// and headers, and no secrets for requests that came through a proxy (an
 /// SSRF guard, as in the AWS agent: a local app sends no forwarding
 /// headers). Counts every request by route and status.
+///
+/// The AWS agent's routes answer its way: the method is checked after the
+/// token (by the handler), a forwarded request gets its `400 Forwarded`,
+/// and `/ping` is not guarded against forwarding, as there.
 async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let route = Route::of(req.path());
-    let refused = if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let compat = route == Route::Compat;
+    let refused = if !compat && !matches!(*req.method(), Method::GET | Method::HEAD) {
         Some(ApiError::MethodNotAllowed)
     } else if req.uri().path().len() > MAX_PATH {
         Some(ApiError::UriTooLong(MAX_PATH))
     } else if header_bytes(&req) > MAX_HEADER_BYTES {
         Some(ApiError::HeadersTooLarge(MAX_HEADER_BYTES))
-    } else if req.headers().contains_key("x-forwarded-for")
-        || req.headers().contains_key("forwarded")
+    } else if (req.headers().contains_key("x-forwarded-for")
+        || req.headers().contains_key("forwarded"))
+        && req.path() != "/ping"
     {
         Some(ApiError::Forwarded)
     } else {
@@ -145,7 +152,11 @@ async fn guard(
     };
     let response = match refused {
         Some(err) => {
-            let response = err.error_response();
+            let response = if compat {
+                compat::CompatError::from(err).response()
+            } else {
+                err.error_response()
+            };
             req.into_response(response).map_into_right_body()
         }
         None => next.call(req).await?.map_into_left_body(),
@@ -182,7 +193,7 @@ impl Route {
     fn of(path: &str) -> Route {
         match path {
             p if p.starts_with("/secrets/") => Route::Secrets,
-            "/secretsmanager/get" => Route::Compat,
+            "/secretsmanager/get" | "/ping" => Route::Compat,
             p if p.starts_with("/v1/") => Route::Compat,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
@@ -228,11 +239,11 @@ async fn not_found() -> HttpResponse {
 /// from the cache, or fetched now with `refresh`.
 async fn read(
     state: &AppState,
-    name: &ResourceName,
-    arn: &SecretArn,
+    found: &Found<'_>,
     version: &Version,
     refresh: bool,
 ) -> Result<(Arc<Secret>, CacheStatus), ApiError> {
+    let arn: &SecretArn = &found.arn;
     let read = if refresh {
         state.cache.refresh(arn, version).await
     } else {
@@ -248,13 +259,26 @@ async fn read(
         }
         Err(e) => {
             let mut e = ApiError::from(e);
-            let level = if state.warn_now(name) {
+            // Warnings are counted per configured entry: names under a
+            // pattern are the client's to make up.
+            let entry = found.entry;
+            let level = if state.warn_now(entry) {
                 log::Level::Warn
             } else {
                 log::Level::Debug
             };
             match version {
-                Version::Current => log::log!(level, "{name}: {e}"),
+                Version::Current if !found.by_pattern() => log::log!(level, "{entry}: {e}"),
+                // A name under a pattern is the client's, and AWS may repeat
+                // it: the log says only the kind of failure.
+                Version::Current => {
+                    e.redact(found.name.as_str());
+                    log::log!(
+                        level,
+                        "{entry}, a name asked for by a client: {}",
+                        e.parts().1
+                    );
+                }
                 // AWS repeats the version asked for, which a client wrote
                 // (a token sent there by mistake, say): the log says only
                 // the kind of failure, the answer only a short echo.
@@ -262,7 +286,7 @@ async fn read(
                     e.redact(asked);
                     log::log!(
                         level,
-                        "{name}, a version asked for by a client: {}",
+                        "{entry}, a version asked for by a client: {}",
                         e.parts().1
                     );
                 }
@@ -310,11 +334,11 @@ fn request_started() -> Option<Instant> {
 
 /// What a request asked for, as its debug line shows it. Never the path as
 /// sent: a client may put a token there by mistake.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Target<'a> {
-    /// A configured resource, and the key of a JSON secret asked for.
+    /// A resource, and the key of a JSON secret asked for.
     Resource {
-        name: &'a ResourceName,
+        found: Found<'a>,
         key: Option<&'a str>,
     },
     /// Nothing configured: not shown at all.
@@ -332,13 +356,20 @@ fn log_request(
     started: Option<Instant>,
 ) {
     let Some(started) = started else { return };
+    // A name under a pattern, or a key, is shown once the secret was read.
     let what = match target {
-        Target::Resource { name, key: None } => name.to_string(),
-        Target::Resource {
-            name,
-            key: Some(key),
-        } if cache.is_some() => format!("{name}/{}", key.escape_debug()),
-        Target::Resource { name, key: Some(_) } => format!("{name}/<key>"),
+        Target::Resource { found, key } => {
+            let name = if found.by_pattern() && cache.is_none() {
+                format!("{}:<name>", found.entry)
+            } else {
+                found.name.to_string()
+            };
+            match key {
+                None => name,
+                Some(key) if cache.is_some() => format!("{name}/{}", key.escape_debug()),
+                Some(_) => format!("{name}/<key>"),
+            }
+        }
         Target::Unknown => "<unknown>".to_owned(),
     };
     log::debug!(

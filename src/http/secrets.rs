@@ -84,7 +84,7 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     };
     let cache = result.ok().map(|s| s.status);
     let target = resolved.map_or(Target::Unknown, |r| Target::Resource {
-        name: r.name,
+        found: r.found,
         key: r.key,
     });
     super::log_request(
@@ -110,9 +110,18 @@ async fn serve(
     let grant = snapshot.auth.authenticate(req)?;
     let (version, refresh) = SecretQuery::parse(req.query_string())?;
     let resolved = resolved.ok_or_else(|| ApiError::ResourceNotFound(echo(path)))?;
-    grant.permit(resolved.name)?;
-    let (secret, status) =
-        super::read(state, resolved.name, resolved.arn, &version, refresh).await?;
+    grant.permit(&resolved.found.name)?;
+    let read = super::read(state, &resolved.found, &version, refresh).await;
+    let (secret, status) = match read {
+        // Under a pattern, a secret that does not exist is a name nobody
+        // configured: 404, as for any other unknown name.
+        Err(ApiError::Upstream(crate::upstream::UpstreamError::SecretNotFound(_)))
+            if resolved.found.by_pattern() =>
+        {
+            return Err(ApiError::ResourceNotFound(echo(path)));
+        }
+        other => other?,
+    };
     let (body, kind) = match resolved.key {
         None => (secret.value.clone(), secret.kind),
         Some(key) => secret.key(key)?,

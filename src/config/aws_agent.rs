@@ -1,0 +1,362 @@
+//! `secret-agent convert-aws-agent-config FILE.toml`: the AWS Secrets
+//! Manager Agent's TOML settings as this agent's YAML. Every setting it has
+//! is written out, with the AWS agent's defaults for those the file leaves
+//! out, so the YAML says what the AWS agent did. "Any secret" becomes one
+//! `"*"` pattern for the account and region.
+
+use serde::Deserialize;
+
+/// The AWS agent's settings file. Numbers may be written as TOML integers or
+/// as strings (`http_port = "2773"`), as the AWS agent accepts both.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AwsAgentToml {
+    log_level: Option<String>,
+    http_address: Option<String>,
+    log_to_file: Option<bool>,
+    http_port: Option<Number>,
+    ttl_seconds: Option<Number>,
+    cache_size: Option<Number>,
+    ssrf_headers: Option<Vec<String>>,
+    ssrf_env_variables: Option<Vec<String>>,
+    path_prefix: Option<String>,
+    max_conn: Option<Number>,
+    region: Option<String>,
+    ignore_transient_errors: Option<bool>,
+    validate_credentials: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Text(String),
+}
+
+impl Number {
+    /// The value when it is a whole number within `range` (inclusive).
+    fn within(&self, key: &str, range: std::ops::RangeInclusive<i64>) -> Result<i64, String> {
+        let value = match self {
+            Number::Int(n) => Some(*n),
+            Number::Text(t) => t.trim().parse().ok(),
+        };
+        value.filter(|v| range.contains(v)).ok_or_else(|| {
+            format!(
+                "{key} must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+    }
+}
+
+/// The AWS agent's defaults.
+const HTTP_PORT: i64 = 2773;
+const TTL_SECONDS: i64 = 300;
+const CACHE_SIZE: i64 = 1000;
+const MAX_CONN: i64 = 800;
+const SSRF_HEADERS: [&str; 2] = ["X-Aws-Parameters-Secrets-Token", "X-Vault-Token"];
+const SSRF_ENV_VARIABLES: [&str; 3] = [
+    "AWS_TOKEN",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+];
+
+/// The YAML, and notes on what does not carry over (also written into the
+/// YAML as comments).
+#[derive(Debug)]
+pub struct Conversion {
+    pub yaml: String,
+    pub notes: Vec<String>,
+}
+
+/// Converts the AWS agent's TOML (`text`, read from `file`). `account` is the
+/// AWS account whose secrets the `"*"` pattern maps (the AWS agent reads
+/// any its identity may; this agent needs the account in the ARN); without
+/// it the YAML says `ACCOUNT_ID`, which `--check` refuses until replaced.
+/// `region` is used when the file sets none.
+pub fn convert_aws_agent_config(
+    file: &str,
+    text: &str,
+    account: Option<&str>,
+    region: Option<&str>,
+) -> Result<Conversion, String> {
+    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+    let err = |e: String| format!("{file}: {e}");
+    let mut notes = Vec::new();
+
+    let port = match &raw.http_port {
+        Some(n) => n.within("http_port", 1024..=65535).map_err(err)?,
+        None => HTTP_PORT,
+    };
+    let address = raw.http_address.as_deref().unwrap_or("127.0.0.1");
+    if address.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(err(format!(
+            "http_address `{address}` is not an IPv4 address"
+        )));
+    }
+    let ttl = match &raw.ttl_seconds {
+        Some(n) => n.within("ttl_seconds", 0..=3600).map_err(err)?,
+        None => TTL_SECONDS,
+    };
+    let cache_size = match &raw.cache_size {
+        Some(n) => n.within("cache_size", 0..=1000).map_err(err)?,
+        None => CACHE_SIZE,
+    };
+    let max_conn = match &raw.max_conn {
+        Some(n) => n.within("max_conn", 1..=1000).map_err(err)?,
+        None => MAX_CONN,
+    };
+    let level = match raw.log_level.as_deref().map(str::to_ascii_lowercase) {
+        None => "info".to_owned(),
+        Some(l) if l == "none" => "off".to_owned(),
+        Some(l) if ["debug", "info", "warn", "error"].contains(&l.as_str()) => l,
+        Some(l) => {
+            return Err(err(format!(
+                "log_level `{l}` is not DEBUG, INFO, WARN, ERROR or NONE"
+            )));
+        }
+    };
+    let headers: Vec<String> = raw
+        .ssrf_headers
+        .unwrap_or_else(|| SSRF_HEADERS.map(str::to_owned).to_vec());
+    if headers.is_empty() {
+        return Err(err(
+            "ssrf_headers is empty; the AWS agent refuses that too".into()
+        ));
+    }
+    let envs: Vec<String> = raw
+        .ssrf_env_variables
+        .unwrap_or_else(|| SSRF_ENV_VARIABLES.map(str::to_owned).to_vec());
+    let Some(token_env) = envs.first() else {
+        return Err(err(
+            "ssrf_env_variables is empty; the AWS agent refuses that too".into(),
+        ));
+    };
+    if envs.len() > 1 {
+        notes.push(format!(
+            "the token comes from {token_env} only; the AWS agent also tried {} when it was unset",
+            envs[1..].join(", ")
+        ));
+    }
+    if token_env == "AWS_SESSION_TOKEN" {
+        notes.push(
+            "AWS_SESSION_TOKEN is part of the AWS credentials: give the agent its own token variable (e.g. AWS_TOKEN) instead".into(),
+        );
+    }
+    let path_prefix = raw.path_prefix.as_deref().unwrap_or("/v1/");
+    if path_prefix != "/v1/" {
+        notes.push(format!(
+            "path_prefix `{path_prefix}` is not supported: the path-style route is always /v1/<name>"
+        ));
+    }
+    if raw.log_to_file == Some(true) {
+        notes.push("log_to_file: this agent logs to standard error only".into());
+    }
+    if raw.validate_credentials.is_some() {
+        notes.push(
+            "validate_credentials: this agent resolves credentials at start-up and reports them in /readyz; it does not call STS GetCallerIdentity".into(),
+        );
+    }
+    let region = raw.region.as_deref().or(region);
+    let region_text = match region {
+        Some(r)
+            if !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            r.to_owned()
+        }
+        Some(r) => return Err(err(format!("region `{r}` is not an AWS region"))),
+        None => {
+            notes.push("no region: replace REGION in the resource ARN (or pass --region)".into());
+            "REGION".to_owned()
+        }
+    };
+    let account_text = match account {
+        Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => a.to_owned(),
+        Some(a) => return Err(format!("--account `{a}` is not a 12-digit AWS account id")),
+        None => {
+            notes.push(
+                "replace ACCOUNT_ID in the resource ARN with the account whose secrets are served (or pass --account)".into(),
+            );
+            "ACCOUNT_ID".to_owned()
+        }
+    };
+
+    let mut y = String::new();
+    y.push_str(&format!(
+        "# Converted from {file} (AWS Secrets Manager Agent) by secret-agent convert-aws-agent-config.\n"
+    ));
+    for note in &notes {
+        y.push_str(&format!("# NOTE: {note}\n"));
+    }
+    y.push_str("service:\n  tcp:\n");
+    y.push_str(&format!(
+        "    endpoint: {address}:{port}        # http_address, http_port\n"
+    ));
+    y.push_str(&format!(
+        "  max-connections: {max_conn}             # max_conn\n"
+    ));
+    y.push_str("secret-manager:\n  aws:\n");
+    if raw.region.is_some() || region.is_some() {
+        y.push_str(&format!(
+            "    region: {region_text}                  # region\n"
+        ));
+    }
+    y.push_str("    resources:\n");
+    y.push_str(
+        "      # Every secret of the account and region, as the AWS agent serves any its identity may read.\n",
+    );
+    y.push_str(
+        "      # Narrow it to prefixes (prod/*: ...:secret:prod/*) or exact names where you can.\n",
+    );
+    y.push_str(&format!(
+        "      \"*\": arn:aws:secretsmanager:{region_text}:{account_text}:secret:*\n"
+    ));
+    y.push_str("cache:\n");
+    if cache_size == 0 {
+        y.push_str("  ttl: 0s                              # cache_size 0: no caching\n");
+    } else {
+        y.push_str(&format!(
+            "  ttl: {ttl}s                            # ttl_seconds\n"
+        ));
+        y.push_str(&format!(
+            "  max-entries: {cache_size}                   # cache_size\n"
+        ));
+    }
+    if raw.ignore_transient_errors == Some(false) {
+        y.push_str("  max-stale: 0s                        # ignore_transient_errors = false\n");
+    }
+    y.push_str("auth:\n");
+    y.push_str("  token-headers:                         # ssrf_headers\n");
+    for h in &headers {
+        y.push_str(&format!("    - {}\n", yaml_string(h)));
+    }
+    y.push_str("  tokens:\n");
+    y.push_str(&format!(
+        "    - token-env: {}               # ssrf_env_variables; `file:///path` values are read from the file\n",
+        yaml_string(token_env)
+    ));
+    y.push_str("      resources: [\"*\"]\n");
+    y.push_str(&format!(
+        "log:\n  level: {level}                          # log_level\n"
+    ));
+    Ok(Conversion { yaml: y, notes })
+}
+
+/// A YAML scalar for a header or variable name: plain when safe, else quoted.
+fn yaml_string(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        text.to_owned()
+    } else {
+        serde_json::to_string(text).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Checks the YAML loads, its token read from `HOME` (always set).
+    fn loads(yaml: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let yaml = yaml.replace("token-env: AWS_TOKEN", "token-env: HOME");
+        std::fs::write(&path, &yaml).unwrap();
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    #[test]
+    fn defaults_and_the_documented_sample() {
+        // No file settings: the AWS agent's defaults.
+        let c = convert_aws_agent_config("a.toml", "", Some("123456789012"), Some("us-east-1"))
+            .unwrap();
+        let config = loads(&c.yaml);
+        assert!(c.yaml.contains("endpoint: 127.0.0.1:2773"), "{}", c.yaml);
+        assert!(c.yaml.contains("max-connections: 800"));
+        assert!(c.yaml.contains("ttl: 300s") && c.yaml.contains("max-entries: 1000"));
+        assert!(
+            c.yaml
+                .contains("arn:aws:secretsmanager:us-east-1:123456789012:secret:*")
+        );
+        assert_eq!(
+            config.token_headers,
+            ["x-aws-parameters-secrets-token", "x-vault-token"]
+        );
+        assert!(c.notes.iter().any(|n| n.contains("AWS_SESSION_TOKEN")));
+
+        // The settings the AWS agent's documentation lists, strings and numbers.
+        let toml = r#"
+log_level = "DEBUG"
+http_port = "2775"
+region = "eu-west-1"
+ttl_seconds = 60
+cache_size = "5"
+ssrf_headers = ["X-My-Token"]
+ssrf_env_variables = ["MY_TOKEN"]
+path_prefix = "/v1/"
+max_conn = 10
+"#;
+        let c = convert_aws_agent_config("b.toml", toml, Some("123456789012"), None).unwrap();
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let config = loads(&c.yaml.replace("token-env: MY_TOKEN", "token-env: HOME"));
+        assert_eq!(config.service.max_connections, 10);
+        assert_eq!(config.cache.ttl, std::time::Duration::from_secs(60));
+        assert_eq!(config.cache.max_entries, 5);
+        assert_eq!(config.token_headers, ["x-my-token"]);
+        assert_eq!(config.log_level, log::LevelFilter::Debug);
+        assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            config.service.tcp.as_ref().unwrap().addr.to_string(),
+            "127.0.0.1:2775"
+        );
+        assert_eq!(config.aws.resources.patterns()[0].region(), "eu-west-1");
+    }
+
+    #[test]
+    fn other_settings_and_refusals() {
+        let toml = "log_level = \"NONE\"\ncache_size = 0\nignore_transient_errors = false\npath_prefix = \"/api/\"\nlog_to_file = true\nvalidate_credentials = true\n";
+        let c = convert_aws_agent_config("c.toml", toml, None, Some("us-west-2")).unwrap();
+        assert!(c.yaml.contains("level: off") && c.yaml.contains("ttl: 0s"));
+        assert!(c.yaml.contains("max-stale: 0s"));
+        for said in [
+            "path_prefix",
+            "log_to_file",
+            "validate_credentials",
+            "ACCOUNT_ID",
+        ] {
+            assert!(
+                c.notes.iter().any(|n| n.contains(said)),
+                "{said}: {:?}",
+                c.notes
+            );
+            assert!(c.yaml.contains(said), "{said}");
+        }
+        // Until the account is filled in, the YAML is refused by name.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, &c.yaml).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("resources"), "{e}");
+
+        for (toml, says) in [
+            ("http_port = 80", "http_port"),
+            ("ttl_seconds = \"a\"", "ttl_seconds"),
+            ("max_conn = 5000", "max_conn"),
+            ("log_level = \"LOUD\"", "log_level"),
+            ("ssrf_headers = []", "ssrf_headers"),
+            ("http_prot = 1", "http_prot"),
+            ("region = \"US WEST\"", "region"),
+        ] {
+            let e = convert_aws_agent_config("d.toml", toml, None, None).unwrap_err();
+            assert!(e.starts_with("d.toml: ") && e.contains(says), "{toml}: {e}");
+        }
+        assert!(convert_aws_agent_config("e.toml", "", Some("12"), None).is_err());
+    }
+}
