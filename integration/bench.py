@@ -231,6 +231,38 @@ def startup(h: Harness) -> None:
     agent.stop()
 
 
+def brownout(h: Harness) -> None:
+    """Reads of expired-but-cached secrets while AWS answers in 3 s: each
+    waits at most cache.stale-wait (200 ms) and gets the cached value, marked
+    stale, while the refresh goes on."""
+    resources = {f"b{i}": h.create_secret(f"bench/brownout/{i}", f"brownout-{i}") for i in range(100)}
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], resources, "cache:\n  ttl: 2s")
+    for name in resources:
+        get(f"{agent.url}/secrets/{name}")
+
+    def timed(name: str) -> tuple[float, str]:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{agent.url}/secrets/{name}", timeout=30) as r:
+            r.read()
+            return time.monotonic() - started, r.headers["Secret-Agent-Cache"]
+    h.cmd(op="proxy_set", id=proxy["id"], fault="delay", delay_ms=3000)
+    times, statuses = [], collections.Counter()
+    for _ in range(ROUNDS):
+        time.sleep(2.2)  # every value is past its TTL
+        with ThreadPoolExecutor(8) as pool:
+            for took, status in pool.map(timed, resources):
+                times.append(took)
+                statuses[status] += 1
+        time.sleep(3.5)  # the refreshes arrive
+    agent.stop()
+    times.sort()
+    figure("brownout_3s_expired_reads", len(times))
+    figure("brownout_3s_expired_reads_stale", statuses["stale"])
+    figure("brownout_3s_expired_read_p99_ms", f"{times[int(len(times) * 0.99) - 1] * 1000:.0f}")
+    figure("brownout_3s_expired_read_max_ms", f"{times[-1] * 1000:.0f}")
+
+
 def raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit, for floods of more than 1,024
     connections; the agent, started later, inherits it."""
@@ -526,7 +558,7 @@ def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
-                                     cost_concurrency)}
+                                     cost_concurrency, brownout)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

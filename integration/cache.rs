@@ -75,6 +75,52 @@ async fn steady_reads_never_wait_on_a_slow_upstream_after_the_first() {
 }
 
 #[tokio::test]
+async fn expired_values_are_served_stale_within_stale_wait_while_aws_is_slow() {
+    let f = Fixture::new();
+    let secrets: Vec<_> = (0..5)
+        .map(|n| f.secret("swr", &format!("old-{n}")))
+        .collect();
+    let mut config = f.config().cache(|c| c.ttl("2s"));
+    for (n, secret) in secrets.iter().enumerate() {
+        config = config.resource(&format!("swr{n}"), &secret.arn);
+    }
+    let agent = Agent::start(&config, &[]);
+    let url = |n: usize| agent.url(&format!("/secrets/swr{n}"));
+    for n in 0..secrets.len() {
+        assert_eq!(get(&url(n)).await.text(), format!("old-{n}"));
+    }
+    for (n, secret) in secrets.iter().enumerate() {
+        f.world
+            .put_secret_value(REGION, &secret.arn, &format!("new-{n}"));
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await; // every value expired
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 3000}));
+    for n in 0..secrets.len() {
+        let started = Instant::now();
+        let r = get(&url(n)).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (r.status, r.text(), r.header("secret-agent-cache")),
+            (200, format!("old-{n}"), Some("stale"))
+        );
+        assert!(took < Duration::from_millis(250), "a read took {took:?}");
+    }
+    // The fetches went on: the new values arrive.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    for n in 0..secrets.len() {
+        let r = get(&url(n)).await;
+        assert_eq!(
+            (r.text(), r.header("secret-agent-cache")),
+            (format!("new-{n}"), Some("hit"))
+        );
+    }
+    for secret in &secrets {
+        assert_eq!(f.proxy.gets(&secret.name), 2);
+    }
+}
+
+#[tokio::test]
 async fn outage_serves_stale_then_fails_closed_then_recovers() {
     let f = Fixture::new();
     let secret = f.secret("outage", "before-outage");

@@ -14,6 +14,11 @@
 //! - any other failure (access denied, deleted secret, ...): the value is
 //!   dropped at once, so a revoked permission stops reads.
 //!
+//! A reader of an expired value that is still within `max_stale` waits at
+//! most `stale_wait` for its refresh (stale while revalidate), then gets
+//! that value, marked stale, while the fetch goes on; a reader with no
+//! value in hand waits for the fetch, up to `fetch_timeout`.
+//!
 //! What a client can make the agent spend is bounded, since AWS bills each
 //! call and any local process may be a client:
 //! - forced refreshes of one entry: a burst of [`REFRESH_BURST`], then one
@@ -550,6 +555,8 @@ impl Cache {
 
         let settings = self.inner.settings.load();
         let slot = self.inner.slot(&key);
+        // Until when an expired value in hand may be served, stale.
+        let mut stale_until = None;
         if let Some(cached) = slot.value.load_full() {
             let age = cached.fetched_at.elapsed();
             if age < settings.ttl {
@@ -561,6 +568,7 @@ impl Cache {
                 if state.inflight.is_some() || state.failures > 0 {
                     return Ok((cached.secret.clone(), CacheStatus::Stale));
                 }
+                stale_until = Some((cached, settings.ttl + settings.max_stale - age));
             }
         } else if let Some((err, until)) = &slot.state().not_found
             && Instant::now() < *until
@@ -568,7 +576,20 @@ impl Cache {
             return Err(CacheError::Upstream(err.clone()));
         }
 
-        match self.inner.start_fetch(&key, &slot).await {
+        let fetch = self.inner.start_fetch(&key, &slot);
+        // Stale while revalidate: with a value in hand, wait at most
+        // `stale-wait` (and never past `max-stale`) for the fetch, then
+        // serve that value while the fetch goes on.
+        let fetched = match stale_until {
+            Some((cached, left)) => {
+                match tokio::time::timeout(settings.stale_wait.min(left), fetch).await {
+                    Ok(fetched) => fetched,
+                    Err(_) => return Ok((cached.secret.clone(), CacheStatus::Stale)),
+                }
+            }
+            None => fetch.await,
+        };
+        match fetched {
             Ok(secret) => Ok((secret, CacheStatus::Miss)),
             Err(err) if err.is_transient() => match slot.value.load_full() {
                 Some(c) if c.fetched_at.elapsed() < settings.ttl + settings.max_stale => {
@@ -1027,6 +1048,7 @@ mod tests {
             fetch_timeout: Duration::from_secs(5),
             min_refresh_interval: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(30),
+            stale_wait: Duration::from_millis(200),
         }
     }
 
@@ -1218,6 +1240,89 @@ mod tests {
         let (value, status) = read(&cache, 1).await.unwrap();
         assert_eq!(status, CacheStatus::Miss);
         assert_ne!(value, "value-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_value_is_served_stale_after_stale_wait_while_the_fetch_goes_on() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.set_delay(Duration::from_secs(3));
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Stale)
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        // Others joining the fetch under way do not wait at all.
+        let started = Instant::now();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(fake.calls(), 2);
+        // The fetch went on and brought the new value.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
+        assert_eq!(fake.calls(), 2);
+        // A fetch that answers within stale-wait is waited for.
+        let (first, _) = read(&cache, 2).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.set_delay(Duration::from_millis(150));
+        let started = Instant::now();
+        let (value, status) = read(&cache, 2).await.unwrap();
+        assert_eq!(status, CacheStatus::Miss);
+        assert_ne!(value, first, "a new value");
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_wait_never_serves_past_max_stale_nor_without_a_value() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        fake.set_delay(Duration::from_secs(3));
+        // 100 ms short of ttl + max-stale: served stale at the bound.
+        tokio::time::sleep(Duration::from_millis(159_900)).await;
+        let started = Instant::now();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Past ttl + max-stale: the reader waits for the fetch.
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(161)).await;
+        fake.set_delay(Duration::from_secs(3));
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Miss)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        // No value in hand: the reader waits for the fetch too.
+        let started = Instant::now();
+        assert_eq!(read(&cache, 2).await.unwrap().1, CacheStatus::Miss);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_wait_zero_serves_an_expired_value_at_once() {
+        let (fake, cache) = setup(CacheConfig {
+            stale_wait: Duration::ZERO,
+            ..settings()
+        });
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.set_delay(Duration::from_millis(10));
+        let started = Instant::now();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -181,6 +181,10 @@ pub struct CacheConfig {
     /// How long a not-found answer (secret or version) is remembered
     /// (default 30s); `0` turns negative caching off.
     pub(crate) negative_ttl: Duration,
+    /// How long a reader of an expired value that is still within
+    /// `max_stale` waits for its refresh before it gets that value, marked
+    /// stale, while the fetch goes on (default 200ms).
+    pub(crate) stale_wait: Duration,
 }
 
 pub(crate) const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
@@ -188,6 +192,7 @@ pub(crate) const DEFAULT_MAX_ENTRIES: usize = 1000;
 pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STALE_WAIT: Duration = Duration::from_millis(200);
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -200,6 +205,7 @@ impl Default for CacheConfig {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
+            stale_wait: DEFAULT_STALE_WAIT,
         }
     }
 }
@@ -288,7 +294,7 @@ impl Config {
         }
         let c = &self.cache;
         out.push_str(&format!(
-            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}\n",
+            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}, stale-wait {}\n",
             humantime::format_duration(c.ttl),
             humantime::format_duration(c.refresh_ahead),
             humantime::format_duration(c.max_stale),
@@ -297,6 +303,7 @@ impl Config {
             humantime::format_duration(c.fetch_timeout),
             humantime::format_duration(c.min_refresh_interval),
             humantime::format_duration(c.negative_ttl),
+            humantime::format_duration(c.stale_wait),
         ));
         out.push_str(&format!(
             "upstream: max-concurrent-calls {}\n",

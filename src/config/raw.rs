@@ -229,6 +229,9 @@ pub(super) struct RawCache {
     pub min_refresh_interval: Option<DurationValue>,
     /// Time a not-found answer is remembered; `0` turns it off; default 30s.
     pub negative_ttl: Option<DurationValue>,
+    /// Longest wait of a reader of an expired value (within max-stale) for
+    /// its refresh before it gets that value, marked stale; default 200ms.
+    pub stale_wait: Option<DurationValue>,
 }
 
 /// `log`.

@@ -571,6 +571,7 @@ impl Validator<'_> {
                 .min_refresh_interval
                 .map_or(defaults.min_refresh_interval, |d| d.0),
             negative_ttl: raw.negative_ttl.map_or(defaults.negative_ttl, |d| d.0),
+            stale_wait: raw.stale_wait.map_or(defaults.stale_wait, |d| d.0),
         })
     }
 }
@@ -734,6 +735,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean `min-refresh-interval`"), "{err}");
+    }
+
+    #[test]
+    fn stale_wait_has_a_default_and_parses() {
+        assert_eq!(load(SAMPLE).unwrap().cache.stale_wait, DEFAULT_STALE_WAIT);
+        let config = load(&format!("{SAMPLE}cache:\n  stale-wait: 50ms\n")).unwrap();
+        assert_eq!(config.cache.stale_wait, Duration::from_millis(50));
+        assert!(config.summary().contains("stale-wait 50ms"));
+        let zero = load(&format!("{SAMPLE}cache:\n  stale-wait: 0\n")).unwrap();
+        assert!(zero.cache.stale_wait.is_zero());
+        let err = load(&format!("{SAMPLE}cache:\n  stale-wait: soon\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.stale-wait"), "{err}");
     }
 
     #[test]
