@@ -263,6 +263,45 @@ def brownout(h: Harness) -> None:
     figure("brownout_3s_expired_read_max_ms", f"{times[-1] * 1000:.0f}")
 
 
+def batching(h: Harness) -> None:
+    """Upstream calls of a start-up prefetch of 1,000 secrets, and of 100 hot
+    secrets refreshed ahead, both in BatchGetSecretValue calls of 20."""
+    resources = {f"p{i}": h.create_secret(f"bench/batch/{i}", f"batched-{i}") for i in range(1000)}
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], resources, "cache:\n  prefetch: true")
+    while True:
+        try:
+            get(agent.url + "/readyz")
+            break
+        except OSError:
+            time.sleep(0.005)
+    ready_ms = (time.monotonic() - agent.started) * 1000
+    calls = h.cmd(op="proxy_calls", id=proxy["id"])
+    agent.stop()
+    figure("prefetch_1000_upstream_calls", len(calls))
+    figure("prefetch_1000_to_ready_ms", f"{ready_ms:.0f}")
+
+    hot = dict(list(resources.items())[:100])
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    ttl, ttls = 4, 3
+    agent = Agent(proxy["url"], hot, f"cache:\n  ttl: {ttl}s")
+    for name in hot:
+        get(f"{agent.url}/secrets/{name}")
+    first = len(h.cmd(op="proxy_calls", id=proxy["id"]))
+    deadline = time.monotonic() + ttl * ttls
+    while time.monotonic() < deadline:
+        for name in hot:
+            get(f"{agent.url}/secrets/{name}")
+        time.sleep(0.1)
+    calls = h.cmd(op="proxy_calls", id=proxy["id"])[first:]
+    agent.stop()
+    # A value is refreshed every ttl - refresh-ahead (80% of the TTL), so 5
+    # calls a round are 6.25 per TTL.
+    figure("refresh_ahead_100_hot_upstream_calls_per_ttl", f"{len(calls) / ttls:.1f}")
+    figure("refresh_ahead_100_hot_secrets_per_call",
+           f"{statistics.mean(len(c['secret_ids'] or [c['secret_id']]) for c in calls):.1f}")
+
+
 def raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit, for floods of more than 1,024
     connections; the agent, started later, inherits it."""
@@ -558,7 +597,7 @@ def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
-                                     cost_concurrency, brownout)}
+                                     cost_concurrency, brownout, batching)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

@@ -160,13 +160,18 @@ impl CacheMetrics for Metrics {
         self.cache_by_result[status as usize].inc();
     }
 
-    fn upstream_call(&self, result: Result<(), &UpstreamError>, latency: Duration) {
+    fn upstream_call(
+        &self,
+        action: &'static str,
+        result: Result<(), &UpstreamError>,
+        latency: Duration,
+    ) {
         let outcome = result.map_or_else(UpstreamError::kind, |()| "ok");
         self.upstream_calls
-            .with_label_values(&["GetSecretValue", outcome])
+            .with_label_values(&[action, outcome])
             .inc();
         self.upstream_latency
-            .with_label_values(&["GetSecretValue"])
+            .with_label_values(&[action])
             .observe(latency.as_secs_f64());
     }
 }
