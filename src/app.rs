@@ -100,6 +100,15 @@ impl Application {
             credentials_ready: Arc::new(AtomicBool::new(false)),
             warned: Arc::default(),
         };
+        let (current, cache) = (Arc::clone(&state.current), state.cache.downgrade());
+        METRICS.set_resources(Box::new(move || {
+            current
+                .load()
+                .resources
+                .iter()
+                .map(|(name, arn)| (name.as_str().to_owned(), cache.stats(arn)))
+                .collect()
+        }));
         let mut reloader = Reloader::new(state.clone(), upstream, config.clone());
 
         let ready = state.credentials_ready.clone();

@@ -48,7 +48,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -153,6 +153,19 @@ const _: () = {
         i += 1;
     }
 };
+
+/// What the cache knows of one secret's current version, for per-resource
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecretStats {
+    /// Time since the cached value was fetched; `None` without one.
+    pub age: Option<Duration>,
+    /// `ok`, or the [`UpstreamError::kind`] of the last fetch; `None`
+    /// before the first ends.
+    pub last_outcome: Option<&'static str>,
+    /// Fetches that brought a version other than the one cached.
+    pub version_changes: u64,
+}
 
 /// A read that could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,6 +314,8 @@ struct Slot {
     read_since_fetch: AtomicBool,
     /// `Inner::clock` at the last read, for eviction.
     last_used: AtomicU64,
+    /// Fetches that replaced the value with another version.
+    version_changes: AtomicU64,
     /// The value was dropped for being past `max-stale`; until a fetch
     /// succeeds, failures are reported as [`CacheError::StaleLimit`].
     lapsed: AtomicBool,
@@ -327,6 +342,8 @@ struct SlotState {
     refreshes: RefreshBudget,
     /// The last not-found answer, repeated to reads until it expires.
     not_found: Option<(UpstreamError, Instant)>,
+    /// `ok` or the error kind of the last fetch, for metrics.
+    last_outcome: Option<&'static str>,
 }
 
 /// Forced refreshes a client may make of one entry: [`REFRESH_BURST`] at
@@ -434,6 +451,14 @@ impl Cache {
             .ttl_nanos
             .store(nanos(settings.ttl), Ordering::Relaxed);
         self.inner.settings.store(Arc::new(settings));
+    }
+
+    /// A handle for metrics that does not keep the cache (and its tasks)
+    /// going.
+    pub fn downgrade(&self) -> WeakCache {
+        WeakCache {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Number of cached entries (including those whose first fetch is under
@@ -652,6 +677,29 @@ impl Cache {
     }
 }
 
+/// See [`Cache::downgrade`].
+#[derive(Clone)]
+pub struct WeakCache {
+    inner: Weak<Inner>,
+}
+
+impl WeakCache {
+    /// What the cache holds of the current version of `arn`; `None` when
+    /// it has no entry for it (never asked for, or evicted) or is gone.
+    pub fn stats(&self, arn: &SecretArn) -> Option<SecretStats> {
+        let inner = self.inner.upgrade()?;
+        // Cloned out of the map: no shard lock is held under the slot's.
+        let slot = Arc::clone(&*inner.slots.get(&Key::new(arn, &Version::Current))?);
+        let age = slot.value.load().as_ref().map(|c| c.fetched_at.elapsed());
+        let last_outcome = slot.state().last_outcome;
+        Some(SecretStats {
+            age,
+            last_outcome,
+            version_changes: slot.version_changes.load(Ordering::Relaxed),
+        })
+    }
+}
+
 impl Inner {
     fn settings(&self) -> Arc<CacheConfig> {
         self.settings.load_full()
@@ -792,6 +840,7 @@ impl Inner {
                     value: ArcSwapOption::empty(),
                     read_since_fetch: AtomicBool::new(false),
                     last_used: AtomicU64::new(now),
+                    version_changes: AtomicU64::new(0),
                     lapsed: AtomicBool::new(false),
                     state: Mutex::new(SlotState::default()),
                 })
@@ -1088,6 +1137,7 @@ impl Inner {
         let mut state = slot.state();
         state.inflight = None;
         state.stop_timer();
+        state.last_outcome = Some(result.as_ref().map_or_else(UpstreamError::kind, |_| "ok"));
         let evict = match result {
             Ok(secret) => {
                 state.failures = 0;
@@ -1097,13 +1147,17 @@ impl Inner {
                     return;
                 }
                 let fetched_at = Instant::now();
-                let had_value = slot
-                    .value
-                    .swap(Some(Arc::new(Cached {
-                        secret: Arc::clone(secret),
-                        fetched_at,
-                    })))
-                    .is_some();
+                let old = slot.value.swap(Some(Arc::new(Cached {
+                    secret: Arc::clone(secret),
+                    fetched_at,
+                })));
+                if old
+                    .as_ref()
+                    .is_some_and(|old| old.secret.version_id != secret.version_id)
+                {
+                    slot.version_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                let had_value = old.is_some();
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
                 let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
                 if !state.retired {
@@ -1923,6 +1977,39 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(100)).await;
         assert_eq!(read(&cache, 3).await.unwrap().1, CacheStatus::Stale);
         assert!(fake.calls() - fake.batch_calls() > 100, "single retries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_say_the_age_last_outcome_and_version_changes() {
+        let (fake, cache) = setup(settings());
+        let weak = cache.downgrade();
+        assert_eq!(weak.stats(&arn(1)), None);
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            weak.stats(&arn(1)),
+            Some(SecretStats {
+                age: Some(Duration::from_secs(3)),
+                last_outcome: Some("ok"),
+                version_changes: 0
+            })
+        );
+        // The fake answers each call with a new version.
+        refresh(&cache, 1).await.unwrap();
+        refresh(&cache, 1).await.unwrap();
+        fake.fail_with(Some(UNAVAILABLE));
+        assert!(refresh(&cache, 1).await.is_err());
+        assert_eq!(
+            weak.stats(&arn(1)),
+            Some(SecretStats {
+                age: Some(Duration::ZERO),
+                last_outcome: Some("timeout"),
+                version_changes: 2
+            })
+        );
+        // It does not keep the cache going.
+        drop(cache);
+        assert_eq!(weak.stats(&arn(1)), None);
     }
 
     #[tokio::test(start_paused = true)]
