@@ -461,6 +461,27 @@ impl Cache {
         }
     }
 
+    /// Fetches the current versions of those of `arns` the cache holds, in
+    /// batch calls, after any fetch already under way (which may have
+    /// started before the change that prompted this): for event-driven
+    /// refreshes, the agent's own, not limited like a client's.
+    pub async fn refresh_cached(&self, arns: Vec<SecretArn>) {
+        let slots: Vec<_> = arns
+            .iter()
+            .filter_map(|arn| {
+                let key = Key::new(arn, &Version::Current);
+                let slot = Arc::clone(&*self.inner.slots.get(&key)?);
+                Some((key, slot))
+            })
+            .collect();
+        let under_way: Vec<_> = slots
+            .iter()
+            .filter_map(|(_, slot)| slot.state().inflight.clone())
+            .collect();
+        futures_util::future::join_all(under_way).await;
+        futures_util::future::join_all(self.inner.start_batch(slots)).await;
+    }
+
     /// Number of cached entries (including those whose first fetch is under
     /// way, and remembered failures).
     pub(crate) fn len(&self) -> usize {

@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::cache::{CacheMetrics, CacheStatus, SecretStats};
+use crate::events::EventsMetrics;
 use crate::http::Route;
 use crate::upstream::UpstreamError;
 
@@ -36,6 +37,11 @@ pub struct Metrics {
     pub cached_entries: IntGauge,
     /// Config reloads by outcome (`ok`, `error`).
     pub reloads: IntCounterVec,
+    /// Messages from the events queue by outcome (`changed`, `foreign`,
+    /// `malformed`).
+    events: IntCounterVec,
+    /// Failed receives from the events queue.
+    events_queue_failures: IntCounter,
     /// By configured resource name: seconds since its cached value was
     /// fetched (no series without a value).
     resource_age: GaugeVec,
@@ -153,6 +159,18 @@ impl Metrics {
             "Fetches of a configured resource that brought a new version.",
             &["resource"],
         );
+        let events = counter_vec(
+            "secret_agent_events_total",
+            "Messages from the events queue by outcome.",
+            &["outcome"],
+        );
+        let events_queue_failures = registered(
+            &registry,
+            IntCounter::new(
+                "secret_agent_events_queue_failures_total",
+                "Failed receives from the events queue.",
+            ),
+        );
         let cache_by_result =
             CacheStatus::ALL.map(|status| cache_results.with_label_values(&[status.as_str()]));
         let ok_by_route =
@@ -172,6 +190,8 @@ impl Metrics {
             resource_last_refresh,
             resource_version_changes,
             resources: Mutex::new(None),
+            events,
+            events_queue_failures,
         }
     }
 
@@ -236,6 +256,16 @@ impl Metrics {
             log::error!("cannot encode metrics: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl EventsMetrics for Metrics {
+    fn event(&self, outcome: &'static str) {
+        self.events.with_label_values(&[outcome]).inc();
+    }
+
+    fn queue_failure(&self) {
+        self.events_queue_failures.inc();
     }
 }
 

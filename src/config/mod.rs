@@ -137,6 +137,8 @@ pub(crate) struct AwsConfig {
     pub(crate) region: Option<String>,
     /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
     pub(crate) endpoint: Option<String>,
+    /// `events`: refresh cached secrets when an SQS queue says they changed.
+    pub(crate) events: Option<EventsConfig>,
     pub(crate) resources: Resources,
     /// Where the AWS credentials come from: the static keys, the default
     /// chain (with `profile`) and the assume-role layer, as one value.
@@ -154,6 +156,16 @@ pub(crate) struct AwsConfig {
 }
 
 pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+
+/// `secret-manager.aws.events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventsConfig {
+    /// The SQS queue an EventBridge rule feeds with Secrets Manager events;
+    /// its region is the one in its URL's host, else the default region.
+    pub(crate) queue_url: String,
+    /// Overrides the SQS endpoint (a VPC endpoint, an emulator).
+    pub(crate) endpoint: Option<String>,
+}
 
 /// `cache:` settings. `pub` only because the `cache` module's public API
 /// takes it; the fields are not.
@@ -291,6 +303,9 @@ impl Config {
         ));
         if let Some(endpoint) = &self.aws.endpoint {
             out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
+        }
+        if let Some(events) = &self.aws.events {
+            out.push_str(&format!("events: SQS queue {}\n", events.queue_url));
         }
         let c = &self.cache;
         out.push_str(&format!(

@@ -380,6 +380,18 @@ impl Validator<'_> {
             .endpoint
             .map(|e| self.url("secret-manager.aws.endpoint", e))
             .transpose()?;
+        let events = raw
+            .events
+            .map(|events| -> Result<EventsConfig, ConfigError> {
+                Ok(EventsConfig {
+                    queue_url: self.url("secret-manager.aws.events.queue-url", events.queue_url)?,
+                    endpoint: events
+                        .endpoint
+                        .map(|e| self.url("secret-manager.aws.events.endpoint", e))
+                        .transpose()?,
+                })
+            })
+            .transpose()?;
 
         let mut resources = Vec::with_capacity(raw.resources.len());
         for (name, arn) in raw.resources {
@@ -478,6 +490,7 @@ impl Validator<'_> {
         Ok(AwsConfig {
             region,
             endpoint,
+            events,
             resources: Resources::new(resources),
             credentials,
             profile: raw.profile,
@@ -735,6 +748,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean `min-refresh-interval`"), "{err}");
+    }
+
+    #[test]
+    fn events_name_a_queue_url_and_an_optional_endpoint() {
+        assert_eq!(load(SAMPLE).unwrap().aws.events, None);
+        let with = |events: &str| {
+            load(&SAMPLE.replace(
+                "    region: us-west-1\n",
+                &format!("    region: us-west-1\n    events:\n{events}"),
+            ))
+        };
+        let config = with(
+            "      queue-url: https://sqs.us-west-1.amazonaws.com/123456789012/q\n      endpoint: http://localhost:4566\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.aws.events,
+            Some(EventsConfig {
+                queue_url: "https://sqs.us-west-1.amazonaws.com/123456789012/q".into(),
+                endpoint: Some("http://localhost:4566".into()),
+            })
+        );
+        assert!(
+            config
+                .summary()
+                .contains("events: SQS queue https://sqs.us-west-1.amazonaws.com/123456789012/q")
+        );
+        let err = with("      queue-url: my-queue\n").unwrap_err().to_string();
+        assert!(err.contains("secret-manager.aws.events.queue-url"), "{err}");
+        let err = with("      queue: x\n").unwrap_err().to_string();
+        assert!(err.contains("queue-url"), "{err}");
     }
 
     #[test]
