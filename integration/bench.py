@@ -75,11 +75,13 @@ class Agent:
     """A secret-agent (AGENT) on a generated config; its address from its log."""
 
     def __init__(self, endpoint: str, resources: dict[str, str], cache: str = "", env=None,
-                 service: str = "") -> None:
-        """`cache` is a whole `cache:` section; `service` more lines of the `service:` one."""
+                 service: str = "", aws: str = "") -> None:
+        """`cache` is a whole `cache:` section; `service` and `aws` more lines of the
+        `service:` and `secret-manager.aws:` ones."""
         self.dir = tempfile.TemporaryDirectory()
         lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, "secret-manager:", "  aws:",
-                 f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n"), "    resources:"]
+                 f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n"), aws,
+                 "    resources:"]
         lines += [f"      {name}: {arn}" for name, arn in resources.items()]
         lines += [cache, "log:", "  level: info"]
         path = os.path.join(self.dir.name, "config.yaml")
@@ -300,6 +302,36 @@ def batching(h: Harness) -> None:
     figure("refresh_ahead_100_hot_upstream_calls_per_ttl", f"{len(calls) / ttls:.1f}")
     figure("refresh_ahead_100_hot_secrets_per_call",
            f"{statistics.mean(len(c['secret_ids'] or [c['secret_id']]) for c in calls):.1f}")
+
+
+def events(h: Harness) -> None:
+    """With `ttl: 1h` and an events queue: from a PutSecretValue's event
+    reaching the queue to readers getting the new version."""
+    arn = h.create_secret("bench/events", "v0")
+    queue = h.cmd(op="call", service="sqs", region=REGION, method="create_queue",
+                  args={"QueueName": f"bench-events-{uuid.uuid4().hex[:8]}"})["QueueUrl"]
+    agent = Agent(h.moto, {"e": arn}, "cache:\n  ttl: 1h",
+                  aws=f"    events:\n      queue-url: {queue}\n      endpoint: {h.moto}")
+    url = agent.url + "/secrets/e"
+    assert get(url) == b"v0"
+    times = []
+    for i in range(1, 3 * ROUNDS + 1):
+        h.cmd(op="call", service="secretsmanager", region=REGION, method="put_secret_value",
+              args={"SecretId": arn, "SecretString": f"v{i}"})
+        event = {"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
+                 "region": REGION, "resources": [],
+                 "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
+                            "requestParameters": {"secretId": arn}}}
+        started = time.monotonic()
+        h.cmd(op="call", service="sqs", region=REGION, method="send_message",
+              args={"QueueUrl": queue, "MessageBody": json.dumps(event)})
+        while get(url) != f"v{i}".encode():
+            if time.monotonic() - started > 30:
+                raise RuntimeError("the event was not acted on within 30 s")
+            time.sleep(0.01)
+        times.append(time.monotonic() - started)
+    agent.stop()
+    figure("events_ttl_1h_event_to_new_version_max_ms", f"{max(times) * 1000:.0f}")
 
 
 def raise_fd_limit() -> None:
@@ -597,7 +629,7 @@ def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
-                                     cost_concurrency, brownout, batching)}
+                                     cost_concurrency, brownout, batching, events)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

@@ -1347,6 +1347,8 @@ mod tests {
         batch_refused: AtomicBool,
         /// ARNs a batch answer reports as not found, on their own.
         missing: Mutex<HashSet<String>>,
+        /// ARNs a batch answer leaves out.
+        omitted: Mutex<HashSet<String>>,
     }
 
     /// Counts a call out of `in_flight` when it ends, or is dropped at its deadline.
@@ -1430,6 +1432,7 @@ mod tests {
             let failure = self.failure.lock().unwrap().clone();
             let refused = self.batch_refused.load(Ordering::SeqCst);
             let missing = self.missing.lock().unwrap().clone();
+            let omitted = self.omitted.lock().unwrap().clone();
             async move {
                 let _in_flight = in_flight;
                 tokio::time::sleep(delay).await;
@@ -1441,6 +1444,7 @@ mod tests {
                 }
                 Ok(arns
                     .into_iter()
+                    .filter(|arn| !omitted.contains(arn.as_str()))
                     .map(|arn| {
                         let result = if missing.contains(arn.as_str()) {
                             Err(UpstreamError::SecretNotFound("gone".into()))
@@ -1904,6 +1908,19 @@ mod tests {
             read(&cache, 7).await,
             Err(CacheError::Upstream(UpstreamError::SecretNotFound(_)))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_the_batch_answer_leaves_out_is_fetched_on_its_own() {
+        let (fake, cache) = setup(settings());
+        fake.omitted.lock().unwrap().insert(arn(2).to_string());
+        let progress = cache.prefetch((0..5).map(arn).collect());
+        settle().await;
+        assert!(progress.is_done() && progress.failing().is_empty());
+        assert_eq!((fake.calls(), fake.batch_calls()), (2, 1));
+        for n in 0..5 {
+            assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+        }
     }
 
     #[tokio::test(start_paused = true)]
