@@ -13,6 +13,7 @@ use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::Region;
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use serde_json::Value;
 
 use crate::cache::Cache;
@@ -126,6 +127,7 @@ pub async fn run(
             log::info!("events: {queue_url} answers again");
         }
         let mut arns: Vec<SecretArn> = Vec::new();
+        let mut handled = Vec::new();
         for message in out.messages.unwrap_or_default() {
             match parse(message.body.as_deref().unwrap_or("")) {
                 Message::Changed(ids) => {
@@ -151,21 +153,51 @@ pub async fn run(
                     log::warn!("events: a message that is not an EventBridge event; deleted");
                 }
             }
-            if let Some(handle) = message.receipt_handle
-                && let Err(err) = client
-                    .delete_message()
-                    .queue_url(&queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await
-            {
-                log::warn!("events: deleting a message failed ({err}); it will come again");
-            }
+            handled.extend(message.receipt_handle);
         }
         if !arns.is_empty() {
             log::info!("events: refreshing {} changed secret(s)", arns.len());
             cache.refresh_cached(arns).await;
         }
+        // Deleted once acted on: a message whose refresh never ran (the
+        // agent stopped) comes again.
+        delete(&client, &queue_url, handled).await;
+    }
+}
+
+/// Deletes the messages (at most 10, as received) in one call; one that
+/// fails comes again after its visibility timeout, and is handled again.
+async fn delete(client: &Client, queue_url: &str, handles: Vec<String>) {
+    if handles.is_empty() {
+        return;
+    }
+    let entries: Result<Vec<_>, _> = handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .build()
+        })
+        .collect();
+    let deleted = match entries {
+        Ok(entries) => client
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match deleted {
+        Ok(out) if out.failed.is_empty() => {}
+        Ok(out) => log::warn!(
+            "events: {} message(s) could not be deleted; they will come again",
+            out.failed.len()
+        ),
+        Err(err) => log::warn!("events: deleting messages failed ({err}); they will come again"),
     }
 }
 
