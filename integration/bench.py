@@ -75,11 +75,13 @@ class Agent:
     """A secret-agent (AGENT) on a generated config; its address from its log."""
 
     def __init__(self, endpoint: str, resources: dict[str, str], cache: str = "", env=None,
-                 service: str = "") -> None:
-        """`cache` is a whole `cache:` section; `service` more lines of the `service:` one."""
+                 service: str = "", aws: str = "") -> None:
+        """`cache` is a whole `cache:` section; `service` and `aws` more lines of the
+        `service:` and `secret-manager.aws:` ones."""
         self.dir = tempfile.TemporaryDirectory()
         lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, "secret-manager:", "  aws:",
-                 f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n"), "    resources:"]
+                 f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n"), aws,
+                 "    resources:"]
         lines += [f"      {name}: {arn}" for name, arn in resources.items()]
         lines += [cache, "log:", "  level: info"]
         path = os.path.join(self.dir.name, "config.yaml")
@@ -229,6 +231,107 @@ def startup(h: Harness) -> None:
             time.sleep(0.005)
     figure("startup_to_ready_ms_100_prefetched", f"{(time.monotonic() - agent.started) * 1000:.0f}")
     agent.stop()
+
+
+def brownout(h: Harness) -> None:
+    """Reads of expired-but-cached secrets while AWS answers in 3 s: each
+    waits at most cache.stale-wait (200 ms) and gets the cached value, marked
+    stale, while the refresh goes on."""
+    resources = {f"b{i}": h.create_secret(f"bench/brownout/{i}", f"brownout-{i}") for i in range(100)}
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], resources, "cache:\n  ttl: 2s")
+    for name in resources:
+        get(f"{agent.url}/secrets/{name}")
+
+    def timed(name: str) -> tuple[float, str]:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{agent.url}/secrets/{name}", timeout=30) as r:
+            r.read()
+            return time.monotonic() - started, r.headers["Secret-Agent-Cache"]
+    h.cmd(op="proxy_set", id=proxy["id"], fault="delay", delay_ms=3000)
+    times, statuses = [], collections.Counter()
+    for _ in range(ROUNDS):
+        time.sleep(2.2)  # every value is past its TTL
+        with ThreadPoolExecutor(8) as pool:
+            for took, status in pool.map(timed, resources):
+                times.append(took)
+                statuses[status] += 1
+        time.sleep(3.5)  # the refreshes arrive
+    agent.stop()
+    times.sort()
+    figure("brownout_3s_expired_reads", len(times))
+    figure("brownout_3s_expired_reads_stale", statuses["stale"])
+    figure("brownout_3s_expired_read_p99_ms", f"{times[int(len(times) * 0.99) - 1] * 1000:.0f}")
+    figure("brownout_3s_expired_read_max_ms", f"{times[-1] * 1000:.0f}")
+
+
+def batching(h: Harness) -> None:
+    """Upstream calls of a start-up prefetch of 1,000 secrets, and of 100 hot
+    secrets refreshed ahead, both in BatchGetSecretValue calls of 20."""
+    resources = {f"p{i}": h.create_secret(f"bench/batch/{i}", f"batched-{i}") for i in range(1000)}
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], resources, "cache:\n  prefetch: true")
+    while True:
+        try:
+            get(agent.url + "/readyz")
+            break
+        except OSError:
+            time.sleep(0.005)
+    ready_ms = (time.monotonic() - agent.started) * 1000
+    calls = h.cmd(op="proxy_calls", id=proxy["id"])
+    agent.stop()
+    figure("prefetch_1000_upstream_calls", len(calls))
+    figure("prefetch_1000_to_ready_ms", f"{ready_ms:.0f}")
+
+    hot = dict(list(resources.items())[:100])
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    ttl, ttls = 4, 3
+    agent = Agent(proxy["url"], hot, f"cache:\n  ttl: {ttl}s")
+    for name in hot:
+        get(f"{agent.url}/secrets/{name}")
+    first = len(h.cmd(op="proxy_calls", id=proxy["id"]))
+    deadline = time.monotonic() + ttl * ttls
+    while time.monotonic() < deadline:
+        for name in hot:
+            get(f"{agent.url}/secrets/{name}")
+        time.sleep(0.1)
+    calls = h.cmd(op="proxy_calls", id=proxy["id"])[first:]
+    agent.stop()
+    # A value is refreshed every ttl - refresh-ahead (80% of the TTL), so 5
+    # calls a round are 6.25 per TTL.
+    figure("refresh_ahead_100_hot_upstream_calls_per_ttl", f"{len(calls) / ttls:.1f}")
+    figure("refresh_ahead_100_hot_secrets_per_call",
+           f"{statistics.mean(len(c['secret_ids'] or [c['secret_id']]) for c in calls):.1f}")
+
+
+def events(h: Harness) -> None:
+    """With `ttl: 1h` and an events queue: from a PutSecretValue's event
+    reaching the queue to readers getting the new version."""
+    arn = h.create_secret("bench/events", "v0")
+    queue = h.cmd(op="call", service="sqs", region=REGION, method="create_queue",
+                  args={"QueueName": f"bench-events-{uuid.uuid4().hex[:8]}"})["QueueUrl"]
+    agent = Agent(h.moto, {"e": arn}, "cache:\n  ttl: 1h",
+                  aws=f"    events:\n      queue-url: {queue}\n      endpoint: {h.moto}")
+    url = agent.url + "/secrets/e"
+    assert get(url) == b"v0"
+    times = []
+    for i in range(1, 3 * ROUNDS + 1):
+        h.cmd(op="call", service="secretsmanager", region=REGION, method="put_secret_value",
+              args={"SecretId": arn, "SecretString": f"v{i}"})
+        event = {"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
+                 "region": REGION, "resources": [],
+                 "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
+                            "requestParameters": {"secretId": arn}}}
+        started = time.monotonic()
+        h.cmd(op="call", service="sqs", region=REGION, method="send_message",
+              args={"QueueUrl": queue, "MessageBody": json.dumps(event)})
+        while get(url) != f"v{i}".encode():
+            if time.monotonic() - started > 30:
+                raise RuntimeError("the event was not acted on within 30 s")
+            time.sleep(0.01)
+        times.append(time.monotonic() - started)
+    agent.stop()
+    figure("events_ttl_1h_event_to_new_version_max_ms", f"{max(times) * 1000:.0f}")
 
 
 def raise_fd_limit() -> None:
@@ -526,7 +629,7 @@ def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
-                                     cost_concurrency)}
+                                     cost_concurrency, brownout, batching, events)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

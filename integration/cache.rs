@@ -75,6 +75,52 @@ async fn steady_reads_never_wait_on_a_slow_upstream_after_the_first() {
 }
 
 #[tokio::test]
+async fn expired_values_are_served_stale_within_stale_wait_while_aws_is_slow() {
+    let f = Fixture::new();
+    let secrets: Vec<_> = (0..5)
+        .map(|n| f.secret("swr", &format!("old-{n}")))
+        .collect();
+    let mut config = f.config().cache(|c| c.ttl("2s"));
+    for (n, secret) in secrets.iter().enumerate() {
+        config = config.resource(&format!("swr{n}"), &secret.arn);
+    }
+    let agent = Agent::start(&config, &[]);
+    let url = |n: usize| agent.url(&format!("/secrets/swr{n}"));
+    for n in 0..secrets.len() {
+        assert_eq!(get(&url(n)).await.text(), format!("old-{n}"));
+    }
+    for (n, secret) in secrets.iter().enumerate() {
+        f.world
+            .put_secret_value(REGION, &secret.arn, &format!("new-{n}"));
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await; // every value expired
+    f.proxy
+        .set_fault(json!({"fault": "delay", "delay_ms": 3000}));
+    for n in 0..secrets.len() {
+        let started = Instant::now();
+        let r = get(&url(n)).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (r.status, r.text(), r.header("secret-agent-cache")),
+            (200, format!("old-{n}"), Some("stale"))
+        );
+        assert!(took < Duration::from_millis(250), "a read took {took:?}");
+    }
+    // The fetches went on: the new values arrive.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    for n in 0..secrets.len() {
+        let r = get(&url(n)).await;
+        assert_eq!(
+            (r.text(), r.header("secret-agent-cache")),
+            (format!("new-{n}"), Some("hit"))
+        );
+    }
+    for secret in &secrets {
+        assert_eq!(f.proxy.gets(&secret.name), 2);
+    }
+}
+
+#[tokio::test]
 async fn outage_serves_stale_then_fails_closed_then_recovers() {
     let f = Fixture::new();
     let secret = f.secret("outage", "before-outage");
@@ -238,13 +284,18 @@ async fn prefetch_fills_the_cache_and_survives_a_failing_resource() {
         "prefetch of arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing} failed"
     )));
     for n in &names {
-        assert_eq!(proxy.gets(n), 1, "{n} prefetched once");
+        assert_eq!(proxy.gets(n), 0, "{n} prefetched in a batch call");
+        assert_eq!(proxy.batch_gets(n), 1, "{n} prefetched once");
         let r = get(&agent.url(&format!("/secrets/{n}"))).await;
         assert_eq!(r.text(), format!("value-of-{n}"));
         assert_eq!(r.header("secret-agent-cache"), Some("hit"));
     }
-    // A secret that does not exist is asked for again in a minute, not now.
-    assert_eq!(proxy.gets(&missing), 1);
+    // A secret that does not exist (an error of its own in the batch
+    // answer) is asked for again in a minute, not now.
+    assert_eq!((proxy.batch_gets(&missing), proxy.gets(&missing)), (1, 0));
+    get(&agent.url("/secrets/missing"))
+        .await
+        .assert_error(502, "upstream_secret_not_found");
 }
 
 /// A reload that removes a resource stops its prefetch retries: those of a
@@ -429,4 +480,127 @@ async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
             .log()
             .contains(reader["SecretAccessKey"].as_str().unwrap())
     );
+}
+
+/// Prefetch and refresh ahead ask for up to 20 secrets per
+/// BatchGetSecretValue call, counted at the proxy.
+#[tokio::test]
+async fn prefetch_and_refresh_ahead_batch_twenty_secrets_per_call() {
+    let f = Fixture::new();
+    let secrets: Vec<_> = (0..45)
+        .map(|n| f.secret("batch", &format!("old-{n}")))
+        .collect();
+    let config = f
+        .config()
+        .resources(
+            secrets
+                .iter()
+                .enumerate()
+                .map(|(n, s)| (format!("b{n}"), s.arn.clone())),
+        )
+        .cache(|c| c.prefetch().ttl("3s").refresh_ahead("1s"));
+    let agent = Agent::start(&config, &[]);
+    assert!(
+        agent.wait_for_log("prefetched 45 resource(s)", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    let batches = |f: &Fixture| {
+        f.proxy
+            .calls()
+            .iter()
+            .filter(|c| c.action == "BatchGetSecretValue")
+            .map(|c| c.secret_ids.len())
+            .collect::<Vec<_>>()
+    };
+    let mut sizes = batches(&f);
+    sizes.sort();
+    assert_eq!(sizes, [5, 20, 20]);
+    for (n, secret) in secrets.iter().enumerate() {
+        assert_eq!(f.proxy.gets(&secret.name), 0);
+        let r = get(&agent.url(&format!("/secrets/b{n}"))).await;
+        assert_eq!(
+            (r.text(), r.header("secret-agent-cache")),
+            (format!("old-{n}"), Some("hit"))
+        );
+        f.world
+            .put_secret_value(REGION, &secret.arn, &format!("new-{n}"));
+    }
+    // Every value was read: they are refreshed ahead together, in three
+    // batch calls, and the new values are served as hits.
+    assert!(
+        eventually(Duration::from_secs(5), async || batches(&f).len() == 6).await,
+        "{:?}",
+        batches(&f)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..secrets.len() {
+        let r = get(&agent.url(&format!("/secrets/b{n}"))).await;
+        assert_eq!(
+            (r.text(), r.header("secret-agent-cache")),
+            (format!("new-{n}"), Some("hit"))
+        );
+    }
+    assert_eq!(batches(&f).len(), 6);
+    assert!(f.proxy.calls().iter().all(|c| c.action != "GetSecretValue"));
+}
+
+/// A policy without `secretsmanager:BatchGetSecretValue` (moto enforcing
+/// IAM): the batch call is refused, and the agent falls back to one
+/// GetSecretValue per secret.
+#[tokio::test]
+async fn a_refused_batch_call_falls_back_to_single_calls() {
+    let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "6")]);
+    let iam = |method: &str, args: serde_json::Value| world.call("iam", "us-east-1", method, args);
+    // 6 unauthenticated calls: a reader and three secrets.
+    iam("create_user", json!({"UserName": "reader"}));
+    let reader = iam("create_access_key", json!({"UserName": "reader"}))["AccessKey"].clone();
+    iam(
+        "put_user_policy",
+        json!({"UserName": "reader", "PolicyName": "read",
+               "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}).to_string()}),
+    );
+    let arns: Vec<String> = (0..3)
+        .map(|n| world.create_secret(REGION, &unique("single"), &format!("single-{n}")))
+        .collect();
+    let proxy = world.proxy();
+    let agent = Agent::start(
+        &AgentConfig::new()
+            .endpoint(&proxy.url)
+            .resources(
+                arns.iter()
+                    .enumerate()
+                    .map(|(n, a)| (format!("s{n}"), a.clone())),
+            )
+            .keys(
+                reader["AccessKeyId"].as_str().unwrap(),
+                reader["SecretAccessKey"].as_str().unwrap(),
+            )
+            .cache(|c| c.prefetch()),
+        &[],
+    );
+    assert!(
+        agent.wait_for_log("prefetched 3 resource(s)", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("BatchGetSecretValue was refused"),
+        "{}",
+        agent.log()
+    );
+    let calls = proxy.calls();
+    let count = |action: &str| calls.iter().filter(|c| c.action == action).count();
+    assert_eq!(
+        (count("BatchGetSecretValue"), count("GetSecretValue")),
+        (1, 3)
+    );
+    for n in 0..3 {
+        let r = get(&agent.url(&format!("/secrets/s{n}"))).await;
+        assert_eq!(
+            (r.text(), r.header("secret-agent-cache")),
+            (format!("single-{n}"), Some("hit"))
+        );
+    }
+    assert_eq!(get(&agent.url("/readyz")).await.status, 200);
 }

@@ -21,8 +21,10 @@ Commands:
                            issued: [{access_key_id, secret_access_key, session_token, expiration}]}
   start_proxy [upstream]                                -> {"id", "url"}  (recording reverse proxy)
   proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret]
-  proxy_calls id       -> [{action, secret_id, access_key_id, region, session_token, form, host,
-                            time, returned}]  (`region`: the SigV4 credential scope's; `form`:
+                       (`only_secret`: calls naming a secret id containing it, batch calls too)
+  proxy_calls id       -> [{action, secret_id, secret_ids, access_key_id, region, session_token,
+                            form, host, time, returned}]  (`secret_ids`: BatchGetSecretValue's
+                            SecretIdList; `region`: the SigV4 credential scope's; `form`:
                             the parameters of a form-encoded call such as AssumeRole; `returned`:
                             the credentials an AssumeRole answer carried)
   proxy_clear id       (also restarts max_in_flight from the calls in flight now)
@@ -282,7 +284,8 @@ class Proxy:
             fault = dict(self.fault)
         if fault["only_action"] is not None and call["action"] != fault["only_action"]:
             return {"fault": "none"}
-        if fault["only_secret"] is not None and fault["only_secret"] not in (call["secret_id"] or ""):
+        if fault["only_secret"] is not None and not any(
+                fault["only_secret"] in i for i in [call["secret_id"] or ""] + (call["secret_ids"] or [])):
             return {"fault": "none"}
         return fault
 
@@ -342,11 +345,13 @@ class ProxyHandler(Handler):
         """Extract action, secret id, access key id and host from a request."""
         target = self.headers.get("X-Amz-Target")
         action = target.rsplit(".", 1)[-1] if target else None
-        secret_id = None
+        secret_id, secret_ids = None, None
         try:
             parsed = json.loads(body) if body else None
             if isinstance(parsed, dict) and isinstance(parsed.get("SecretId"), str):
                 secret_id = parsed["SecretId"]
+            if isinstance(parsed, dict) and isinstance(parsed.get("SecretIdList"), list):
+                secret_ids = [i for i in parsed["SecretIdList"] if isinstance(i, str)]
         except ValueError:
             pass
         if action is None:
@@ -359,7 +364,7 @@ class ProxyHandler(Handler):
             parsed_form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
             form = {k: v[0] for k, v in parsed_form.items()}
         match = CREDENTIAL_RE.search(self.headers.get("Authorization", ""))
-        return {"action": action, "secret_id": secret_id,
+        return {"action": action, "secret_id": secret_id, "secret_ids": secret_ids,
                 "access_key_id": match.group(1) if match else None,
                 "region": match.group(2) if match else None,
                 "session_token": self.headers.get("X-Amz-Security-Token"), "form": form,

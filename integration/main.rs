@@ -9,6 +9,7 @@ mod cache;
 mod core;
 mod cost;
 mod credentials;
+mod events;
 mod examples;
 mod hardening;
 mod patterns;

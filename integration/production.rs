@@ -135,6 +135,43 @@ async fn metrics_count_what_happened() {
     );
 }
 
+/// Per-resource figures are labelled with configured names only.
+#[tokio::test]
+async fn per_resource_metrics_name_configured_resources_only() {
+    let world = World::shared();
+    let secret = world.secret("per-resource", "v1");
+    let agent = Agent::start(
+        &world
+            .config()
+            .resource("pr", &secret.arn)
+            .resource("never-read", &secret.arn),
+        &[],
+    );
+    assert_eq!(get(&agent.url("/secrets/pr")).await.text(), "v1");
+    world.put_secret_value(REGION, &secret.arn, "v2");
+    let r = get(&agent.url("/secrets/pr?refresh=true")).await;
+    assert_eq!(r.text(), "v2");
+    assert_eq!(get(&agent.url("/secrets/made-up-name")).await.status, 404);
+    let text = get(&agent.url("/metrics")).await.text();
+    let m = parse_metrics(&text);
+    let metric = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
+    assert!(metric("secret_agent_resource_value_age_seconds{resource=pr}") < 5.0);
+    assert_eq!(
+        metric("secret_agent_resource_last_refresh{outcome=ok,resource=pr}"),
+        1.0
+    );
+    assert_eq!(
+        metric("secret_agent_resource_version_changes{resource=pr}"),
+        1.0
+    );
+    // Both names share the one cached secret.
+    assert_eq!(
+        metric("secret_agent_resource_version_changes{resource=never-read}"),
+        1.0
+    );
+    assert!(!text.contains("made-up-name"), "{text}");
+}
+
 #[tokio::test]
 async fn sighup_reloads_resources_and_refuses_a_broken_file() {
     let world = World::shared();

@@ -21,10 +21,12 @@ use crate::aws::AwsSettings;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::credentials::AgentCredentials;
+use crate::events::{self, EventsStatus};
 use crate::http::{AppState, Authorizer, Snapshot};
 use crate::listen;
 use crate::metrics::METRICS;
 use crate::reload::Reloader;
+use crate::resources::SecretArn;
 use crate::upstream::Upstream;
 
 /// The signals the agent answers, watched from the start of `main` so that
@@ -70,6 +72,11 @@ impl Application {
     pub async fn build(config: Config, signals: Signals) -> anyhow::Result<Application> {
         let aws = AwsSettings::of(&config);
         let (sdk, credentials) = aws.build().await;
+        let events_client = config
+            .aws
+            .events
+            .as_ref()
+            .map(|events| (events::client(&sdk, events), events.queue_url.clone()));
         let upstream = Upstream::new(sdk, aws.endpoint());
         let cache = Cache::new(
             Arc::new(upstream.clone()),
@@ -98,8 +105,20 @@ impl Application {
             cache,
             prefetch,
             credentials_ready: Arc::new(AtomicBool::new(false)),
+            events: events_client
+                .as_ref()
+                .map(|_| Arc::new(EventsStatus::default())),
             warned: Arc::default(),
         };
+        let (current, cache) = (Arc::clone(&state.current), state.cache.downgrade());
+        METRICS.set_resources(Box::new(move || {
+            current
+                .load()
+                .resources
+                .iter()
+                .map(|(name, arn)| (name.as_str().to_owned(), cache.stats(arn)))
+                .collect()
+        }));
         let mut reloader = Reloader::new(state.clone(), upstream, config.clone());
 
         let ready = state.credentials_ready.clone();
@@ -134,6 +153,26 @@ impl Application {
         // take IMDS or STS round trips, so it does not hold up serving.
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_credentials(credentials, ready));
+        if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
+            let current = Arc::clone(&state.current);
+            let resolve = move |id: &str| {
+                let mut arns: Vec<SecretArn> = Vec::new();
+                for (_, arn) in current.load().resources.iter() {
+                    if events::names_secret(arn, id) && !arns.contains(arn) {
+                        arns.push(arn.clone());
+                    }
+                }
+                arns
+            };
+            tasks.spawn(events::run(
+                client,
+                queue_url,
+                state.cache.clone(),
+                resolve,
+                status,
+                METRICS.clone(),
+            ));
+        }
         let mut hangups = signals.hangup;
         tasks.spawn(async move {
             while hangups.recv().await.is_some() {

@@ -14,6 +14,18 @@
 //! - any other failure (access denied, deleted secret, ...): the value is
 //!   dropped at once, so a revoked permission stops reads.
 //!
+//! The prefetch and refreshes ahead fetch the current versions of up to
+//! [`BATCH_LIMIT`] secrets of one region per BatchGetSecretValue call
+//! ([`Inner::start_batch`]); refreshes due within a short window are
+//! gathered, with read values due soon after them. Each secret's part is
+//! an ordinary fetch of its slot that readers join; a refused batch call
+//! falls back to single calls.
+//!
+//! A reader of an expired value that is still within `max_stale` waits at
+//! most `stale_wait` for its refresh (stale while revalidate), then gets
+//! that value, marked stale, while the fetch goes on; a reader with no
+//! value in hand waits for the fetch, up to `fetch_timeout`.
+//!
 //! What a client can make the agent spend is bounded, since AWS bills each
 //! call and any local process may be a client:
 //! - forced refreshes of one entry: a burst of [`REFRESH_BURST`], then one
@@ -36,7 +48,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -44,7 +56,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -52,7 +64,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::config::CacheConfig;
 use crate::resources::SecretArn;
 use crate::secret::Secret;
-use crate::upstream::{Upstream, UpstreamError, Version, with_deadline};
+use crate::upstream::{BATCH_LIMIT, BatchAnswer, Upstream, UpstreamError, Version, with_deadline};
 
 /// Where values come from. [`Upstream`] in the agent; a fake in unit tests.
 pub trait Fetch: Send + Sync + 'static {
@@ -61,6 +73,13 @@ pub trait Fetch: Send + Sync + 'static {
         arn: SecretArn,
         version: Version,
     ) -> BoxFuture<'static, Result<Secret, UpstreamError>>;
+
+    /// The current versions of `arns` (one region, at most [`BATCH_LIMIT`])
+    /// in one call; see [`Upstream::batch_get_secret_value`].
+    fn fetch_batch(
+        &self,
+        arns: Vec<SecretArn>,
+    ) -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>>;
 }
 
 impl Fetch for Upstream {
@@ -72,16 +91,34 @@ impl Fetch for Upstream {
         let upstream = self.clone();
         async move { upstream.get_secret_value(&arn, &version).await }.boxed()
     }
+
+    fn fetch_batch(
+        &self,
+        arns: Vec<SecretArn>,
+    ) -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>> {
+        let upstream = self.clone();
+        async move { upstream.batch_get_secret_value(&arns).await }.boxed()
+    }
 }
+
+/// The upstream actions, as metrics label them.
+pub const GET_SECRET_VALUE: &str = "GetSecretValue";
+pub const BATCH_GET_SECRET_VALUE: &str = "BatchGetSecretValue";
 
 /// Where the cache reports what it does; the agent's is
 /// [`crate::metrics::Metrics`], tests use their own.
 pub trait CacheMetrics: Send + Sync + 'static {
     /// A read was served. On the hot path: must neither lock nor allocate.
     fn read(&self, status: CacheStatus);
-    /// A GetSecretValue call ended, after `latency` (the wait for a turn
-    /// among `max-concurrent-calls` not included).
-    fn upstream_call(&self, result: Result<(), &UpstreamError>, latency: Duration);
+    /// A call to AWS ([`GET_SECRET_VALUE`] or [`BATCH_GET_SECRET_VALUE`])
+    /// ended, after `latency` (the wait for a turn among
+    /// `max-concurrent-calls` not included).
+    fn upstream_call(
+        &self,
+        action: &'static str,
+        result: Result<(), &UpstreamError>,
+        latency: Duration,
+    );
 }
 
 /// How a read was served; sent to clients as `Secret-Agent-Cache`.
@@ -116,6 +153,19 @@ const _: () = {
         i += 1;
     }
 };
+
+/// What the cache knows of one secret's current version, for per-resource
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecretStats {
+    /// Time since the cached value was fetched; `None` without one.
+    pub age: Option<Duration>,
+    /// `ok`, or the [`UpstreamError::kind`] of the last fetch; `None`
+    /// before the first ends.
+    pub last_outcome: Option<&'static str>,
+    /// Fetches that brought a version other than the one cached.
+    pub version_changes: u64,
+}
 
 /// A read that could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,6 +299,12 @@ struct Inner {
     /// removed resource's slot is never re-created. Entries stay while
     /// their ARN is configured: one per resource at most.
     prefetching: Mutex<HashMap<SecretArn, CancellationToken>>,
+    /// Until when BatchGetSecretValue is not tried, after AWS refused it
+    /// (e.g. the policy lacks the permission): single calls instead.
+    batch_refused_until: Mutex<Option<Instant>>,
+    /// Values due a refresh ahead, gathered for [`GATHER_WINDOW`] so that
+    /// one BatchGetSecretValue refreshes those due together.
+    due: Mutex<Vec<(Key, Arc<Slot>)>>,
 }
 
 struct Slot {
@@ -258,6 +314,8 @@ struct Slot {
     read_since_fetch: AtomicBool,
     /// `Inner::clock` at the last read, for eviction.
     last_used: AtomicU64,
+    /// Fetches that replaced the value with another version.
+    version_changes: AtomicU64,
     /// The value was dropped for being past `max-stale`; until a fetch
     /// succeeds, failures are reported as [`CacheError::StaleLimit`].
     lapsed: AtomicBool,
@@ -284,6 +342,8 @@ struct SlotState {
     refreshes: RefreshBudget,
     /// The last not-found answer, repeated to reads until it expires.
     not_found: Option<(UpstreamError, Instant)>,
+    /// `ok` or the error kind of the last fetch, for metrics.
+    last_outcome: Option<&'static str>,
 }
 
 /// Forced refreshes a client may make of one entry: [`REFRESH_BURST`] at
@@ -347,6 +407,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// to fix it, so asking more often only adds calls. Not configurable.
 const LASTING_FAILURE_RETRY: Duration = Duration::from_secs(60);
 
+/// Refreshes ahead due within this long of the first (and a quarter of
+/// `refresh-ahead` at most) share BatchGetSecretValue calls.
+const GATHER_WINDOW: Duration = Duration::from_secs(1);
+
+/// How long single calls replace BatchGetSecretValue after AWS refused it.
+const BATCH_REFUSED_RETRY: Duration = Duration::from_secs(600);
+
 impl Cache {
     /// Must be called within a tokio runtime; background work runs on it
     /// until the last handle is dropped. At most `max_concurrent_calls`
@@ -371,6 +438,8 @@ impl Cache {
                 runtime: Handle::current(),
                 tasks,
                 prefetching: Mutex::new(HashMap::new()),
+                batch_refused_until: Mutex::new(None),
+                due: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -382,6 +451,35 @@ impl Cache {
             .ttl_nanos
             .store(nanos(settings.ttl), Ordering::Relaxed);
         self.inner.settings.store(Arc::new(settings));
+    }
+
+    /// A handle for metrics that does not keep the cache (and its tasks)
+    /// going.
+    pub fn downgrade(&self) -> WeakCache {
+        WeakCache {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Fetches the current versions of those of `arns` the cache holds, in
+    /// batch calls, after any fetch already under way (which may have
+    /// started before the change that prompted this): for event-driven
+    /// refreshes, the agent's own, not limited like a client's.
+    pub async fn refresh_cached(&self, arns: Vec<SecretArn>) {
+        let slots: Vec<_> = arns
+            .iter()
+            .filter_map(|arn| {
+                let key = Key::new(arn, &Version::Current);
+                let slot = Arc::clone(&*self.inner.slots.get(&key)?);
+                Some((key, slot))
+            })
+            .collect();
+        let under_way: Vec<_> = slots
+            .iter()
+            .filter_map(|(_, slot)| slot.state().inflight.clone())
+            .collect();
+        futures_util::future::join_all(under_way).await;
+        futures_util::future::join_all(self.inner.start_batch(slots)).await;
     }
 
     /// Number of cached entries (including those whose first fetch is under
@@ -426,8 +524,9 @@ impl Cache {
         read
     }
 
-    /// Fetches the current version of every ARN in the background, at most
-    /// [`PREFETCH_CONCURRENCY`] at a time; the rest go on regardless of a
+    /// Fetches the current version of every ARN in the background, in
+    /// BatchGetSecretValue calls of up to [`BATCH_LIMIT`] secrets of one
+    /// region, at most [`PREFETCH_CONCURRENCY`] calls at a time; the rest go on regardless of a
     /// failed one, which is logged and retried until it succeeds or a reload
     /// removes it ([`Cache::retain`]): with backoff when the failure may pass
     /// by itself, else once every [`LASTING_FAILURE_RETRY`].
@@ -453,9 +552,9 @@ impl Cache {
         self.inner.spawn(async move {
             let started = Instant::now();
             let total = work.len();
-            futures_util::stream::iter(work)
-                .for_each_concurrent(PREFETCH_CONCURRENCY, |(arn, work)| {
-                    inner.prefetch_one(arn, work, &tracker)
+            futures_util::stream::iter(batches(work, |(arn, _)| arn.region()))
+                .for_each_concurrent(PREFETCH_CONCURRENCY, |batch| {
+                    inner.prefetch_batch(batch, &tracker)
                 })
                 .await;
             log::info!(
@@ -550,6 +649,8 @@ impl Cache {
 
         let settings = self.inner.settings.load();
         let slot = self.inner.slot(&key);
+        // Until when an expired value in hand may be served, stale.
+        let mut stale_until = None;
         if let Some(cached) = slot.value.load_full() {
             let age = cached.fetched_at.elapsed();
             if age < settings.ttl {
@@ -561,6 +662,7 @@ impl Cache {
                 if state.inflight.is_some() || state.failures > 0 {
                     return Ok((cached.secret.clone(), CacheStatus::Stale));
                 }
+                stale_until = Some((cached, settings.ttl + settings.max_stale - age));
             }
         } else if let Some((err, until)) = &slot.state().not_found
             && Instant::now() < *until
@@ -568,7 +670,20 @@ impl Cache {
             return Err(CacheError::Upstream(err.clone()));
         }
 
-        match self.inner.start_fetch(&key, &slot).await {
+        let fetch = self.inner.start_fetch(&key, &slot);
+        // Stale while revalidate: with a value in hand, wait at most
+        // `stale-wait` (and never past `max-stale`) for the fetch, then
+        // serve that value while the fetch goes on.
+        let fetched = match stale_until {
+            Some((cached, left)) => {
+                match tokio::time::timeout(settings.stale_wait.min(left), fetch).await {
+                    Ok(fetched) => fetched,
+                    Err(_) => return Ok((cached.secret.clone(), CacheStatus::Stale)),
+                }
+            }
+            None => fetch.await,
+        };
+        match fetched {
             Ok(secret) => Ok((secret, CacheStatus::Miss)),
             Err(err) if err.is_transient() => match slot.value.load_full() {
                 Some(c) if c.fetched_at.elapsed() < settings.ttl + settings.max_stale => {
@@ -580,6 +695,29 @@ impl Cache {
             },
             Err(err) => Err(CacheError::Upstream(err)),
         }
+    }
+}
+
+/// See [`Cache::downgrade`].
+#[derive(Clone)]
+pub struct WeakCache {
+    inner: Weak<Inner>,
+}
+
+impl WeakCache {
+    /// What the cache holds of the current version of `arn`; `None` when
+    /// it has no entry for it (never asked for, or evicted) or is gone.
+    pub fn stats(&self, arn: &SecretArn) -> Option<SecretStats> {
+        let inner = self.inner.upgrade()?;
+        // Cloned out of the map: no shard lock is held under the slot's.
+        let slot = Arc::clone(&*inner.slots.get(&Key::new(arn, &Version::Current))?);
+        let age = slot.value.load().as_ref().map(|c| c.fetched_at.elapsed());
+        let last_outcome = slot.state().last_outcome;
+        Some(SecretStats {
+            age,
+            last_outcome,
+            version_changes: slot.version_changes.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -604,18 +742,46 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The first attempt runs within the concurrency bound; retries of a
-    /// failure run on their own so they never hold up the others. All of
-    /// it stops when `work` is cancelled (a reload removed the resource).
-    async fn prefetch_one(
+    /// The first attempt, one batch call, runs within the concurrency
+    /// bound; retries of a failure run on their own, one call per ARN, so
+    /// they never hold up the others. All of it stops when `work` is
+    /// cancelled (a reload removed the resource).
+    async fn prefetch_batch(
+        self: &Arc<Self>,
+        batch: Vec<(SecretArn, CancellationToken)>,
+        progress: &Arc<Prefetch>,
+    ) {
+        let (live, slots): (Vec<_>, Vec<_>) = {
+            // `retain` cancels under this lock, then drops the slots.
+            let _prefetching = self.lock_prefetching();
+            batch
+                .iter()
+                .filter(|(_, work)| !work.is_cancelled())
+                .map(|(arn, work)| {
+                    let key = Key::new(arn, &Version::Current);
+                    let slot = self.slot(&key);
+                    ((arn.clone(), work.clone()), (key, slot))
+                })
+                .unzip()
+        };
+        let fetches = self.start_batch(slots);
+        let results = futures_util::future::join_all(fetches).await;
+        progress.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+        for ((arn, work), result) in live.into_iter().zip(results) {
+            if let Err(err) = result {
+                self.retry_prefetch(arn, work, err, progress);
+            }
+        }
+    }
+
+    /// Retries a failed prefetch until it succeeds or `work` is cancelled.
+    fn retry_prefetch(
         self: &Arc<Self>,
         arn: SecretArn,
         work: CancellationToken,
+        err: UpstreamError,
         progress: &Arc<Prefetch>,
     ) {
-        let first = self.prefetch_fetch(&arn, &work).await;
-        progress.pending.fetch_sub(1, Ordering::SeqCst);
-        let Some(Err(err)) = first else { return };
         let failing = Failing::new(progress, &arn);
         let inner = Arc::clone(self);
         self.spawn(work.clone().run_until_cancelled_owned(async move {
@@ -695,6 +861,7 @@ impl Inner {
                     value: ArcSwapOption::empty(),
                     read_since_fetch: AtomicBool::new(false),
                     last_used: AtomicU64::new(now),
+                    version_changes: AtomicU64::new(0),
                     lapsed: AtomicBool::new(false),
                     state: Mutex::new(SlotState::default()),
                 })
@@ -788,12 +955,196 @@ impl Inner {
         }
         let fetch = self.fetcher.fetch(key.arn.clone(), key.version.clone());
         let result = with_deadline(left, fetch).await;
-        self.metrics
-            .upstream_call(result.as_ref().map(drop), started.elapsed());
+        self.metrics.upstream_call(
+            GET_SECRET_VALUE,
+            result.as_ref().map(drop),
+            started.elapsed(),
+        );
         match result {
             Err(UpstreamError::Timeout) if waited => Err(UpstreamError::Busy),
             result => result,
         }
+    }
+
+    /// Fetches the current version of each slot: joins the fetch under way
+    /// for a slot that has one; the others are fetched together, in
+    /// BatchGetSecretValue calls of up to [`BATCH_LIMIT`] secrets of one
+    /// region. Each reader of a slot joins its part as it would a single
+    /// fetch. Returns one fetch per slot, in order.
+    fn start_batch(self: &Arc<Self>, slots: Vec<(Key, Arc<Slot>)>) -> Vec<SharedFetch> {
+        let mut fetches = Vec::with_capacity(slots.len());
+        let mut todo = Vec::new();
+        for (key, slot) in slots {
+            let mut state = slot.state();
+            if let Some(fetch) = &state.inflight {
+                fetches.push(fetch.clone());
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let fetch = async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(UpstreamError::Other {
+                        code: "InternalError".into(),
+                        message: "the fetch task ended".into(),
+                    })
+                })
+            }
+            .boxed()
+            .shared();
+            state.inflight = Some(fetch.clone());
+            fetches.push(fetch);
+            drop(state);
+            todo.push(Part { key, slot, tx });
+        }
+        for batch in batches(todo, |part| part.key.arn.region()) {
+            let inner = Arc::clone(self);
+            self.spawn(async move { inner.run_batch(batch).await });
+        }
+        fetches
+    }
+
+    /// One BatchGetSecretValue for `batch` (one call is a GetSecretValue);
+    /// when AWS refuses the batch call, or leaves a secret out of its
+    /// answer, single calls. Each secret's outcome is its own.
+    async fn run_batch(self: &Arc<Self>, mut batch: Vec<Part>) {
+        if batch.len() > 1 && self.batch_allowed() {
+            let arns = batch.iter().map(|p| p.key.arn.clone()).collect();
+            match self.call_batch(arns).await {
+                Ok(answer) => {
+                    for (arn, result) in answer {
+                        if let Some(i) = batch.iter().position(|p| p.key.arn == arn) {
+                            self.finish(batch.swap_remove(i), result);
+                        }
+                    }
+                }
+                Err(err) if err.is_transient() => {
+                    for part in batch {
+                        self.finish(part, Err(err.clone()));
+                    }
+                    return;
+                }
+                Err(err) => {
+                    log::warn!(
+                        "BatchGetSecretValue was refused ({err}); fetching one secret per call, and trying it again in {}",
+                        humantime::format_duration(BATCH_REFUSED_RETRY)
+                    );
+                    *self.lock_batch_refused() = Some(Instant::now() + BATCH_REFUSED_RETRY);
+                }
+            }
+        }
+        futures_util::stream::iter(batch)
+            .for_each_concurrent(PREFETCH_CONCURRENCY, |part| async move {
+                let result = self.call(&part.key).await;
+                self.finish(part, result);
+            })
+            .await;
+    }
+
+    fn finish(self: &Arc<Self>, part: Part, result: Result<Secret, UpstreamError>) {
+        let result = result.map(Arc::new);
+        self.complete(&part.key, &part.slot, &result);
+        // Nobody waiting is fine.
+        let _ = part.tx.send(result);
+    }
+
+    fn lock_batch_refused(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.batch_refused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn batch_allowed(&self) -> bool {
+        self.lock_batch_refused()
+            .is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// One BatchGetSecretValue within the fetch deadline, as [`Inner::call`].
+    async fn call_batch(&self, arns: Vec<SecretArn>) -> Result<BatchAnswer, UpstreamError> {
+        let deadline = Instant::now() + self.settings().fetch_timeout;
+        let (_permit, waited) = match self.calls.try_acquire() {
+            Ok(permit) => (permit, false),
+            Err(_) => match tokio::time::timeout_at(deadline, self.calls.acquire()).await {
+                Ok(Ok(permit)) => (permit, true),
+                Ok(Err(_)) | Err(_) => return Err(UpstreamError::Busy),
+            },
+        };
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        if left.is_zero() {
+            return Err(UpstreamError::Busy);
+        }
+        let result = with_deadline(left, self.fetcher.fetch_batch(arns)).await;
+        self.metrics.upstream_call(
+            BATCH_GET_SECRET_VALUE,
+            result.as_ref().map(drop),
+            started.elapsed(),
+        );
+        match result {
+            Err(UpstreamError::Timeout) if waited => Err(UpstreamError::Busy),
+            result => result,
+        }
+    }
+
+    /// Refreshes the slot's value within [`GATHER_WINDOW`], together with
+    /// the others due meanwhile.
+    fn refresh_soon(self: &Arc<Self>, key: Key, slot: Arc<Slot>) {
+        if key.version != Version::Current {
+            drop(self.start_fetch(&key, &slot));
+            return;
+        }
+        let first = {
+            let mut due = self.lock_due();
+            due.push((key, slot));
+            due.len() == 1
+        };
+        if first {
+            let window = (self.settings().refresh_ahead / 4).min(GATHER_WINDOW);
+            let inner = Arc::clone(self);
+            self.spawn(async move {
+                tokio::time::sleep(window).await;
+                let due = std::mem::take(&mut *inner.lock_due());
+                let mut live: Vec<_> = due
+                    .into_iter()
+                    .filter(|(_, slot)| !slot.state().retired)
+                    .collect();
+                live.extend(inner.due_soon(&live));
+                drop(inner.start_batch(live));
+            });
+        }
+    }
+
+    /// Read values, other than `taken`, whose refresh ahead is due within
+    /// `refresh-ahead` from now (so before they expire): refreshed a little
+    /// early with those due now, they share their calls, and from then on
+    /// their refreshes fall due together.
+    fn due_soon(&self, taken: &[(Key, Arc<Slot>)]) -> Vec<(Key, Arc<Slot>)> {
+        let settings = self.settings();
+        let horizon = Instant::now() + settings.refresh_ahead;
+        let taken: HashSet<&Key> = taken.iter().map(|(key, _)| key).collect();
+        let soon: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|entry| entry.key().version == Version::Current)
+            .filter(|entry| !taken.contains(entry.key()))
+            .filter(|entry| entry.read_since_fetch.load(Ordering::Relaxed))
+            .filter(|entry| {
+                entry.value.load().as_ref().is_some_and(|cached| {
+                    cached.fetched_at + settings.ttl - settings.refresh_ahead <= horizon
+                })
+            })
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        // Not those retrying a failure: they keep their backoff.
+        soon.into_iter()
+            .filter(|(_, slot)| {
+                let state = slot.state();
+                state.failures == 0 && state.inflight.is_none()
+            })
+            .collect()
+    }
+
+    fn lock_due(&self) -> MutexGuard<'_, Vec<(Key, Arc<Slot>)>> {
+        self.due.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records a fetch's outcome and schedules the slot's next background step.
@@ -807,6 +1158,7 @@ impl Inner {
         let mut state = slot.state();
         state.inflight = None;
         state.stop_timer();
+        state.last_outcome = Some(result.as_ref().map_or_else(UpstreamError::kind, |_| "ok"));
         let evict = match result {
             Ok(secret) => {
                 state.failures = 0;
@@ -816,13 +1168,17 @@ impl Inner {
                     return;
                 }
                 let fetched_at = Instant::now();
-                let had_value = slot
-                    .value
-                    .swap(Some(Arc::new(Cached {
-                        secret: Arc::clone(secret),
-                        fetched_at,
-                    })))
-                    .is_some();
+                let old = slot.value.swap(Some(Arc::new(Cached {
+                    secret: Arc::clone(secret),
+                    fetched_at,
+                })));
+                if old
+                    .as_ref()
+                    .is_some_and(|old| old.secret.version_id != secret.version_id)
+                {
+                    slot.version_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                let had_value = old.is_some();
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
                 let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
                 if !state.retired {
@@ -885,7 +1241,7 @@ impl Inner {
                 return; // idle: let it expire
             }
             if let Some(inner) = inner.upgrade() {
-                drop(inner.start_fetch(&key, &slot));
+                inner.refresh_soon(key, slot);
             }
         })
         .abort_handle()
@@ -923,6 +1279,35 @@ impl Inner {
     }
 }
 
+/// One secret's share of a batch: its slot, and where its outcome goes.
+struct Part {
+    key: Key,
+    slot: Arc<Slot>,
+    tx: oneshot::Sender<Result<Arc<Secret>, UpstreamError>>,
+}
+
+/// `items` in groups of at most [`BATCH_LIMIT`] of one region each.
+fn batches<T>(items: Vec<T>, region: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    let mut by_region: Vec<(String, Vec<Vec<T>>)> = Vec::new();
+    for item in items {
+        let i = match by_region.iter().position(|(r, _)| r == region(&item)) {
+            Some(i) => i,
+            None => {
+                by_region.push((region(&item).to_owned(), vec![Vec::new()]));
+                by_region.len() - 1
+            }
+        };
+        let groups = &mut by_region[i].1;
+        if groups.last().is_none_or(|g| g.len() == BATCH_LIMIT) {
+            groups.push(Vec::new());
+        }
+        if let Some(group) = groups.last_mut() {
+            group.push(item);
+        }
+    }
+    by_region.into_iter().flat_map(|(_, g)| g).collect()
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -956,6 +1341,14 @@ mod tests {
         /// Calls under way now, and the most there ever were at once.
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
+        /// BatchGetSecretValue calls (also counted in `calls`).
+        batch_calls: AtomicUsize,
+        /// Batch calls are refused as a whole (access denied).
+        batch_refused: AtomicBool,
+        /// ARNs a batch answer reports as not found, on their own.
+        missing: Mutex<HashSet<String>>,
+        /// ARNs a batch answer leaves out.
+        omitted: Mutex<HashSet<String>>,
     }
 
     /// Counts a call out of `in_flight` when it ends, or is dropped at its deadline.
@@ -980,6 +1373,28 @@ mod tests {
         fn set_delay(&self, d: Duration) {
             *self.delay.lock().unwrap() = d;
         }
+        fn batch_calls(&self) -> usize {
+            self.batch_calls.load(Ordering::SeqCst)
+        }
+        /// Starts a call: its number, and its share of `in_flight`.
+        fn begin(self: &Arc<Self>) -> (usize, InFlight) {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            (n, InFlight(Arc::clone(self)))
+        }
+    }
+
+    fn fake_secret(arn: &SecretArn, n: usize) -> Secret {
+        Secret {
+            arn: arn.to_string(),
+            name: "n".into(),
+            version_id: Some(format!("v{n}")),
+            version_stages: vec!["AWSCURRENT".into()],
+            created_date: None,
+            kind: Kind::Text,
+            value: secret_bytes(format!("value-{n}").into_bytes()),
+        }
     }
 
     impl Fetch for Arc<FakeUpstream> {
@@ -988,10 +1403,7 @@ mod tests {
             arn: SecretArn,
             version: Version,
         ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            let in_flight = InFlight(Arc::clone(self));
+            let (n, in_flight) = self.begin();
             let delay = *self.delay.lock().unwrap();
             let failure = self.failure.lock().unwrap().clone();
             async move {
@@ -1003,15 +1415,47 @@ mod tests {
                 if let Version::Id(id) = version {
                     return Err(UpstreamError::VersionNotFound(format!("no version {id}")));
                 }
-                Ok(Secret {
-                    arn: arn.to_string(),
-                    name: "n".into(),
-                    version_id: Some(format!("v{n}")),
-                    version_stages: vec!["AWSCURRENT".into()],
-                    created_date: None,
-                    kind: Kind::Text,
-                    value: secret_bytes(format!("value-{n}").into_bytes()),
-                })
+                Ok(fake_secret(&arn, n))
+            }
+            .boxed()
+        }
+
+        /// One call; a transient failure fails it as a whole, any other is
+        /// each secret's own.
+        fn fetch_batch(
+            &self,
+            arns: Vec<SecretArn>,
+        ) -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>> {
+            let (n, in_flight) = self.begin();
+            self.batch_calls.fetch_add(1, Ordering::SeqCst);
+            let delay = *self.delay.lock().unwrap();
+            let failure = self.failure.lock().unwrap().clone();
+            let refused = self.batch_refused.load(Ordering::SeqCst);
+            let missing = self.missing.lock().unwrap().clone();
+            let omitted = self.omitted.lock().unwrap().clone();
+            async move {
+                let _in_flight = in_flight;
+                tokio::time::sleep(delay).await;
+                if refused {
+                    return Err(denied());
+                }
+                if let Some(err) = failure.as_ref().filter(|e| e.is_transient()) {
+                    return Err(err.clone());
+                }
+                Ok(arns
+                    .into_iter()
+                    .filter(|arn| !omitted.contains(arn.as_str()))
+                    .map(|arn| {
+                        let result = if missing.contains(arn.as_str()) {
+                            Err(UpstreamError::SecretNotFound("gone".into()))
+                        } else if let Some(err) = &failure {
+                            Err(err.clone())
+                        } else {
+                            Ok(fake_secret(&arn, n))
+                        };
+                        (arn, result)
+                    })
+                    .collect())
             }
             .boxed()
         }
@@ -1027,6 +1471,7 @@ mod tests {
             fetch_timeout: Duration::from_secs(5),
             min_refresh_interval: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(30),
+            stale_wait: Duration::from_millis(200),
         }
     }
 
@@ -1079,7 +1524,7 @@ mod tests {
         fn read(&self, status: CacheStatus) {
             self.reads[status as usize].fetch_add(1, Ordering::SeqCst);
         }
-        fn upstream_call(&self, result: Result<(), &UpstreamError>, _: Duration) {
+        fn upstream_call(&self, _: &'static str, result: Result<(), &UpstreamError>, _: Duration) {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if result.is_err() {
                 self.failed_calls.fetch_add(1, Ordering::SeqCst);
@@ -1169,8 +1614,9 @@ mod tests {
         read(&cache, 1).await.unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Hit);
-        // The refresh starts at 80 s (fetched at 1 s) and takes 1 s.
-        tokio::time::sleep(Duration::from_millis(70_500)).await;
+        // The refresh is due at 81 s (fetched at 1 s), starts at the end
+        // of its gathering window, 82 s, and takes 1 s.
+        tokio::time::sleep(Duration::from_millis(71_500)).await;
         settle().await;
         assert_eq!(fake.calls(), 2);
         // While it is in flight the old value is served at once.
@@ -1218,6 +1664,89 @@ mod tests {
         let (value, status) = read(&cache, 1).await.unwrap();
         assert_eq!(status, CacheStatus::Miss);
         assert_ne!(value, "value-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_value_is_served_stale_after_stale_wait_while_the_fetch_goes_on() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.set_delay(Duration::from_secs(3));
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-1".into(), CacheStatus::Stale)
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        // Others joining the fetch under way do not wait at all.
+        let started = Instant::now();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(fake.calls(), 2);
+        // The fetch went on and brought the new value.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
+        assert_eq!(fake.calls(), 2);
+        // A fetch that answers within stale-wait is waited for.
+        let (first, _) = read(&cache, 2).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.set_delay(Duration::from_millis(150));
+        let started = Instant::now();
+        let (value, status) = read(&cache, 2).await.unwrap();
+        assert_eq!(status, CacheStatus::Miss);
+        assert_ne!(value, first, "a new value");
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_wait_never_serves_past_max_stale_nor_without_a_value() {
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        fake.set_delay(Duration::from_secs(3));
+        // 100 ms short of ttl + max-stale: served stale at the bound.
+        tokio::time::sleep(Duration::from_millis(159_900)).await;
+        let started = Instant::now();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Past ttl + max-stale: the reader waits for the fetch.
+        let (fake, cache) = setup(settings());
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(161)).await;
+        fake.set_delay(Duration::from_secs(3));
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Miss)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        // No value in hand: the reader waits for the fetch too.
+        let started = Instant::now();
+        assert_eq!(read(&cache, 2).await.unwrap().1, CacheStatus::Miss);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_wait_zero_serves_an_expired_value_at_once() {
+        let (fake, cache) = setup(CacheConfig {
+            stale_wait: Duration::ZERO,
+            ..settings()
+        });
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        fake.set_delay(Duration::from_millis(10));
+        let started = Instant::now();
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Stale);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
+        assert_eq!(
+            read(&cache, 1).await.unwrap(),
+            ("value-2".into(), CacheStatus::Hit)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1348,6 +1877,177 @@ mod tests {
             assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
         }
         assert_eq!(fake.calls(), calls);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefetch_batches_twenty_secrets_per_call_and_reports_each_failure() {
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 2000,
+            ..settings()
+        });
+        fake.missing
+            .lock()
+            .unwrap()
+            .extend([arn(7).to_string(), arn(993).to_string()]);
+        fake.set_delay(Duration::from_millis(100));
+        let progress = cache.prefetch((0..1000).map(arn).collect());
+        // Eight calls at a time: seven turns.
+        tokio::time::sleep(Duration::from_millis(701)).await;
+        assert!(progress.is_done());
+        assert_eq!((fake.calls(), fake.batch_calls()), (50, 50));
+        assert_eq!(fake.max_in_flight(), PREFETCH_CONCURRENCY);
+        // A secret the answer reports as not found fails on its own.
+        assert_eq!(
+            progress.failing(),
+            [arn(7).to_string(), arn(993).to_string()]
+        );
+        for n in (0..1000).filter(|n| ![7, 993].contains(n)) {
+            assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+        }
+        assert!(matches!(
+            read(&cache, 7).await,
+            Err(CacheError::Upstream(UpstreamError::SecretNotFound(_)))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_the_batch_answer_leaves_out_is_fetched_on_its_own() {
+        let (fake, cache) = setup(settings());
+        fake.omitted.lock().unwrap().insert(arn(2).to_string());
+        let progress = cache.prefetch((0..5).map(arn).collect());
+        settle().await;
+        assert!(progress.is_done() && progress.failing().is_empty());
+        assert_eq!((fake.calls(), fake.batch_calls()), (2, 1));
+        for n in 0..5 {
+            assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_batch_call_falls_back_to_single_calls() {
+        let (fake, recorder, cache) = setup_recorded(
+            CacheConfig {
+                max_entries: 100,
+                ..settings()
+            },
+            CALLS,
+        );
+        fake.batch_refused.store(true, Ordering::SeqCst);
+        let progress = cache.prefetch((0..40).map(arn).collect());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(progress.is_done() && progress.failing().is_empty());
+        // One refused batch call (both batches were under way at once at
+        // most), then one call per secret.
+        let batches = fake.batch_calls();
+        assert!((1..=2).contains(&batches), "{batches}");
+        assert_eq!(fake.calls(), batches + 40);
+        assert_eq!(recorder.calls.load(Ordering::SeqCst), fake.calls());
+        for n in 0..40 {
+            assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+        }
+        // Not tried again for a while: single calls.
+        cache.prefetch((40..60).map(arn).collect());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(fake.batch_calls(), batches);
+        // Then tried again.
+        fake.batch_refused.store(false, Ordering::SeqCst);
+        tokio::time::sleep(BATCH_REFUSED_RETRY).await;
+        let calls = fake.calls();
+        cache.prefetch((60..80).map(arn).collect());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!((fake.calls(), fake.batch_calls()), (calls + 1, batches + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_ahead_due_together_share_batch_calls() {
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 200,
+            ..settings()
+        });
+        // 100 hot secrets, first read within half a second.
+        for n in 0..100 {
+            read(&cache, n).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(fake.calls(), 100);
+        // Read steadily for five TTLs.
+        for _ in 0..500 {
+            for n in 0..100 {
+                assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Refreshed every 81 s (ttl - refresh-ahead, and the gathering
+        // window): six times in 500 s, in five calls each.
+        assert_eq!(fake.calls() - 100, 6 * 5);
+        assert_eq!(fake.batch_calls(), 6 * 5);
+
+        // First reads spread over 20 s: due at different times at first,
+        // the refreshes are soon gathered into one group of five calls.
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 200,
+            ..settings()
+        });
+        for n in 0..100 {
+            read(&cache, n).await.unwrap();
+            read(&cache, n).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let read_for = async |seconds| {
+            for _ in 0..seconds {
+                for n in 0..100 {
+                    assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        read_for(200).await;
+        let before = fake.calls();
+        read_for(800).await;
+        // About ten refreshes (every 81 s) in 800 s, five calls each.
+        let calls = fake.calls() - before;
+        assert!((45..=50).contains(&calls), "{calls}");
+        assert_eq!(calls % 5, 0, "{calls}");
+
+        // A transient failure of the batch is each secret's own: served
+        // stale, retried one by one.
+        fake.fail_with(Some(UNAVAILABLE));
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(read(&cache, 3).await.unwrap().1, CacheStatus::Stale);
+        assert!(fake.calls() - fake.batch_calls() > 100, "single retries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_say_the_age_last_outcome_and_version_changes() {
+        let (fake, cache) = setup(settings());
+        let weak = cache.downgrade();
+        assert_eq!(weak.stats(&arn(1)), None);
+        read(&cache, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            weak.stats(&arn(1)),
+            Some(SecretStats {
+                age: Some(Duration::from_secs(3)),
+                last_outcome: Some("ok"),
+                version_changes: 0
+            })
+        );
+        // The fake answers each call with a new version.
+        refresh(&cache, 1).await.unwrap();
+        refresh(&cache, 1).await.unwrap();
+        fake.fail_with(Some(UNAVAILABLE));
+        assert!(refresh(&cache, 1).await.is_err());
+        assert_eq!(
+            weak.stats(&arn(1)),
+            Some(SecretStats {
+                age: Some(Duration::ZERO),
+                last_outcome: Some("timeout"),
+                version_changes: 2
+            })
+        );
+        // It does not keep the cache going.
+        drop(cache);
+        assert_eq!(weak.stats(&arn(1)), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1675,28 +2375,29 @@ mod tests {
         cache.retain(&HashSet::new());
         tokio::time::sleep(Duration::from_secs(10 * 60)).await;
         settle().await;
-        assert_eq!(fake.calls(), 2);
+        assert_eq!((fake.calls(), fake.batch_calls()), (1, 1));
         assert_eq!(cache.len(), 0);
 
         // Prefetched again after it comes back: retried again.
         cache.prefetch(vec![arn(1)]);
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(fake.calls() >= 4, "{}", fake.calls());
+        assert!(fake.calls() >= 3, "{}", fake.calls());
 
         // Removed before its turn came: never fetched.
+        let per_turn = PREFETCH_CONCURRENCY * BATCH_LIMIT;
         let (fake, cache) = setup(CacheConfig {
-            max_entries: 100,
+            max_entries: 1000,
             ..settings()
         });
         fake.set_delay(Duration::from_secs(1));
-        cache.prefetch((0..20).map(arn).collect());
+        cache.prefetch((0..per_turn + 40).map(arn).collect());
         settle().await;
-        assert_eq!(fake.calls(), PREFETCH_CONCURRENCY);
-        let kept: Vec<_> = (0..PREFETCH_CONCURRENCY).map(arn).collect();
+        assert_eq!(fake.batch_calls(), PREFETCH_CONCURRENCY);
+        let kept: Vec<_> = (0..per_turn).map(arn).collect();
         cache.retain(&kept.iter().map(SecretArn::as_str).collect());
         tokio::time::sleep(Duration::from_secs(10 * 60)).await;
         assert_eq!(fake.calls(), PREFETCH_CONCURRENCY);
-        assert_eq!(cache.len(), PREFETCH_CONCURRENCY);
+        assert_eq!(cache.len(), per_turn);
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@
 //! - [`upstream`]: Secrets Manager clients per region, error classification.
 //! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
+//! - [`events`]: refreshes on the Secrets Manager events an SQS queue brings.
 //! - [`http`]: routes and the API error table.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits;
@@ -27,6 +28,7 @@ mod aws;
 mod cache;
 mod config;
 mod credentials;
+mod events;
 mod http;
 mod listen;
 mod metrics;

@@ -1,18 +1,21 @@
 //! Prometheus metrics, all named `secret_agent_*`. Labels never carry a
-//! secret value; resource names are not labels either, so the number of
-//! series stays bounded. Label values come from the enums they name
-//! ([`Route`], [`CacheStatus`], [`UpstreamError::kind`]).
+//! secret value. Label values come from the enums they name ([`Route`],
+//! [`CacheStatus`], [`UpstreamError::kind`]); the per-resource figures
+//! (`secret_agent_resource_*`) are labelled with configured resource names
+//! only, never with what a client sent, so the number of series stays
+//! bounded by the configuration.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::cache::{CacheMetrics, CacheStatus};
+use crate::cache::{CacheMetrics, CacheStatus, SecretStats};
+use crate::events::EventsMetrics;
 use crate::http::Route;
 use crate::upstream::UpstreamError;
 
@@ -34,12 +37,31 @@ pub struct Metrics {
     pub cached_entries: IntGauge,
     /// Config reloads by outcome (`ok`, `error`).
     pub reloads: IntCounterVec,
+    /// Messages from the events queue by outcome (`changed`, `foreign`,
+    /// `malformed`).
+    events: IntCounterVec,
+    /// Failed receives from the events queue.
+    events_queue_failures: IntCounter,
+    /// By configured resource name: seconds since its cached value was
+    /// fetched (no series without a value).
+    resource_age: GaugeVec,
+    /// By resource name and outcome (`ok` or the error kind): 1 for the
+    /// outcome of the last fetch.
+    resource_last_refresh: IntGaugeVec,
+    /// By resource name: fetches that brought a new version, since the
+    /// entry entered the cache.
+    resource_version_changes: IntGaugeVec,
+    /// Where the per-resource figures come from at each scrape.
+    resources: Mutex<Option<ResourceSource>>,
     /// Reads by [`CacheStatus`], each resolved once: the hot path does not
     /// look labels up.
     cache_by_result: [IntCounter; CacheStatus::ALL.len()],
     /// `requests` with status 200 by [`Route`], resolved once.
     ok_by_route: [IntCounter; Route::ALL.len()],
 }
+
+/// Each configured resource name with what the cache knows of it.
+pub type ResourceSource = Box<dyn Fn() -> Vec<(String, Option<SecretStats>)> + Send + Sync>;
 
 /// In an `Arc`, as the cache takes its [`CacheMetrics`].
 pub static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
@@ -114,6 +136,41 @@ impl Metrics {
                 "Entries in the secret cache.",
             ),
         );
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
+        let resource_age = registered(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "secret_agent_resource_value_age_seconds",
+                    "Seconds since the cached value of a configured resource was fetched.",
+                ),
+                &["resource"],
+            ),
+        );
+        let resource_last_refresh = gauge_vec(
+            "secret_agent_resource_last_refresh",
+            "1 for the outcome of the last fetch of a configured resource.",
+            &["resource", "outcome"],
+        );
+        let resource_version_changes = gauge_vec(
+            "secret_agent_resource_version_changes",
+            "Fetches of a configured resource that brought a new version.",
+            &["resource"],
+        );
+        let events = counter_vec(
+            "secret_agent_events_total",
+            "Messages from the events queue by outcome.",
+            &["outcome"],
+        );
+        let events_queue_failures = registered(
+            &registry,
+            IntCounter::new(
+                "secret_agent_events_queue_failures_total",
+                "Failed receives from the events queue.",
+            ),
+        );
         let cache_by_result =
             CacheStatus::ALL.map(|status| cache_results.with_label_values(&[status.as_str()]));
         let ok_by_route =
@@ -129,6 +186,52 @@ impl Metrics {
             credential_refreshes,
             cached_entries,
             reloads,
+            resource_age,
+            resource_last_refresh,
+            resource_version_changes,
+            resources: Mutex::new(None),
+            events,
+            events_queue_failures,
+        }
+    }
+
+    /// Sets where the per-resource figures come from (the application's
+    /// resources and cache); they are gathered at each scrape.
+    pub(crate) fn set_resources(&self, source: ResourceSource) {
+        *self
+            .resources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// Replaces the per-resource series with the configured resources' now:
+    /// removed resources lose theirs.
+    fn gather_resources(&self) {
+        let resources = self
+            .resources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(source) = resources.as_ref() else {
+            return;
+        };
+        self.resource_age.reset();
+        self.resource_last_refresh.reset();
+        self.resource_version_changes.reset();
+        for (name, stats) in source() {
+            let Some(stats) = stats else { continue };
+            if let Some(age) = stats.age {
+                self.resource_age
+                    .with_label_values(&[&name])
+                    .set(age.as_secs_f64());
+            }
+            if let Some(outcome) = stats.last_outcome {
+                self.resource_last_refresh
+                    .with_label_values(&[&name, outcome])
+                    .set(1);
+            }
+            self.resource_version_changes
+                .with_label_values(&[&name])
+                .set(i64::try_from(stats.version_changes).unwrap_or(i64::MAX));
         }
     }
 
@@ -146,6 +249,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.gather_resources();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -155,18 +259,33 @@ impl Metrics {
     }
 }
 
+impl EventsMetrics for Metrics {
+    fn event(&self, outcome: &'static str) {
+        self.events.with_label_values(&[outcome]).inc();
+    }
+
+    fn queue_failure(&self) {
+        self.events_queue_failures.inc();
+    }
+}
+
 impl CacheMetrics for Metrics {
     fn read(&self, status: CacheStatus) {
         self.cache_by_result[status as usize].inc();
     }
 
-    fn upstream_call(&self, result: Result<(), &UpstreamError>, latency: Duration) {
+    fn upstream_call(
+        &self,
+        action: &'static str,
+        result: Result<(), &UpstreamError>,
+        latency: Duration,
+    ) {
         let outcome = result.map_or_else(UpstreamError::kind, |()| "ok");
         self.upstream_calls
-            .with_label_values(&["GetSecretValue", outcome])
+            .with_label_values(&[action, outcome])
             .inc();
         self.upstream_latency
-            .with_label_values(&["GetSecretValue"])
+            .with_label_values(&[action])
             .observe(latency.as_secs_f64());
     }
 }
@@ -174,6 +293,37 @@ impl CacheMetrics for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_resource_series_follow_the_configured_names() {
+        let metrics = Metrics::new();
+        let stats = SecretStats {
+            age: Some(Duration::from_millis(1500)),
+            last_outcome: Some("ok"),
+            version_changes: 2,
+        };
+        let names = Arc::new(Mutex::new(vec!["db".to_owned(), "api".to_owned()]));
+        let source = Arc::clone(&names);
+        metrics.set_resources(Box::new(move || {
+            let names = source.lock().unwrap();
+            names
+                .iter()
+                .map(|n| (n.clone(), (n == "db").then_some(stats)))
+                .collect()
+        }));
+        let text = metrics.render();
+        for line in [
+            "secret_agent_resource_value_age_seconds{resource=\"db\"} 1.5",
+            "secret_agent_resource_last_refresh{outcome=\"ok\",resource=\"db\"} 1",
+            "secret_agent_resource_version_changes{resource=\"db\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(!text.contains("\"api\""), "{text}");
+        // A resource removed from the configuration loses its series.
+        names.lock().unwrap().clear();
+        assert!(!metrics.render().contains("\"db\""));
+    }
 
     #[test]
     fn renders_text_format() {

@@ -134,5 +134,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.aws.max_concurrent_calls != new.aws.max_concurrent_calls {
         changed.push("secret-manager.aws.max-concurrent-calls");
     }
+    if old.aws.events != new.aws.events {
+        changed.push("secret-manager.aws.events");
+    }
     changed
 }

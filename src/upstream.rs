@@ -14,7 +14,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Region;
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
 use dashmap::DashMap;
 
 use crate::resources::SecretArn;
@@ -123,6 +123,12 @@ impl UpstreamError {
     }
 }
 
+/// Most secrets one BatchGetSecretValue call may name (AWS's limit).
+pub const BATCH_LIMIT: usize = 20;
+
+/// Each secret of a BatchGetSecretValue call with its own outcome.
+pub type BatchAnswer = Vec<(SecretArn, Result<Secret, UpstreamError>)>;
+
 /// Secrets Manager clients by region, created on first use. Cheap to
 /// clone; a reload that changes the AWS settings replaces every client at
 /// once ([`Upstream::replace`]).
@@ -198,40 +204,155 @@ impl Upstream {
             .send()
             .await
             .map_err(|e| classify(e, version != &Version::Current))?;
+        to_secret(
+            arn,
+            Answer {
+                arn: out.arn,
+                name: out.name,
+                version_id: out.version_id,
+                text: out.secret_string,
+                binary: out.secret_binary,
+                stages: out.version_stages,
+                created: out.created_date,
+            },
+        )
+    }
 
-        let (kind, value) = match (out.secret_string, out.secret_binary) {
-            (Some(text), _) => {
-                let bytes = text.into_bytes();
-                (Secret::text_kind(&bytes), secret_bytes(bytes))
-            }
-            (None, Some(blob)) => (Kind::Binary, secret_bytes(blob.into_inner())),
-            (None, None) => {
-                return Err(UpstreamError::Other {
-                    code: "EmptySecret".into(),
-                    message: "the answer had neither SecretString nor SecretBinary".into(),
-                });
-            }
+    /// BatchGetSecretValue for the current versions of `arns` (all in one
+    /// region, at most [`BATCH_LIMIT`]): one call, each secret with its own
+    /// outcome. `Err` when the call as a whole failed (e.g. the policy lacks
+    /// `secretsmanager:BatchGetSecretValue`). A secret the answer does not
+    /// mention is left out.
+    pub async fn batch_get_secret_value(
+        &self,
+        arns: &[SecretArn],
+    ) -> Result<BatchAnswer, UpstreamError> {
+        let Some(first) = arns.first() else {
+            return Ok(Vec::new());
         };
-        Ok(Secret {
-            arn: out.arn.unwrap_or_else(|| arn.to_string()),
-            name: out.name.unwrap_or_default(),
-            version_id: out.version_id,
-            version_stages: out.version_stages.unwrap_or_default(),
-            created_date: out
-                .created_date
-                .and_then(|d| std::time::SystemTime::try_from(d).ok()),
-            kind,
-            value,
+        let client = self.client(first.region());
+        let ids: Vec<String> = arns.iter().map(|a| a.as_str().to_owned()).collect();
+        let mut answer = BatchAnswer::with_capacity(arns.len());
+        let mut next_token = None;
+        // With an id list AWS answers in one page; a few more are followed
+        // in case it ever does not.
+        for _ in 0..arns.len() {
+            let out = client
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(ids.clone()))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| classify(e, false))?;
+            for entry in out.secret_values.unwrap_or_default() {
+                let Some(arn) = entry.arn.as_deref().and_then(|a| asked_for(arns, a)) else {
+                    continue;
+                };
+                let secret = to_secret(
+                    arn,
+                    Answer {
+                        arn: entry.arn,
+                        name: entry.name,
+                        version_id: entry.version_id,
+                        text: entry.secret_string,
+                        binary: entry.secret_binary,
+                        stages: entry.version_stages,
+                        created: entry.created_date,
+                    },
+                );
+                answer.push((arn.clone(), secret));
+            }
+            for error in out.errors.unwrap_or_default() {
+                let Some(arn) = error.secret_id.as_deref().and_then(|a| asked_for(arns, a)) else {
+                    continue;
+                };
+                let message = error.message.as_deref().unwrap_or("no message");
+                let err = classify_service(error.error_code.as_deref(), message, false);
+                answer.push((arn.clone(), Err(err)));
+            }
+            next_token = out.next_token;
+            if next_token.is_none() {
+                break;
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// The ARN asked for that `answered` (the full ARN AWS answers with, or the
+/// id as sent) names: the same text, or that text and AWS's random suffix.
+fn asked_for<'a>(asked: &'a [SecretArn], answered: &str) -> Option<&'a SecretArn> {
+    asked.iter().find(|a| a.as_str() == answered).or_else(|| {
+        asked.iter().find(|a| {
+            answered
+                .strip_prefix(a.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|suffix| suffix.len() == 6)
         })
+    })
+}
+
+/// The fields GetSecretValue and an entry of BatchGetSecretValue share.
+struct Answer {
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+    text: Option<String>,
+    binary: Option<Blob>,
+    stages: Option<Vec<String>>,
+    created: Option<DateTime>,
+}
+
+fn to_secret(asked: &SecretArn, answer: Answer) -> Result<Secret, UpstreamError> {
+    let (kind, value) = match (answer.text, answer.binary) {
+        (Some(text), _) => {
+            let bytes = text.into_bytes();
+            (Secret::text_kind(&bytes), secret_bytes(bytes))
+        }
+        (None, Some(blob)) => (Kind::Binary, secret_bytes(blob.into_inner())),
+        (None, None) => {
+            return Err(UpstreamError::Other {
+                code: "EmptySecret".into(),
+                message: "the answer had neither SecretString nor SecretBinary".into(),
+            });
+        }
+    };
+    Ok(Secret {
+        arn: answer.arn.unwrap_or_else(|| asked.to_string()),
+        name: answer.name.unwrap_or_default(),
+        version_id: answer.version_id,
+        version_stages: answer.stages.unwrap_or_default(),
+        created_date: answer
+            .created
+            .and_then(|d| std::time::SystemTime::try_from(d).ok()),
+        kind,
+        value,
+    })
+}
+
+/// A service's error code and message as an [`UpstreamError`]: from an
+/// error answer, or from one secret's entry in a BatchGetSecretValue answer.
+fn classify_service(code: Option<&str>, message: &str, version_asked: bool) -> UpstreamError {
+    let text: String = message.chars().take(300).collect();
+    match code {
+        Some("ResourceNotFoundException") if version_asked => UpstreamError::VersionNotFound(text),
+        Some("ResourceNotFoundException") => UpstreamError::SecretNotFound(text),
+        Some("InvalidParameterException") => UpstreamError::InvalidParameter(text),
+        Some("DecryptionFailure") => UpstreamError::DecryptionFailure(text),
+        Some("InvalidRequestException") => UpstreamError::InvalidRequest(text),
+        Some("InternalServiceError") => UpstreamError::Service {
+            code: "InternalServiceError".into(),
+            message: text,
+        },
+        code => classify_code(code, text),
     }
 }
 
 /// The one place SDK errors become [`UpstreamError`]s.
-fn classify(
-    err: SdkError<GetSecretValueError, HttpResponse>,
-    version_asked: bool,
-) -> UpstreamError {
-    let message = |m: Option<&str>| m.unwrap_or("no message").chars().take(300).collect();
+fn classify<E>(err: SdkError<E, HttpResponse>, version_asked: bool) -> UpstreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     match &err {
         SdkError::TimeoutError(_) => return UpstreamError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => {
@@ -239,31 +360,11 @@ fn classify(
         }
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
-            let text = message(e.message());
-            return match e {
-                GetSecretValueError::ResourceNotFoundException(_) if version_asked => {
-                    UpstreamError::VersionNotFound(text)
-                }
-                GetSecretValueError::ResourceNotFoundException(_) => {
-                    UpstreamError::SecretNotFound(text)
-                }
-                GetSecretValueError::InvalidParameterException(_) => {
-                    UpstreamError::InvalidParameter(text)
-                }
-                GetSecretValueError::DecryptionFailure(_) => UpstreamError::DecryptionFailure(text),
-                GetSecretValueError::InvalidRequestException(_) => {
-                    UpstreamError::InvalidRequest(text)
-                }
-                GetSecretValueError::InternalServiceError(_) => UpstreamError::Service {
-                    code: "InternalServiceError".into(),
-                    message: text,
-                },
-                _ if e.code().is_none() => {
-                    let raw = ctx.raw();
-                    classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]))
-                }
-                _ => classify_code(e.code(), text),
-            };
+            if e.code().is_none() {
+                let raw = ctx.raw();
+                return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
+            }
+            return classify_service(e.code(), e.message().unwrap_or("no message"), version_asked);
         }
         _ => {}
     }

@@ -103,6 +103,16 @@ struct Aws {
     max_concurrent_calls: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     convert_to_base64: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Events>,
+}
+
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Events {
+    queue_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
 }
 
 fn as_map<S: Serializer>(pairs: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
@@ -406,6 +416,15 @@ impl AgentConfig {
     /// `convert-to-base64: true` for the secret agent protocol.
     pub fn convert_to_base64(mut self) -> AgentConfig {
         self.aws().convert_to_base64 = Some(true);
+        self
+    }
+
+    /// `secret-manager.aws.events`: refresh on the events of this SQS queue.
+    pub fn events(mut self, queue_url: &str, endpoint: &str) -> AgentConfig {
+        self.aws().events = Some(Events {
+            queue_url: queue_url.into(),
+            endpoint: Some(endpoint.into()),
+        });
         self
     }
 

@@ -228,6 +228,8 @@ impl Fixture {
 pub struct Call {
     pub action: String,
     pub secret_id: Option<String>,
+    /// BatchGetSecretValue's `SecretIdList`, else empty.
+    pub secret_ids: Vec<String>,
     pub access_key_id: Option<String>,
     /// The region of the SigV4 credential scope.
     pub region: Option<String>,
@@ -247,6 +249,7 @@ impl std::fmt::Debug for Call {
         f.debug_struct("Call")
             .field("action", &self.action)
             .field("secret_id", &self.secret_id)
+            .field("secret_ids", &self.secret_ids)
             .field("access_key_id", &self.access_key_id)
             .field("region", &self.region)
             .field("session_token", &self.session_token.as_ref().map(|_| ".."))
@@ -273,6 +276,14 @@ impl Proxy<'_> {
             .map(|c| Call {
                 action: c["action"].as_str().unwrap_or_default().to_owned(),
                 secret_id: c["secret_id"].as_str().map(str::to_owned),
+                secret_ids: c["secret_ids"]
+                    .as_array()
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(|i| i.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 access_key_id: c["access_key_id"].as_str().map(str::to_owned),
                 region: c["region"].as_str().map(str::to_owned),
                 session_token: c["session_token"].as_str().map(str::to_owned),
@@ -289,6 +300,15 @@ impl Proxy<'_> {
             .iter()
             .filter(|c| c.action == "GetSecretValue")
             .filter(|c| c.secret_id.as_deref().is_some_and(|s| s.contains(needle)))
+            .count()
+    }
+
+    /// BatchGetSecretValue calls that name a secret whose id contains `needle`.
+    pub fn batch_gets(&self, needle: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.action == "BatchGetSecretValue")
+            .filter(|c| c.secret_ids.iter().any(|s| s.contains(needle)))
             .count()
     }
 

@@ -176,6 +176,8 @@ pub(crate) struct AwsConfig {
     pub(crate) region: Option<String>,
     /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
     pub(crate) endpoint: Option<String>,
+    /// `events`: refresh cached secrets when an SQS queue says they changed.
+    pub(crate) events: Option<EventsConfig>,
     pub(crate) resources: Resources,
     /// Where the AWS credentials come from: the static keys, the default
     /// chain (with `profile`) and the assume-role layer, as one value.
@@ -193,6 +195,16 @@ pub(crate) struct AwsConfig {
 }
 
 pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+
+/// `secret-manager.aws.events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventsConfig {
+    /// The SQS queue an EventBridge rule feeds with Secrets Manager events;
+    /// its region is the one in its URL's host, else the default region.
+    pub(crate) queue_url: String,
+    /// Overrides the SQS endpoint (a VPC endpoint, an emulator).
+    pub(crate) endpoint: Option<String>,
+}
 
 /// `cache:` settings. `pub` only because the `cache` module's public API
 /// takes it; the fields are not.
@@ -220,6 +232,10 @@ pub struct CacheConfig {
     /// How long a not-found answer (secret or version) is remembered
     /// (default 30s); `0` turns negative caching off.
     pub(crate) negative_ttl: Duration,
+    /// How long a reader of an expired value that is still within
+    /// `max_stale` waits for its refresh before it gets that value, marked
+    /// stale, while the fetch goes on (default 200ms).
+    pub(crate) stale_wait: Duration,
 }
 
 pub(crate) const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
@@ -227,6 +243,7 @@ pub(crate) const DEFAULT_MAX_ENTRIES: usize = 1000;
 pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STALE_WAIT: Duration = Duration::from_millis(200);
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -239,6 +256,7 @@ impl Default for CacheConfig {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
+            stale_wait: DEFAULT_STALE_WAIT,
         }
     }
 }
@@ -330,9 +348,12 @@ impl Config {
         if let Some(endpoint) = &self.aws.endpoint {
             out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
         }
+        if let Some(events) = &self.aws.events {
+            out.push_str(&format!("events: SQS queue {}\n", events.queue_url));
+        }
         let c = &self.cache;
         out.push_str(&format!(
-            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}\n",
+            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}, stale-wait {}\n",
             humantime::format_duration(c.ttl),
             humantime::format_duration(c.refresh_ahead),
             humantime::format_duration(c.max_stale),
@@ -341,6 +362,7 @@ impl Config {
             humantime::format_duration(c.fetch_timeout),
             humantime::format_duration(c.min_refresh_interval),
             humantime::format_duration(c.negative_ttl),
+            humantime::format_duration(c.stale_wait),
         ));
         out.push_str(&format!(
             "upstream: max-concurrent-calls {}\n",

@@ -157,6 +157,18 @@ pub(super) struct RawAws {
     /// Secret agent protocol: base64-encode stored text before sending it
     /// (true), or send it as stored, already in base64 (false, the default).
     pub convert_to_base64: Option<bool>,
+    /// Event-driven refresh from an SQS queue; default off.
+    pub events: Option<RawEvents>,
+}
+
+/// `secret-manager.aws.events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawEvents {
+    /// URL of the SQS queue an EventBridge rule feeds with Secrets Manager events.
+    pub queue_url: String,
+    /// SQS endpoint URL; default: `AWS_ENDPOINT_URL_SQS`, else the regional one.
+    pub endpoint: Option<String>,
 }
 
 /// `assume-role`, read from either form (see [`arn_or_map`]).
@@ -233,6 +245,9 @@ pub(super) struct RawCache {
     pub min_refresh_interval: Option<DurationValue>,
     /// Time a not-found answer is remembered; `0` turns it off; default 30s.
     pub negative_ttl: Option<DurationValue>,
+    /// Longest wait of a reader of an expired value (within max-stale) for
+    /// its refresh before it gets that value, marked stale; default 200ms.
+    pub stale_wait: Option<DurationValue>,
 }
 
 /// `log`.

@@ -449,6 +449,18 @@ impl Validator<'_> {
             .endpoint
             .map(|e| self.url("secret-manager.aws.endpoint", e))
             .transpose()?;
+        let events = raw
+            .events
+            .map(|events| -> Result<EventsConfig, ConfigError> {
+                Ok(EventsConfig {
+                    queue_url: self.url("secret-manager.aws.events.queue-url", events.queue_url)?,
+                    endpoint: events
+                        .endpoint
+                        .map(|e| self.url("secret-manager.aws.events.endpoint", e))
+                        .transpose()?,
+                })
+            })
+            .transpose()?;
 
         let mut resources = Vec::with_capacity(raw.resources.len());
         let mut patterns = Vec::new();
@@ -552,6 +564,7 @@ impl Validator<'_> {
         Ok(AwsConfig {
             region,
             endpoint,
+            events,
             resources: Resources::new(resources).with_patterns(patterns),
             credentials,
             profile: raw.profile,
@@ -645,6 +658,7 @@ impl Validator<'_> {
                 .min_refresh_interval
                 .map_or(defaults.min_refresh_interval, |d| d.0),
             negative_ttl: raw.negative_ttl.map_or(defaults.negative_ttl, |d| d.0),
+            stale_wait: raw.stale_wait.map_or(defaults.stale_wait, |d| d.0),
         })
     }
 }
@@ -808,6 +822,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean `min-refresh-interval`"), "{err}");
+    }
+
+    #[test]
+    fn events_name_a_queue_url_and_an_optional_endpoint() {
+        assert_eq!(load(SAMPLE).unwrap().aws.events, None);
+        let with = |events: &str| {
+            load(&SAMPLE.replace(
+                "    region: us-west-1\n",
+                &format!("    region: us-west-1\n    events:\n{events}"),
+            ))
+        };
+        let config = with(
+            "      queue-url: https://sqs.us-west-1.amazonaws.com/123456789012/q\n      endpoint: http://localhost:4566\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.aws.events,
+            Some(EventsConfig {
+                queue_url: "https://sqs.us-west-1.amazonaws.com/123456789012/q".into(),
+                endpoint: Some("http://localhost:4566".into()),
+            })
+        );
+        assert!(
+            config
+                .summary()
+                .contains("events: SQS queue https://sqs.us-west-1.amazonaws.com/123456789012/q")
+        );
+        let err = with("      queue-url: my-queue\n").unwrap_err().to_string();
+        assert!(err.contains("secret-manager.aws.events.queue-url"), "{err}");
+        let err = with("      queue: x\n").unwrap_err().to_string();
+        assert!(err.contains("queue-url"), "{err}");
+    }
+
+    #[test]
+    fn stale_wait_has_a_default_and_parses() {
+        assert_eq!(load(SAMPLE).unwrap().cache.stale_wait, DEFAULT_STALE_WAIT);
+        let config = load(&format!("{SAMPLE}cache:\n  stale-wait: 50ms\n")).unwrap();
+        assert_eq!(config.cache.stale_wait, Duration::from_millis(50));
+        assert!(config.summary().contains("stale-wait 50ms"));
+        let zero = load(&format!("{SAMPLE}cache:\n  stale-wait: 0\n")).unwrap();
+        assert!(zero.cache.stale_wait.is_zero());
+        let err = load(&format!("{SAMPLE}cache:\n  stale-wait: soon\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.stale-wait"), "{err}");
     }
 
     #[test]

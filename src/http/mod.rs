@@ -61,6 +61,8 @@ pub struct AppState {
     pub prefetch: Option<Arc<Prefetch>>,
     /// Set once AWS credentials have resolved.
     pub credentials_ready: Arc<AtomicBool>,
+    /// How the events queue is doing, when `events` is configured.
+    pub events: Option<Arc<crate::events::EventsStatus>>,
     /// Failed reads are logged at warn level once per resource and
     /// [`WARN_EVERY`], the rest at debug: clients cannot flood the log.
     pub warned: Arc<DashMap<ResourceName, Instant>>,

@@ -17,7 +17,9 @@ pub async fn healthz() -> HttpResponse {
 /// 200 once credentials have resolved and the prefetch (when on) is done;
 /// otherwise 503, saying what is missing. Failing prefetches are only
 /// counted: anyone may ask, and their ARNs name accounts and secrets (the
-/// log has them, one warning per failed attempt).
+/// log has them, one warning per failed attempt). The events queue, when
+/// configured, is detail only (secrets are served without it), likewise
+/// without its URL or error.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut missing = Vec::new();
     if !state.credentials_ready.load(Ordering::Relaxed) {
@@ -30,14 +32,26 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
         failing = prefetch.failing().len();
     }
-    if missing.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready", "prefetch_failing": failing }))
+    // The events queue is detail only: secrets are served without it.
+    let events = state.events.as_ref().map(|events| {
+        let failures = events.failures.load(Ordering::Relaxed);
+        json!({
+            "queue": if failures == 0 { "ok" } else { "failing" },
+            "consecutive_failures": failures,
+        })
+    });
+    let mut body = if missing.is_empty() {
+        json!({ "status": "ready", "prefetch_failing": failing })
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({
-            "status": "not_ready",
-            "missing": missing,
-            "prefetch_failing": failing,
-        }))
+        json!({ "status": "not_ready", "missing": missing, "prefetch_failing": failing })
+    };
+    if let Some(events) = events {
+        body["events"] = events;
+    }
+    if missing.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
