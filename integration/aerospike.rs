@@ -418,3 +418,20 @@ async fn patterns_serve_the_protocol_too() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn no_credentials_is_an_error_answer() {
+    let world = World::shared();
+    let db = world.secret("sap-nocreds", r#"{"k":"unreachable"}"#);
+    // No keys in the config, and the kit's environment has none either.
+    let config = AgentConfig::new()
+        .endpoint(&world.moto)
+        .resource("db", &db.arn);
+    let agent = Agent::start(&config, &[]);
+    let answer = ask(&mut connect(agent.addr), Some("db"), "k");
+    let error = answer["Error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(error.contains("credentials"), "{error}");
+    assert!(!error.contains("unreachable"), "{error}");
+}
