@@ -111,6 +111,15 @@ class Agent:
             kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
         return kib / 1024
 
+    def ms_to_ready(self) -> float:
+        """Waits until /readyz answers 200; milliseconds since the start."""
+        while True:
+            try:
+                get(self.url + "/readyz")
+                return (time.monotonic() - self.started) * 1000
+            except OSError:
+                time.sleep(0.005)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=15)
@@ -223,13 +232,7 @@ def cost_concurrency(h: Harness) -> None:
 def startup(h: Harness) -> None:
     resources = {f"p{i}": h.create_secret(f"bench/pre/{i}", f"prefetched-{i}") for i in range(100)}
     agent = Agent(h.moto, resources, "cache:\n  prefetch: true")
-    while True:
-        try:
-            get(agent.url + "/readyz")
-            break
-        except OSError:
-            time.sleep(0.005)
-    figure("startup_to_ready_ms_100_prefetched", f"{(time.monotonic() - agent.started) * 1000:.0f}")
+    figure("startup_to_ready_ms_100_prefetched", f"{agent.ms_to_ready():.0f}")
     agent.stop()
 
 
@@ -271,13 +274,7 @@ def batching(h: Harness) -> None:
     resources = {f"p{i}": h.create_secret(f"bench/batch/{i}", f"batched-{i}") for i in range(1000)}
     proxy = h.cmd(op="start_proxy", upstream=h.moto)
     agent = Agent(proxy["url"], resources, "cache:\n  prefetch: true")
-    while True:
-        try:
-            get(agent.url + "/readyz")
-            break
-        except OSError:
-            time.sleep(0.005)
-    ready_ms = (time.monotonic() - agent.started) * 1000
+    ready_ms = agent.ms_to_ready()
     calls = h.cmd(op="proxy_calls", id=proxy["id"])
     agent.stop()
     figure("prefetch_1000_upstream_calls", len(calls))

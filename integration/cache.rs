@@ -414,22 +414,9 @@ async fn ttl_zero_reads_every_time() {
 #[tokio::test]
 async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
     let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "7")]);
-    let iam = |method: &str, args: serde_json::Value| world.call("iam", "us-east-1", method, args);
-    // 7 unauthenticated calls: set up an admin and a reader.
-    iam("create_user", json!({"UserName": "admin"}));
-    let admin = iam("create_access_key", json!({"UserName": "admin"}))["AccessKey"].clone();
-    iam(
-        "put_user_policy",
-        json!({"UserName": "admin", "PolicyName": "all",
-               "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}).to_string()}),
-    );
-    iam("create_user", json!({"UserName": "reader"}));
-    let reader = iam("create_access_key", json!({"UserName": "reader"}))["AccessKey"].clone();
-    iam(
-        "put_user_policy",
-        json!({"UserName": "reader", "PolicyName": "read",
-               "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}).to_string()}),
-    );
+    // 7 unauthenticated calls: set up an admin and a reader, then a secret.
+    let (admin_id, admin_secret) = world.iam_user("admin", &["*"]);
+    let (reader_id, reader_secret) = world.iam_user("reader", &["secretsmanager:GetSecretValue"]);
     let arn = world.call(
         "secretsmanager",
         REGION,
@@ -441,17 +428,14 @@ async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
         .to_owned();
     let as_admin = |service: &str, region: &str, method: &str, args: serde_json::Value| {
         world.cmd(json!({"op": "call", "service": service, "region": region, "method": method, "args": args,
-            "access_key_id": admin["AccessKeyId"], "secret_access_key": admin["SecretAccessKey"]}))
+            "access_key_id": admin_id, "secret_access_key": admin_secret}))
     };
 
     let agent = Agent::start(
         &AgentConfig::new()
             .endpoint(&world.moto)
             .resource("r", &arn)
-            .keys(
-                reader["AccessKeyId"].as_str().unwrap(),
-                reader["SecretAccessKey"].as_str().unwrap(),
-            )
+            .keys(&reader_id, &reader_secret)
             .cache(|c| c.ttl("2s").refresh_ahead("1s")),
         &[],
     );
@@ -463,7 +447,7 @@ async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
         "iam",
         "us-east-1",
         "delete_user_policy",
-        json!({"UserName": "reader", "PolicyName": "read"}),
+        json!({"UserName": "reader", "PolicyName": "allow"}),
     );
     // The refresh (at 1 s) is refused: the value must not be served any more,
     // even though its TTL has not run out.
@@ -475,11 +459,7 @@ async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
     );
     get(&url).await.assert_error(502, "upstream_access_denied");
     assert!(agent.log().contains("AccessDenied"), "{}", agent.log());
-    assert!(
-        !agent
-            .log()
-            .contains(reader["SecretAccessKey"].as_str().unwrap())
-    );
+    assert!(!agent.log().contains(reader_secret.as_str()));
 }
 
 /// Prefetch and refresh ahead ask for up to 20 secrets per
@@ -551,15 +531,8 @@ async fn prefetch_and_refresh_ahead_batch_twenty_secrets_per_call() {
 #[tokio::test]
 async fn a_refused_batch_call_falls_back_to_single_calls() {
     let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "6")]);
-    let iam = |method: &str, args: serde_json::Value| world.call("iam", "us-east-1", method, args);
     // 6 unauthenticated calls: a reader and three secrets.
-    iam("create_user", json!({"UserName": "reader"}));
-    let reader = iam("create_access_key", json!({"UserName": "reader"}))["AccessKey"].clone();
-    iam(
-        "put_user_policy",
-        json!({"UserName": "reader", "PolicyName": "read",
-               "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}).to_string()}),
-    );
+    let (reader_id, reader_secret) = world.iam_user("reader", &["secretsmanager:GetSecretValue"]);
     let arns: Vec<String> = (0..3)
         .map(|n| world.create_secret(REGION, &unique("single"), &format!("single-{n}")))
         .collect();
@@ -572,10 +545,7 @@ async fn a_refused_batch_call_falls_back_to_single_calls() {
                     .enumerate()
                     .map(|(n, a)| (format!("s{n}"), a.clone())),
             )
-            .keys(
-                reader["AccessKeyId"].as_str().unwrap(),
-                reader["SecretAccessKey"].as_str().unwrap(),
-            )
+            .keys(&reader_id, &reader_secret)
             .cache(|c| c.prefetch()),
         &[],
     );

@@ -718,31 +718,8 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
     let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "6")]);
     let name = unique("creds-denied");
     let arn = world.create_secret(REGION, &name, "denied-value");
-    let key_of = |user: &str| {
-        world.call("iam", REGION, "create_user", json!({"UserName": user}));
-        let key = world.call(
-            "iam",
-            REGION,
-            "create_access_key",
-            json!({"UserName": user}),
-        );
-        let key = &key["AccessKey"];
-        (
-            key["AccessKeyId"].as_str().unwrap().to_owned(),
-            key["SecretAccessKey"].as_str().unwrap().to_owned(),
-        )
-    };
-    let (reader_id, reader_secret) = key_of("reader");
-    // Moto checks the action, not the resource: `*` here, the ARN in real life.
-    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]});
-    world.call(
-        "iam",
-        REGION,
-        "put_user_policy",
-        json!({"UserName": "reader", "PolicyName": "read", "PolicyDocument": policy.to_string()}),
-    );
-    let (nobody_id, nobody_secret) = key_of("nobody");
+    let (reader_id, reader_secret) = world.iam_user("reader", &["secretsmanager:GetSecretValue"]);
+    let (nobody_id, nobody_secret) = world.iam_user("nobody", &[]);
     assert!(
         world
             .try_cmd(json!({"op": "call", "service": "iam", "region": REGION,
@@ -1026,26 +1003,7 @@ async fn a_reload_that_rotates_only_the_secret_key_signs_with_the_new_key() {
     let world = World::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
     let name = unique("rotated-key");
     let arn = world.create_secret(REGION, &name, "rotated-value");
-    world.call("iam", REGION, "create_user", json!({"UserName": "rotor"}));
-    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]});
-    world.call(
-        "iam",
-        REGION,
-        "put_user_policy",
-        json!({"UserName": "rotor", "PolicyName": "read", "PolicyDocument": policy.to_string()}),
-    );
-    let key = world.call(
-        "iam",
-        REGION,
-        "create_access_key",
-        json!({"UserName": "rotor"}),
-    );
-    let id = key["AccessKey"]["AccessKeyId"].as_str().unwrap().to_owned();
-    let secret = key["AccessKey"]["SecretAccessKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (id, secret) = world.iam_user("rotor", &["secretsmanager:GetSecretValue"]);
     let with_secret = |secret: &str| {
         no_cache(
             AgentConfig::new()

@@ -107,6 +107,33 @@ impl World {
         self.cmd(json!({"op": "call", "service": service, "region": region, "method": method, "args": args}))
     }
 
+    /// An IAM user with an access key, allowed `actions` on every resource
+    /// (moto checks the action, not the resource); no policy when `actions`
+    /// is empty. Three IAM calls (two without a policy), which count against
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`. Returns (access key id, secret key).
+    pub fn iam_user(&self, user: &str, actions: &[&str]) -> (String, String) {
+        self.call("iam", REGION, "create_user", json!({"UserName": user}));
+        let key = self.call(
+            "iam",
+            REGION,
+            "create_access_key",
+            json!({"UserName": user}),
+        );
+        if !actions.is_empty() {
+            let policy = json!({"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
+            self.call(
+                "iam",
+                REGION,
+                "put_user_policy",
+                json!({"UserName": user, "PolicyName": "allow", "PolicyDocument": policy.to_string()}),
+            );
+        }
+        let key = &key["AccessKey"];
+        let text = |field: &str| key[field].as_str().expect(field).to_owned();
+        (text("AccessKeyId"), text("SecretAccessKey"))
+    }
+
     /// Creates a string secret in [`REGION`] under a name no other test uses.
     pub fn secret(&self, prefix: &str, value: &str) -> Secret {
         let name = unique(prefix);
