@@ -109,10 +109,28 @@ pub(super) struct RawProtocolGrant {
 pub(super) struct RawToken {
     /// A file holding the token (trailing white space dropped).
     pub token_file: Option<PathBuf>,
-    /// An environment variable holding the token.
-    pub token_env: Option<String>,
+    /// An environment variable holding the token, or a list of them: the
+    /// first one that is set is used (the AWS agent's `ssrf_env_variables`).
+    pub token_env: Option<OneOrMany>,
     /// Resource names the token may read, or `["*"]` for all.
     pub resources: Vec<String>,
+}
+
+/// One name or a list of names.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 /// `secret-manager`.

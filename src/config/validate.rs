@@ -129,6 +129,7 @@ impl Validator<'_> {
             token_headers,
             log_level,
             warnings,
+            origin: Origin::Yaml,
         })
     }
 
@@ -243,13 +244,28 @@ impl Validator<'_> {
                     })?;
                     (TokenSource::File(file), text)
                 }
-                (None, Some(var)) => {
-                    let mut text = self.inputs.var(&var).ok_or_else(|| {
-                        self.invalid(
+                (None, Some(vars)) => {
+                    let vars = vars.into_vec();
+                    if vars.is_empty() {
+                        return Err(self.invalid(
                             &format!("{path}.token-env"),
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?;
+                            "is an empty list; name at least one environment variable",
+                        ));
+                    }
+                    // The first one set and not empty.
+                    let Some((var, mut text)) = vars.iter().find_map(|var| {
+                        let text = self.inputs.var(var).filter(|t| !t.is_empty())?;
+                        Some((var.clone(), text))
+                    }) else {
+                        let message = match vars.as_slice() {
+                            [one] => format!("environment variable {one} is not set (or empty)"),
+                            many => format!(
+                                "none of the environment variables {} is set (or they are empty)",
+                                many.join(", ")
+                            ),
+                        };
+                        return Err(self.invalid(&format!("{path}.token-env"), message));
+                    };
                     // `file:///path`, as the AWS agent's ssrf_env_variables take.
                     if let Some(file) = text.strip_prefix("file://") {
                         let file = std::path::PathBuf::from(file);
@@ -1196,6 +1212,32 @@ mod tests {
     fn validate(yaml: &str, inputs: &Table) -> Result<Config, ConfigError> {
         let file = Path::new("test.yaml");
         config(crate::config::load::parse(yaml, file)?, file, inputs)
+    }
+
+    #[test]
+    fn token_env_may_list_variables_tried_in_order() {
+        let yaml = |envs: &str| {
+            format!("{SAMPLE}auth:\n  tokens:\n    - token-env: {envs}\n      resources: [\"*\"]\n")
+        };
+        let inputs = Table {
+            vars: [("SECOND", "second-token"), ("THIRD", "third-token")].into(),
+            ..Table::default()
+        };
+        let c = validate(&yaml("[FIRST, SECOND, THIRD]"), &inputs).unwrap();
+        assert_eq!(c.auth[0].value.expose_secret(), "second-token");
+        assert_eq!(c.auth[0].source, TokenSource::Env("SECOND".into()));
+        let err = validate(&yaml("[FIRST, FOURTH]"), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.tokens[0].token-env")
+                && err.contains(
+                    "none of the environment variables FIRST, FOURTH is set (or they are empty)"
+                ),
+            "{err}"
+        );
+        let err = validate(&yaml("[]"), &inputs).unwrap_err().to_string();
+        assert!(err.contains("empty list"), "{err}");
     }
 
     #[test]
