@@ -1,6 +1,8 @@
 //! A drop-in for the AWS Secrets Manager Agent: its routes answer as it
 //! does (statuses, bodies, headers), field by field.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::support::*;
@@ -442,4 +444,251 @@ async fn the_aws_agents_client_snippets_run_unchanged() {
         );
         assert!(all.contains("Bad Token"), "{script}: {all}");
     }
+}
+
+/// The AWS agent's harness: its TOML on a free port, the token in
+/// `AWS_TOKEN`, AWS reached through `AWS_ENDPOINT_URL` (here the proxy).
+fn aws_agent_env<'a>(proxy: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("AWS_ENDPOINT_URL", proxy),
+        ("AWS_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", "AKIDAWSAGENTHARNESS"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-agent-harness-secret"),
+        ("AWS_TOKEN", TOKEN),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+fn aws_agent_toml(dir: &tempfile::TempDir, port: u16, ttl_seconds: u32) -> String {
+    let path = dir.path().join("test_config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "http_port = {port}\nlog_level = \"info\"\nttl_seconds = {ttl_seconds}\ncache_size = 100\nvalidate_credentials = true\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn starts_from_the_aws_agents_toml_as_its_harness_does() {
+    let f = Fixture::new();
+    let before = f.secret("toml-start", r#"{"username":"testuser"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = aws_agent_toml(&dir, port, 5);
+    let (agent, first_line) =
+        Agent::try_start_with_args(&["--config", &toml], &aws_agent_env(&f.proxy.url, &[]), dir)
+            .unwrap_or_else(|log| panic!("{log}"));
+    // The first line of standard output, as the AWS agent's harness reads it.
+    assert!(
+        first_line.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{first_line}"
+    );
+    // The account of "any secret" came from STS, once.
+    let identity_calls = f
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.action == "GetCallerIdentity")
+        .count();
+    assert_eq!(identity_calls, 1);
+
+    // Any secret of the account, by name or ARN, also one created after start.
+    let after = f.secret("toml-start-late", "plain text");
+    for (id, value) in [
+        (before.name.clone(), r#"{"username":"testuser"}"#),
+        (url_encode(&before.arn), r#"{"username":"testuser"}"#),
+        (after.name.clone(), "plain text"),
+    ] {
+        let r = with_token(&agent, &format!("/secretsmanager/get?secretId={id}")).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        assert_eq!(r.json()["SecretString"], value);
+    }
+    let r = with_token(&agent, &format!("/v1/{}", after.name)).await;
+    assert_eq!(r.json()["Name"], after.name.as_str());
+    // A token is still required, with the AWS agent's answer.
+    let r = get(&agent.url(&format!("/v1/{}", after.name))).await;
+    assert_text(&r, 403, "Bad Token");
+    // An ARN of another account is outside "any secret": never fetched.
+    let foreign = before.arn.replace(":123456789012:", ":999999999999:");
+    assert_ne!(foreign, before.arn);
+    let r = with_token(
+        &agent,
+        &format!("/secretsmanager/get?secretId={}", url_encode(&foreign)),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["__type"], "ResourceNotFoundException");
+    assert!(
+        !f.proxy.calls().iter().any(|c| c
+            .secret_id
+            .as_deref()
+            .is_some_and(|s| s.contains("999999999999"))),
+        "a foreign ARN was fetched"
+    );
+
+    // SIGHUP reads the TOML again (here: a new ttl_seconds), in memory.
+    aws_agent_toml(&agent.dir, port, 60);
+    agent.signal("HUP");
+    assert!(
+        agent.wait_for_log("reloaded", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    assert!(!agent.log().contains("reload refused"), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn the_account_may_come_from_aws_account_id_and_a_bad_toml_is_refused() {
+    let f = Fixture::new();
+    let secret = f.secret("toml-account", "v");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = aws_agent_toml(&dir, free_port(), 5);
+    let (agent, _) = Agent::try_start_with_args(
+        &["--config", &toml],
+        &aws_agent_env(&f.proxy.url, &[("AWS_ACCOUNT_ID", "123456789012")]),
+        dir,
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let r = with_token(&agent, &format!("/v1/{}", secret.name)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        !f.proxy
+            .calls()
+            .iter()
+            .any(|c| c.action == "GetCallerIdentity"),
+        "STS was asked although AWS_ACCOUNT_ID is set"
+    );
+
+    // A TOML the AWS agent would refuse, an unset token variable, a bad
+    // account id: one clear line each and exit code 2, before listening.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "http_port = 80\n").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "region = \"us-west-1\"\n").unwrap();
+    let (bad, good) = (bad.display().to_string(), good.display().to_string());
+    let base = aws_agent_env(&f.proxy.url, &[("AWS_ACCOUNT_ID", "123456789012")]);
+    for (file, unset, extra, says) in [
+        (
+            &bad,
+            "",
+            ("AWS_REGION", REGION),
+            "http_port must be a whole number from 1024 to 65535",
+        ),
+        (
+            &good,
+            "AWS_TOKEN",
+            ("AWS_REGION", REGION),
+            "none of the environment variables AWS_TOKEN, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN is set",
+        ),
+        (
+            &good,
+            "",
+            ("AWS_ACCOUNT_ID", "12"),
+            "AWS_ACCOUNT_ID `12` is not a 12-digit AWS account id",
+        ),
+    ] {
+        let mut env: Vec<(&str, &str)> = base.clone();
+        env.retain(|(name, _)| *name != unset && *name != extra.0);
+        env.push(extra);
+        if !unset.is_empty() {
+            env.push((unset, ""));
+        }
+        let (code, stdout, stderr) = run_cli_with_env(&["--config", file, "--check"], &env);
+        assert_eq!(code, 2, "{file}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // With AWS_SESSION_TOKEN only (as in Lambda), that is the token.
+    let (code, stdout, stderr) = run_cli_with_env(
+        &["--config", &good, "--check"],
+        &[
+            ("AWS_REGION", REGION),
+            ("AWS_ACCOUNT_ID", "123456789012"),
+            ("AWS_SESSION_TOKEN", "lambda-session-token"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("token-env AWS_SESSION_TOKEN"), "{stdout}");
+    assert!(!stdout.contains("lambda-session-token"), "{stdout}");
+}
+
+#[tokio::test]
+async fn lambda_mode_serves_and_fetches_nothing_before_start_serving() {
+    let f = Fixture::new();
+    let secret = f.secret("lambda-mode", "in-lambda");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = aws_agent_toml(&dir, free_port(), 300);
+    let (agent, _) = Agent::try_start_with_args(
+        &["-l", "--config", &toml],
+        &aws_agent_env(&f.proxy.url, &[("AWS_ACCOUNT_ID", "123456789012")]),
+        dir,
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let path = format!("/secretsmanager/get?secretId={}", secret.name);
+
+    // Up (the wrapper's /ping loop), but nothing served before the invoke.
+    assert_text(&get(&agent.url("/ping")).await, 200, "healthy");
+    let r = with_token(&agent, &path).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("/start_serving"), "{}", r.text());
+    let r = get(&agent.url("/readyz")).await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("start_serving"), "{}", r.text());
+    assert_eq!(f.proxy.gets(&secret.name), 0);
+
+    // The wrapper's call: no token, GET; then served.
+    let r = get(&agent.url("/start_serving")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "serving"));
+    let r = with_token(&agent, &path).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["SecretString"], "in-lambda");
+    // Again on the next invoke: changes nothing.
+    let r = get(&agent.url("/start_serving")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(with_token(&agent, &path).await.status, 200);
+    assert_eq!(f.proxy.gets(&secret.name), 1);
+}
+
+#[tokio::test]
+async fn lambda_mode_holds_the_prefetch_until_start_serving() {
+    let f = Fixture::new();
+    let secret = f.secret("lambda-prefetch", "v");
+    let config = f
+        .config()
+        .resource("Held", &secret.arn)
+        .cache(|c| c.prefetch());
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("config.yaml");
+    std::fs::write(&yaml, config.yaml()).unwrap();
+    let yaml = yaml.display().to_string();
+    let (agent, first_line) = Agent::try_start_with_args(&["-l", "--config", &yaml], &[], dir)
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert!(first_line.starts_with("secret-agent/"), "{first_line}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        f.proxy.gets(&secret.name) + f.proxy.batch_gets(&secret.name),
+        0
+    );
+    assert_eq!(get(&agent.url("/secrets/Held")).await.status, 503);
+    assert_eq!(get(&agent.url("/start_serving")).await.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&agent.url("/readyz")).await.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        f.proxy.gets(&secret.name) + f.proxy.batch_gets(&secret.name),
+        1
+    );
+    let r = get(&agent.url("/secrets/Held")).await;
+    assert_eq!(
+        (r.status, r.header("secret-agent-cache")),
+        (200, Some("hit"))
+    );
 }

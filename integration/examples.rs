@@ -331,3 +331,103 @@ fn example_clients_send_the_token_from_the_environment_or_a_file() {
         }
     }
 }
+
+/// `examples/lambda/extension.sh` against a double of the Lambda Extensions
+/// API: it registers for INVOKE and SHUTDOWN, starts the agent with `-l`,
+/// which serves nothing until the first INVOKE (no secret is fetched during
+/// init, so a SnapStart snapshot holds none), and stops it on SHUTDOWN.
+#[tokio::test]
+async fn the_lambda_extension_serves_from_the_first_invoke_to_shutdown() {
+    let f = Fixture::new();
+    let secret = f.secret("lambda-ext", "from-the-extension");
+    let port = free_port();
+    let config = f
+        .config()
+        .tcp(&format!("127.0.0.1:{port}"))
+        .resource("prod/db", &secret.arn)
+        .token_env("SECRET_AGENT_TOKEN", &["*"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config.yaml()).unwrap();
+    let api = f
+        .world
+        .cmd(serde_json::json!({"op": "start_extensions_api"}));
+    let (api_id, api_url) = (api["id"].as_str().unwrap(), api["url"].as_str().unwrap());
+    let state = || {
+        f.world
+            .cmd(serde_json::json!({"op": "extensions_state", "id": api_id}))
+    };
+    let push = |event: &str| {
+        f.world
+            .cmd(serde_json::json!({"op": "extensions_push", "id": api_id, "event_type": event}));
+    };
+    let agent_url = format!("http://127.0.0.1:{port}");
+    let mut script = Command::new("bash")
+        .arg(root().join("examples/lambda/extension.sh"))
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            api_url.trim_start_matches("http://"),
+        )
+        .env("SECRET_AGENT_BIN", agent_binary())
+        .env("SECRET_AGENT_CONFIG", &config_path)
+        .env("SECRET_AGENT_URL", &agent_url)
+        .env("SECRET_AGENT_TOKEN", "lambda-ext-token")
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let secret_url = format!("{agent_url}/secrets/prod/db");
+    let read = || get_with(&secret_url, &[("Authorization", "Bearer lambda-ext-token")]);
+
+    // Init ends with the first event/next: by then the agent answers, but
+    // serves nothing and has fetched nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while state()["waiting"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", state());
+        assert!(script.try_wait().unwrap().is_none(), "the extension exited");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let registered = state()["registered"].clone();
+    assert_eq!(registered[0]["name"], "extension.sh");
+    assert_eq!(
+        registered[0]["events"],
+        serde_json::json!(["INVOKE", "SHUTDOWN"])
+    );
+    assert_eq!(read().await.status, 503);
+    assert_eq!(f.proxy.gets(&secret.name), 0);
+
+    // The first INVOKE: served from then on.
+    push("INVOKE");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = read().await;
+        if r.status == 200 {
+            assert_eq!(r.text(), "from-the-extension");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    push("INVOKE");
+    assert_eq!(read().await.status, 200);
+
+    // SHUTDOWN: the agent stops and the extension exits 0.
+    push("SHUTDOWN");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = script.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = script.kill();
+            panic!("the extension did not exit on SHUTDOWN");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the agent still listens"
+    );
+    assert_eq!(state()["errors"], serde_json::json!([]));
+}

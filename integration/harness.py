@@ -35,6 +35,12 @@ Commands:
                             expire `seconds` from now (null: as STS said); real STS
                             grants at least 15 minutes, too long for a test to see a refresh
 
+  start_extensions_api  -> {"id", "url"}  (the Lambda Extensions API double: register,
+                          event/next blocking until an event is pushed, init/error, exit/error)
+  extensions_push id event_type       queues an INVOKE or SHUTDOWN event for event/next
+  extensions_state id  -> {registered: [{name, events}], waiting: n, next_calls: n,
+                           errors: [{path, type}]}
+
 Nothing but protocol lines is written to stdout (sys.stdout is redirected to stderr).
 """
 
@@ -415,6 +421,57 @@ class ProxyHandler(Handler):
             self.wfile.write(data)
 
 
+class ExtensionsApi:
+    """The Lambda Extensions API as an external extension sees it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.registered: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.waiting = 0
+        self.next_calls = 0
+        self.errors: list[dict[str, str]] = []
+        self.server = Server(ExtensionsHandler, self)
+
+
+class ExtensionsHandler(Handler):
+    def do_POST(self) -> None:
+        api: ExtensionsApi = self.server.owner
+        body = self.read_body()
+        path = self.path.removeprefix("/2020-01-01/extension/")
+        if path == "register":
+            events = json.loads(body or b"{}").get("events", [])
+            with api.lock:
+                api.registered.append(
+                    {"name": self.headers.get("Lambda-Extension-Name"), "events": events})
+            answer = {"functionName": "fn", "functionVersion": "$LATEST", "handler": "h"}
+            self.reply(200, json.dumps(answer).encode(),
+                       [("Lambda-Extension-Identifier", "ext-id-1")], "application/json")
+        elif path in ("init/error", "exit/error"):
+            with api.lock:
+                api.errors.append({"path": path, "type": self.headers.get(
+                    "Lambda-Extension-Function-Error-Type", "")})
+            self.reply(202, b"{}", content_type="application/json")
+        else:
+            self.reply(404, b"not found")
+
+    def do_GET(self) -> None:
+        api: ExtensionsApi = self.server.owner
+        if self.path != "/2020-01-01/extension/event/next":
+            self.reply(404, b"not found")
+            return
+        if self.headers.get("Lambda-Extension-Identifier") != "ext-id-1":
+            self.reply(403, b'{"errorType":"Extension.Forbidden"}', content_type="application/json")
+            return
+        with api.lock:
+            api.next_calls += 1
+            api.waiting += 1
+            ready = api.lock.wait_for(lambda: api.events, timeout=60)
+            api.waiting -= 1
+            event = api.events.pop(0) if ready else {"eventType": "SHUTDOWN"}
+        self.reply(200, json.dumps(event).encode(), content_type="application/json")
+
+
 class Harness:
     """Dispatches protocol commands; owns moto, the doubles and the boto3 clients."""
 
@@ -426,6 +483,7 @@ class Harness:
         self.clients: dict[tuple[str, str, str, str], Any] = {}
         self.imds: dict[str, Imds] = {}
         self.proxies: dict[str, Proxy] = {}
+        self.extensions: dict[str, ExtensionsApi] = {}
 
     def dispatch(self, command: dict[str, Any]) -> Any:
         op = command.pop("op", None)
@@ -505,9 +563,32 @@ class Harness:
         with proxy.lock:
             return {"now": proxy.in_flight, "max": proxy.max_in_flight}
 
+    def op_start_extensions_api(self) -> dict[str, str]:
+        api_id = f"extensions-{len(self.extensions) + 1}"
+        self.extensions[api_id] = ExtensionsApi()
+        return {"id": api_id, "url": self.extensions[api_id].server.url}
+
+    def op_extensions_push(self, id: str, event_type: str) -> None:
+        api = self.extensions[id]
+        with api.lock:
+            event: dict[str, Any] = {"eventType": event_type, "deadlineMs": int(time.time() * 1000) + 3000}
+            if event_type == "INVOKE":
+                event["requestId"] = secrets.token_hex(8)
+            else:
+                event["shutdownReason"] = "spindown"
+            api.events.append(event)
+            api.lock.notify_all()
+
+    def op_extensions_state(self, id: str) -> dict[str, Any]:
+        api = self.extensions[id]
+        with api.lock:
+            return {"registered": list(api.registered), "waiting": api.waiting,
+                    "next_calls": api.next_calls, "errors": list(api.errors)}
+
     def stop(self) -> None:
         """Stop every server concurrently, waiting at most about a second."""
-        stoppers = [d.server.stop for d in (*self.imds.values(), *self.proxies.values())]
+        stoppers = [d.server.stop for d in (*self.imds.values(), *self.proxies.values(),
+                                             *self.extensions.values())]
         threads = [threading.Thread(target=f, daemon=True) for f in (*stoppers, self.moto.stop)]
         for thread in threads:
             thread.start()

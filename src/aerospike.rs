@@ -209,6 +209,9 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
                 .into(),
         );
     };
+    if !state.serving.is_open() {
+        return Err(ApiError::NotServingYet.to_string());
+    }
     let snapshot = state.current.load();
     // A configured name, or a name under a pattern (`prod/*`).
     let Some(found) = snapshot.resources.lookup(&resource) else {

@@ -22,7 +22,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::credentials::AgentCredentials;
 use crate::events::{self, EventsStatus};
-use crate::http::{AppState, Authorizer, Snapshot};
+use crate::http::{AppState, Authorizer, Gate, Snapshot};
 use crate::listen;
 use crate::metrics::METRICS;
 use crate::reload::Reloader;
@@ -55,6 +55,16 @@ impl Signals {
     }
 }
 
+/// When the agent starts serving secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// As soon as it listens.
+    Now,
+    /// On `GET /start_serving` (`-l`, the AWS agent's Lambda mode); nothing
+    /// is fetched before, so a Lambda SnapStart snapshot holds no secret.
+    OnStartServing,
+}
+
 /// A bound, ready-to-run agent.
 pub struct Application {
     server: Server,
@@ -69,7 +79,12 @@ pub struct Application {
 impl Application {
     /// Binds the listeners and wires credentials, upstream and cache. Must
     /// run inside a tokio runtime.
-    pub async fn build(config: Config, signals: Signals) -> anyhow::Result<Application> {
+    pub async fn build(
+        config: Config,
+        signals: Signals,
+        serving: Serving,
+    ) -> anyhow::Result<Application> {
+        let gate = Gate::new(serving == Serving::Now);
         let aws = AwsSettings::of(&config);
         let (sdk, credentials) = aws.build().await;
         let events_client = config
@@ -85,13 +100,15 @@ impl Application {
             config.aws.max_concurrent_calls,
         );
         let prefetch = config.cache.prefetch.then(|| {
-            cache.prefetch(
+            let gate = gate.clone();
+            cache.prefetch_after(
                 config
                     .aws
                     .resources
                     .iter()
                     .map(|(_, arn)| arn.clone())
                     .collect(),
+                async move { gate.opened().await },
             )
         });
         let auth = Authorizer::new(config.auth.clone(), &config.token_headers);
@@ -109,6 +126,7 @@ impl Application {
                 .as_ref()
                 .map(|_| Arc::new(EventsStatus::default())),
             warned: Arc::default(),
+            serving: gate.clone(),
         };
         let (current, cache) = (Arc::clone(&state.current), state.cache.downgrade());
         METRICS.set_resources(Box::new(move || {
@@ -136,6 +154,7 @@ impl Application {
             .uds
             .as_ref()
             .map(|uds| uds.socket_path.clone());
+        announce(&config, listeners.tcp_addr);
         for warning in &config.warnings {
             log::warn!("{warning}");
         }
@@ -164,14 +183,18 @@ impl Application {
                 }
                 arns
             };
-            tasks.spawn(events::run(
+            let events = events::run(
                 client,
                 queue_url,
                 state.cache.clone(),
                 resolve,
                 status,
                 METRICS.clone(),
-            ));
+            );
+            tasks.spawn(async move {
+                gate.opened().await;
+                events.await;
+            });
         }
         let mut hangups = signals.hangup;
         tasks.spawn(async move {
@@ -205,6 +228,28 @@ impl Application {
         }
         result
     }
+}
+
+/// One line per listener on standard output, `secret-agent/<version>
+/// listening on http://127.0.0.1:2773`, as the AWS agent prints it: its test
+/// harness and wrappers wait for that line. A closed standard output is
+/// not an error.
+fn announce(config: &Config, tcp_addr: Option<SocketAddr>) {
+    use std::io::Write;
+    let agent = concat!("secret-agent/", env!("CARGO_PKG_VERSION"));
+    let mut lines = String::new();
+    if let (Some(addr), Some(tcp)) = (tcp_addr, &config.service.tcp) {
+        let scheme = if tcp.tls.is_some() { "https" } else { "http" };
+        lines.push_str(&format!("{agent} listening on {scheme}://{addr}\n"));
+    }
+    if let Some(uds) = &config.service.uds {
+        lines.push_str(&format!(
+            "{agent} listening on unix:{}\n",
+            uds.socket_path.display()
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Resolves credentials once, for the start-up log line and readiness;

@@ -112,3 +112,58 @@ impl AwsSettings {
         (Region::new(fallback.to_owned()), "the first resource's ARN")
     }
 }
+
+/// The configuration of an agent started the AWS Secrets Manager Agent's
+/// way: its TOML `file` (its defaults when `None`) converted in memory.
+/// "Any secret its identity may read" becomes the `"*"` pattern of the
+/// identity's own account, in the file's region or else the environment's
+/// (`AWS_REGION`, the profile, IMDS). The account is `AWS_ACCOUNT_ID` when
+/// set, else asked of STS (GetCallerIdentity, signed by the same
+/// credentials), which also checks the credentials work, as the AWS
+/// agent's `validate_credentials` does.
+pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    use anyhow::Context as _;
+
+    let region = match Config::aws_agent_region(file)? {
+        Some(region) => region,
+        None => aws_config::default_provider::region::DefaultRegionChain::builder()
+            .build()
+            .region()
+            .await
+            .map(|r| r.to_string())
+            .context("no AWS region: set `region` in the TOML file, or AWS_REGION")?,
+    };
+    let account = match std::env::var("AWS_ACCOUNT_ID") {
+        Ok(account) if is_account_id(&account) => account,
+        Ok(other) if !other.is_empty() => {
+            anyhow::bail!("AWS_ACCOUNT_ID `{other}` is not a 12-digit AWS account id")
+        }
+        _ => {
+            // Any account will do to build the clients the final config builds.
+            let provisional = Config::load_aws_agent(file, "000000000000", &region)?;
+            let (sdk, _) = AwsSettings::of(&provisional).build().await;
+            let identity = aws_sdk_sts::Client::new(&sdk)
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| {
+                    use std::error::Error as _;
+                    anyhow::anyhow!(crate::upstream::chain_text(e.to_string(), e.source()))
+                })
+                .context(
+                    "cannot learn the AWS account from STS GetCallerIdentity (set AWS_ACCOUNT_ID, or use a YAML config)",
+                )?;
+            let account = identity.account().unwrap_or_default().to_owned();
+            if !is_account_id(&account) {
+                anyhow::bail!("STS GetCallerIdentity answered no account id");
+            }
+            log::info!("account {account} (from STS GetCallerIdentity)");
+            account
+        }
+    };
+    Ok(Config::load_aws_agent(file, &account, &region)?)
+}
+
+fn is_account_id(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
+}

@@ -530,7 +530,17 @@ impl Cache {
     /// failed one, which is logged and retried until it succeeds or a reload
     /// removes it ([`Cache::retain`]): with backoff when the failure may pass
     /// by itself, else once every [`LASTING_FAILURE_RETRY`].
+    #[cfg(test)]
     pub fn prefetch(&self, arns: Vec<SecretArn>) -> Arc<Prefetch> {
+        self.prefetch_after(arns, std::future::ready(()))
+    }
+
+    /// [`Cache::prefetch`], started once `start` completes (serving starts).
+    pub fn prefetch_after(
+        &self,
+        arns: Vec<SecretArn>,
+        start: impl Future<Output = ()> + Send + 'static,
+    ) -> Arc<Prefetch> {
         let progress = Arc::new(Prefetch {
             pending: AtomicUsize::new(arns.len()),
             failing: Mutex::new(BTreeSet::new()),
@@ -550,6 +560,7 @@ impl Cache {
         };
         let (inner, tracker) = (Arc::clone(&self.inner), Arc::clone(&progress));
         self.inner.spawn(async move {
+            start.await;
             let started = Instant::now();
             let total = work.len();
             futures_util::stream::iter(batches(work, |(arn, _)| arn.region()))

@@ -37,5 +37,6 @@ mod resources;
 mod secret;
 mod upstream;
 
-pub use app::{Application, Signals};
+pub use app::{Application, Serving, Signals};
+pub use aws::aws_agent_config;
 pub use config::{Config, ConfigError, Conversion, convert_aws_agent_config};

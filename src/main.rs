@@ -4,20 +4,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use secret_agent::{Application, Config, Signals};
+use secret_agent::{Application, Config, Serving, Signals};
+
+/// The YAML read when no `--config` is given (and no `-l`).
+const DEFAULT_CONFIG: &str = "/etc/secret-agent/config.yaml";
 
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The YAML configuration file.
-    #[arg(
-        short,
-        long,
-        value_name = "FILE",
-        default_value = "/etc/secret-agent/config.yaml"
-    )]
-    config: PathBuf,
+    /// The configuration file: this agent's YAML [default:
+    /// /etc/secret-agent/config.yaml], or the AWS Secrets Manager Agent's
+    /// TOML (a name ending in .toml), which serves as the AWS agent would.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Lambda mode, as the AWS agent's -l: nothing is served or fetched
+    /// until GET /start_serving. Without --config, the AWS agent's defaults.
+    #[arg(short = 'l', long)]
+    lambda: bool,
 
     /// Validate the configuration, print a summary and exit (0 when valid).
     #[arg(long)]
@@ -96,7 +101,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = match Config::load(&cli.config) {
+    let loaded = match (&cli.config, cli.lambda) {
+        (Some(file), _) if is_toml(file) => runtime
+            .block_on(secret_agent::aws_agent_config(Some(file)))
+            .map_err(|e| format!("{e:#}")),
+        (Some(file), _) => Config::load(file).map_err(|e| e.to_string()),
+        (None, true) => runtime
+            .block_on(secret_agent::aws_agent_config(None))
+            .map_err(|e| format!("{e:#}")),
+        (None, false) => Config::load(DEFAULT_CONFIG.as_ref()).map_err(|e| e.to_string()),
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("secret-agent: {e}");
@@ -123,7 +138,12 @@ fn main() -> ExitCode {
     log::set_max_level(max_level);
 
     let result = runtime.block_on(async {
-        Application::build(config, signals)
+        let serving = if cli.lambda {
+            Serving::OnStartServing
+        } else {
+            Serving::Now
+        };
+        Application::build(config, signals, serving)
             .await?
             .run_until_stopped()
             .await?;
@@ -140,6 +160,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `file` is the AWS agent's TOML rather than this agent's YAML.
+fn is_toml(file: &std::path::Path) -> bool {
+    file.extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"))
 }
 
 /// Prints the `--check` summary; a reader that stops early (`| head -1`) is

@@ -39,8 +39,7 @@ impl Reloader {
     }
 
     pub(crate) async fn reload(&mut self) {
-        let path = self.applied.source.clone();
-        let new = match Config::load(&path) {
+        let new = match self.applied.reread() {
             Ok(new) => new,
             Err(e) => {
                 METRICS.reloads.with_label_values(&["error"]).inc();
@@ -95,7 +94,10 @@ impl Reloader {
             log::set_max_level(new.log_level);
         }
         if new.cache.prefetch && !added.is_empty() {
-            self.state.cache.prefetch(added.clone());
+            let serving = self.state.serving.clone();
+            self.state
+                .cache
+                .prefetch_after(added.clone(), async move { serving.opened().await });
         }
         for warning in &new.warnings {
             log::warn!("{warning}");
@@ -103,7 +105,7 @@ impl Reloader {
         METRICS.reloads.with_label_values(&["ok"]).inc();
         log::info!(
             "reloaded {}: {} resource(s) ({} new or changed, {} removed), {} client token(s){}",
-            path.display(),
+            new.source.display(),
             new.aws.resources.len(),
             added.len(),
             removed,

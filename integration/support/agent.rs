@@ -57,6 +57,9 @@ const CLEARED: &[&str] = &[
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_ACCOUNT_ID",
+    "AWS_TOKEN",
 ];
 
 /// A running `secret-agent`, killed on drop. Its stderr (the log) is kept.
@@ -88,19 +91,8 @@ impl Agent {
         // A socket already at the path (a stale one, or a live agent's) is
         // not this agent's: it is up once a new one answers there.
         let old_socket = config.socket_path().and_then(file_identity);
-        let mut command = Command::new(agent_binary());
+        let mut command = agent_command(dir.path(), env);
         command.arg("--config").arg(&config_path);
-        for var in CLEARED {
-            command.env_remove(var);
-        }
-        command.envs(isolated_env(dir.path()));
-        for (name, value) in env {
-            if value.is_empty() {
-                command.env_remove(name);
-            } else {
-                command.env(name, value);
-            }
-        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -128,6 +120,70 @@ impl Agent {
                 let _ = reader.join();
                 let log = log.lock().unwrap().clone();
                 Err(log)
+            }
+        }
+    }
+
+    /// Starts the agent with `args` alone, as users of the AWS agent do
+    /// (`--config agent.toml`, `-l`), in `dir` (its working directory and
+    /// `HOME`), with `env` as in [`Agent::start`]. Like the AWS agent's own
+    /// test harness, it takes the first line of standard output, which must
+    /// say `listening on http://<address>`, and returns it with the agent
+    /// once `/ping` answers; else the log.
+    pub fn try_start_with_args(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+    ) -> Result<(Agent, String), String> {
+        let mut child = agent_command(dir.path(), env)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start secret-agent");
+        let (log, reader, _) = record_log(&mut child);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, first_line) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            lines.for_each(drop);
+        });
+        let first = first_line.recv_timeout(START_TIMEOUT).ok();
+        let addr = first.as_deref().and_then(|line| {
+            line.split_once("listening on http://")?
+                .1
+                .trim()
+                .parse::<SocketAddr>()
+                .ok()
+        });
+        let up = addr.and_then(|addr| {
+            Starting {
+                child: &mut child,
+                deadline: Instant::now() + START_TIMEOUT,
+            }
+            .until(|| pings(addr))
+        });
+        match (first, addr, up) {
+            (Some(first), Some(addr), Some(())) => Ok((
+                Agent {
+                    child,
+                    addr,
+                    log,
+                    dir,
+                },
+                first,
+            )),
+            (first, ..) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                let log = log.lock().unwrap().clone();
+                Err(format!("first line of stdout: {first:?}\n{log}"))
             }
         }
     }
@@ -203,6 +259,25 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The agent's command with a clean AWS environment: [`CLEARED`] removed,
+/// [`isolated_env`] for `dir`, then `env` (an empty value removes the
+/// variable).
+fn agent_command(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(agent_binary());
+    for var in CLEARED {
+        command.env_remove(var);
+    }
+    command.envs(isolated_env(dir));
+    for (name, value) in env {
+        if value.is_empty() {
+            command.env_remove(name);
+        } else {
+            command.env(name, value);
+        }
+    }
+    command
 }
 
 /// Copies the child's stderr into the returned log, line by line, on a
@@ -314,6 +389,15 @@ fn healthy(addr: SocketAddr) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     exchange(stream, &get_request("/healthz", &[])).0 == 200
+}
+
+/// `GET /ping` (the AWS agent's health check) answers 200.
+fn pings(addr: SocketAddr) -> bool {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    exchange(stream, &get_request("/ping", &[])).0 == 200
 }
 
 fn socket_healthy(socket: &Path) -> bool {

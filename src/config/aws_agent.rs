@@ -62,6 +62,12 @@ const SSRF_ENV_VARIABLES: [&str; 3] = [
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
 
+/// The `region` the TOML sets, if any.
+pub(super) fn region(text: &str) -> Result<Option<String>, String> {
+    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| e.to_string())?;
+    Ok(raw.region)
+}
+
 /// The YAML, and notes on what does not carry over (also written into the
 /// YAML as comments).
 #[derive(Debug)]
@@ -128,21 +134,10 @@ pub fn convert_aws_agent_config(
     let envs: Vec<String> = raw
         .ssrf_env_variables
         .unwrap_or_else(|| SSRF_ENV_VARIABLES.map(str::to_owned).to_vec());
-    let Some(token_env) = envs.first() else {
+    if envs.is_empty() {
         return Err(err(
             "ssrf_env_variables is empty; the AWS agent refuses that too".into(),
         ));
-    };
-    if envs.len() > 1 {
-        notes.push(format!(
-            "the token comes from {token_env} only; the AWS agent also tried {} when it was unset",
-            envs[1..].join(", ")
-        ));
-    }
-    if token_env == "AWS_SESSION_TOKEN" {
-        notes.push(
-            "AWS_SESSION_TOKEN is part of the AWS credentials: give the agent its own token variable (e.g. AWS_TOKEN) instead".into(),
-        );
     }
     let path_prefix = raw.path_prefix.as_deref().unwrap_or("/v1/");
     if path_prefix != "/v1/" {
@@ -155,7 +150,7 @@ pub fn convert_aws_agent_config(
     }
     if raw.validate_credentials.is_some() {
         notes.push(
-            "validate_credentials: this agent resolves credentials at start-up and reports them in /readyz; it does not call STS GetCallerIdentity".into(),
+            "validate_credentials: this agent resolves credentials at start-up and reports them in /readyz (started with this TOML file, it also calls STS GetCallerIdentity to learn the account)".into(),
         );
     }
     let region = raw.region.as_deref().or(region);
@@ -234,9 +229,13 @@ pub fn convert_aws_agent_config(
         y.push_str(&format!("    - {}\n", yaml_string(h)));
     }
     y.push_str("  tokens:\n");
+    let envs: Vec<String> = envs.iter().map(|e| yaml_string(e)).collect();
+    let envs = match envs.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
     y.push_str(&format!(
-        "    - token-env: {}               # ssrf_env_variables; `file:///path` values are read from the file\n",
-        yaml_string(token_env)
+        "    - token-env: {envs}   # ssrf_env_variables, the first one set; `file:///path` values are read from the file\n"
     ));
     y.push_str("      resources: [\"*\"]\n");
     y.push_str(&format!(
@@ -267,7 +266,7 @@ mod tests {
     fn loads(yaml: &str) -> Config {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
-        let yaml = yaml.replace("token-env: AWS_TOKEN", "token-env: HOME");
+        let yaml = yaml.replace("token-env: [AWS_TOKEN,", "token-env: [HOME,");
         std::fs::write(&path, &yaml).unwrap();
         Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
     }
@@ -289,7 +288,15 @@ mod tests {
             config.token_headers,
             ["x-aws-parameters-secrets-token", "x-vault-token"]
         );
-        assert!(c.notes.iter().any(|n| n.contains("AWS_SESSION_TOKEN")));
+        // The token variables are tried in the AWS agent's order.
+        assert!(
+            c.yaml.contains(
+                "token-env: [AWS_TOKEN, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN]"
+            ),
+            "{}",
+            c.yaml
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
 
         // The settings the AWS agent's documentation lists, strings and numbers.
         let toml = r#"

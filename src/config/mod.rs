@@ -58,7 +58,27 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Problems worth a warning but not a refusal (e.g. file permissions).
     pub(crate) warnings: Vec<String>,
+    /// Which kind of file it came from, so that a reload reads it the same way.
+    pub(crate) origin: Origin,
 }
+
+/// The kind of file a [`Config`] was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// This agent's YAML.
+    Yaml,
+    /// The AWS Secrets Manager Agent's TOML (`file`), or its defaults when
+    /// there is none, converted in memory; "any secret" is the account and
+    /// region learnt at start.
+    AwsAgent {
+        file: Option<PathBuf>,
+        account: String,
+        region: String,
+    },
+}
+
+/// What `source` says when the AWS agent's defaults are used without a file.
+pub(crate) const AWS_AGENT_DEFAULTS: &str = "(the AWS agent's defaults)";
 
 /// Where the agent listens, and how it treats clients.
 #[derive(Debug, Clone)]
@@ -266,6 +286,69 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = load::read(path)?;
         Config::from_yaml(&text, path)
+    }
+
+    /// The AWS Secrets Manager Agent's TOML `file` (its defaults when
+    /// `None`), converted in memory, serving any secret of `account` in
+    /// `region` (or the file's own region) as the AWS agent does.
+    pub(crate) fn load_aws_agent(
+        file: Option<&Path>,
+        account: &str,
+        region: &str,
+    ) -> Result<Config, ConfigError> {
+        let (source, text) = match file {
+            Some(path) => (path.to_owned(), load::read(path)?),
+            None => (PathBuf::from(AWS_AGENT_DEFAULTS), String::new()),
+        };
+        let shown = source.display().to_string();
+        let conversion =
+            aws_agent::convert_aws_agent_config(&shown, &text, Some(account), Some(region))
+                .map_err(|message| ConfigError::Parse {
+                    file: source.clone(),
+                    line: None,
+                    path: String::new(),
+                    message: message
+                        .strip_prefix(&format!("{shown}: "))
+                        .unwrap_or(&message)
+                        .to_owned(),
+                })?;
+        let mut config = Config::from_yaml(&conversion.yaml, &source)?;
+        // Started from the file, the agent does call STS (for the account).
+        config.warnings.extend(
+            conversion
+                .notes
+                .into_iter()
+                .filter(|note| !note.starts_with("validate_credentials")),
+        );
+        config.origin = Origin::AwsAgent {
+            file: file.map(Path::to_owned),
+            account: account.to_owned(),
+            region: region.to_owned(),
+        };
+        Ok(config)
+    }
+
+    /// The `region` the AWS agent's TOML `file` sets, if any.
+    pub(crate) fn aws_agent_region(file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+        let Some(path) = file else { return Ok(None) };
+        aws_agent::region(&load::read(path)?).map_err(|message| ConfigError::Parse {
+            file: path.to_owned(),
+            line: None,
+            path: String::new(),
+            message,
+        })
+    }
+
+    /// The file read again the way it was read first: for a reload.
+    pub(crate) fn reread(&self) -> Result<Config, ConfigError> {
+        match &self.origin {
+            Origin::Yaml => Config::load(&self.source),
+            Origin::AwsAgent {
+                file,
+                account,
+                region,
+            } => Config::load_aws_agent(file.as_deref(), account, region),
+        }
     }
 
     /// Validates YAML text; `source` is only used in messages.

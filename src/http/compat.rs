@@ -236,6 +236,19 @@ pub async fn ping(req: HttpRequest) -> HttpResponse {
     HttpResponse::Ok().body("healthy")
 }
 
+/// `GET /start_serving`: the AWS agent's Lambda extension wrapper calls it,
+/// without a token, on the first invoke; an agent started with `-l` starts
+/// serving and fetching then. Any other time it changes nothing.
+pub async fn start_serving(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if req.method() != Method::GET {
+        return CompatError::not_allowed().response();
+    }
+    if state.serving.open() {
+        log::info!("GET /start_serving: serving from now on");
+    }
+    HttpResponse::Ok().body("serving")
+}
+
 /// `GET /secretsmanager/get?secretId=...`
 pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();

@@ -38,6 +38,10 @@ pub enum ApiError {
     Upstream(UpstreamError),
     #[error("{0}")]
     StaleLimit(UpstreamError),
+    #[error(
+        "not serving yet: the agent was started with -l and serves once GET /start_serving is called"
+    )]
+    NotServingYet,
 }
 
 impl From<CacheError> for ApiError {
@@ -122,6 +126,7 @@ impl ApiError {
                 "headers_too_large",
             ),
             ApiError::StaleLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+            ApiError::NotServingYet => (StatusCode::SERVICE_UNAVAILABLE, "not_serving_yet"),
             ApiError::Upstream(e) => match e {
                 U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
                 U::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),

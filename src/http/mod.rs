@@ -66,6 +66,54 @@ pub struct AppState {
     /// Failed reads are logged at warn level once per resource and
     /// [`WARN_EVERY`], the rest at debug: clients cannot flood the log.
     pub warned: Arc<DashMap<ResourceName, Instant>>,
+    /// Closed until `GET /start_serving` in Lambda mode (`-l`).
+    pub serving: Gate,
+}
+
+/// Whether secrets are served yet: from the start, unless the agent was
+/// started with `-l` (the AWS agent's Lambda mode), where nothing is served
+/// or fetched until `GET /start_serving`, so that a Lambda SnapStart
+/// snapshot taken during init holds no secret.
+#[derive(Clone)]
+pub struct Gate(Arc<GateInner>);
+
+struct GateInner {
+    open: AtomicBool,
+    opened: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub fn new(open: bool) -> Gate {
+        Gate(Arc::new(GateInner {
+            open: AtomicBool::new(open),
+            opened: tokio::sync::Notify::new(),
+        }))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Opens the gate; true when this call opened it.
+    pub fn open(&self) -> bool {
+        let was_closed = !self.0.open.swap(true, Ordering::AcqRel);
+        if was_closed {
+            self.0.opened.notify_waiters();
+        }
+        was_closed
+    }
+
+    /// Returns once the gate is open.
+    pub async fn opened(&self) {
+        loop {
+            // Created before the check, so an `open` in between wakes it.
+            let opened = self.0.opened.notified();
+            if self.is_open() {
+                return;
+            }
+            opened.await;
+        }
+    }
 }
 
 /// How often a resource's failed reads may be logged at warn level.
@@ -120,6 +168,7 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/metrics", web::route().to(ops::metrics))
             .route("/secretsmanager/get", web::route().to(compat::get_by_query))
             .route("/ping", web::route().to(compat::ping))
+            .route("/start_serving", web::route().to(compat::start_serving))
             .service(web::scope("/v1").default_service(web::to(compat::get_by_path)));
     }
 }
@@ -146,7 +195,7 @@ async fn guard(
         Some(ApiError::HeadersTooLarge(MAX_HEADER_BYTES))
     } else if (req.headers().contains_key("x-forwarded-for")
         || req.headers().contains_key("forwarded"))
-        && req.path() != "/ping"
+        && !matches!(req.path(), "/ping" | "/start_serving")
     {
         Some(ApiError::Forwarded)
     } else {
@@ -195,7 +244,7 @@ impl Route {
     fn of(path: &str) -> Route {
         match path {
             p if p.starts_with("/secrets/") => Route::Secrets,
-            "/secretsmanager/get" | "/ping" => Route::Compat,
+            "/secretsmanager/get" | "/ping" | "/start_serving" => Route::Compat,
             p if p.starts_with("/v1/") => Route::Compat,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
@@ -245,6 +294,9 @@ async fn read(
     version: &Version,
     refresh: bool,
 ) -> Result<(Arc<Secret>, CacheStatus), ApiError> {
+    if !state.serving.is_open() {
+        return Err(ApiError::NotServingYet);
+    }
     let arn: &SecretArn = &found.arn;
     let read = if refresh {
         state.cache.refresh(arn, version).await

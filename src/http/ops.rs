@@ -14,7 +14,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 once credentials have resolved and the prefetch (when on) is done;
+/// 200 once serving has started (`-l`), credentials have resolved and the
+/// prefetch (when on) is done;
 /// otherwise 503, saying what is missing. Failing prefetches are only
 /// counted: anyone may ask, and their ARNs name accounts and secrets (the
 /// log has them, one warning per failed attempt). The events queue, when
@@ -22,6 +23,9 @@ pub async fn healthz() -> HttpResponse {
 /// without its URL or error.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut missing = Vec::new();
+    if !state.serving.is_open() {
+        missing.push("serving: started with -l, waiting for GET /start_serving".to_owned());
+    }
     if !state.credentials_ready.load(Ordering::Relaxed) {
         missing.push("credentials: AWS credentials have not resolved yet".to_owned());
     }
