@@ -692,3 +692,74 @@ async fn lambda_mode_holds_the_prefetch_until_start_serving() {
         (200, Some("hit"))
     );
 }
+
+/// `over-limit: refuse` (the AWS agent's `max_conn`): a connection accepted
+/// while `max-connections` others are open has each of its requests
+/// answered 429 at once, instead of waiting; health checks get two more.
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_with_429_when_asked() {
+    use std::io::{Read, Write};
+
+    let f = Fixture::new();
+    let secret = f.secret("over-limit", "v");
+    let config = f
+        .config()
+        .resource("MyTest", &secret.arn)
+        .token_env("COMPAT_TOKEN", &["*"])
+        .max_connections(3)
+        .over_limit("refuse")
+        .request_timeout("30s");
+    let agent = Agent::start(&config, &[("COMPAT_TOKEN", TOKEN)]);
+    // One request on a new connection: status line and body. The previous
+    // one's connection is let go of first (the agent counts it until then).
+    let request = |path: &str| {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut stream = std::net::TcpStream::connect(agent.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-Aws-Parameters-Secrets-Token: {TOKEN}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let status = |answer: &str| answer.split(' ').nth(1).unwrap_or_default().to_owned();
+    assert_eq!(status(&request("/secrets/MyTest")), "200");
+
+    // Two held connections: a third is within the limit.
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(agent.addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status(&request("/secrets/MyTest")), "200");
+
+    // Four held: the fifth is over the limit, on every route; /ping and
+    // /healthz may have two more.
+    let more: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(agent.addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = request("/secretsmanager/get?secretId=MyTest");
+    assert_eq!(status(&answer), "429", "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\nConnection limit exceeded"),
+        "{answer}"
+    );
+    let answer = request("/secrets/MyTest");
+    assert_eq!(status(&answer), "429", "{answer}");
+    assert!(answer.contains("connection_limit_exceeded"), "{answer}");
+    assert_eq!(status(&request("/ping")), "200");
+    assert_eq!(status(&request("/healthz")), "200");
+    // No upstream call was made for the refused requests.
+    assert_eq!(f.proxy.gets(&secret.name), 1);
+
+    // Once they close, served again.
+    drop(held);
+    drop(more);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&request("/secrets/MyTest")), "200");
+}

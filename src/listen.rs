@@ -18,6 +18,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -39,8 +40,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::aerospike::{self, MAGIC};
-use crate::config::{ServiceConfig, TlsConfig, UdsConfig};
-use crate::http::{self, AppState};
+use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig, TlsConfig, UdsConfig};
+use crate::http::{self, AppState, OpenAtAccept};
 
 /// Most bytes read from a client in one go and held before the parser
 /// takes them.
@@ -75,7 +76,7 @@ pub(crate) fn bind(
     let mut builder = Server::build()
         .workers(workers)
         // actix-server counts connections per worker.
-        .max_concurrent_connections(service.max_connections.div_ceil(workers))
+        .max_concurrent_connections(accepted_connections(service).div_ceil(workers))
         .shutdown_timeout(service.shutdown_timeout.as_secs().max(1))
         .shutdown_signal(shutdown);
     let conn = Connections {
@@ -143,6 +144,32 @@ pub(crate) fn bind(
     })
 }
 
+/// Connections accepted at once: `max-connections`, and with `over-limit:
+/// refuse` some more, to be answered 429 (see [`OverLimit`]).
+fn accepted_connections(service: &ServiceConfig) -> usize {
+    match service.over_limit {
+        OverLimit::Queue => service.max_connections,
+        OverLimit::Refuse => service.max_connections + OVER_LIMIT_HEADROOM,
+    }
+}
+
+/// Counts a connection in [`AppState::connections`] while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    /// Also returns how many are open, this one included.
+    fn new(connections: &Arc<AtomicUsize>) -> (Counted, usize) {
+        let open = connections.fetch_add(1, Ordering::Relaxed) + 1;
+        (Counted(Arc::clone(connections)), open)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn tcp_setup(io: &TcpStream) -> io::Result<Option<SocketAddr>> {
     // Answers are small and written whole: send them at once.
     io.set_nodelay(true)?;
@@ -178,6 +205,9 @@ impl Connections {
             .keep_alive(KeepAlive::Timeout(self.request_timeout))
             .client_request_timeout(self.request_timeout)
             .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+            .on_connect_ext(|io: &Paced<Stream>, ext| {
+                ext.insert(OpenAtAccept(io.open_at_accept));
+            })
             .graceful_shutdown_signal(move || {
                 let stopping = stopping.clone();
                 async move { stopping.notified().await }
@@ -204,6 +234,7 @@ impl Connections {
                     let state = state.clone();
                     let stopping = stopping.clone();
                     async move {
+                        let (_counted, open_at_accept) = Counted::new(&state.connections);
                         let (mut stream, peer) = match open(io).await {
                             Ok(opened) => opened,
                             Err(e) => {
@@ -230,7 +261,11 @@ impl Connections {
                         if first.starts_with(&MAGIC) {
                             aerospike::serve(stream, first, state, timeout, stopping).await;
                         } else if let Err(e) = handler
-                            .call((Paced::with_pending(stream, timeout, first), peer))
+                            .call((
+                                Paced::with_pending(stream, timeout, first)
+                                    .opened_with(open_at_accept),
+                                peer,
+                            ))
                             .await
                         {
                             log::debug!("connection closed: {e}");
@@ -325,6 +360,9 @@ pub(crate) struct Paced<IO> {
     /// A read returned `Pending` for one of the two reasons above; the next
     /// successful write wakes the task so that it reads again.
     read_parked: bool,
+    /// Client connections open when this one was accepted, itself included
+    /// (for `over-limit: refuse`).
+    open_at_accept: usize,
 }
 
 /// Where the byte stream stands, seen from the request heads.
@@ -353,7 +391,14 @@ impl<IO> Paced<IO> {
             awaiting_answer: false,
             write_blocked: false,
             read_parked: false,
+            open_at_accept: 1,
         }
+    }
+
+    /// Records how many connections were open when this one was accepted.
+    pub(crate) fn opened_with(mut self, open_at_accept: usize) -> Paced<IO> {
+        self.open_at_accept = open_at_accept;
+        self
     }
 
     /// How many of the pending bytes (at most `room`) may go to the parser

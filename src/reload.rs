@@ -127,11 +127,20 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if (&o.tcp, &o.uds) != (&n.tcp, &n.uds) {
         changed.push("the listeners (service.tcp, service.uds)");
     }
-    if (o.max_connections, o.request_timeout, o.shutdown_timeout)
-        != (n.max_connections, n.request_timeout, n.shutdown_timeout)
-    {
-        changed
-            .push("connection limits (service.max-connections, request-timeout, shutdown-timeout)");
+    if (
+        o.max_connections,
+        o.over_limit,
+        o.request_timeout,
+        o.shutdown_timeout,
+    ) != (
+        n.max_connections,
+        n.over_limit,
+        n.request_timeout,
+        n.shutdown_timeout,
+    ) {
+        changed.push(
+            "connection limits (service.max-connections, over-limit, request-timeout, shutdown-timeout)",
+        );
     }
     if old.aws.max_concurrent_calls != new.aws.max_concurrent_calls {
         changed.push("secret-manager.aws.max-concurrent-calls");

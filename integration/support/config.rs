@@ -38,6 +38,8 @@ struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_connections: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    over_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_timeout: Option<String>,
@@ -309,6 +311,12 @@ impl AgentConfig {
 
     pub fn max_connections(mut self, limit: usize) -> AgentConfig {
         self.service.max_connections = Some(limit);
+        self
+    }
+
+    /// `service.over-limit`: `queue` or `refuse`.
+    pub fn over_limit(mut self, value: &str) -> AgentConfig {
+        self.service.over_limit = Some(value.into());
         self
     }
 

@@ -193,6 +193,7 @@ pub fn convert_aws_agent_config(
     y.push_str(&format!(
         "  max-connections: {max_conn}             # max_conn\n"
     ));
+    y.push_str("  over-limit: refuse                  # beyond max_conn: 429, as the AWS agent\n");
     y.push_str("secret-manager:\n  aws:\n");
     if raw.region.is_some() || region.is_some() {
         y.push_str(&format!(
@@ -314,6 +315,7 @@ max_conn = 10
         assert!(c.notes.is_empty(), "{:?}", c.notes);
         let config = loads(&c.yaml.replace("token-env: MY_TOKEN", "token-env: HOME"));
         assert_eq!(config.service.max_connections, 10);
+        assert_eq!(config.service.over_limit, crate::config::OverLimit::Refuse);
         assert_eq!(config.cache.ttl, std::time::Duration::from_secs(60));
         assert_eq!(config.cache.max_entries, 5);
         assert_eq!(config.token_headers, ["x-my-token"]);

@@ -87,6 +87,8 @@ pub(crate) struct ServiceConfig {
     pub(crate) uds: Option<UdsConfig>,
     /// Most client connections open at once, over all listeners.
     pub(crate) max_connections: usize,
+    /// `over-limit`: what connections beyond `max_connections` get.
+    pub(crate) over_limit: OverLimit,
     /// A client must send its request headers within this time, and idle
     /// keep-alive connections are closed after it (slowloris guard).
     pub(crate) request_timeout: Duration,
@@ -95,6 +97,21 @@ pub(crate) struct ServiceConfig {
 }
 
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// `service.over-limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OverLimit {
+    /// They wait, unaccepted, until a connection closes.
+    Queue,
+    /// They are accepted (up to [`OVER_LIMIT_HEADROOM`] more) and each
+    /// request on them is answered `429` at once, as the AWS agent's
+    /// `max_conn` does. Health checks get 2 more, as there.
+    Refuse,
+}
+
+/// With `over-limit: refuse`, how many connections beyond `max-connections`
+/// are accepted to be refused; beyond that they queue.
+pub(crate) const OVER_LIMIT_HEADROOM: usize = 256;
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 

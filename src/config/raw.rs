@@ -40,6 +40,9 @@ pub(super) struct RawService {
     pub uds: Option<RawUds>,
     /// Most client connections open at once, over all listeners; default 1024.
     pub max_connections: Option<usize>,
+    /// What connections beyond `max-connections` get: `queue` (default)
+    /// or `refuse` (429, as the AWS agent's `max_conn`).
+    pub over_limit: Option<String>,
     /// Time a client has to send its request headers, and the keep-alive
     /// idle limit; default 5s.
     pub request_timeout: Option<DurationValue>,

@@ -155,6 +155,16 @@ impl Validator<'_> {
         if max_connections == 0 {
             return Err(self.invalid("service.max-connections", "must be at least 1"));
         }
+        let over_limit = match raw.over_limit.as_deref() {
+            None | Some("queue") => OverLimit::Queue,
+            Some("refuse") => OverLimit::Refuse,
+            Some(other) => {
+                return Err(self.invalid(
+                    "service.over-limit",
+                    format!("`{}` is not queue or refuse", other.escape_debug()),
+                ));
+            }
+        };
         let request_timeout = raw.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0);
         if request_timeout.is_zero() {
             return Err(self.invalid("service.request-timeout", "must be more than 0"));
@@ -163,6 +173,7 @@ impl Validator<'_> {
             tcp,
             uds,
             max_connections,
+            over_limit,
             request_timeout,
             shutdown_timeout: raw
                 .shutdown_timeout
@@ -998,6 +1009,22 @@ mod tests {
         assert_eq!(
             (c.service.max_connections, c.service.request_timeout),
             (5, Duration::from_secs(2))
+        );
+        assert_eq!(c.service.over_limit, OverLimit::Queue);
+        let refuse = limits.replace(
+            "max-connections: 5",
+            "max-connections: 5\n  over-limit: refuse",
+        );
+        assert_eq!(load(&refuse).unwrap().service.over_limit, OverLimit::Refuse);
+        let err = load(&limits.replace(
+            "max-connections: 5",
+            "max-connections: 5\n  over-limit: drop",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("service.over-limit") && err.contains("`drop` is not queue or refuse"),
+            "{err}"
         );
         let zero = limits.replace("max-connections: 5", "max-connections: 0");
         assert!(

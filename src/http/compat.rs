@@ -174,6 +174,9 @@ impl From<ApiError> for CompatError {
             ApiError::MethodNotAllowed => CompatError::not_allowed(),
             ApiError::ResourceNotFound(_) => CompatError::not_found(),
             ApiError::RouteNotFound => CompatError::text(StatusCode::NOT_FOUND, "Not found"),
+            ApiError::ConnectionLimit => {
+                CompatError::text(StatusCode::TOO_MANY_REQUESTS, "Connection limit exceeded")
+            }
             ApiError::Upstream(e) | ApiError::StaleLimit(e) => CompatError::upstream(&e),
             other => {
                 let status = other.parts().0;

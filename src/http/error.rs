@@ -42,6 +42,8 @@ pub enum ApiError {
         "not serving yet: the agent was started with -l and serves once GET /start_serving is called"
     )]
     NotServingYet,
+    #[error("connection limit exceeded (service.max-connections)")]
+    ConnectionLimit,
 }
 
 impl From<CacheError> for ApiError {
@@ -127,6 +129,9 @@ impl ApiError {
             ),
             ApiError::StaleLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
             ApiError::NotServingYet => (StatusCode::SERVICE_UNAVAILABLE, "not_serving_yet"),
+            ApiError::ConnectionLimit => {
+                (StatusCode::TOO_MANY_REQUESTS, "connection_limit_exceeded")
+            }
             ApiError::Upstream(e) => match e {
                 U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
                 U::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),

@@ -12,7 +12,7 @@ mod ops;
 mod secrets;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -68,7 +68,17 @@ pub struct AppState {
     pub warned: Arc<DashMap<ResourceName, Instant>>,
     /// Closed until `GET /start_serving` in Lambda mode (`-l`).
     pub serving: Gate,
+    /// Client connections open now, over all listeners.
+    pub connections: Arc<AtomicUsize>,
+    /// With `over-limit: refuse`: `max-connections`; requests on a
+    /// connection accepted while more were open are answered 429.
+    pub refuse_over: Option<usize>,
 }
+
+/// Connection data: client connections open when it was accepted, itself
+/// included. As the AWS agent counts for `max_conn`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAtAccept(pub usize);
 
 /// Whether secrets are served yet: from the start, unless the agent was
 /// started with `-l` (the AWS agent's Lambda mode), where nothing is served
@@ -187,7 +197,18 @@ async fn guard(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let route = Route::of(req.path());
     let compat = route == Route::Compat;
-    let refused = if !compat && !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let over_limit = req.app_data::<web::Data<AppState>>().is_some_and(|state| {
+        state.refuse_over.is_some_and(|limit| {
+            // Health checks get two more, as in the AWS agent.
+            let health = matches!(req.path(), "/ping" | "/healthz" | "/readyz" | "/metrics");
+            let limit = if health { limit + 2 } else { limit };
+            req.conn_data::<OpenAtAccept>()
+                .is_some_and(|open| open.0 > limit)
+        })
+    });
+    let refused = if over_limit {
+        Some(ApiError::ConnectionLimit)
+    } else if !compat && !matches!(*req.method(), Method::GET | Method::HEAD) {
         Some(ApiError::MethodNotAllowed)
     } else if req.uri().path().len() > MAX_PATH {
         Some(ApiError::UriTooLong(MAX_PATH))
