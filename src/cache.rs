@@ -462,9 +462,11 @@ impl Cache {
     }
 
     /// Fetches the current versions of those of `arns` the cache holds, in
-    /// batch calls, after any fetch already under way (which may have
-    /// started before the change that prompted this): for event-driven
-    /// refreshes, the agent's own, not limited like a client's.
+    /// batch calls, and the staging labels it holds of them (`AWSPREVIOUS`,
+    /// say: a rotation moves labels), after any fetch already under way
+    /// (which may have started before the change that prompted this): for
+    /// event-driven refreshes, the agent's own, not limited like a
+    /// client's. Versions held by id never change.
     pub async fn refresh_cached(&self, arns: Vec<SecretArn>) {
         let slots: Vec<_> = arns
             .iter()
@@ -474,12 +476,28 @@ impl Cache {
                 Some((key, slot))
             })
             .collect();
+        let wanted: HashSet<&str> = arns.iter().map(SecretArn::as_str).collect();
+        let staged: Vec<_> = self
+            .inner
+            .slots
+            .iter()
+            .filter(|entry| matches!(entry.key().version, Version::Stage(_)))
+            .filter(|entry| wanted.contains(entry.key().arn.as_str()))
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
         let under_way: Vec<_> = slots
             .iter()
+            .chain(&staged)
             .filter_map(|(_, slot)| slot.state().inflight.clone())
             .collect();
         futures_util::future::join_all(under_way).await;
-        futures_util::future::join_all(self.inner.start_batch(slots)).await;
+        let mut fetches = self.inner.start_batch(slots);
+        fetches.extend(
+            staged
+                .iter()
+                .map(|(key, slot)| self.inner.start_fetch(key, slot)),
+        );
+        futures_util::future::join_all(fetches).await;
     }
 
     /// Number of cached entries (including those whose first fetch is under
@@ -1967,6 +1985,30 @@ mod tests {
         cache.prefetch((60..80).map(arn).collect());
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!((fake.calls(), fake.batch_calls()), (calls + 1, batches + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn event_refreshes_refetch_the_current_version_and_cached_stages() {
+        let (fake, cache) = setup(settings());
+        let (one, other) = (arn(1), arn(2));
+        let previous = Version::Stage("AWSPREVIOUS".into());
+        let (current_before, _) = cache.get(&one, &Version::Current).await.unwrap();
+        let (previous_before, _) = cache.get(&one, &previous).await.unwrap();
+        cache.get(&other, &previous).await.unwrap();
+        let calls = fake.calls();
+        cache.refresh_cached(vec![one.clone()]).await;
+        // One call for the current version, one for the stage; the other
+        // secret's stage is left alone.
+        assert_eq!(fake.calls(), calls + 2);
+        for (version, before) in [
+            (Version::Current, current_before),
+            (previous, previous_before),
+        ] {
+            let (after, status) = cache.get(&one, &version).await.unwrap();
+            assert_eq!(status, CacheStatus::Hit);
+            assert_ne!(after.value, before.value, "{version:?}");
+        }
+        assert_eq!(fake.calls(), calls + 2);
     }
 
     #[tokio::test(start_paused = true)]
