@@ -51,7 +51,25 @@ impl Kind {
     }
 }
 
-/// One version of a secret as Secrets Manager returned it.
+/// What GetParameter says of a parameter besides its value, for the Lambda
+/// extension's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParameterInfo {
+    /// `String`, `StringList` or `SecureString`.
+    pub parameter_type: Option<String>,
+    /// `text`, or `aws:ec2:image` and the like.
+    pub data_type: Option<String>,
+    /// The version number.
+    pub version: i64,
+    /// `:<version>` or `:<label>` when one was asked for, as AWS answers.
+    pub selector: Option<String>,
+    /// Set by AWS for parameters that reference other services.
+    pub source_result: Option<String>,
+}
+
+/// One version of a secret as Secrets Manager returned it, or of a
+/// parameter as Parameter Store did (its version number as `version_id`,
+/// its last-modified date as `created_date`).
 #[derive(Clone)]
 pub struct Secret {
     pub arn: String,
@@ -62,6 +80,8 @@ pub struct Secret {
     pub kind: Kind,
     /// The payload. Never logged; `Debug` shows only its length.
     pub value: Bytes,
+    /// For a parameter, what else GetParameter said; `None` for a secret.
+    pub parameter: Option<ParameterInfo>,
 }
 
 impl fmt::Debug for Secret {
@@ -71,6 +91,7 @@ impl fmt::Debug for Secret {
             .field("version_id", &self.version_id)
             .field("version_stages", &self.version_stages)
             .field("kind", &self.kind)
+            .field("parameter", &self.parameter)
             .field(
                 "value",
                 &format_args!("<{} bytes redacted>", self.value.len()),
@@ -136,6 +157,7 @@ mod tests {
             created_date: None,
             kind: Secret::text_kind(&value),
             value,
+            parameter: None,
         }
     }
 

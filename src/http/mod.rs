@@ -269,6 +269,11 @@ async fn read(
             } else {
                 log::Level::Debug
             };
+            // The encrypted form of a parameter is logged as its version.
+            let version = match version {
+                Version::Encrypted(version) => version,
+                version => version,
+            };
             match version {
                 Version::Current if !found.by_pattern() => log::log!(level, "{entry}: {e}"),
                 // A name under a pattern is the client's, and AWS may repeat
@@ -284,8 +289,15 @@ async fn read(
                 // AWS repeats the version asked for, which a client wrote
                 // (a token sent there by mistake, say): the log says only
                 // the kind of failure, the answer only a short echo.
-                Version::Stage(asked) | Version::Id(asked) => {
-                    e.redact(asked);
+                asked => {
+                    let text = match asked {
+                        Version::Stage(text) | Version::Id(text) | Version::Label(text) => {
+                            text.clone()
+                        }
+                        Version::Number(number) => number.to_string(),
+                        Version::Current | Version::Encrypted(_) => String::new(),
+                    };
+                    e.redact(&text);
                     log::log!(
                         level,
                         "{entry}, a version asked for by a client: {}",
