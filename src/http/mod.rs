@@ -3,12 +3,14 @@
 //!
 //! - `secrets`: `GET /secrets/<name>[/<key>]`
 //! - `compat`: the AWS Secrets Manager Agent's routes (and `/ping`)
+//! - `parameters`: the Lambda extension's Parameter Store route
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` (no token needed)
 
 mod auth;
 mod compat;
 mod error;
 mod ops;
+mod parameters;
 mod secrets;
 
 use std::sync::Arc;
@@ -120,6 +122,7 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/metrics", web::route().to(ops::metrics))
             .route("/secretsmanager/get", web::route().to(compat::get_by_query))
             .route("/ping", web::route().to(compat::ping))
+            .route(parameters::PATH, web::route().to(parameters::get_parameter))
             .service(web::scope("/v1").default_service(web::to(compat::get_by_path)));
     }
 }
@@ -195,7 +198,7 @@ impl Route {
     fn of(path: &str) -> Route {
         match path {
             p if p.starts_with("/secrets/") => Route::Secrets,
-            "/secretsmanager/get" | "/ping" => Route::Compat,
+            "/secretsmanager/get" | "/ping" | parameters::PATH => Route::Compat,
             p if p.starts_with("/v1/") => Route::Compat,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
