@@ -52,17 +52,17 @@ impl Version {
 /// secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("Secrets Manager did not answer in time")]
+    #[error("AWS did not answer in time")]
     Timeout,
-    #[error("Secrets Manager is unreachable: {0}")]
+    #[error("AWS is unreachable: {0}")]
     Unreachable(String),
     #[error("no AWS credentials: {message}")]
     Credentials { message: String, transient: bool },
     #[error("AWS refused the request ({code}): {message}")]
     AccessDenied { code: String, message: String },
-    #[error("the secret does not exist in Secrets Manager: {0}")]
+    #[error("the secret or parameter does not exist in AWS: {0}")]
     SecretNotFound(String),
-    #[error("no such version of the secret: {0}")]
+    #[error("no such version of the secret or parameter: {0}")]
     VersionNotFound(String),
     #[error("the version asked for is not valid: {0}")]
     InvalidParameter(String),
@@ -70,17 +70,17 @@ pub enum UpstreamError {
     DecryptionFailure(String),
     #[error("Secrets Manager refused the request: {0}")]
     InvalidRequest(String),
-    #[error("Secrets Manager is throttling requests: {0}")]
+    #[error("AWS is throttling requests: {0}")]
     Throttled(String),
     /// The fetch waited for a turn among `max-concurrent-calls` and ran out
     /// of time (`fetch-timeout`) before it, or in a call it got too late.
     #[error(
-        "too many calls to Secrets Manager are in flight (secret-manager.aws.max-concurrent-calls); this one waited for its turn until the fetch deadline"
+        "too many calls to AWS are in flight (secret-manager.aws.max-concurrent-calls); this one waited for its turn until the fetch deadline"
     )]
     Busy,
-    #[error("Secrets Manager failed ({code}): {message}")]
+    #[error("AWS failed ({code}): {message}")]
     Service { code: String, message: String },
-    #[error("unexpected answer from Secrets Manager ({code}): {message}")]
+    #[error("unexpected answer from AWS ({code}): {message}")]
     Other { code: String, message: String },
 }
 
@@ -532,6 +532,12 @@ where
                 return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
             }
             return classify_service(e.code(), e.message().unwrap_or("no message"), version_asked);
+        }
+        // An error answer the SDK could not read at all (SSM's client takes
+        // only JSON; an emulator or a front end may answer in XML).
+        SdkError::ResponseError(ctx) if !ctx.raw().status().is_success() => {
+            let raw = ctx.raw();
+            return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
         }
         _ => {}
     }
