@@ -23,7 +23,9 @@ Commands:
   proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret]
                        (`only_secret`: calls naming a secret id containing it, batch calls too)
   proxy_calls id       -> [{action, secret_id, secret_ids, access_key_id, region, session_token,
-                            form, host, time, returned}]  (`secret_ids`: BatchGetSecretValue's
+                            form, host, time, returned, with_decryption}]  (`secret_id`: the
+                            SecretId, or an SSM call's parameter Name; `with_decryption`: an SSM
+                            call's WithDecryption; `secret_ids`: BatchGetSecretValue's
                             SecretIdList; `region`: the SigV4 credential scope's; `form`:
                             the parameters of a form-encoded call such as AssumeRole; `returned`:
                             the credentials an AssumeRole answer carried)
@@ -345,11 +347,16 @@ class ProxyHandler(Handler):
         """Extract action, secret id, access key id and host from a request."""
         target = self.headers.get("X-Amz-Target")
         action = target.rsplit(".", 1)[-1] if target else None
-        secret_id, secret_ids = None, None
+        secret_id, secret_ids, with_decryption = None, None, None
         try:
             parsed = json.loads(body) if body else None
             if isinstance(parsed, dict) and isinstance(parsed.get("SecretId"), str):
                 secret_id = parsed["SecretId"]
+            if target and target.startswith("AmazonSSM.") and isinstance(parsed, dict):
+                if isinstance(parsed.get("Name"), str):
+                    secret_id = parsed["Name"]
+                if isinstance(parsed.get("WithDecryption"), bool):
+                    with_decryption = parsed["WithDecryption"]
             if isinstance(parsed, dict) and isinstance(parsed.get("SecretIdList"), list):
                 secret_ids = [i for i in parsed["SecretIdList"] if isinstance(i, str)]
         except ValueError:
@@ -368,7 +375,8 @@ class ProxyHandler(Handler):
                 "access_key_id": match.group(1) if match else None,
                 "region": match.group(2) if match else None,
                 "session_token": self.headers.get("X-Amz-Security-Token"), "form": form,
-                "host": self.headers.get("Host"), "time": time.time(), "returned": None}
+                "host": self.headers.get("Host"), "time": time.time(), "returned": None,
+                "with_decryption": with_decryption}
 
     def forward(self, body: bytes) -> None:
         proxy: Proxy = self.server.owner
