@@ -53,7 +53,7 @@ impl Kind {
 
 /// What GetParameter says of a parameter besides its value, for the Lambda
 /// extension's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ParameterInfo {
     /// `String`, `StringList` or `SecureString`.
     pub parameter_type: Option<String>,
@@ -63,8 +63,27 @@ pub struct ParameterInfo {
     pub version: i64,
     /// `:<version>` or `:<label>` when one was asked for, as AWS answers.
     pub selector: Option<String>,
-    /// Set by AWS for parameters that reference other services.
+    /// Set by AWS for parameters that reference other services: what that
+    /// service answered, which may hold secret material. Never logged.
     pub source_result: Option<String>,
+}
+
+impl fmt::Debug for ParameterInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParameterInfo")
+            .field("parameter_type", &self.parameter_type)
+            .field("data_type", &self.data_type)
+            .field("version", &self.version)
+            .field("selector", &self.selector)
+            .field(
+                "source_result",
+                &self
+                    .source_result
+                    .as_ref()
+                    .map(|s| format!("<{} bytes redacted>", s.len())),
+            )
+            .finish()
+    }
 }
 
 /// One version of a secret as Secrets Manager returned it, or of a
@@ -190,6 +209,20 @@ mod tests {
 
     #[test]
     fn debug_hides_the_value() {
+        let mut p = secret("hunter2");
+        p.parameter = Some(ParameterInfo {
+            parameter_type: Some("SecureString".into()),
+            data_type: Some("text".into()),
+            version: 3,
+            selector: None,
+            source_result: Some("{\"SecretString\":\"swordfish\"}".into()),
+        });
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        assert!(shown.contains("SecureString"), "{shown}");
         let s = secret("hunter2");
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
