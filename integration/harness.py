@@ -20,7 +20,9 @@ Commands:
   imds_state id        -> {access_key_id, generation, requests: [{method, path, had_token}],
                            issued: [{access_key_id, secret_access_key, session_token, expiration}]}
   start_proxy [upstream]                                -> {"id", "url"}  (recording reverse proxy)
-  proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret]
+  proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret
+                       error_type]  (`error_type`: the AWS error code a `status` fault answers
+                       with, default ServiceUnavailableException)
                        (`only_secret`: calls naming a secret id containing it, batch calls too)
   proxy_calls id       -> [{action, secret_id, secret_ids, access_key_id, region, session_token,
                             form, host, time, returned, with_decryption}]  (`secret_id`: the
@@ -272,14 +274,16 @@ class Proxy:
         self.server = Server(ProxyHandler, self)
 
     def configure(self, fault: str = "none", status: int = 503, delay_ms: int | None = None,
-                  only_action: str | None = None, only_secret: str | None = None) -> None:
+                  only_action: str | None = None, only_secret: str | None = None,
+                  error_type: str = "ServiceUnavailableException") -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}, expected one of {sorted(FAULTS)}")
         if delay_ms is None:
             delay_ms = 60000 if fault == "hang" else 1000
         with self.lock:
             self.fault = {"fault": fault, "status": int(status), "delay_ms": int(delay_ms),
-                          "only_action": only_action, "only_secret": only_secret}
+                          "only_action": only_action, "only_secret": only_secret,
+                          "error_type": error_type}
 
     def fault_for(self, call: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -325,9 +329,9 @@ class ProxyHandler(Handler):
         fault = proxy.fault_for(call)
         kind = fault["fault"]
         if kind == "status":
-            payload = json.dumps({"__type": "ServiceUnavailableException", "message": "injected"})
+            payload = json.dumps({"__type": fault["error_type"], "message": "injected"})
             return self.reply(fault["status"], payload.encode(),
-                              [("x-amzn-ErrorType", "ServiceUnavailableException")],
+                              [("x-amzn-ErrorType", fault["error_type"])],
                               content_type="application/x-amz-json-1.1")
         if kind == "reset":
             self.close_connection = True

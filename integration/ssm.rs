@@ -337,6 +337,47 @@ async fn a_cached_parameter_is_served_stale_while_ssm_fails() {
     assert!(f.proxy.parameter_gets(&name) >= 2);
 }
 
+#[tokio::test]
+async fn throttling_is_transient_and_a_kms_failure_a_refusal_named_in_the_log() {
+    let f = Fixture::new();
+    let name = parameter_name("kms");
+    f.world
+        .put_parameter(REGION, &name, "kms-guarded-value", "SecureString");
+    let agent = Agent::start(
+        &config(&f)
+            .resource("p", &parameter_arn(REGION, &name))
+            .cache(|c| c.ttl("1s").max_stale("1h")),
+        &[],
+    );
+    let url = agent.url("/secrets/p");
+    assert_eq!(get(&url).await.text(), "kms-guarded-value");
+    f.proxy.set_fault(json!({"fault": "status", "status": 400,
+        "error_type": "ThrottlingException", "only_action": "GetParameter"}));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = get(&url).await;
+    assert_eq!(
+        (r.status, r.header("secret-agent-cache")),
+        (200, Some("stale"))
+    );
+
+    // SSM cannot use the parameter's key: refused at once, stale or not.
+    f.proxy.set_fault(json!({"fault": "status", "status": 400,
+        "error_type": "KMS.DisabledException", "only_action": "GetParameter"}));
+    assert!(
+        eventually(Duration::from_secs(10), async || get(&url).await.status
+            == 502)
+        .await,
+        "still served after a KMS refusal"
+    );
+    get(&url).await.assert_error(502, "upstream_access_denied");
+    assert!(
+        agent.wait_for_log("KMS.DisabledException", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    assert!(!agent.log().contains("kms-guarded-value"));
+}
+
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SS`.
 fn second_of(epoch_seconds: f64) -> String {
     let time = UNIX_EPOCH + Duration::from_secs_f64(epoch_seconds);
