@@ -4,7 +4,11 @@ It drives integration/harness.py (moto, the fault-injecting proxy) and the
 release builds of secret-agent and of the ceiling server (integration/ceiling.rs),
 and uses wrk for load. Everything runs on 127.0.0.1.
 
-BENCH_AGENT=target/debug/secret-agent runs another build of the agent.
+BENCH_AGENT=target/debug/secret-agent runs another build of the agent, and
+BENCH_CEILING=target/debug/examples/ceiling another build of the ceiling (a quick
+check that a step runs: `cargo build --bin secret-agent --example ceiling`, then
+BENCH_AGENT=... BENCH_CEILING=... BENCH_STEPS=hot_path integration/.venv/bin/python
+integration/bench.py; debug figures are not the release ones).
 """
 
 import asyncio
@@ -30,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(ROOT, "integration/.venv/bin/python")
 AGENT = os.path.join(ROOT, os.environ.get("BENCH_AGENT", "target/release/secret-agent"))
-CEILING = os.path.join(ROOT, "target/release/examples/ceiling")
+CEILING = os.path.join(ROOT, os.environ.get("BENCH_CEILING", "target/release/examples/ceiling"))
 REGION = "us-west-1"
 UNUSED_ARN = "arn:aws:secretsmanager:us-west-1:123456789012:secret:bench/unused-AbCdEf"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -65,6 +69,12 @@ class Harness:
     def create_secret(self, name: str, value: str) -> str:
         return self.cmd(op="call", service="secretsmanager", region=REGION, method="create_secret",
                         args={"Name": name, "SecretString": value})["ARN"]
+
+    def put_parameter(self, name: str, value: str, kind: str = "SecureString") -> str:
+        """A Parameter Store parameter; returns its ARN (moto's account)."""
+        self.cmd(op="call", service="ssm", region=REGION, method="put_parameter",
+                 args={"Name": name, "Value": value, "Type": kind, "Overwrite": True})
+        return f"arn:aws:ssm:{REGION}:123456789012:parameter/{name.lstrip('/')}"
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -146,20 +156,27 @@ def wrk(url: str) -> tuple[float, float, float]:
 
 
 def hot_path(h: Harness) -> None:
+    """A cached secret read and a cached parameter read (the same value, a
+    SecureString) against the ceiling, which answers the same bytes."""
     value = json.dumps({"username": "bench", "password": "x" * 900, "port": 5432})
     arn = h.create_secret("bench/hot", value)
-    agent = Agent(h.moto, {"hot": arn}, "cache:\n  ttl: 1h")
+    parameter_arn = h.put_parameter("/bench/hot", value)
+    agent = Agent(h.moto, {"hot": arn, "hot-parameter": parameter_arn}, "cache:\n  ttl: 1h",
+                  aws=f"    ssm-endpoint: {h.moto}")
     body = tempfile.NamedTemporaryFile(delete=False)
     body.write(value.encode())
     body.close()
     ceiling = subprocess.Popen([CEILING, body.name, "application/json"], stdout=subprocess.PIPE, text=True)
     ceiling_url = "http://" + ceiling.stdout.readline().strip() + "/secrets/hot"
     agent_url = agent.url + "/secrets/hot"
+    parameter_url = agent.url + "/secrets/hot-parameter"
     assert get(agent_url) == value.encode() and get(ceiling_url) == value.encode()
-    wrk(agent_url), wrk(ceiling_url)  # warm-up
-    agent_runs, ceiling_runs = [], []
-    for _ in range(ROUNDS):  # alternate, so both see the same machine
+    assert get(parameter_url) == value.encode()
+    wrk(agent_url), wrk(parameter_url), wrk(ceiling_url)  # warm-up
+    agent_runs, parameter_runs, ceiling_runs = [], [], []
+    for _ in range(ROUNDS):  # alternate, so all see the same machine
         agent_runs.append(wrk(agent_url))
+        parameter_runs.append(wrk(parameter_url))
         ceiling_runs.append(wrk(ceiling_url))
     ceiling.terminate()
     os.unlink(body.name)
@@ -172,6 +189,11 @@ def hot_path(h: Harness) -> None:
     figure("ceiling_p50_ms", f"{med(ceiling_runs, 1):.3f}")
     figure("ceiling_p99_ms", f"{med(ceiling_runs, 2):.3f}")
     figure("hot_path_to_ceiling_ratio", f"{med(agent_runs, 0) / med(ceiling_runs, 0):.3f}")
+    figure("hot_path_parameter_rps", f"{med(parameter_runs, 0):.0f}")
+    figure("hot_path_parameter_p50_ms", f"{med(parameter_runs, 1):.3f}")
+    figure("hot_path_parameter_p99_ms", f"{med(parameter_runs, 2):.3f}")
+    figure("hot_path_parameter_to_ceiling_ratio",
+           f"{med(parameter_runs, 0) / med(ceiling_runs, 0):.3f}")
 
 
 def miss_storm(h: Harness) -> None:

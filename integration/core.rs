@@ -335,6 +335,7 @@ fn check_accepts_every_sample_config_and_prints_no_secret() {
         "shared-credentials.yaml",
         "assume-role.yaml",
         "demo.yaml",
+        "parameter-store.yaml",
     ] {
         let path = dir.join(file);
         let (code, out, err) = run_cli(&["--check", "-c", path.to_str().unwrap()]);

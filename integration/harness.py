@@ -20,10 +20,14 @@ Commands:
   imds_state id        -> {access_key_id, generation, requests: [{method, path, had_token}],
                            issued: [{access_key_id, secret_access_key, session_token, expiration}]}
   start_proxy [upstream]                                -> {"id", "url"}  (recording reverse proxy)
-  proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret]
+  proxy_set id fault(none|status|reset|delay|hang) [status delay_ms only_action only_secret
+                       error_type]  (`error_type`: the AWS error code a `status` fault answers
+                       with, default ServiceUnavailableException)
                        (`only_secret`: calls naming a secret id containing it, batch calls too)
   proxy_calls id       -> [{action, secret_id, secret_ids, access_key_id, region, session_token,
-                            form, host, time, returned}]  (`secret_ids`: BatchGetSecretValue's
+                            form, host, time, returned, with_decryption}]  (`secret_id`: the
+                            SecretId, or an SSM call's parameter Name; `with_decryption`: an SSM
+                            call's WithDecryption; `secret_ids`: BatchGetSecretValue's
                             SecretIdList; `region`: the SigV4 credential scope's; `form`:
                             the parameters of a form-encoded call such as AssumeRole; `returned`:
                             the credentials an AssumeRole answer carried)
@@ -276,14 +280,16 @@ class Proxy:
         self.server = Server(ProxyHandler, self)
 
     def configure(self, fault: str = "none", status: int = 503, delay_ms: int | None = None,
-                  only_action: str | None = None, only_secret: str | None = None) -> None:
+                  only_action: str | None = None, only_secret: str | None = None,
+                  error_type: str = "ServiceUnavailableException") -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}, expected one of {sorted(FAULTS)}")
         if delay_ms is None:
             delay_ms = 60000 if fault == "hang" else 1000
         with self.lock:
             self.fault = {"fault": fault, "status": int(status), "delay_ms": int(delay_ms),
-                          "only_action": only_action, "only_secret": only_secret}
+                          "only_action": only_action, "only_secret": only_secret,
+                          "error_type": error_type}
 
     def fault_for(self, call: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -329,9 +335,9 @@ class ProxyHandler(Handler):
         fault = proxy.fault_for(call)
         kind = fault["fault"]
         if kind == "status":
-            payload = json.dumps({"__type": "ServiceUnavailableException", "message": "injected"})
+            payload = json.dumps({"__type": fault["error_type"], "message": "injected"})
             return self.reply(fault["status"], payload.encode(),
-                              [("x-amzn-ErrorType", "ServiceUnavailableException")],
+                              [("x-amzn-ErrorType", fault["error_type"])],
                               content_type="application/x-amz-json-1.1")
         if kind == "reset":
             self.close_connection = True
@@ -351,11 +357,16 @@ class ProxyHandler(Handler):
         """Extract action, secret id, access key id and host from a request."""
         target = self.headers.get("X-Amz-Target")
         action = target.rsplit(".", 1)[-1] if target else None
-        secret_id, secret_ids = None, None
+        secret_id, secret_ids, with_decryption = None, None, None
         try:
             parsed = json.loads(body) if body else None
             if isinstance(parsed, dict) and isinstance(parsed.get("SecretId"), str):
                 secret_id = parsed["SecretId"]
+            if target and target.startswith("AmazonSSM.") and isinstance(parsed, dict):
+                if isinstance(parsed.get("Name"), str):
+                    secret_id = parsed["Name"]
+                if isinstance(parsed.get("WithDecryption"), bool):
+                    with_decryption = parsed["WithDecryption"]
             if isinstance(parsed, dict) and isinstance(parsed.get("SecretIdList"), list):
                 secret_ids = [i for i in parsed["SecretIdList"] if isinstance(i, str)]
         except ValueError:
@@ -374,7 +385,8 @@ class ProxyHandler(Handler):
                 "access_key_id": match.group(1) if match else None,
                 "region": match.group(2) if match else None,
                 "session_token": self.headers.get("X-Amz-Security-Token"), "form": form,
-                "host": self.headers.get("Host"), "time": time.time(), "returned": None}
+                "host": self.headers.get("Host"), "time": time.time(), "returned": None,
+                "with_decryption": with_decryption}
 
     def forward(self, body: bytes) -> None:
         proxy: Proxy = self.server.owner

@@ -16,3 +16,4 @@ mod patterns;
 mod production;
 mod security;
 mod soak;
+mod ssm;

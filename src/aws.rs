@@ -10,6 +10,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::config::Config;
 use crate::credentials::{self, AgentCredentials, CredentialSource};
+use crate::upstream::Endpoints;
 
 /// Time to connect to an AWS endpoint before trying the next attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,7 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AwsSettings {
     region: Option<String>,
-    endpoint: Option<String>,
+    endpoints: Endpoints,
     credentials: CredentialSource,
     /// `profile`, also where the region may come from.
     profile: Option<String>,
@@ -34,7 +35,10 @@ impl AwsSettings {
         let resources = &config.aws.resources;
         AwsSettings {
             region: config.aws.region.clone(),
-            endpoint: config.aws.endpoint.clone(),
+            endpoints: Endpoints {
+                secrets_manager: config.aws.endpoint.clone(),
+                ssm: config.aws.ssm_endpoint.clone(),
+            },
             credentials: config.aws.credentials.clone(),
             profile: config.aws.profile.clone(),
             fetch_timeout: config.cache.fetch_timeout,
@@ -47,9 +51,9 @@ impl AwsSettings {
         }
     }
 
-    /// `secret-manager.aws.endpoint`.
-    pub(crate) fn endpoint(&self) -> Option<String> {
-        self.endpoint.clone()
+    /// `secret-manager.aws.endpoint` and `ssm-endpoint`.
+    pub(crate) fn endpoint(&self) -> Endpoints {
+        self.endpoints.clone()
     }
 
     /// The SDK config, credentials included, and the credentials alone (for

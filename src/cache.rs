@@ -89,7 +89,7 @@ impl Fetch for Upstream {
         version: Version,
     ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
         let upstream = self.clone();
-        async move { upstream.get_secret_value(&arn, &version).await }.boxed()
+        async move { upstream.get_value(&arn, &version).await }.boxed()
     }
 
     fn fetch_batch(
@@ -103,6 +103,7 @@ impl Fetch for Upstream {
 
 /// The upstream actions, as metrics label them.
 pub const GET_SECRET_VALUE: &str = "GetSecretValue";
+pub const GET_PARAMETER: &str = "GetParameter";
 pub const BATCH_GET_SECRET_VALUE: &str = "BatchGetSecretValue";
 
 /// Where the cache reports what it does; the agent's is
@@ -249,6 +250,9 @@ impl Key {
             Version::Current => "",
             Version::Stage(_) => " (a version stage asked for by a client)",
             Version::Id(_) => " (a version id asked for by a client)",
+            Version::Number(_) | Version::Label(_) | Version::Encrypted(_) => {
+                " (a parameter version, label or encrypted form asked for by a client)"
+            }
         }
     }
 
@@ -581,7 +585,7 @@ impl Cache {
             start.await;
             let started = Instant::now();
             let total = work.len();
-            futures_util::stream::iter(batches(work, |(arn, _)| arn.region()))
+            futures_util::stream::iter(batches(work, |(arn, _)| arn.batch_group()))
                 .for_each_concurrent(PREFETCH_CONCURRENCY, |batch| {
                     inner.prefetch_batch(batch, &tracker)
                 })
@@ -984,11 +988,13 @@ impl Inner {
         }
         let fetch = self.fetcher.fetch(key.arn.clone(), key.version.clone());
         let result = with_deadline(left, fetch).await;
-        self.metrics.upstream_call(
-            GET_SECRET_VALUE,
-            result.as_ref().map(drop),
-            started.elapsed(),
-        );
+        let action = if key.arn.is_parameter() {
+            GET_PARAMETER
+        } else {
+            GET_SECRET_VALUE
+        };
+        self.metrics
+            .upstream_call(action, result.as_ref().map(drop), started.elapsed());
         match result {
             Err(UpstreamError::Timeout) if waited => Err(UpstreamError::Busy),
             result => result,
@@ -1025,7 +1031,7 @@ impl Inner {
             drop(state);
             todo.push(Part { key, slot, tx });
         }
-        for batch in batches(todo, |part| part.key.arn.region()) {
+        for batch in batches(todo, |part| part.key.arn.batch_group()) {
             let inner = Arc::clone(self);
             self.spawn(async move { inner.run_batch(batch).await });
         }
@@ -1036,7 +1042,8 @@ impl Inner {
     /// when AWS refuses the batch call, or leaves a secret out of its
     /// answer, single calls. Each secret's outcome is its own.
     async fn run_batch(self: &Arc<Self>, mut batch: Vec<Part>) {
-        if batch.len() > 1 && self.batch_allowed() {
+        // Parameters have no BatchGetSecretValue: one call each.
+        if batch.len() > 1 && !batch[0].key.arn.is_parameter() && self.batch_allowed() {
             let arns = batch.iter().map(|p| p.key.arn.clone()).collect();
             match self.call_batch(arns).await {
                 Ok(answer) => {
@@ -1315,7 +1322,8 @@ struct Part {
     tx: oneshot::Sender<Result<Arc<Secret>, UpstreamError>>,
 }
 
-/// `items` in groups of at most [`BATCH_LIMIT`] of one region each.
+/// `items` in groups of at most [`BATCH_LIMIT`] of one batch group (service
+/// and region, [`SecretArn::batch_group`]) each.
 fn batches<T>(items: Vec<T>, region: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
     let mut by_region: Vec<(String, Vec<Vec<T>>)> = Vec::new();
     for item in items {
@@ -1423,6 +1431,7 @@ mod tests {
             created_date: None,
             kind: Kind::Text,
             value: secret_bytes(format!("value-{n}").into_bytes()),
+            parameter: None,
         }
     }
 
@@ -1949,6 +1958,27 @@ mod tests {
         assert_eq!((fake.calls(), fake.batch_calls()), (2, 1));
         for n in 0..5 {
             assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parameters_are_never_batched() {
+        let (fake, cache) = setup(settings());
+        let parameter = |n: usize| {
+            SecretArn::parse(&format!(
+                "arn:aws:ssm:us-west-1:999999999999:parameter/p{n}"
+            ))
+            .unwrap()
+        };
+        let arns: Vec<_> = (0..3).map(arn).chain((0..3).map(parameter)).collect();
+        let progress = cache.prefetch(arns);
+        settle().await;
+        assert!(progress.is_done() && progress.failing().is_empty());
+        // One batch call for the secrets, one call per parameter.
+        assert_eq!((fake.calls(), fake.batch_calls()), (4, 1));
+        for n in 0..3 {
+            let (_, status) = cache.get(&parameter(n), &Version::Current).await.unwrap();
+            assert_eq!(status, CacheStatus::Hit);
         }
     }
 

@@ -1,5 +1,6 @@
 //! secret-agent: a local daemon that hands applications their secrets from
-//! AWS Secrets Manager, so no application holds AWS credentials or calls AWS.
+//! AWS Secrets Manager (and parameters from Systems Manager Parameter
+//! Store), so no application holds AWS credentials or calls AWS.
 //!
 //! A request flows one way: [`listen`] accepts the connection, [`http`]
 //! resolves the name through [`resources`], asks the [`cache`], which calls
@@ -8,14 +9,15 @@
 //!
 //! - [`config`]: YAML -> validated [`Config`], errors that name file, key and line;
 //!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
-//! - [`resources`]: resource names, secret ARNs, path resolution.
+//! - [`resources`]: resource names, secret and parameter ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
-//! - [`upstream`]: Secrets Manager clients per region, error classification.
+//! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
 //! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`events`]: refreshes on the Secrets Manager events an SQS queue brings.
-//! - [`http`]: routes and the API error table.
+//! - [`http`]: routes (the Lambda extension's Parameter Store route too) and
+//!   the API error table.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits;
 //!   the first bytes choose HTTP or the [`aerospike`] secret agent protocol.

@@ -1,5 +1,6 @@
-//! Resource names and the secret ARNs they stand for: exact names, and
-//! patterns (`prod/*`, `*`) that map a name prefix to an ARN prefix.
+//! Resource names and the ARNs they stand for (Secrets Manager secrets and
+//! Parameter Store parameters): exact names, and patterns (`prod/*`, `*`)
+//! that map a name prefix to an ARN prefix.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -57,8 +58,9 @@ fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`, parsed
-/// once at load so the region and account are at hand.
+/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>` or
+/// `arn:<partition>:ssm:<region>:<account>:parameter/<name>`, parsed once
+/// at load so the region, account and kind are at hand.
 /// Cheap to clone: one shared allocation. Equality and hashing are by the ARN text.
 #[derive(Debug, Clone)]
 pub struct SecretArn(Arc<ArnParts>);
@@ -67,6 +69,10 @@ pub struct SecretArn(Arc<ArnParts>);
 struct ArnParts {
     arn: String,
     region: String,
+    /// Byte length of `arn:<partition>:<service>:<region>`.
+    group_len: usize,
+    /// For a parameter, its name as GetParameter takes it.
+    parameter: Option<String>,
 }
 
 impl PartialEq for SecretArn {
@@ -90,13 +96,16 @@ impl std::borrow::Borrow<str> for SecretArn {
     }
 }
 
+const ARN_HINT: &str = "is not a Secrets Manager secret ARN \
+    (arn:aws:secretsmanager:<region>:<account>:secret:<name>) \
+    nor a Parameter Store parameter ARN (arn:aws:ssm:<region>:<account>:parameter/<name>)";
+
 impl SecretArn {
     pub fn parse(text: &str) -> Result<SecretArn, String> {
-        let hint = "is not a Secrets Manager secret ARN \
-                    (arn:aws:secretsmanager:<region>:<account>:secret:<name>)";
-        let parts: Vec<&str> = text.splitn(7, ':').collect();
-        let [arn, partition, service, region, account, kind, name] = parts.as_slice() else {
-            return Err(format!("`{}` {hint}", truncate(text)));
+        let bad = || format!("`{}` {ARN_HINT}", truncate(text));
+        let parts: Vec<&str> = text.splitn(6, ':').collect();
+        let [arn, partition, service, region, account, resource] = parts.as_slice() else {
+            return Err(bad());
         };
         let region_ok = !region.is_empty()
             && region
@@ -105,18 +114,28 @@ impl SecretArn {
         let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
         if *arn != "arn"
             || !partition.starts_with("aws")
-            || *service != "secretsmanager"
-            || *kind != "secret"
-            || name.is_empty()
             || !region_ok
             || !account_ok
             || text.chars().any(char::is_whitespace)
         {
-            return Err(format!("`{}` {hint}", truncate(text)));
+            return Err(bad());
         }
+        let parameter = match *service {
+            "secretsmanager" => {
+                let name = resource.strip_prefix("secret:").ok_or_else(bad)?;
+                if name.is_empty() {
+                    return Err(bad());
+                }
+                None
+            }
+            "ssm" => Some(parameter_name(resource).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
         Ok(SecretArn(Arc::new(ArnParts {
             arn: text.to_owned(),
             region: (*region).to_owned(),
+            group_len: text.len() - resource.len() - account.len() - 2,
+            parameter,
         })))
     }
 
@@ -124,10 +143,50 @@ impl SecretArn {
         &self.0.arn
     }
 
-    /// The region Secrets Manager calls for this secret go to.
+    /// The region AWS calls for this secret or parameter go to.
     pub fn region(&self) -> &str {
         &self.0.region
     }
+
+    /// For a Parameter Store parameter, its name as GetParameter takes it
+    /// (`/app/db` for `...:parameter/app/db`, `plain` for
+    /// `...:parameter/plain`); `None` for a secret.
+    pub fn parameter_name(&self) -> Option<&str> {
+        self.0.parameter.as_deref()
+    }
+
+    /// Whether it is a Parameter Store parameter.
+    pub fn is_parameter(&self) -> bool {
+        self.0.parameter.is_some()
+    }
+
+    /// `arn:<partition>:<service>:<region>`: ARNs that one batch call of one
+    /// client may name share it.
+    pub fn batch_group(&self) -> &str {
+        &self.0.arn[..self.0.group_len]
+    }
+}
+
+/// The parameter name of an ARN's `parameter/<name>` part: AWS leaves out
+/// the leading `/` of a hierarchical name (`/app/db`) in the ARN, so a name
+/// with a `/` gets it back. Letters, digits and `_ . - /` (AWS's rules); no
+/// `:`, which would read as a version or label selector.
+fn parameter_name(resource: &str) -> Option<String> {
+    let name = resource.strip_prefix("parameter/")?;
+    let valid = !name.is_empty()
+        && name.len() <= 2048
+        && !name.starts_with('/')
+        && !name.contains("//")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+    valid.then(|| {
+        if name.contains('/') {
+            format!("/{name}")
+        } else {
+            name.to_owned()
+        }
+    })
 }
 
 impl fmt::Display for SecretArn {
@@ -172,13 +231,14 @@ impl Pattern {
         let Some(arn_prefix) = arn.strip_suffix('*').filter(|p| !p.contains('*')) else {
             return Err(format!(
                 "pattern `{key}` maps to `{}`, which must end in `*` (and have no other): \
-                 arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*",
+                 arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>* \
+                 or arn:aws:ssm:<region>:<account>:parameter/<name prefix>*",
                 truncate(arn)
             ));
         };
         // A prefix is valid when some name completes it into an ARN.
         SecretArn::parse(&format!("{arn_prefix}x"))
-            .map_err(|_| format!("pattern `{key}`: `{}` is not a secret ARN prefix (arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*)", truncate(arn)))?;
+            .map_err(|_| format!("pattern `{key}`: `{}` is not a secret ARN prefix (arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*) nor a parameter ARN prefix (arn:aws:ssm:<region>:<account>:parameter/<name prefix>*)", truncate(arn)))?;
         Ok(Pattern {
             label: ResourceName(key.into()),
             name_prefix: name_prefix.into(),
@@ -339,6 +399,34 @@ impl Resources {
         })
     }
 
+    /// The configured parameter ARN whose parameter name is `name`
+    /// (`/app/db`, `plain`) and every name configured for it, sorted; the
+    /// smallest such ARN when parameters of several regions or accounts
+    /// share the name.
+    pub fn by_parameter_name(&self, name: &str) -> Option<(&SecretArn, &[ResourceName])> {
+        self.by_arn
+            .iter()
+            .filter(|(arn, _)| arn.parameter_name() == Some(name))
+            .min_by(|a, b| a.0.as_str().cmp(b.0.as_str()))
+            .map(|(arn, names)| (arn, names.as_slice()))
+    }
+
+    /// The parameter named `name` (`/app/db`) under a parameter pattern's
+    /// ARN prefix (the longest name prefix first), with its resource name.
+    pub fn by_parameter_name_pattern<'a>(&'a self, name: &str) -> Option<Found<'a>> {
+        const KIND: &str = ":parameter/";
+        self.patterns.iter().find_map(|p| {
+            let base = &p.arn_prefix[..p.arn_prefix.find(KIND)? + KIND.len()];
+            let arn = format!("{base}{}", name.strip_prefix('/').unwrap_or(name));
+            let (n, a) = p.map_arn(&arn)?;
+            (a.parameter_name() == Some(name)).then_some(Found {
+                name: Cow::Owned(n),
+                arn: Cow::Owned(a),
+                entry: &p.label,
+            })
+        })
+    }
+
     /// Names in sorted order.
     pub fn names(&self) -> Vec<&ResourceName> {
         let mut names: Vec<_> = self.by_name.values().map(|(n, _)| n).collect();
@@ -413,6 +501,104 @@ mod tests {
         assert_eq!(arn.as_str(), ARN);
         let china = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:a:b";
         assert_eq!(SecretArn::parse(china).unwrap().region(), "cn-north-1");
+    }
+
+    #[test]
+    fn parameter_arns() {
+        let parse = |text: &str| SecretArn::parse(text).unwrap();
+        let arn = parse("arn:aws:ssm:us-east-1:123456789012:parameter/app/db");
+        assert_eq!(arn.parameter_name(), Some("/app/db"));
+        assert!(arn.is_parameter());
+        assert_eq!(arn.region(), "us-east-1");
+        assert_eq!(arn.batch_group(), "arn:aws:ssm:us-east-1");
+        let plain = parse("arn:aws:ssm:eu-west-3:123456789012:parameter/plain");
+        assert_eq!(plain.parameter_name(), Some("plain"));
+        assert_eq!(plain.region(), "eu-west-3");
+        let deep = parse("arn:aws-cn:ssm:cn-north-1:123456789012:parameter/a/b.c/d_e-f");
+        assert_eq!(deep.parameter_name(), Some("/a/b.c/d_e-f"));
+        let secret = parse(ARN);
+        assert!(!secret.is_parameter() && secret.parameter_name().is_none());
+        assert_eq!(secret.batch_group(), "arn:aws:secretsmanager:us-west-1");
+        for bad in [
+            "arn:aws:ssm:us-east-1:123456789012:parameter/",
+            "arn:aws:ssm:us-east-1:123456789012:parameter//app",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/a//b",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/a:3",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/a b",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/a@b",
+            "arn:aws:ssm:us-east-1:123456789012:parameter:x",
+            "arn:aws:ssm:us-east-1:123456789012:document/x",
+            "arn:aws:ssm:us-east-1:1234:parameter/x",
+            "arn:aws:ssm::123456789012:parameter/x",
+            "arn:aws:secretsmanager:us-east-1:123456789012:parameter/x",
+            "arn:aws:ssm:us-east-1:123456789012:secret:x",
+        ] {
+            let err = SecretArn::parse(bad).unwrap_err();
+            assert!(
+                err.contains("nor a Parameter Store parameter ARN"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn parameter_patterns() {
+        const PREFIX: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/";
+        let t = table(&[]).with_patterns(vec![
+            Pattern::parse("app/*", &format!("{PREFIX}app/*")).unwrap(),
+            Pattern::parse("*", &format!("{PREFIX}*")).unwrap(),
+        ]);
+        let found = |name: &str| {
+            let f = t.lookup(name).unwrap();
+            (
+                f.arn.to_string(),
+                f.arn.parameter_name().unwrap().to_owned(),
+            )
+        };
+        assert_eq!(
+            found("app/db"),
+            (format!("{PREFIX}app/db"), "/app/db".to_owned())
+        );
+        assert_eq!(
+            found("plain"),
+            (format!("{PREFIX}plain"), "plain".to_owned())
+        );
+        // Names a parameter cannot have are not found.
+        assert!(t.lookup("app/a@b").is_none());
+        let f = t.by_arn_pattern(&format!("{PREFIX}app/x")).unwrap();
+        assert_eq!((f.name.as_str(), f.entry.as_str()), ("app/x", "app/*"));
+        // By parameter name: the longest pattern whose prefix holds it.
+        let f = t.by_parameter_name_pattern("/app/db").unwrap();
+        assert_eq!((f.name.as_str(), f.entry.as_str()), ("app/db", "app/*"));
+        let f = t.by_parameter_name_pattern("plain").unwrap();
+        assert_eq!((f.name.as_str(), f.entry.as_str()), ("plain", "*"));
+        let f = t.by_parameter_name_pattern("/other/x").unwrap();
+        assert_eq!((f.name.as_str(), f.entry.as_str()), ("other/x", "*"));
+        // `/plain` is not `plain`; a secret pattern holds no parameter.
+        assert!(t.by_parameter_name_pattern("/plain").is_none());
+        let secrets = table(&[]).with_patterns(vec![
+            Pattern::parse(
+                "*",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:*",
+            )
+            .unwrap(),
+        ]);
+        assert!(secrets.by_parameter_name_pattern("plain").is_none());
+
+        // Configured parameters by parameter name.
+        let name = |n: &str| ResourceName::parse(n).unwrap();
+        let east = SecretArn::parse(&format!("{PREFIX}app/db")).unwrap();
+        let west = SecretArn::parse("arn:aws:ssm:us-west-2:123456789012:parameter/app/db").unwrap();
+        let t = Resources::new([
+            (name("db"), east.clone()),
+            (name("db-west"), west),
+            (name("also-db"), east.clone()),
+        ]);
+        let (arn, names) = t.by_parameter_name("/app/db").unwrap();
+        assert_eq!((arn, names), (&east, &[name("also-db"), name("db")][..]));
+        assert!(t.by_parameter_name("app/db").is_none());
+        assert!(t.by_parameter_name("db").is_none());
+        assert!(Pattern::parse("app/*", &format!("{PREFIX}app:*")).is_err());
     }
 
     #[test]

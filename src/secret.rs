@@ -51,7 +51,44 @@ impl Kind {
     }
 }
 
-/// One version of a secret as Secrets Manager returned it.
+/// What GetParameter says of a parameter besides its value, for the Lambda
+/// extension's answer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ParameterInfo {
+    /// `String`, `StringList` or `SecureString`.
+    pub parameter_type: Option<String>,
+    /// `text`, or `aws:ec2:image` and the like.
+    pub data_type: Option<String>,
+    /// The version number.
+    pub version: i64,
+    /// `:<version>` or `:<label>` when one was asked for, as AWS answers.
+    pub selector: Option<String>,
+    /// Set by AWS for parameters that reference other services: what that
+    /// service answered, which may hold secret material. Never logged.
+    pub source_result: Option<String>,
+}
+
+impl fmt::Debug for ParameterInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParameterInfo")
+            .field("parameter_type", &self.parameter_type)
+            .field("data_type", &self.data_type)
+            .field("version", &self.version)
+            .field("selector", &self.selector)
+            .field(
+                "source_result",
+                &self
+                    .source_result
+                    .as_ref()
+                    .map(|s| format!("<{} bytes redacted>", s.len())),
+            )
+            .finish()
+    }
+}
+
+/// One version of a secret as Secrets Manager returned it, or of a
+/// parameter as Parameter Store did (its version number as `version_id`,
+/// its last-modified date as `created_date`).
 #[derive(Clone)]
 pub struct Secret {
     pub arn: String,
@@ -62,6 +99,8 @@ pub struct Secret {
     pub kind: Kind,
     /// The payload. Never logged; `Debug` shows only its length.
     pub value: Bytes,
+    /// For a parameter, what else GetParameter said; `None` for a secret.
+    pub parameter: Option<ParameterInfo>,
 }
 
 impl fmt::Debug for Secret {
@@ -71,6 +110,7 @@ impl fmt::Debug for Secret {
             .field("version_id", &self.version_id)
             .field("version_stages", &self.version_stages)
             .field("kind", &self.kind)
+            .field("parameter", &self.parameter)
             .field(
                 "value",
                 &format_args!("<{} bytes redacted>", self.value.len()),
@@ -136,6 +176,7 @@ mod tests {
             created_date: None,
             kind: Secret::text_kind(&value),
             value,
+            parameter: None,
         }
     }
 
@@ -168,6 +209,20 @@ mod tests {
 
     #[test]
     fn debug_hides_the_value() {
+        let mut p = secret("hunter2");
+        p.parameter = Some(ParameterInfo {
+            parameter_type: Some("SecureString".into()),
+            data_type: Some("text".into()),
+            version: 3,
+            selector: None,
+            source_result: Some("{\"SecretString\":\"swordfish\"}".into()),
+        });
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        assert!(shown.contains("SecureString"), "{shown}");
         let s = secret("hunter2");
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

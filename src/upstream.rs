@@ -1,5 +1,6 @@
-//! Calls to AWS Secrets Manager: one client per region, all signed with the
-//! same credentials, and one decision on which failures are transient.
+//! Calls to AWS Secrets Manager and Systems Manager Parameter Store: one
+//! client per service and region, all signed with the same credentials, and
+//! one decision on which failures are transient.
 //!
 //! Nothing outside this module sees the SDK's types.
 
@@ -18,17 +19,25 @@ use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
 use dashmap::DashMap;
 
 use crate::resources::SecretArn;
-use crate::secret::{Kind, Secret, secret_bytes};
+use crate::secret::{Kind, ParameterInfo, Secret, secret_bytes};
 
-/// Which version of a secret to read.
+/// Which version of a secret or parameter to read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Version {
-    /// `AWSCURRENT`, the default.
+    /// `AWSCURRENT` of a secret, the latest version of a parameter: the default.
     Current,
-    /// A staging label such as `AWSPREVIOUS`.
+    /// A secret's staging label such as `AWSPREVIOUS`.
     Stage(String),
-    /// A version id.
+    /// A secret's version id.
     Id(String),
+    /// A parameter's version number (`name:3`).
+    Number(u64),
+    /// A parameter's label (`name:prod`).
+    Label(String),
+    /// A parameter as GetParameter answers without decryption (a
+    /// SecureString's encrypted form), at a version: cached apart from the
+    /// decrypted value, so that one is never served for the other.
+    Encrypted(Box<Version>),
 }
 
 impl Version {
@@ -43,17 +52,17 @@ impl Version {
 /// secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("Secrets Manager did not answer in time")]
+    #[error("AWS did not answer in time")]
     Timeout,
-    #[error("Secrets Manager is unreachable: {0}")]
+    #[error("AWS is unreachable: {0}")]
     Unreachable(String),
     #[error("no AWS credentials: {message}")]
     Credentials { message: String, transient: bool },
     #[error("AWS refused the request ({code}): {message}")]
     AccessDenied { code: String, message: String },
-    #[error("the secret does not exist in Secrets Manager: {0}")]
+    #[error("the secret or parameter does not exist in AWS: {0}")]
     SecretNotFound(String),
-    #[error("no such version of the secret: {0}")]
+    #[error("no such version of the secret or parameter: {0}")]
     VersionNotFound(String),
     #[error("the version asked for is not valid: {0}")]
     InvalidParameter(String),
@@ -61,17 +70,17 @@ pub enum UpstreamError {
     DecryptionFailure(String),
     #[error("Secrets Manager refused the request: {0}")]
     InvalidRequest(String),
-    #[error("Secrets Manager is throttling requests: {0}")]
+    #[error("AWS is throttling requests: {0}")]
     Throttled(String),
     /// The fetch waited for a turn among `max-concurrent-calls` and ran out
     /// of time (`fetch-timeout`) before it, or in a call it got too late.
     #[error(
-        "too many calls to Secrets Manager are in flight (secret-manager.aws.max-concurrent-calls); this one waited for its turn until the fetch deadline"
+        "too many calls to AWS are in flight (secret-manager.aws.max-concurrent-calls); this one waited for its turn until the fetch deadline"
     )]
     Busy,
-    #[error("Secrets Manager failed ({code}): {message}")]
+    #[error("AWS failed ({code}): {message}")]
     Service { code: String, message: String },
-    #[error("unexpected answer from Secrets Manager ({code}): {message}")]
+    #[error("unexpected answer from AWS ({code}): {message}")]
     Other { code: String, message: String },
 }
 
@@ -129,9 +138,20 @@ pub const BATCH_LIMIT: usize = 20;
 /// Each secret of a BatchGetSecretValue call with its own outcome.
 pub type BatchAnswer = Vec<(SecretArn, Result<Secret, UpstreamError>)>;
 
-/// Secrets Manager clients by region, created on first use. Cheap to
-/// clone; a reload that changes the AWS settings replaces every client at
-/// once ([`Upstream::replace`]).
+/// Endpoint URLs that replace AWS's, for every region (a VPC endpoint, an
+/// emulator). Without one, the SDK's own variables apply
+/// (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// `secret-manager.aws.endpoint`.
+    pub secrets_manager: Option<String>,
+    /// `secret-manager.aws.ssm-endpoint`.
+    pub ssm: Option<String>,
+}
+
+/// Secrets Manager and SSM clients by region, created on first use. Cheap
+/// to clone; a reload that changes the AWS settings replaces every client
+/// at once ([`Upstream::replace`]).
 #[derive(Clone)]
 pub struct Upstream {
     inner: Arc<ArcSwap<Inner>>,
@@ -140,31 +160,35 @@ pub struct Upstream {
 struct Inner {
     /// Shared settings: credentials, timeouts, retries, endpoint variables.
     sdk: SdkConfig,
-    /// `secret-manager.aws.endpoint`, applied to every region's client.
-    endpoint: Option<String>,
+    /// Applied to every region's client of its service.
+    endpoints: Endpoints,
     clients: DashMap<String, Client>,
+    ssm_clients: DashMap<String, aws_sdk_ssm::Client>,
+}
+
+impl Inner {
+    fn new(sdk: SdkConfig, endpoints: Endpoints) -> Inner {
+        Inner {
+            sdk,
+            endpoints,
+            clients: DashMap::new(),
+            ssm_clients: DashMap::new(),
+        }
+    }
 }
 
 impl Upstream {
-    pub fn new(sdk: SdkConfig, endpoint: Option<String>) -> Upstream {
+    pub fn new(sdk: SdkConfig, endpoints: Endpoints) -> Upstream {
         Upstream {
-            inner: Arc::new(ArcSwap::from_pointee(Inner {
-                sdk,
-                endpoint,
-                clients: DashMap::new(),
-            })),
+            inner: Arc::new(ArcSwap::from_pointee(Inner::new(sdk, endpoints))),
         }
     }
 
     /// Every later call goes through clients built from `sdk` (new
-    /// credentials, region, timeouts) and `endpoint`; calls in flight finish
-    /// with the clients they started with.
-    pub(crate) fn replace(&self, sdk: SdkConfig, endpoint: Option<String>) {
-        self.inner.store(Arc::new(Inner {
-            sdk,
-            endpoint,
-            clients: DashMap::new(),
-        }));
+    /// credentials, region, timeouts) and `endpoints`; calls in flight
+    /// finish with the clients they started with.
+    pub(crate) fn replace(&self, sdk: SdkConfig, endpoints: Endpoints) {
+        self.inner.store(Arc::new(Inner::new(sdk, endpoints)));
     }
 
     fn client(&self, region: &str) -> Client {
@@ -174,7 +198,7 @@ impl Upstream {
         }
         let mut builder = aws_sdk_secretsmanager::config::Builder::from(&inner.sdk)
             .region(Region::new(region.to_owned()));
-        if let Some(endpoint) = &inner.endpoint {
+        if let Some(endpoint) = &inner.endpoints.secrets_manager {
             builder = builder.endpoint_url(endpoint);
         }
         let client = Client::from_conf(builder.build());
@@ -183,6 +207,65 @@ impl Upstream {
             .entry(region.to_owned())
             .or_insert(client)
             .clone()
+    }
+
+    /// The SSM client of `region`: the same credentials and settings; the
+    /// SDK reads `AWS_ENDPOINT_URL_SSM` when no `ssm-endpoint` is set.
+    fn ssm_client(&self, region: &str) -> aws_sdk_ssm::Client {
+        let inner = self.inner.load();
+        if let Some(client) = inner.ssm_clients.get(region) {
+            return client.clone();
+        }
+        let mut builder = aws_sdk_ssm::config::Builder::from(&inner.sdk)
+            .region(aws_sdk_ssm::config::Region::new(region.to_owned()));
+        if let Some(endpoint) = &inner.endpoints.ssm {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = aws_sdk_ssm::Client::from_conf(builder.build());
+        inner
+            .ssm_clients
+            .entry(region.to_owned())
+            .or_insert(client)
+            .clone()
+    }
+
+    /// The value of `arn` at `version`: GetSecretValue for a secret,
+    /// GetParameter (decrypted unless [`Version::Encrypted`]) for a parameter.
+    pub async fn get_value(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+    ) -> Result<Secret, UpstreamError> {
+        match (arn.is_parameter(), version) {
+            (true, Version::Encrypted(version)) => self.get_parameter(arn, version, false).await,
+            (true, version) => self.get_parameter(arn, version, true).await,
+            (false, version) => self.get_secret_value(arn, version).await,
+        }
+    }
+
+    /// GetParameter for the parameter `arn` names, at `version`, in the
+    /// ARN's region. The name (not the ARN) is sent: AWS and emulators take
+    /// it alike, with `:<version>` or `:<label>` after it.
+    pub async fn get_parameter(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+        decrypt: bool,
+    ) -> Result<Secret, UpstreamError> {
+        let selector = parameter_selector(arn, version)?;
+        let out = self
+            .ssm_client(arn.region())
+            .get_parameter()
+            .name(selector)
+            .with_decryption(decrypt)
+            .send()
+            .await
+            .map_err(|e| classify(e, version != &Version::Current))?;
+        let parameter = out.parameter.ok_or_else(|| UpstreamError::Other {
+            code: "EmptyParameter".into(),
+            message: "the answer had no Parameter".into(),
+        })?;
+        to_parameter(arn, parameter)
     }
 
     /// GetSecretValue for `arn` at `version`, in the ARN's region.
@@ -199,6 +282,11 @@ impl Upstream {
             Version::Current => request,
             Version::Stage(stage) => request.version_stage(stage),
             Version::Id(id) => request.version_id(id),
+            Version::Number(_) | Version::Label(_) | Version::Encrypted(_) => {
+                return Err(UpstreamError::InvalidParameter(
+                    "a secret's version is a version id or stage".into(),
+                ));
+            }
         };
         let out = request
             .send()
@@ -227,11 +315,17 @@ impl Upstream {
         &self,
         arns: &[SecretArn],
     ) -> Result<BatchAnswer, UpstreamError> {
-        let Some(first) = arns.first() else {
+        // Parameters are never named: left out of the answer, each is
+        // fetched on its own.
+        let Some(first) = arns.iter().find(|a| !a.is_parameter()) else {
             return Ok(Vec::new());
         };
         let client = self.client(first.region());
-        let ids: Vec<String> = arns.iter().map(|a| a.as_str().to_owned()).collect();
+        let ids: Vec<String> = arns
+            .iter()
+            .filter(|a| !a.is_parameter())
+            .map(|a| a.as_str().to_owned())
+            .collect();
         let mut answer = BatchAnswer::with_capacity(arns.len());
         let mut next_token = None;
         // With an id list AWS answers in one page; a few more are followed
@@ -318,6 +412,7 @@ fn to_secret(asked: &SecretArn, answer: Answer) -> Result<Secret, UpstreamError>
         }
     };
     Ok(Secret {
+        parameter: None,
         arn: answer.arn.unwrap_or_else(|| asked.to_string()),
         name: answer.name.unwrap_or_default(),
         version_id: answer.version_id,
@@ -330,13 +425,85 @@ fn to_secret(asked: &SecretArn, answer: Answer) -> Result<Secret, UpstreamError>
     })
 }
 
+/// `name`, `name:<version>` or `name:<label>`: what GetParameter's `Name`
+/// takes to read a version.
+fn parameter_selector(arn: &SecretArn, version: &Version) -> Result<String, UpstreamError> {
+    let Some(name) = arn.parameter_name() else {
+        return Err(UpstreamError::InvalidParameter("not a parameter".into()));
+    };
+    match version {
+        Version::Current => Ok(name.to_owned()),
+        Version::Number(number) => Ok(format!("{name}:{number}")),
+        Version::Label(label) => Ok(format!("{name}:{label}")),
+        Version::Stage(_) | Version::Id(_) | Version::Encrypted(_) => {
+            Err(UpstreamError::InvalidParameter(
+                "a parameter's version is a version number or a label".into(),
+            ))
+        }
+    }
+}
+
+/// A GetParameter answer as a [`Secret`]: the version number as its
+/// version id, the last-modified date as its date, and what the
+/// Lambda extension's answer needs besides.
+fn to_parameter(
+    asked: &SecretArn,
+    parameter: aws_sdk_ssm::types::Parameter,
+) -> Result<Secret, UpstreamError> {
+    let Some(value) = parameter.value else {
+        return Err(UpstreamError::Other {
+            code: "EmptyParameter".into(),
+            message: "the answer had no Value".into(),
+        });
+    };
+    let bytes = value.into_bytes();
+    Ok(Secret {
+        arn: parameter.arn.unwrap_or_else(|| asked.to_string()),
+        name: parameter
+            .name
+            .unwrap_or_else(|| asked.parameter_name().unwrap_or_default().to_owned()),
+        version_id: Some(parameter.version.to_string()),
+        version_stages: Vec::new(),
+        created_date: parameter
+            .last_modified_date
+            .and_then(|d| std::time::SystemTime::try_from(d).ok()),
+        kind: Secret::text_kind(&bytes),
+        value: secret_bytes(bytes),
+        parameter: Some(ParameterInfo {
+            parameter_type: parameter.r#type.map(|t| t.as_str().to_owned()),
+            data_type: parameter.data_type,
+            version: parameter.version,
+            selector: parameter.selector,
+            source_result: parameter.source_result,
+        }),
+    })
+}
+
 /// A service's error code and message as an [`UpstreamError`]: from an
 /// error answer, or from one secret's entry in a BatchGetSecretValue answer.
+/// Secrets Manager's and SSM's codes do not overlap.
 fn classify_service(code: Option<&str>, message: &str, version_asked: bool) -> UpstreamError {
     let text: String = message.chars().take(300).collect();
     match code {
-        Some("ResourceNotFoundException") if version_asked => UpstreamError::VersionNotFound(text),
-        Some("ResourceNotFoundException") => UpstreamError::SecretNotFound(text),
+        Some("ResourceNotFoundException" | "ParameterNotFound") if version_asked => {
+            UpstreamError::VersionNotFound(text)
+        }
+        Some("ResourceNotFoundException" | "ParameterNotFound") => {
+            UpstreamError::SecretNotFound(text)
+        }
+        Some("ParameterVersionNotFound") => UpstreamError::VersionNotFound(text),
+        // A label AWS will not take (`name:1a`, too long): the client's.
+        Some("ValidationException") if version_asked => UpstreamError::InvalidParameter(text),
+        // SSM could not use the parameter's KMS key: a refusal, with KMS's
+        // code (`InvalidKeyId`, `KMSAccessDeniedException`, `KMS.DisabledException`...).
+        Some(code @ "InvalidKeyId") => UpstreamError::AccessDenied {
+            code: code.to_owned(),
+            message: text,
+        },
+        Some(code) if code.starts_with("KMS") => UpstreamError::AccessDenied {
+            code: code.to_owned(),
+            message: text,
+        },
         Some("InvalidParameterException") => UpstreamError::InvalidParameter(text),
         Some("DecryptionFailure") => UpstreamError::DecryptionFailure(text),
         Some("InvalidRequestException") => UpstreamError::InvalidRequest(text),
@@ -365,6 +532,12 @@ where
                 return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
             }
             return classify_service(e.code(), e.message().unwrap_or("no message"), version_asked);
+        }
+        // An error answer the SDK could not read at all (SSM's client takes
+        // only JSON; an emulator or a front end may answer in XML).
+        SdkError::ResponseError(ctx) if !ctx.raw().status().is_success() => {
+            let raw = ctx.raw();
+            return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
         }
         _ => {}
     }
@@ -533,6 +706,69 @@ mod tests {
         assert!(matches!(by_status(429), UpstreamError::Throttled(_)));
         assert!(by_status(503).is_transient());
         assert!(matches!(by_status(418), UpstreamError::Other { .. }));
+    }
+
+    #[test]
+    fn parameter_selectors() {
+        let arn = |text: &str| SecretArn::parse(text).unwrap();
+        let db = arn("arn:aws:ssm:us-east-1:123456789012:parameter/app/db");
+        let plain = arn("arn:aws:ssm:us-east-1:123456789012:parameter/plain");
+        let selector = |arn: &SecretArn, v: Version| parameter_selector(arn, &v).unwrap();
+        assert_eq!(selector(&db, Version::Current), "/app/db");
+        assert_eq!(selector(&db, Version::Number(3)), "/app/db:3");
+        assert_eq!(
+            selector(&plain, Version::Label("prod".into())),
+            "plain:prod"
+        );
+        for wrong in [
+            Version::Stage("AWSCURRENT".into()),
+            Version::Id("abc".into()),
+            Version::Encrypted(Box::new(Version::Current)),
+        ] {
+            assert!(parameter_selector(&db, &wrong).is_err(), "{wrong:?}");
+        }
+        let secret = arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:x");
+        assert!(parameter_selector(&secret, &Version::Current).is_err());
+    }
+
+    #[test]
+    fn parameter_codes_classify() {
+        let c = |code: &str, asked| classify_service(Some(code), "m", asked);
+        assert_eq!(
+            c("ParameterNotFound", false),
+            UpstreamError::SecretNotFound("m".into())
+        );
+        assert!(c("ParameterNotFound", false).is_not_found());
+        assert_eq!(
+            c("ParameterNotFound", true),
+            UpstreamError::VersionNotFound("m".into())
+        );
+        assert_eq!(
+            c("ParameterVersionNotFound", true),
+            UpstreamError::VersionNotFound("m".into())
+        );
+        for kms in [
+            "InvalidKeyId",
+            "KMSAccessDeniedException",
+            "KMS.DisabledException",
+        ] {
+            let err = c(kms, false);
+            assert!(
+                matches!(&err, UpstreamError::AccessDenied { code, .. } if code == kms),
+                "{err:?}"
+            );
+            assert!(!err.is_transient() && err.to_string().contains(kms));
+        }
+        assert!(matches!(
+            c("AccessDeniedException", false),
+            UpstreamError::AccessDenied { .. }
+        ));
+        assert!(c("ThrottlingException", false).is_transient());
+        assert!(c("InternalServerError", false).is_transient());
+        assert!(matches!(
+            c("ValidationException", true),
+            UpstreamError::InvalidParameter(_)
+        ));
     }
 
     #[test]

@@ -84,6 +84,8 @@ struct Aws {
     region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssm_endpoint: Option<String>,
     /// In the order given, so "the first resource" is the first added.
     #[serde(serialize_with = "as_map")]
     resources: Vec<(String, String)>,
@@ -357,6 +359,12 @@ impl AgentConfig {
     /// The Secrets Manager endpoint: moto, or a proxy in front of it.
     pub fn endpoint(mut self, url: &str) -> AgentConfig {
         self.aws().endpoint = Some(url.into());
+        self
+    }
+
+    /// `secret-manager.aws.ssm-endpoint`: where parameters are read.
+    pub fn ssm_endpoint(mut self, url: &str) -> AgentConfig {
+        self.aws().ssm_endpoint = Some(url.into());
         self
     }
 

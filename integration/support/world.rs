@@ -146,6 +146,28 @@ impl World {
         AgentConfig::new().endpoint(&self.moto).test_keys()
     }
 
+    /// Puts a parameter of `kind` (`String`, `StringList`, `SecureString`),
+    /// a new version when it exists; returns its version number.
+    pub fn put_parameter(&self, region: &str, name: &str, value: &str, kind: &str) -> u64 {
+        let out = self.call(
+            "ssm",
+            region,
+            "put_parameter",
+            json!({"Name": name, "Value": value, "Type": kind, "Overwrite": true}),
+        );
+        out["Version"].as_u64().unwrap()
+    }
+
+    /// Labels `version` of the parameter `name` with `label`.
+    pub fn label_parameter_version(&self, region: &str, name: &str, version: u64, label: &str) {
+        self.call(
+            "ssm",
+            region,
+            "label_parameter_version",
+            json!({"Name": name, "ParameterVersion": version, "Labels": [label]}),
+        );
+    }
+
     /// Creates a string secret; returns its full ARN.
     pub fn create_secret(&self, region: &str, name: &str, value: &str) -> String {
         let out = self.call(
@@ -215,6 +237,18 @@ impl World {
     }
 }
 
+/// The ARN AWS (and moto, whose account is [`MOTO_ACCOUNT`]) gives the
+/// parameter `name`: without the leading `/` of a hierarchical name.
+pub fn parameter_arn(region: &str, name: &str) -> String {
+    format!(
+        "arn:aws:ssm:{region}:{MOTO_ACCOUNT}:parameter/{}",
+        name.strip_prefix('/').unwrap_or(name)
+    )
+}
+
+/// The account of everything moto creates.
+pub const MOTO_ACCOUNT: &str = "123456789012";
+
 /// A secret a test created.
 pub struct Secret {
     /// Unique to the test; [`Proxy::gets`] counts the calls for it.
@@ -269,6 +303,8 @@ pub struct Call {
     /// For AssumeRole: the credentials STS answered with (AccessKeyId,
     /// SecretAccessKey, SessionToken, Expiration), else `Null`.
     pub returned: Value,
+    /// An SSM call's `WithDecryption`.
+    pub with_decryption: Option<bool>,
 }
 
 impl std::fmt::Debug for Call {
@@ -283,6 +319,7 @@ impl std::fmt::Debug for Call {
             .field("form", &self.form)
             .field("time", &self.time)
             .field("returned_key_id", &self.returned["AccessKeyId"])
+            .field("with_decryption", &self.with_decryption)
             .finish()
     }
 }
@@ -317,6 +354,7 @@ impl Proxy<'_> {
                 form: c["form"].clone(),
                 time: c["time"].as_f64().unwrap_or_default(),
                 returned: c["returned"].clone(),
+                with_decryption: c["with_decryption"].as_bool(),
             })
             .collect()
     }
@@ -326,6 +364,16 @@ impl Proxy<'_> {
         self.calls()
             .iter()
             .filter(|c| c.action == "GetSecretValue")
+            .filter(|c| c.secret_id.as_deref().is_some_and(|s| s.contains(needle)))
+            .count()
+    }
+
+    /// GetParameter calls for parameters whose name (as sent: `name`,
+    /// `name:3`, `name:label`) contains `needle`.
+    pub fn parameter_gets(&self, needle: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.action == "GetParameter")
             .filter(|c| c.secret_id.as_deref().is_some_and(|s| s.contains(needle)))
             .count()
     }

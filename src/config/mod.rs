@@ -213,6 +213,8 @@ pub(crate) struct AwsConfig {
     pub(crate) region: Option<String>,
     /// Overrides the Secrets Manager endpoint (a VPC endpoint, an emulator).
     pub(crate) endpoint: Option<String>,
+    /// `ssm-endpoint`: overrides the Systems Manager endpoint of parameters.
+    pub(crate) ssm_endpoint: Option<String>,
     /// `events`: refresh cached secrets when an SQS queue says they changed.
     pub(crate) events: Option<EventsConfig>,
     pub(crate) resources: Resources,
@@ -447,6 +449,9 @@ impl Config {
         ));
         if let Some(endpoint) = &self.aws.endpoint {
             out.push_str(&format!("secrets manager endpoint: {endpoint}\n"));
+        }
+        if let Some(endpoint) = &self.aws.ssm_endpoint {
+            out.push_str(&format!("ssm endpoint: {endpoint}\n"));
         }
         if let Some(events) = &self.aws.events {
             out.push_str(&format!("events: SQS queue {}\n", events.queue_url));

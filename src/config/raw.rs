@@ -152,7 +152,10 @@ pub(super) struct RawAws {
     pub region: Option<String>,
     /// Secrets Manager endpoint URL; default: the regional AWS endpoint.
     pub endpoint: Option<String>,
-    /// Resource name -> secret ARN; at least one.
+    /// Systems Manager (Parameter Store) endpoint URL; default:
+    /// `AWS_ENDPOINT_URL_SSM`, else the regional AWS endpoint.
+    pub ssm_endpoint: Option<String>,
+    /// Resource name -> secret or parameter ARN; at least one.
     #[serde(deserialize_with = "unique_names")]
     pub resources: BTreeMap<String, String>,
     /// Static access key id; needs `secret-access-key`.

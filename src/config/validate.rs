@@ -476,6 +476,10 @@ impl Validator<'_> {
             .endpoint
             .map(|e| self.url("secret-manager.aws.endpoint", e))
             .transpose()?;
+        let ssm_endpoint = raw
+            .ssm_endpoint
+            .map(|e| self.url("secret-manager.aws.ssm-endpoint", e))
+            .transpose()?;
         let events = raw
             .events
             .map(|events| -> Result<EventsConfig, ConfigError> {
@@ -591,6 +595,7 @@ impl Validator<'_> {
         Ok(AwsConfig {
             region,
             endpoint,
+            ssm_endpoint,
             events,
             resources: Resources::new(resources).with_patterns(patterns),
             credentials,
@@ -849,6 +854,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean `min-refresh-interval`"), "{err}");
+    }
+
+    #[test]
+    fn parameters_and_an_ssm_endpoint() {
+        let yaml = SAMPLE.replace(
+            "    resources:\n",
+            "    ssm-endpoint: http://localhost:4566\n    resources:\n      \
+             db: arn:aws:ssm:us-east-1:123456789012:parameter/app/db\n      \
+             app/*: arn:aws:ssm:us-east-1:123456789012:parameter/app/*\n",
+        );
+        let config = load(&yaml).unwrap();
+        assert_eq!(
+            config.aws.ssm_endpoint.as_deref(),
+            Some("http://localhost:4566")
+        );
+        assert!(
+            config
+                .summary()
+                .contains("ssm endpoint: http://localhost:4566")
+        );
+        let (_, arn) = config.aws.resources.get("db").unwrap();
+        assert_eq!(arn.parameter_name(), Some("/app/db"));
+        let bad = yaml.replace("http://localhost:4566", "ftp://x");
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("secret-manager.aws.ssm-endpoint"), "{err}");
+        let typo = yaml.replace("ssm-endpoint", "ssm-endpiont");
+        let err = load(&typo).unwrap_err().to_string();
+        assert!(err.contains("did you mean `ssm-endpoint`"), "{err}");
     }
 
     #[test]

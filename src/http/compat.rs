@@ -374,6 +374,10 @@ async fn serve<'s>(
             .by_arn_pattern(id)
             .ok_or_else(CompatError::not_found)?
     };
+    // Parameters have their own route, `/systemsmanager/parameters/get`.
+    if found.arn.is_parameter() {
+        return Err(CompatError::not_found());
+    }
     *target = Target::Resource {
         found: found.clone(),
         key: None,
@@ -545,6 +549,7 @@ mod tests {
             created_date: Some(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250)),
             kind: Kind::Json,
             value: secret_bytes(br#"{"k":"v"}"#.to_vec()),
+            parameter: None,
         };
         let json: serde_json::Value =
             serde_json::from_slice(&get_secret_value_json(&secret)).unwrap();

@@ -202,6 +202,9 @@ mod tests {
         // A short version is already its own echo; nothing else changes.
         let mut e = ApiError::Upstream(UpstreamError::VersionNotFound("v: a".into()));
         e.redact("a");
-        assert_eq!(e.to_string(), "no such version of the secret: v: a");
+        assert_eq!(
+            e.to_string(),
+            "no such version of the secret or parameter: v: a"
+        );
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! - `secrets`: `GET /secrets/<name>[/<key>]`
 //! - `compat`: the AWS Secrets Manager Agent's routes (and `/ping`)
+//! - `parameters`: the Lambda extension's Parameter Store route
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` (no token needed)
 
 mod auth;
 mod compat;
 mod error;
 mod ops;
+mod parameters;
 mod secrets;
 
 use std::sync::Arc;
@@ -179,6 +181,7 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/secretsmanager/get", web::route().to(compat::get_by_query))
             .route("/ping", web::route().to(compat::ping))
             .route("/start_serving", web::route().to(compat::start_serving))
+            .route(parameters::PATH, web::route().to(parameters::get_parameter))
             .service(web::scope("/v1").default_service(web::to(compat::get_by_path)));
     }
 }
@@ -265,7 +268,7 @@ impl Route {
     fn of(path: &str) -> Route {
         match path {
             p if p.starts_with("/secrets/") => Route::Secrets,
-            "/secretsmanager/get" | "/ping" | "/start_serving" => Route::Compat,
+            "/secretsmanager/get" | "/ping" | "/start_serving" | parameters::PATH => Route::Compat,
             p if p.starts_with("/v1/") => Route::Compat,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
@@ -342,6 +345,11 @@ async fn read(
             } else {
                 log::Level::Debug
             };
+            // The encrypted form of a parameter is logged as its version.
+            let version = match version {
+                Version::Encrypted(version) => version,
+                version => version,
+            };
             match version {
                 Version::Current if !found.by_pattern() => log::log!(level, "{entry}: {e}"),
                 // A name under a pattern is the client's, and AWS may repeat
@@ -357,8 +365,15 @@ async fn read(
                 // AWS repeats the version asked for, which a client wrote
                 // (a token sent there by mistake, say): the log says only
                 // the kind of failure, the answer only a short echo.
-                Version::Stage(asked) | Version::Id(asked) => {
-                    e.redact(asked);
+                asked => {
+                    let text = match asked {
+                        Version::Stage(text) | Version::Id(text) | Version::Label(text) => {
+                            text.clone()
+                        }
+                        Version::Number(number) => number.to_string(),
+                        Version::Current | Version::Encrypted(_) => String::new(),
+                    };
+                    e.redact(&text);
                     log::log!(
                         level,
                         "{entry}, a version asked for by a client: {}",

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState, Snapshot, Target, echo};
 use crate::cache::CacheStatus;
-use crate::resources::Resolved;
+use crate::resources::{Resolved, SecretArn};
 use crate::upstream::Version;
 
 /// Header that says how the cache served a read.
@@ -20,6 +20,10 @@ const CACHE_HEADER_NAME: &str = "secret-agent-cache";
 struct SecretQuery {
     version_stage: Option<String>,
     version_id: Option<String>,
+    /// A parameter's version number.
+    version: Option<String>,
+    /// A parameter's label.
+    label: Option<String>,
     /// `refresh=true` fetches from AWS now instead of serving the cache.
     #[serde(default)]
     refresh: bool,
@@ -31,9 +35,72 @@ impl SecretQuery {
         if query.is_empty() {
             return Ok((Version::Current, false));
         }
-        let q: SecretQuery =
-            super::parse_query(query, &["version-stage", "version-id", "refresh"])?;
-        Ok((version(q.version_stage, q.version_id)?, q.refresh))
+        let q: SecretQuery = super::parse_query(
+            query,
+            &["version-stage", "version-id", "version", "label", "refresh"],
+        )?;
+        let version = match (q.version_stage, q.version_id, q.version, q.label) {
+            (stage, id, None, None) => version(stage, id)?,
+            (None, None, number, label) => parameter_version(number, label)?,
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "give a secret's version-stage or version-id, or a parameter's version or label, not both".into(),
+                ));
+            }
+        };
+        Ok((version, q.refresh))
+    }
+}
+
+/// Whether `version` is one `arn` has: a secret's stage or id, a
+/// parameter's number or label.
+pub(super) fn version_fits(version: &Version, arn: &SecretArn) -> Result<(), ApiError> {
+    match (version, arn.is_parameter()) {
+        (Version::Current, _)
+        | (Version::Stage(_) | Version::Id(_), false)
+        | (Version::Number(_) | Version::Label(_), true) => Ok(()),
+        (_, true) => Err(ApiError::BadRequest(
+            "a parameter's version is `version` (a number) or `label`".into(),
+        )),
+        (_, false) => Err(ApiError::BadRequest(
+            "a secret's version is `version-stage` or `version-id`".into(),
+        )),
+    }
+}
+
+/// A parameter version from optional number and label parameters (at most
+/// one). A label is what AWS allows: up to 100 letters, digits and `. - _`,
+/// not starting with a digit (it would read as a version number).
+pub(super) fn parameter_version(
+    number: Option<String>,
+    label: Option<String>,
+) -> Result<Version, ApiError> {
+    match (number, label) {
+        (None, None) => Ok(Version::Current),
+        (Some(number), None) => match number.parse::<u64>() {
+            Ok(n) if n > 0 && !number.starts_with('+') => Ok(Version::Number(n)),
+            _ => Err(ApiError::BadRequest(
+                "a parameter version is a number from 1".into(),
+            )),
+        },
+        (None, Some(label)) => {
+            let valid = !label.is_empty()
+                && label.len() <= 100
+                && !label.starts_with(|c: char| c.is_ascii_digit())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if valid {
+                Ok(Version::Label(label))
+            } else {
+                Err(ApiError::BadRequest(
+                    "a parameter label is 1 to 100 letters, digits and . - _, not starting with a digit".into(),
+                ))
+            }
+        }
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give a parameter version or a label, not both".into(),
+        )),
     }
 }
 
@@ -111,6 +178,7 @@ async fn serve(
     let (version, refresh) = SecretQuery::parse(req.query_string())?;
     let resolved = resolved.ok_or_else(|| ApiError::ResourceNotFound(echo(path)))?;
     grant.permit(&resolved.found.name)?;
+    version_fits(&version, &resolved.found.arn)?;
     let read = super::read(state, &resolved.found, &version, refresh).await;
     let (secret, status) = match read {
         // Under a pattern, a secret that does not exist is a name nobody
@@ -148,9 +216,29 @@ mod tests {
             SecretQuery::parse("version-id=abc&refresh=true").unwrap(),
             (Version::Id("abc".into()), true)
         );
+        assert_eq!(
+            SecretQuery::parse("version=3").unwrap(),
+            (Version::Number(3), false)
+        );
+        assert_eq!(
+            SecretQuery::parse("label=prod-1.a_b&refresh=true").unwrap(),
+            (Version::Label("prod-1.a_b".into()), true)
+        );
         for bad in [
             "versionStage=x",
             "version-stage=a&version-id=b",
+            "version=0",
+            "version=-1",
+            "version=%2B1",
+            "version=x",
+            "version=",
+            "label=",
+            "label=1a",
+            "label=a:b",
+            "label=a%20b",
+            "version=1&label=a",
+            "version=1&version-id=a",
+            "label=a&version-stage=b",
             "version-id=",
             "%zz=1",
             "refresh=yes",
@@ -158,6 +246,31 @@ mod tests {
             assert!(
                 matches!(SecretQuery::parse(bad), Err(ApiError::BadRequest(_))),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_fit_their_kind() {
+        let secret =
+            SecretArn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:x").unwrap();
+        let parameter = SecretArn::parse("arn:aws:ssm:us-east-1:123456789012:parameter/x").unwrap();
+        for (version, arn, fits) in [
+            (Version::Current, &secret, true),
+            (Version::Current, &parameter, true),
+            (Version::Stage("S".into()), &secret, true),
+            (Version::Id("i".into()), &secret, true),
+            (Version::Number(1), &parameter, true),
+            (Version::Label("l".into()), &parameter, true),
+            (Version::Stage("S".into()), &parameter, false),
+            (Version::Id("i".into()), &parameter, false),
+            (Version::Number(1), &secret, false),
+            (Version::Label("l".into()), &secret, false),
+        ] {
+            assert_eq!(
+                version_fits(&version, arn).is_ok(),
+                fits,
+                "{version:?} {arn}"
             );
         }
     }
@@ -171,6 +284,7 @@ mod tests {
             fn query_strings_never_panic(query in "[a-z=&%0-9A-F+-]{0,60}") {
                 match SecretQuery::parse(&query) {
                     Ok((Version::Stage(v) | Version::Id(v), _)) => prop_assert!(!v.is_empty() && v.len() <= 256),
+                    Ok((Version::Label(v), _)) => prop_assert!(!v.is_empty() && v.len() <= 100 && !v.contains(':')),
                     Ok(_) => {}
                     Err(e) => prop_assert!(matches!(e, ApiError::BadRequest(_))),
                 }
