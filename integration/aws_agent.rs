@@ -97,6 +97,25 @@ async fn reads_answer_in_the_get_secret_value_shape() {
     assert_eq!(r.json()["VersionStages"], json!(["AWSPREVIOUS"]));
     let r = with_token(&agent, &format!("/v1/MyTest?versionId={current_version}")).await;
     assert_eq!(r.json()["SecretString"], r#"{"user":"new"}"#);
+    // Both, sent to AWS together as the AWS agent does: the id if it
+    // carries the stage, else AWS's InvalidRequestException (400 from AWS).
+    let r = with_token(
+        &agent,
+        &format!("/v1/MyTest?versionId={current_version}&versionStage=AWSCURRENT"),
+    )
+    .await;
+    assert_eq!(r.json()["VersionId"], current_version.as_str());
+    let r = with_token(
+        &agent,
+        &format!("/v1/MyTest?versionId={current_version}&versionStage=AWSPREVIOUS"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["__type"], "InvalidRequestException");
+    assert_eq!(
+        r.json()["message"],
+        "You provided a VersionStage that is not associated to the provided VersionId."
+    );
 
     // refreshNow: a cached value, then the new one at once.
     f.world

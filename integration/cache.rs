@@ -224,7 +224,22 @@ async fn versions_by_stage_and_id() {
         .assert_error(404, "version_not_found");
     let r = read("/secrets/v?version-id=00000000-0000-0000-0000-000000000000").await;
     assert!(r.status == 404 || r.status == 400, "{}", r.text());
-    read("/secrets/v?version-stage=A&version-id=B")
+    // Both, as AWS takes them: the id, if it carries the label.
+    assert_eq!(
+        read(&format!(
+            "/secrets/v/pw?version-id={old_id}&version-stage=AWSPREVIOUS"
+        ))
+        .await
+        .text(),
+        "old"
+    );
+    let r = read(&format!(
+        "/secrets/v/pw?version-id={old_id}&version-stage=AWSCURRENT"
+    ))
+    .await;
+    assert!(r.text().contains("VersionStage"), "{}", r.text());
+    r.assert_error(404, "version_not_found");
+    read("/secrets/v?version-stage=&version-id=B")
         .await
         .assert_error(400, "bad_request");
 }

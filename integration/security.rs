@@ -412,7 +412,7 @@ async fn the_token_comes_before_the_query_and_errors_echo_little() {
         format!("/secretsmanager/get?{long}=1"),
         format!("/secretsmanager/get?secretId=other&{long}=1"),
         "/secretsmanager/get".to_owned(),
-        "/secretsmanager/get?secretId=other&versionStage=a&versionId=b".to_owned(),
+        "/secretsmanager/get?secretId=other&refreshNow=maybe".to_owned(),
         format!("/v1/other?{long}=1"),
         "/v1/other?secretId=other".to_owned(),
     ] {

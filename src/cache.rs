@@ -250,6 +250,7 @@ impl Key {
             Version::Current => "",
             Version::Stage(_) => " (a version stage asked for by a client)",
             Version::Id(_) => " (a version id asked for by a client)",
+            Version::IdAndStage { .. } => " (a version id and stage asked for by a client)",
             Version::Number(_) | Version::Label(_) | Version::Encrypted(_) => {
                 " (a parameter version, label or encrypted form asked for by a client)"
             }
@@ -485,7 +486,12 @@ impl Cache {
             .inner
             .slots
             .iter()
-            .filter(|entry| matches!(entry.key().version, Version::Stage(_)))
+            .filter(|entry| {
+                matches!(
+                    entry.key().version,
+                    Version::Stage(_) | Version::IdAndStage { .. }
+                )
+            })
             .filter(|entry| wanted.contains(entry.key().arn.as_str()))
             .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
             .collect();

@@ -30,6 +30,9 @@ pub enum Version {
     Stage(String),
     /// A secret's version id.
     Id(String),
+    /// A secret's version id that must carry this staging label (both are
+    /// sent; AWS refuses the pair when the label is elsewhere).
+    IdAndStage { id: String, stage: String },
     /// A parameter's version number (`name:3`).
     Number(u64),
     /// A parameter's label (`name:prod`).
@@ -282,6 +285,7 @@ impl Upstream {
             Version::Current => request,
             Version::Stage(stage) => request.version_stage(stage),
             Version::Id(id) => request.version_id(id),
+            Version::IdAndStage { id, stage } => request.version_id(id).version_stage(stage),
             Version::Number(_) | Version::Label(_) | Version::Encrypted(_) => {
                 return Err(UpstreamError::InvalidParameter(
                     "a secret's version is a version id or stage".into(),
@@ -435,7 +439,7 @@ fn parameter_selector(arn: &SecretArn, version: &Version) -> Result<String, Upst
         Version::Current => Ok(name.to_owned()),
         Version::Number(number) => Ok(format!("{name}:{number}")),
         Version::Label(label) => Ok(format!("{name}:{label}")),
-        Version::Stage(_) | Version::Id(_) | Version::Encrypted(_) => {
+        Version::Stage(_) | Version::Id(_) | Version::IdAndStage { .. } | Version::Encrypted(_) => {
             Err(UpstreamError::InvalidParameter(
                 "a parameter's version is a version number or a label".into(),
             ))

@@ -366,14 +366,17 @@ async fn read(
                 // (a token sent there by mistake, say): the log says only
                 // the kind of failure, the answer only a short echo.
                 asked => {
-                    let text = match asked {
+                    let texts = match asked {
                         Version::Stage(text) | Version::Id(text) | Version::Label(text) => {
-                            text.clone()
+                            vec![text.clone()]
                         }
-                        Version::Number(number) => number.to_string(),
-                        Version::Current | Version::Encrypted(_) => String::new(),
+                        Version::IdAndStage { id, stage } => vec![id.clone(), stage.clone()],
+                        Version::Number(number) => vec![number.to_string()],
+                        Version::Current | Version::Encrypted(_) => Vec::new(),
                     };
-                    e.redact(&text);
+                    for text in &texts {
+                        e.redact(text);
+                    }
                     log::log!(
                         level,
                         "{entry}, a version asked for by a client: {}",

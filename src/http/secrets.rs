@@ -57,7 +57,7 @@ impl SecretQuery {
 pub(super) fn version_fits(version: &Version, arn: &SecretArn) -> Result<(), ApiError> {
     match (version, arn.is_parameter()) {
         (Version::Current, _)
-        | (Version::Stage(_) | Version::Id(_), false)
+        | (Version::Stage(_) | Version::Id(_) | Version::IdAndStage { .. }, false)
         | (Version::Number(_) | Version::Label(_), true) => Ok(()),
         (_, true) => Err(ApiError::BadRequest(
             "a parameter's version is `version` (a number) or `label`".into(),
@@ -111,9 +111,10 @@ pub(super) fn version(stage: Option<String>, id: Option<String>) -> Result<Versi
         (None, None) => Ok(Version::Current),
         (Some(stage), None) if valid(&stage) => Ok(Version::Stage(stage)),
         (None, Some(id)) if valid(&id) => Ok(Version::Id(id)),
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "give a version stage or a version id, not both".into(),
-        )),
+        // Both, as AWS takes them: the id, if it carries the label.
+        (Some(stage), Some(id)) if valid(&stage) && valid(&id) => {
+            Ok(Version::IdAndStage { id, stage })
+        }
         _ => Err(ApiError::BadRequest(
             "a version stage or id must be 1 to 256 characters".into(),
         )),
@@ -188,6 +189,15 @@ async fn serve(
         {
             return Err(ApiError::ResourceNotFound(echo(path)));
         }
+        // A version id and a stage it does not carry: AWS calls the pair an
+        // invalid request; here it is a version that does not exist.
+        Err(ApiError::Upstream(crate::upstream::UpstreamError::InvalidRequest(message)))
+            if matches!(version, Version::IdAndStage { .. }) =>
+        {
+            return Err(ApiError::Upstream(
+                crate::upstream::UpstreamError::VersionNotFound(message),
+            ));
+        }
         other => other?,
     };
     let (body, kind) = match resolved.key {
@@ -216,6 +226,17 @@ mod tests {
             SecretQuery::parse("version-id=abc&refresh=true").unwrap(),
             (Version::Id("abc".into()), true)
         );
+        // Both, as AWS takes them.
+        assert_eq!(
+            SecretQuery::parse("version-stage=AWSCURRENT&version-id=abc").unwrap(),
+            (
+                Version::IdAndStage {
+                    id: "abc".into(),
+                    stage: "AWSCURRENT".into()
+                },
+                false
+            )
+        );
         assert_eq!(
             SecretQuery::parse("version=3").unwrap(),
             (Version::Number(3), false)
@@ -226,7 +247,7 @@ mod tests {
         );
         for bad in [
             "versionStage=x",
-            "version-stage=a&version-id=b",
+            "version-stage=&version-id=b",
             "version=0",
             "version=-1",
             "version=%2B1",
