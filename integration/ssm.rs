@@ -70,18 +70,19 @@ async fn string_string_list_and_secure_string_values_and_a_json_key() {
         .await
         .assert_error(422, "secret_not_json");
 
-    // One decrypted GetParameter per parameter, by name, never a
-    // Secrets Manager call.
+    // One decrypted GetParameter per parameter, by ARN (as a parameter
+    // shared from another account is read), never a Secrets Manager call.
     let calls = f.proxy.calls();
     let names: Vec<(&str, Option<&str>, Option<bool>)> = calls
         .iter()
         .map(|c| (c.action.as_str(), c.secret_id.as_deref(), c.with_decryption))
         .collect();
     for name in [&plain, &list, &db] {
+        let arn = parameter_arn(REGION, name);
         assert_eq!(
             names
                 .iter()
-                .filter(|c| **c == ("GetParameter", Some(name.as_str()), Some(true)))
+                .filter(|c| **c == ("GetParameter", Some(arn.as_str()), Some(true)))
                 .count(),
             1,
             "{names:?}"
@@ -149,7 +150,7 @@ async fn versions_and_labels() {
         .filter_map(|c| c.secret_id)
         .collect();
     for selector in ["", ":1", ":2", ":blue", ":9", ":green"] {
-        let sent = format!("{name}{selector}");
+        let sent = format!("{}{selector}", parameter_arn(REGION, &name));
         assert_eq!(
             asked.iter().filter(|a| **a == sent).count(),
             1,

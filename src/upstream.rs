@@ -247,8 +247,10 @@ impl Upstream {
     }
 
     /// GetParameter for the parameter `arn` names, at `version`, in the
-    /// ARN's region. The name (not the ARN) is sent: AWS and emulators take
-    /// it alike, with `:<version>` or `:<label>` after it.
+    /// ARN's region. The whole ARN is sent (with `:<version>` or `:<label>`
+    /// after it): that is how AWS reads a parameter shared from another
+    /// account, and two ARNs that differ only in their account never read
+    /// the same parameter.
     pub async fn get_parameter(
         &self,
         arn: &SecretArn,
@@ -429,12 +431,13 @@ fn to_secret(asked: &SecretArn, answer: Answer) -> Result<Secret, UpstreamError>
     })
 }
 
-/// `name`, `name:<version>` or `name:<label>`: what GetParameter's `Name`
+/// `arn`, `arn:<version>` or `arn:<label>`: what GetParameter's `Name`
 /// takes to read a version.
 fn parameter_selector(arn: &SecretArn, version: &Version) -> Result<String, UpstreamError> {
-    let Some(name) = arn.parameter_name() else {
+    if !arn.is_parameter() {
         return Err(UpstreamError::InvalidParameter("not a parameter".into()));
-    };
+    }
+    let name = arn.as_str();
     match version {
         Version::Current => Ok(name.to_owned()),
         Version::Number(number) => Ok(format!("{name}:{number}")),
@@ -718,11 +721,17 @@ mod tests {
         let db = arn("arn:aws:ssm:us-east-1:123456789012:parameter/app/db");
         let plain = arn("arn:aws:ssm:us-east-1:123456789012:parameter/plain");
         let selector = |arn: &SecretArn, v: Version| parameter_selector(arn, &v).unwrap();
-        assert_eq!(selector(&db, Version::Current), "/app/db");
-        assert_eq!(selector(&db, Version::Number(3)), "/app/db:3");
+        assert_eq!(
+            selector(&db, Version::Current),
+            "arn:aws:ssm:us-east-1:123456789012:parameter/app/db"
+        );
+        assert_eq!(
+            selector(&db, Version::Number(3)),
+            "arn:aws:ssm:us-east-1:123456789012:parameter/app/db:3"
+        );
         assert_eq!(
             selector(&plain, Version::Label("prod".into())),
-            "plain:prod"
+            "arn:aws:ssm:us-east-1:123456789012:parameter/plain:prod"
         );
         for wrong in [
             Version::Stage("AWSCURRENT".into()),
