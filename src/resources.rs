@@ -412,13 +412,18 @@ impl Resources {
     }
 
     /// The parameter named `name` (`/app/db`) under a parameter pattern's
-    /// ARN prefix (the longest name prefix first), with its resource name.
+    /// ARN prefix (the longest name prefix first), with its resource name;
+    /// not when that resource name is configured exactly, which shadows the
+    /// pattern (a token granted that name was granted the exact entry).
     pub fn by_parameter_name_pattern<'a>(&'a self, name: &str) -> Option<Found<'a>> {
         const KIND: &str = ":parameter/";
         self.patterns.iter().find_map(|p| {
             let base = &p.arn_prefix[..p.arn_prefix.find(KIND)? + KIND.len()];
             let arn = format!("{base}{}", name.strip_prefix('/').unwrap_or(name));
             let (n, a) = p.map_arn(&arn)?;
+            if self.get(n.as_str()).is_some() {
+                return None;
+            }
             (a.parameter_name() == Some(name)).then_some(Found {
                 name: Cow::Owned(n),
                 arn: Cow::Owned(a),
@@ -584,6 +589,12 @@ mod tests {
             .unwrap(),
         ]);
         assert!(secrets.by_parameter_name_pattern("plain").is_none());
+        // A name configured exactly shadows the pattern: `ext` is a secret
+        // here, so the parameter `ext` under `*` is not reached by that name.
+        let shadowed = table(&["ext"])
+            .with_patterns(vec![Pattern::parse("*", &format!("{PREFIX}*")).unwrap()]);
+        assert!(shadowed.by_parameter_name_pattern("ext").is_none());
+        assert!(shadowed.by_parameter_name_pattern("other").is_some());
 
         // Configured parameters by parameter name.
         let name = |n: &str| ResourceName::parse(n).unwrap();
