@@ -103,8 +103,8 @@ class Agent:
         environment.update({"AWS_EC2_METADATA_DISABLED": "true", "HOME": self.dir.name,
                             "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull})
         environment.update(env or {})
-        self.proc = subprocess.Popen([AGENT, "--config", path], stderr=subprocess.PIPE, text=True,
-                                     env=environment)
+        self.proc = subprocess.Popen([AGENT, "--config", path], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=environment)
         for line in self.proc.stderr:
             match = re.search(r"listening on http://(\S+)", line)
             if match:

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::aerospike::ProtocolSettings;
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
-use crate::config::{Config, OverLimit};
+use crate::config::Config;
 use crate::credentials::AgentCredentials;
 use crate::events::{self, EventsStatus};
 use crate::http::{AppState, Authorizer, Gate, Snapshot};
@@ -128,8 +128,6 @@ impl Application {
             warned: Arc::default(),
             serving: gate.clone(),
             connections: Arc::default(),
-            refuse_over: (config.service.over_limit == OverLimit::Refuse)
-                .then_some(config.service.max_connections),
         };
         let (current, cache) = (Arc::clone(&state.current), state.cache.downgrade());
         METRICS.set_resources(Box::new(move || {

@@ -41,7 +41,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::aerospike::{self, MAGIC};
 use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig, TlsConfig, UdsConfig};
-use crate::http::{self, AppState, OpenAtAccept};
+use crate::http::{self, AppState, ConnectionLimit};
 
 /// Most bytes read from a client in one go and held before the parser
 /// takes them.
@@ -83,6 +83,7 @@ pub(crate) fn bind(
         state: state.clone(),
         request_timeout: service.request_timeout,
         stopping: builder.graceful_shutdown_signal(),
+        refuse_over: (service.over_limit == OverLimit::Refuse).then_some(service.max_connections),
     };
 
     let mut tcp_addr = None;
@@ -185,6 +186,9 @@ struct Connections {
     /// Resolves when a graceful shutdown starts: idle keep-alive
     /// connections close, busy ones after their current answer.
     stopping: GracefulShutdownSignal,
+    /// With `over-limit: refuse`: `max-connections`, above which requests
+    /// are answered 429 ([`ConnectionLimit`]).
+    refuse_over: Option<usize>,
 }
 
 impl Connections {
@@ -201,12 +205,18 @@ impl Connections {
         F: Future<Output = io::Result<(Stream, Option<SocketAddr>)>> + 'static,
     {
         let stopping = self.stopping.clone();
+        let refuse_over = self.refuse_over;
         let h1 = HttpService::build()
             .keep_alive(KeepAlive::Timeout(self.request_timeout))
             .client_request_timeout(self.request_timeout)
             .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-            .on_connect_ext(|io: &Paced<Stream>, ext| {
-                ext.insert(OpenAtAccept(io.open_at_accept));
+            .on_connect_ext(move |io: &Paced<Stream>, ext| {
+                if let Some(max_connections) = refuse_over {
+                    ext.insert(ConnectionLimit {
+                        open_at_accept: io.open_at_accept,
+                        max_connections,
+                    });
+                }
             })
             .graceful_shutdown_signal(move || {
                 let stopping = stopping.clone();

@@ -72,15 +72,16 @@ pub struct AppState {
     pub serving: Gate,
     /// Client connections open now, over all listeners.
     pub connections: Arc<AtomicUsize>,
-    /// With `over-limit: refuse`: `max-connections`; requests on a
-    /// connection accepted while more were open are answered 429.
-    pub refuse_over: Option<usize>,
 }
 
-/// Connection data: client connections open when it was accepted, itself
-/// included. As the AWS agent counts for `max_conn`.
+/// Connection data, with `over-limit: refuse` only: client connections open
+/// when it was accepted (itself included), as the AWS agent counts for
+/// `max_conn`, and `max-connections`. Above it, requests are answered 429.
 #[derive(Debug, Clone, Copy)]
-pub struct OpenAtAccept(pub usize);
+pub struct ConnectionLimit {
+    pub open_at_accept: usize,
+    pub max_connections: usize,
+}
 
 /// Whether secrets are served yet: from the start, unless the agent was
 /// started with `-l` (the AWS agent's Lambda mode), where nothing is served
@@ -200,14 +201,10 @@ async fn guard(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let route = Route::of(req.path());
     let compat = route == Route::Compat;
-    let over_limit = req.app_data::<web::Data<AppState>>().is_some_and(|state| {
-        state.refuse_over.is_some_and(|limit| {
-            // Health checks get two more, as in the AWS agent.
-            let health = matches!(req.path(), "/ping" | "/healthz" | "/readyz" | "/metrics");
-            let limit = if health { limit + 2 } else { limit };
-            req.conn_data::<OpenAtAccept>()
-                .is_some_and(|open| open.0 > limit)
-        })
+    let over_limit = req.conn_data::<ConnectionLimit>().is_some_and(|c| {
+        // Health checks get two more, as in the AWS agent.
+        let health = matches!(req.path(), "/ping" | "/healthz" | "/readyz" | "/metrics");
+        c.open_at_accept > c.max_connections + if health { 2 } else { 0 }
     });
     let refused = if over_limit {
         Some(ApiError::ConnectionLimit)
