@@ -782,3 +782,50 @@ async fn connections_over_the_limit_are_refused_with_429_when_asked() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status(&request("/secrets/MyTest")), "200");
 }
+
+/// Installed under the AWS agent's name, the binary without `--config`
+/// starts on the AWS agent's defaults, as its wrappers expect; under its own
+/// name it wants its YAML.
+#[test]
+fn under_the_aws_agents_name_it_starts_on_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("AWS_REGION", REGION),
+        ("AWS_ACCOUNT_ID", "123456789012"),
+        ("AWS_TOKEN", TOKEN),
+        ("HOME", dir.path().to_str().unwrap()),
+    ];
+    for name in ["secrets-manager-agent", "aws_secretsmanager_agent"] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink(agent_binary(), &link).unwrap();
+        let out = std::process::Command::new(&link)
+            .arg("--check")
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(stdout.contains("tcp 127.0.0.1:2773 http"), "{stdout}");
+        assert!(
+            stdout.contains("(the AWS agent's defaults): OK"),
+            "{stdout}"
+        );
+        assert!(!stdout.contains(TOKEN), "{stdout}");
+    }
+    let out = std::process::Command::new(agent_binary())
+        .arg("--check")
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/etc/secret-agent/config.yaml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

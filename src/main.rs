@@ -9,6 +9,16 @@ use secret_agent::{Application, Config, Serving, Signals};
 /// The YAML read when no `--config` is given (and no `-l`).
 const DEFAULT_CONFIG: &str = "/etc/secret-agent/config.yaml";
 
+/// The AWS Secrets Manager Agent's binary names: installed under one of
+/// them, the agent starts as it does without `--config`, on its defaults,
+/// so that its wrappers (`secrets-manager-agent` in its Lambda extension)
+/// run unchanged.
+const AWS_AGENT_NAMES: [&str; 3] = [
+    "secrets-manager-agent",
+    "aws_secretsmanager_agent",
+    "aws-secretsmanager-agent",
+];
+
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]
 #[command(version, about)]
@@ -101,7 +111,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let loaded = match (&cli.config, cli.lambda) {
+    let as_aws_agent = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|path| Some(path.file_name()?.to_str()?.to_owned()))
+        .is_some_and(|name| AWS_AGENT_NAMES.contains(&name.as_str()));
+    let loaded = match (&cli.config, cli.lambda || as_aws_agent) {
         (Some(file), _) if is_toml(file) => runtime
             .block_on(secret_agent::aws_agent_config(Some(file)))
             .map_err(|e| format!("{e:#}")),
