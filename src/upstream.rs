@@ -492,9 +492,9 @@ fn to_parameter(
 fn classify_service(code: Option<&str>, message: &str, version_asked: bool) -> UpstreamError {
     let text: String = message.chars().take(300).collect();
     match code {
-        Some("ResourceNotFoundException" | "ParameterNotFound") if version_asked => {
-            UpstreamError::VersionNotFound(text)
-        }
+        // Secrets Manager says this of a version too; SSM has its own code
+        // for a version (below), so a parameter not found is the parameter.
+        Some("ResourceNotFoundException") if version_asked => UpstreamError::VersionNotFound(text),
         Some("ResourceNotFoundException" | "ParameterNotFound") => {
             UpstreamError::SecretNotFound(text)
         }
@@ -503,6 +503,18 @@ fn classify_service(code: Option<&str>, message: &str, version_asked: bool) -> U
         Some("ValidationException") if version_asked => UpstreamError::InvalidParameter(text),
         // SSM could not use the parameter's KMS key: a refusal, with KMS's
         // code (`InvalidKeyId`, `KMSAccessDeniedException`, `KMS.DisabledException`...).
+        // KMS failing for a while (its own fault or throttling) passes.
+        Some(code)
+            if code.starts_with("KMS")
+                && ["Internal", "Throttl", "DependencyTimeout", "Unavailable"]
+                    .iter()
+                    .any(|part| code.contains(part)) =>
+        {
+            UpstreamError::Service {
+                code: code.to_owned(),
+                message: text,
+            }
+        }
         Some(code @ "InvalidKeyId") => UpstreamError::AccessDenied {
             code: code.to_owned(),
             message: text,
@@ -536,7 +548,11 @@ where
             let e = ctx.err();
             if e.code().is_none() {
                 let raw = ctx.raw();
-                return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
+                return classify_unparsed(
+                    raw.status().as_u16(),
+                    raw.body().bytes().unwrap_or(&[]),
+                    version_asked,
+                );
             }
             return classify_service(e.code(), e.message().unwrap_or("no message"), version_asked);
         }
@@ -544,7 +560,11 @@ where
         // only JSON; an emulator or a front end may answer in XML).
         SdkError::ResponseError(ctx) if !ctx.raw().status().is_success() => {
             let raw = ctx.raw();
-            return classify_unparsed(raw.status().as_u16(), raw.body().bytes().unwrap_or(&[]));
+            return classify_unparsed(
+                raw.status().as_u16(),
+                raw.body().bytes().unwrap_or(&[]),
+                version_asked,
+            );
         }
         _ => {}
     }
@@ -608,7 +628,7 @@ fn classify_code(code: Option<&str>, message: String) -> UpstreamError {
 /// front end may answer in the query protocol's XML): the code and message
 /// are taken from `<Code>` and `<Message>` when present, and the HTTP status
 /// decides the rest, so a refusal (401, 403) is still a refusal.
-fn classify_unparsed(status: u16, body: &[u8]) -> UpstreamError {
+fn classify_unparsed(status: u16, body: &[u8], version_asked: bool) -> UpstreamError {
     let body = String::from_utf8_lossy(body);
     let element = |name: &str| {
         let start = body.find(&format!("<{name}>"))? + name.len() + 2;
@@ -630,7 +650,7 @@ fn classify_unparsed(status: u16, body: &[u8]) -> UpstreamError {
             }
             other => other,
         },
-        (Some(code), _) => classify_code(Some(&code), message),
+        (Some(code), _) => classify_service(Some(&code), &message, version_asked),
         (None, 429) => UpstreamError::Throttled(message),
         (None, 401 | 403) => UpstreamError::AccessDenied {
             code: format!("HTTP{status}"),
@@ -708,7 +728,7 @@ mod tests {
         assert!(!c("AccessDeniedException").is_transient());
         assert!(!c("Whatever").is_transient());
         // No readable code: the HTTP status decides.
-        let by_status = |status| classify_unparsed(status, b"");
+        let by_status = |status| classify_unparsed(status, b"", false);
         assert!(matches!(by_status(403), UpstreamError::AccessDenied { .. }));
         assert!(matches!(by_status(429), UpstreamError::Throttled(_)));
         assert!(by_status(503).is_transient());
@@ -752,9 +772,10 @@ mod tests {
             UpstreamError::SecretNotFound("m".into())
         );
         assert!(c("ParameterNotFound", false).is_not_found());
+        // A missing parameter is missing whatever version was asked.
         assert_eq!(
             c("ParameterNotFound", true),
-            UpstreamError::VersionNotFound("m".into())
+            UpstreamError::SecretNotFound("m".into())
         );
         assert_eq!(
             c("ParameterVersionNotFound", true),
@@ -778,6 +799,20 @@ mod tests {
         ));
         assert!(c("ThrottlingException", false).is_transient());
         assert!(c("InternalServerError", false).is_transient());
+        // KMS failing for a while is transient, not a refusal.
+        for kms in [
+            "KMSInternalException",
+            "KMSThrottlingException",
+            "KMS.DependencyTimeoutException",
+        ] {
+            assert!(c(kms, false).is_transient(), "{kms}");
+        }
+        // The same codes in an XML answer the SDK cannot read.
+        let xml = "<ErrorResponse><Error><Code>ParameterNotFound</Code><Message>m</Message></Error></ErrorResponse>";
+        assert_eq!(
+            classify_unparsed(400, xml.as_bytes(), true),
+            UpstreamError::SecretNotFound("m".into())
+        );
         assert!(matches!(
             c("ValidationException", true),
             UpstreamError::InvalidParameter(_)
@@ -790,7 +825,7 @@ mod tests {
             <Code>InvalidClientTokenId</Code><Message>The security token included in the \
             request is invalid.</Message></Error></Errors></ErrorResponse>";
         assert_eq!(
-            classify_unparsed(403, xml.as_bytes()),
+            classify_unparsed(403, xml.as_bytes(), false),
             UpstreamError::AccessDenied {
                 code: "InvalidClientTokenId".into(),
                 message: "The security token included in the request is invalid.".into()
@@ -798,21 +833,21 @@ mod tests {
         );
         let odd = xml.replace("InvalidClientTokenId", "SomethingNew");
         assert!(matches!(
-            classify_unparsed(403, odd.as_bytes()),
+            classify_unparsed(403, odd.as_bytes(), false),
             UpstreamError::AccessDenied { code, .. } if code == "SomethingNew"
         ));
         assert_eq!(
-            classify_unparsed(401, b"<html>no</html>"),
+            classify_unparsed(401, b"<html>no</html>", false),
             UpstreamError::AccessDenied {
                 code: "HTTP401".into(),
                 message: "HTTP status 401".into()
             }
         );
         let throttled = xml.replace("InvalidClientTokenId", "Throttling");
-        assert!(classify_unparsed(400, throttled.as_bytes()).is_transient());
-        assert!(classify_unparsed(503, b"").is_transient());
+        assert!(classify_unparsed(400, throttled.as_bytes(), false).is_transient());
+        assert!(classify_unparsed(503, b"", false).is_transient());
         assert!(matches!(
-            classify_unparsed(400, b"garbage"),
+            classify_unparsed(400, b"garbage", false),
             UpstreamError::Other { .. }
         ));
     }
