@@ -200,6 +200,20 @@ async fn missing_parameters_and_versions() {
     get(&agent.url("/secrets/other/x"))
         .await
         .assert_error(404, "resource_not_found");
+
+    // A missing parameter asked at a version or label is the parameter
+    // missing; a missing version of a long name under a pattern is echoed
+    // short (AWS repeats the name, which the client wrote).
+    get(&agent.url("/secrets/app/nothing-here?version=2"))
+        .await
+        .assert_error(404, "resource_not_found");
+    let long = format!("long-{}", "n".repeat(60));
+    f.world
+        .put_parameter(REGION, &format!("{prefix}/{long}"), "v", "String");
+    let r = get(&agent.url(&format!("/secrets/app/{long}?version=9"))).await;
+    r.assert_error(404, "version_not_found");
+    assert!(!r.text().contains(&"n".repeat(33)), "{}", r.text());
+    assert!(!agent.log().contains(&"n".repeat(33)), "{}", agent.log());
 }
 
 #[tokio::test]

@@ -347,39 +347,40 @@ async fn read(
                 Version::Encrypted(version) => version,
                 version => version,
             };
+            // What the client wrote: a name under a pattern (AWS may repeat
+            // it, in its own spelling too: the ARN, `/app/x`), a version.
+            // The log says only the kind of failure, the answer a short echo.
+            let mut asked: Vec<String> = Vec::new();
+            if found.by_pattern() {
+                asked.push(found.name.to_string());
+                asked.push(found.arn.as_str().to_owned());
+                asked.extend(found.arn.parameter_name().map(str::to_owned));
+            }
             match version {
-                Version::Current if !found.by_pattern() => log::log!(level, "{entry}: {e}"),
-                // A name under a pattern is the client's, and AWS may repeat
-                // it: the log says only the kind of failure.
-                Version::Current => {
-                    e.redact(found.name.as_str());
-                    log::log!(
-                        level,
-                        "{entry}, a name asked for by a client: {}",
-                        e.parts().1
-                    );
+                Version::Stage(text) | Version::Id(text) | Version::Label(text) => {
+                    asked.push(text.clone());
                 }
-                // AWS repeats the version asked for, which a client wrote
-                // (a token sent there by mistake, say): the log says only
-                // the kind of failure, the answer only a short echo.
-                asked => {
-                    let texts = match asked {
-                        Version::Stage(text) | Version::Id(text) | Version::Label(text) => {
-                            vec![text.clone()]
-                        }
-                        Version::IdAndStage { id, stage } => vec![id.clone(), stage.clone()],
-                        Version::Number(number) => vec![number.to_string()],
-                        Version::Current | Version::Encrypted(_) => Vec::new(),
-                    };
-                    for text in &texts {
-                        e.redact(text);
-                    }
-                    log::log!(
-                        level,
-                        "{entry}, a version asked for by a client: {}",
-                        e.parts().1
-                    );
-                }
+                Version::IdAndStage { id, stage } => asked.extend([id.clone(), stage.clone()]),
+                Version::Number(number) => asked.push(number.to_string()),
+                Version::Current | Version::Encrypted(_) => {}
+            }
+            // The longest first: one text may hold another.
+            asked.sort_by_key(|text| std::cmp::Reverse(text.len()));
+            for text in &asked {
+                e.redact(text);
+            }
+            match (found.by_pattern(), version) {
+                (false, Version::Current) => log::log!(level, "{entry}: {e}"),
+                (true, Version::Current) => log::log!(
+                    level,
+                    "{entry}, a name asked for by a client: {}",
+                    e.parts().1
+                ),
+                _ => log::log!(
+                    level,
+                    "{entry}, a version asked for by a client: {}",
+                    e.parts().1
+                ),
             }
             Err(e)
         }
