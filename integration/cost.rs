@@ -276,3 +276,61 @@ async fn failed_lookups_of_one_client_never_evict_what_others_read() {
     );
     assert_eq!(proxy.gets(&mine), 1);
 }
+
+/// Under a pattern every name a client makes up costs an AWS call the first
+/// time: new names are fetched at `cache.new-names-per-second` (a burst of
+/// twice that), the rest answered 429 at once; names already asked cost
+/// nothing more, nor do configured names.
+#[tokio::test]
+async fn made_up_names_under_a_pattern_cost_a_bounded_number_of_calls() {
+    let f = Fixture::new();
+    let prefix = unique("cost-names");
+    let real = f
+        .world
+        .create_secret(REGION, &format!("{prefix}/real"), "v");
+    let pattern = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{prefix}/*");
+    let agent = Agent::start(
+        &f.config()
+            .resource("all/*", &pattern)
+            .resource("exact", &real)
+            .cache(|c| c.new_names_per_second(5)),
+        &[],
+    );
+    assert_eq!(get(&agent.url("/secrets/all/real")).await.status, 200);
+
+    let started = Instant::now();
+    let paths: Vec<String> = (0..200)
+        .map(|n| format!("/secrets/all/made-up-{n}"))
+        .collect();
+    let replies = get_all(&agent, &paths, 20, &[]).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let limited = replies
+        .iter()
+        .filter(|r| r.status == 429 && r.text().contains("new_names_rate_limited"))
+        .count();
+    let missing = replies.iter().filter(|r| r.status == 404).count();
+    assert_eq!(
+        limited + missing,
+        200,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    // The burst (10, one of which the real name took), then 5 a second.
+    let calls = f.proxy.gets(&format!("{prefix}/made-up"));
+    let bound = 10 + (5.0 * elapsed).ceil() as usize;
+    assert!(
+        calls <= bound && calls == missing,
+        "{calls} calls, {missing} 404, bound {bound}"
+    );
+    assert!(limited >= 150, "{limited}");
+
+    // Known names still answer at once: cached, configured, remembered missing.
+    assert_eq!(get(&agent.url("/secrets/all/real")).await.status, 200);
+    assert_eq!(get(&agent.url("/secrets/exact")).await.status, 200);
+    let first_missing = replies.iter().position(|r| r.status == 404).unwrap();
+    assert_eq!(get(&agent.url(&paths[first_missing])).await.status, 404);
+    assert_eq!(f.proxy.gets(&format!("{prefix}/made-up")), calls);
+    // And new names are admitted again after a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&agent.url("/secrets/all/later")).await.status, 404);
+}

@@ -236,6 +236,9 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
     } else {
         name.to_string()
     };
+    if found.by_pattern() && !state.cache.admit_new_name(arn, &Version::Current) {
+        return Err(format!("{name}: {}", ApiError::NewNamesLimited.parts().1));
+    }
     let (secret, _status) = state
         .cache
         .get(arn, &Version::Current)

@@ -310,6 +310,8 @@ struct Inner {
     /// Values due a refresh ahead, gathered for [`GATHER_WINDOW`] so that
     /// one BatchGetSecretValue refreshes those due together.
     due: Mutex<Vec<(Key, Arc<Slot>)>>,
+    /// New names under patterns (`cache.new-names-per-second`).
+    new_names: Mutex<Budget>,
 }
 
 struct Slot {
@@ -344,26 +346,26 @@ struct SlotState {
     /// timer is set any more.
     retired: bool,
     /// The budget of forced refreshes.
-    refreshes: RefreshBudget,
+    refreshes: Budget,
     /// The last not-found answer, repeated to reads until it expires.
     not_found: Option<(UpstreamError, Instant)>,
     /// `ok` or the error kind of the last fetch, for metrics.
     last_outcome: Option<&'static str>,
 }
 
-/// Forced refreshes a client may make of one entry: [`REFRESH_BURST`] at
-/// once, then one per interval (a generic cell rate algorithm).
+/// A budget of `burst` at once, then one per interval (a generic cell rate
+/// algorithm): forced refreshes of one entry, new names under patterns.
 #[derive(Default)]
-struct RefreshBudget {
-    /// When the budget would be back to one refresh; `None` when full.
+struct Budget {
+    /// When the budget would be back to one; `None` when full.
     next: Option<Instant>,
 }
 
-impl RefreshBudget {
-    /// Takes one refresh from the budget, if there is one left.
-    fn take(&mut self, now: Instant, interval: Duration) -> bool {
+impl Budget {
+    /// Takes one from the budget, if there is one left.
+    fn take(&mut self, now: Instant, interval: Duration, burst: u32) -> bool {
         let next = self.next.map_or(now, |next| next.max(now));
-        if next - now > interval * (REFRESH_BURST - 1) {
+        if next - now > interval * burst.saturating_sub(1) {
             return false;
         }
         self.next = Some(next + interval);
@@ -445,6 +447,7 @@ impl Cache {
                 prefetching: Mutex::new(HashMap::new()),
                 batch_refused_until: Mutex::new(None),
                 due: Mutex::new(Vec::new()),
+                new_names: Mutex::new(Budget::default()),
             }),
         }
     }
@@ -508,6 +511,35 @@ impl Cache {
                 .map(|(key, slot)| self.inner.start_fetch(key, slot)),
         );
         futures_util::future::join_all(fetches).await;
+    }
+
+    /// Whether a read of `arn` at `version` may go ahead, for a name a
+    /// client made up under a pattern: always when the cache has an entry
+    /// for it (a value, a fetch under way, a remembered failure), else only
+    /// within `cache.new-names-per-second` (a burst of twice that first),
+    /// over all such names: each new one costs an AWS call.
+    pub fn admit_new_name(&self, arn: &SecretArn, version: &Version) -> bool {
+        let key = Key::new(arn, version);
+        if self.inner.slots.contains_key(&key) {
+            return true;
+        }
+        let per_second = self.inner.settings().new_names_per_second;
+        if per_second == 0 {
+            return true;
+        }
+        let interval = Duration::from_secs(1) / per_second;
+        let admitted = self
+            .inner
+            .new_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(Instant::now(), interval, per_second.saturating_mul(2));
+        if admitted {
+            // Registered now: other readers of the name join its fetch
+            // instead of taking from the budget too.
+            self.inner.slot(&key);
+        }
+        admitted
     }
 
     /// Number of cached entries (including those whose first fetch is under
@@ -642,7 +674,10 @@ impl Cache {
             let mut state = slot.state();
             if let Some(fetch) = &state.inflight {
                 Some(fetch.clone())
-            } else if state.refreshes.take(Instant::now(), interval) {
+            } else if state
+                .refreshes
+                .take(Instant::now(), interval, REFRESH_BURST)
+            {
                 Some(self.inner.start_fetch_locked(&key, &slot, &mut state))
             } else {
                 None
@@ -1516,6 +1551,7 @@ mod tests {
             min_refresh_interval: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(30),
             stale_wait: Duration::from_millis(200),
+            new_names_per_second: 10,
         }
     }
 
@@ -2021,6 +2057,36 @@ mod tests {
         cache.prefetch((60..80).map(arn).collect());
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!((fake.calls(), fake.batch_calls()), (calls + 1, batches + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_names_under_patterns_are_admitted_at_a_bounded_rate() {
+        let (fake, cache) = setup(CacheConfig {
+            new_names_per_second: 5,
+            max_entries: 1000,
+            ..settings()
+        });
+        // A burst of twice the rate, then one per 200 ms.
+        let admitted = (0..100)
+            .filter(|n| cache.admit_new_name(&arn(*n), &Version::Current))
+            .count();
+        assert_eq!(admitted, 10);
+        // An admitted name, asked again, needs no budget; nor does a cached one.
+        assert!(cache.admit_new_name(&arn(0), &Version::Current));
+        read(&cache, 0).await.unwrap();
+        assert!(cache.admit_new_name(&arn(0), &Version::Current));
+        assert!(!cache.admit_new_name(&arn(500), &Version::Current));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cache.admit_new_name(&arn(500), &Version::Current));
+        assert!(!cache.admit_new_name(&arn(501), &Version::Current));
+        assert_eq!(fake.calls(), 1);
+        // 0: no limit.
+        cache.set_settings(CacheConfig {
+            new_names_per_second: 0,
+            max_entries: 1000,
+            ..settings()
+        });
+        assert!((600..700).all(|n| cache.admit_new_name(&arn(n), &Version::Current)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -161,11 +161,18 @@ pub struct Cache {
     min_refresh_interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     negative_ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_names_per_second: Option<u32>,
 }
 
 impl Cache {
     fn is_empty(&self) -> bool {
         *self == Cache::default()
+    }
+
+    pub fn new_names_per_second(mut self, value: u32) -> Cache {
+        self.new_names_per_second = Some(value);
+        self
     }
 
     pub fn ttl(mut self, value: &str) -> Cache {

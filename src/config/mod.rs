@@ -275,7 +275,14 @@ pub struct CacheConfig {
     /// `max_stale` waits for its refresh before it gets that value, marked
     /// stale, while the fetch goes on (default 200ms).
     pub(crate) stale_wait: Duration,
+    /// Names under patterns asked for the first time (not cached, nor
+    /// remembered as missing) that may be fetched per second, over all
+    /// patterns, after a burst of twice as many (default 50); `0` removes
+    /// the limit. Each such name costs an AWS call.
+    pub(crate) new_names_per_second: u32,
 }
+
+pub(crate) const DEFAULT_NEW_NAMES_PER_SECOND: u32 = 50;
 
 pub(crate) const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 pub(crate) const DEFAULT_MAX_ENTRIES: usize = 1000;
@@ -296,6 +303,7 @@ impl Default for CacheConfig {
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             stale_wait: DEFAULT_STALE_WAIT,
+            new_names_per_second: DEFAULT_NEW_NAMES_PER_SECOND,
         }
     }
 }

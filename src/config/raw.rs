@@ -272,6 +272,9 @@ pub(super) struct RawCache {
     /// Longest wait of a reader of an expired value (within max-stale) for
     /// its refresh before it gets that value, marked stale; default 200ms.
     pub stale_wait: Option<DurationValue>,
+    /// New names under patterns fetched per second (burst twice that);
+    /// `0` removes the limit; default 50.
+    pub new_names_per_second: Option<u32>,
 }
 
 /// `log`.

@@ -691,6 +691,9 @@ impl Validator<'_> {
                 .map_or(defaults.min_refresh_interval, |d| d.0),
             negative_ttl: raw.negative_ttl.map_or(defaults.negative_ttl, |d| d.0),
             stale_wait: raw.stale_wait.map_or(defaults.stale_wait, |d| d.0),
+            new_names_per_second: raw
+                .new_names_per_second
+                .unwrap_or(defaults.new_names_per_second),
         })
     }
 }

@@ -44,6 +44,10 @@ pub enum ApiError {
     NotServingYet,
     #[error("connection limit exceeded (service.max-connections)")]
     ConnectionLimit,
+    #[error(
+        "too many names under patterns asked for the first time; try again shortly (cache.new-names-per-second)"
+    )]
+    NewNamesLimited,
 }
 
 impl From<CacheError> for ApiError {
@@ -132,6 +136,7 @@ impl ApiError {
             ApiError::ConnectionLimit => {
                 (StatusCode::TOO_MANY_REQUESTS, "connection_limit_exceeded")
             }
+            ApiError::NewNamesLimited => (StatusCode::TOO_MANY_REQUESTS, "new_names_rate_limited"),
             ApiError::Upstream(e) => match e {
                 U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
                 U::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),

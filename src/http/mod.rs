@@ -319,6 +319,9 @@ async fn read(
         return Err(ApiError::NotServingYet);
     }
     let arn: &SecretArn = &found.arn;
+    if found.by_pattern() && !state.cache.admit_new_name(arn, version) {
+        return Err(ApiError::NewNamesLimited);
+    }
     let read = if refresh {
         state.cache.refresh(arn, version).await
     } else {
