@@ -265,7 +265,15 @@ impl Upstream {
             .with_decryption(decrypt)
             .send()
             .await
-            .map_err(|e| classify(e, version != &Version::Current))?;
+            .map_err(|e| match classify(e, version != &Version::Current) {
+                // A label the parameter does not have is ParameterNotFound
+                // too (a missing version number has a code of its own): the
+                // version is what is missing, as far as the answer tells.
+                UpstreamError::SecretNotFound(message) if matches!(version, Version::Label(_)) => {
+                    UpstreamError::VersionNotFound(message)
+                }
+                err => err,
+            })?;
         let parameter = out.parameter.ok_or_else(|| UpstreamError::Other {
             code: "EmptyParameter".into(),
             message: "the answer had no Parameter".into(),
