@@ -309,7 +309,8 @@ pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     respond(&req, "/v1/", target, result, started)
 }
 
-fn respond(
+/// The answer to a compatible route's request, and its debug line.
+pub(super) fn respond(
     req: &HttpRequest,
     route: &str,
     target: Target<'_>,

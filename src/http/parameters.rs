@@ -14,14 +14,13 @@
 use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
-use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::auth::Grant;
 use super::compat::CompatError;
-use super::{ApiError, AppState, CACHE_HEADER, Snapshot, Target, echo};
+use super::{ApiError, AppState, Snapshot, Target, echo};
 use crate::cache::CacheStatus;
 use crate::resources::Found;
 use crate::secret::{Secret, secret_bytes};
@@ -149,23 +148,14 @@ pub async fn get_parameter(req: HttpRequest, state: web::Data<AppState>) -> Http
         serve(&state, &snapshot, &grant, &name, &version, &mut target).await
     }
     .await;
-    let response = match &result {
-        Ok((body, status)) => HttpResponse::Ok()
-            .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-            .insert_header((CACHE_HEADER, status.as_str()))
-            .body(body.clone()),
-        Err(Refusal(err)) => err.response(),
-    };
-    let cache = result.ok().map(|(_, s)| s);
-    super::log_request(
+    let result = result.map_err(|Refusal(err)| err);
+    super::compat::respond(
         &req,
         "/systemsmanager/parameters/get?name=",
         target,
-        response.status().as_u16(),
-        cache,
+        result,
         started,
-    );
-    response
+    )
 }
 
 /// Finds the configured parameter `name` stands for (a request by ARN or
