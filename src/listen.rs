@@ -412,16 +412,15 @@ impl<IO> Paced<IO> {
     }
 
     /// How many of the pending bytes (at most `room`) may go to the parser
-    /// now: up to and including the end of the next request head.
+    /// now: up to and including the end of the next request head. A head
+    /// left incomplete gets its deadline (a head that arrives whole, the
+    /// usual case, never needs a timer).
     fn release(&mut self, room: usize) -> usize {
         let take = self.pending.len().min(room);
         for (i, &byte) in self.pending[..take].iter().enumerate() {
             match &mut self.scan {
                 Scan::Between if byte == b'\r' || byte == b'\n' => {}
-                Scan::Between => {
-                    self.scan = Scan::Head { line_ends: 0 };
-                    self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
-                }
+                Scan::Between => self.scan = Scan::Head { line_ends: 0 },
                 Scan::Head { line_ends } => match byte {
                     b'\n' if *line_ends == 1 => {
                         self.scan = Scan::Between;
@@ -434,6 +433,9 @@ impl<IO> Paced<IO> {
                     _ => *line_ends = 0,
                 },
             }
+        }
+        if matches!(self.scan, Scan::Head { .. }) && self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
         }
         take
     }
@@ -649,6 +651,8 @@ mod tests {
         let mut paced = Paced::new(server, TIMEOUT);
         client.write_all(b"GET / HTTP/1.1\n\n").await.unwrap();
         assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 16);
+        // A head that arrived whole needed no timer.
+        assert!(paced.deadline.is_none());
         paced.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
         // A kept-alive connection that trickles the next head.
         client.write_all(b"G").await.unwrap();
