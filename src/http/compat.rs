@@ -23,7 +23,6 @@ use serde::Serialize;
 
 use super::auth::Grant;
 use super::{ApiError, AppState, CACHE_HEADER, Snapshot, Target, echo};
-use crate::resources::Found;
 use crate::secret::{Kind, Secret, secret_bytes};
 use crate::upstream::UpstreamError;
 
@@ -252,18 +251,26 @@ pub async fn start_serving(req: HttpRequest, state: web::Data<AppState>) -> Http
     HttpResponse::Ok().body("serving")
 }
 
+/// The AWS agent's order: the token first (a client without one learns
+/// nothing, not even which parameters are wrong), then the method.
+pub(super) fn authorize<'s>(
+    req: &HttpRequest,
+    snapshot: &'s Snapshot,
+) -> Result<Grant<'s>, CompatError> {
+    let grant = snapshot.auth.authenticate(req)?;
+    if req.method() != Method::GET {
+        return Err(CompatError::not_allowed());
+    }
+    Ok(grant)
+}
+
 /// `GET /secretsmanager/get?secretId=...`
 pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
     let snapshot = state.current.load();
     let mut target = Target::Unknown;
     let result = async {
-        // The token first: a client without one learns nothing, not even
-        // which parameters are wrong.
-        let grant = snapshot.auth.authenticate(&req)?;
-        if req.method() != Method::GET {
-            return Err(CompatError::not_allowed());
-        }
+        let grant = authorize(&req, &snapshot)?;
         let q = Query::parse(req.query_string(), true)?;
         let id = q
             .secret_id
@@ -292,10 +299,7 @@ pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     let snapshot = state.current.load();
     let mut target = Target::Unknown;
     let result = async {
-        let grant = snapshot.auth.authenticate(&req)?;
-        if req.method() != Method::GET {
-            return Err(CompatError::not_allowed());
-        }
+        let grant = authorize(&req, &snapshot)?;
         if id.is_empty() {
             return Err(CompatError::text(
                 StatusCode::BAD_REQUEST,
@@ -353,22 +357,7 @@ async fn serve<'s>(
     let found = if let Some(found) = snapshot.resources.lookup(id) {
         found
     } else if let Some((arn, names)) = snapshot.resources.by_arn(id) {
-        let name = grant.permit_any(names, arn.as_str()).inspect_err(|_| {
-            // A refusal is logged under the first name.
-            *target = Target::Resource {
-                found: Found {
-                    name: Cow::Borrowed(&names[0]),
-                    arn: Cow::Borrowed(arn),
-                    entry: &names[0],
-                },
-                key: None,
-            };
-        })?;
-        Found {
-            name: Cow::Borrowed(name),
-            arn: Cow::Borrowed(arn),
-            entry: name,
-        }
+        super::found_by_arn(grant, arn, names, target)?
     } else {
         snapshot
             .resources

@@ -13,6 +13,7 @@ mod ops;
 mod parameters;
 mod secrets;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -388,6 +389,32 @@ async fn read(
             Err(e)
         }
     }
+}
+
+/// The configured `arn`, read as whichever of its `names` the token may
+/// read (a request by ARN is allowed when the token may read any of them);
+/// a refusal is logged under the first name.
+fn found_by_arn<'s>(
+    grant: &auth::Grant<'_>,
+    arn: &'s SecretArn,
+    names: &'s [ResourceName],
+    target: &mut Target<'s>,
+) -> Result<Found<'s>, ApiError> {
+    let name = grant.permit_any(names, arn.as_str()).inspect_err(|_| {
+        *target = Target::Resource {
+            found: Found {
+                name: Cow::Borrowed(&names[0]),
+                arn: Cow::Borrowed(arn),
+                entry: &names[0],
+            },
+            key: None,
+        };
+    })?;
+    Ok(Found {
+        name: Cow::Borrowed(name),
+        arn: Cow::Borrowed(arn),
+        entry: name,
+    })
 }
 
 /// Parses a query string into `T`, whose fields are the `known` parameters.

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
@@ -22,7 +22,6 @@ use super::auth::Grant;
 use super::compat::CompatError;
 use super::{ApiError, AppState, Snapshot, Target, echo};
 use crate::cache::CacheStatus;
-use crate::resources::Found;
 use crate::secret::{Secret, secret_bytes};
 use crate::upstream::{UpstreamError, Version};
 
@@ -133,13 +132,7 @@ pub async fn get_parameter(req: HttpRequest, state: web::Data<AppState>) -> Http
     let snapshot = state.current.load();
     let mut target = Target::Unknown;
     let result = async {
-        // The token first: a client without one learns nothing.
-        let grant = snapshot.auth.authenticate(&req)?;
-        if req.method() != Method::GET {
-            return Err(
-                CompatError::Text(StatusCode::METHOD_NOT_ALLOWED, "Not allowed".into()).into(),
-            );
-        }
+        let grant = super::compat::authorize(&req, &snapshot)?;
         let q = Query::parse(req.query_string())?;
         let name = q.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
             CompatError::Text(StatusCode::BAD_REQUEST, "missing parameter name".into())
@@ -176,22 +169,7 @@ async fn serve<'s>(
         resources.by_parameter_name(name)
     };
     let found = if let Some((arn, names)) = by_arn.filter(|(arn, _)| arn.is_parameter()) {
-        let allowed = grant.permit_any(names, arn.as_str()).inspect_err(|_| {
-            // A refusal is logged under the first name.
-            *target = Target::Resource {
-                found: Found {
-                    name: Cow::Borrowed(&names[0]),
-                    arn: Cow::Borrowed(arn),
-                    entry: &names[0],
-                },
-                key: None,
-            };
-        })?;
-        Found {
-            name: Cow::Borrowed(allowed),
-            arn: Cow::Borrowed(arn),
-            entry: allowed,
-        }
+        super::found_by_arn(grant, arn, names, target)?
     } else if let Some(found) = if name.starts_with("arn:") {
         resources.by_arn_pattern(name)
     } else {
