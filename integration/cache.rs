@@ -20,19 +20,8 @@ async fn two_hundred_concurrent_first_reads_make_one_call() {
     );
     f.proxy
         .set_fault(json!({"fault": "delay", "delay_ms": 1500}));
-    let client = client();
-    let url = agent.url("/secrets/storm");
-    let reads: Vec<_> = (0..200)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let r = client.get(&url).send().await.unwrap();
-                (r.status().as_u16(), r.text().await.unwrap())
-            })
-        })
-        .collect();
-    for read in reads {
-        assert_eq!(read.await.unwrap(), (200, "storm-value".to_owned()));
+    for answer in get_at_once(&agent.url("/secrets/storm"), 200).await {
+        assert_eq!(answer, (200, "storm-value".to_owned()));
     }
     assert_eq!(f.proxy.gets(&secret.name), 1);
 }

@@ -53,6 +53,26 @@ pub async fn get(url: &str) -> Reply {
     get_with(url, &[]).await
 }
 
+/// `GET url` `n` times at once, on one client's connection pool; each
+/// answer's status and text, in order.
+pub async fn get_at_once(url: &str, n: usize) -> Vec<(u16, String)> {
+    let client = client();
+    let reads: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let r = client.get(&url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for read in reads {
+        answers.push(read.await.unwrap());
+    }
+    answers
+}
+
 /// `GET url` with extra headers, e.g. `("Authorization", "Bearer ...")`.
 pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     let mut request = client().get(url);
