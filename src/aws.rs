@@ -8,7 +8,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-use crate::config::Config;
+use crate::config::{AwsAgentFile, Config};
 use crate::credentials::{self, AgentCredentials, CredentialSource};
 use crate::upstream::Endpoints;
 
@@ -128,7 +128,8 @@ impl AwsSettings {
 pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
     use anyhow::Context as _;
 
-    let region = match Config::aws_agent_region(file)? {
+    let agent_file = AwsAgentFile::read(file)?;
+    let region = match agent_file.region()? {
         Some(region) => region,
         None => aws_config::default_provider::region::DefaultRegionChain::builder()
             .build()
@@ -144,7 +145,7 @@ pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<
         }
         _ => {
             // Any account will do to build the clients the final config builds.
-            let provisional = Config::load_aws_agent(file, "000000000000", &region)?;
+            let provisional = agent_file.config("000000000000", &region)?;
             let (sdk, _) = AwsSettings::of(&provisional).build().await;
             let identity = aws_sdk_sts::Client::new(&sdk)
                 .get_caller_identity()
@@ -165,7 +166,7 @@ pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<
             account
         }
     };
-    Ok(Config::load_aws_agent(file, &account, &region)?)
+    Ok(agent_file.config(&account, &region)?)
 }
 
 fn is_account_id(text: &str) -> bool {

@@ -77,6 +77,75 @@ pub(crate) enum Origin {
     },
 }
 
+/// The AWS Secrets Manager Agent's TOML, read once: its file, or its
+/// defaults when there is none.
+pub(crate) struct AwsAgentFile {
+    file: Option<PathBuf>,
+    text: String,
+}
+
+impl AwsAgentFile {
+    pub(crate) fn read(file: Option<&Path>) -> Result<AwsAgentFile, ConfigError> {
+        Ok(AwsAgentFile {
+            file: file.map(Path::to_owned),
+            text: match file {
+                Some(path) => load::read(path)?,
+                None => String::new(),
+            },
+        })
+    }
+
+    /// What messages call it.
+    fn source(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(AWS_AGENT_DEFAULTS))
+    }
+
+    /// A conversion message as a [`ConfigError`] of this file.
+    fn error(&self, message: String) -> ConfigError {
+        let source = self.source();
+        let prefix = format!("{}: ", source.display());
+        ConfigError::Parse {
+            message: message
+                .strip_prefix(&prefix)
+                .map_or(message.clone(), str::to_owned),
+            file: source,
+            line: None,
+            path: String::new(),
+        }
+    }
+
+    /// The `region` the file sets, if any.
+    pub(crate) fn region(&self) -> Result<Option<String>, ConfigError> {
+        aws_agent::region(&self.text).map_err(|message| self.error(message))
+    }
+
+    /// The configuration it stands for, serving any secret of `account` in
+    /// `region` (or the file's own region) as the AWS agent does.
+    pub(crate) fn config(&self, account: &str, region: &str) -> Result<Config, ConfigError> {
+        let source = self.source();
+        let shown = source.display().to_string();
+        let conversion =
+            aws_agent::convert_aws_agent_config(&shown, &self.text, Some(account), Some(region))
+                .map_err(|message| self.error(message))?;
+        let mut config = Config::from_yaml(&conversion.yaml, &source)?;
+        // Started from the file, the agent does call STS (for the account).
+        config.warnings.extend(
+            conversion
+                .notes
+                .into_iter()
+                .filter(|note| !note.starts_with("validate_credentials")),
+        );
+        config.origin = Origin::AwsAgent {
+            file: self.file.clone(),
+            account: account.to_owned(),
+            region: region.to_owned(),
+        };
+        Ok(config)
+    }
+}
+
 /// What `source` says when the AWS agent's defaults are used without a file.
 pub(crate) const AWS_AGENT_DEFAULTS: &str = "(the AWS agent's defaults)";
 
@@ -315,57 +384,6 @@ impl Config {
         Config::from_yaml(&text, path)
     }
 
-    /// The AWS Secrets Manager Agent's TOML `file` (its defaults when
-    /// `None`), converted in memory, serving any secret of `account` in
-    /// `region` (or the file's own region) as the AWS agent does.
-    pub(crate) fn load_aws_agent(
-        file: Option<&Path>,
-        account: &str,
-        region: &str,
-    ) -> Result<Config, ConfigError> {
-        let (source, text) = match file {
-            Some(path) => (path.to_owned(), load::read(path)?),
-            None => (PathBuf::from(AWS_AGENT_DEFAULTS), String::new()),
-        };
-        let shown = source.display().to_string();
-        let conversion =
-            aws_agent::convert_aws_agent_config(&shown, &text, Some(account), Some(region))
-                .map_err(|message| ConfigError::Parse {
-                    file: source.clone(),
-                    line: None,
-                    path: String::new(),
-                    message: message
-                        .strip_prefix(&format!("{shown}: "))
-                        .unwrap_or(&message)
-                        .to_owned(),
-                })?;
-        let mut config = Config::from_yaml(&conversion.yaml, &source)?;
-        // Started from the file, the agent does call STS (for the account).
-        config.warnings.extend(
-            conversion
-                .notes
-                .into_iter()
-                .filter(|note| !note.starts_with("validate_credentials")),
-        );
-        config.origin = Origin::AwsAgent {
-            file: file.map(Path::to_owned),
-            account: account.to_owned(),
-            region: region.to_owned(),
-        };
-        Ok(config)
-    }
-
-    /// The `region` the AWS agent's TOML `file` sets, if any.
-    pub(crate) fn aws_agent_region(file: Option<&Path>) -> Result<Option<String>, ConfigError> {
-        let Some(path) = file else { return Ok(None) };
-        aws_agent::region(&load::read(path)?).map_err(|message| ConfigError::Parse {
-            file: path.to_owned(),
-            line: None,
-            path: String::new(),
-            message,
-        })
-    }
-
     /// The file read again the way it was read first: for a reload.
     pub(crate) fn reread(&self) -> Result<Config, ConfigError> {
         match &self.origin {
@@ -374,7 +392,7 @@ impl Config {
                 file,
                 account,
                 region,
-            } => Config::load_aws_agent(file.as_deref(), account, region),
+            } => AwsAgentFile::read(file.as_deref())?.config(account, region),
         }
     }
 
