@@ -350,7 +350,11 @@ impl AsyncWrite for Stream {
 /// - The next request is handed over only once the answer to the previous
 ///   one has started to leave and the last write did not find the socket
 ///   full: a client that pipelines requests and reads no answers leaves at
-///   most about two answers buffered, and no more of its requests are read.
+///   most about two answers buffered, and at most one [`READ_CHUNK`] more
+///   of its requests is read.
+/// - While an answer is due and nothing is held, a read waits on the
+///   socket itself, so the usual request (one head, then its answer) costs
+///   no extra wake-up of the connection's task.
 ///
 /// No route reads a request body, so body bytes are treated like the start
 /// of the next request: they reach the parser after the answer.
@@ -367,9 +371,12 @@ pub(crate) struct Paced<IO> {
     awaiting_answer: bool,
     /// The last write found the socket full: the client is not reading.
     write_blocked: bool,
-    /// A read returned `Pending` for one of the two reasons above; the next
-    /// successful write wakes the task so that it reads again.
+    /// A read returned `Pending` for one of the two reasons above with bytes
+    /// (or the end of the stream) held; the next successful write wakes the
+    /// task so that it reads again.
     read_parked: bool,
+    /// The client closed its side; told to the parser once nothing is held.
+    eof: bool,
     /// Client connections open when this one was accepted, itself included
     /// (for `over-limit: refuse`).
     open_at_accept: usize,
@@ -401,6 +408,7 @@ impl<IO> Paced<IO> {
             awaiting_answer: false,
             write_blocked: false,
             read_parked: false,
+            eof: false,
             open_at_accept: 1,
         }
     }
@@ -465,25 +473,28 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Paced<IO> {
                     "request head not complete within service.request-timeout",
                 )));
             }
-            if this.awaiting_answer || this.write_blocked {
-                this.read_parked = true;
-                return Poll::Pending;
-            }
-            if !this.pending.is_empty() {
+            if !this.pending.is_empty() || this.eof {
+                if this.awaiting_answer || this.write_blocked {
+                    this.read_parked = true;
+                    return Poll::Pending;
+                }
+                if this.pending.is_empty() {
+                    return Poll::Ready(Ok(())); // the end of the stream
+                }
                 let n = this.release(buf.remaining());
                 buf.put_slice(&this.pending[..n]);
                 this.pending.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            // Nothing held: read the socket. `Pending` registers the task with
+            // it, so that new bytes wake it whether or not an answer is due.
             this.pending.reserve(READ_CHUNK);
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.io),
                 cx,
                 &mut this.pending
             ))?;
-            if n == 0 {
-                return Poll::Ready(Ok(())); // end of stream
-            }
+            this.eof = n == 0;
         }
     }
 }
@@ -643,6 +654,66 @@ mod tests {
         }
         let mut answer = [0u8; 19];
         client.read_exact(&mut answer).await.unwrap();
+    }
+
+    /// Counts the wake-ups it is given.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_due_with_nothing_held_waits_on_the_socket() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        client.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 1024]).await.unwrap(), 19);
+        let counter = Arc::new(CountingWaker(0.into()));
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [0u8; 1024];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(
+            Pin::new(&mut paced)
+                .poll_read(&mut cx, &mut buf)
+                .is_pending()
+        );
+        assert!(
+            !paced.read_parked,
+            "nothing held, so nothing to release later"
+        );
+        // The answer leaves: no wake-up, as no bytes wait to be handed over.
+        assert!(
+            Pin::new(&mut paced)
+                .poll_write(&mut cx, b"HTTP/1.1 200 OK\r\n\r\n")
+                .is_ready()
+        );
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The next request wakes the task through the socket, and is read.
+        client.write_all(b"GET /b HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        match poll_once(&mut paced) {
+            Poll::Ready(Ok(bytes)) => assert_eq!(bytes, b"GET /b HTTP/1.1\r\n\r\n"),
+            other => panic!("next head not read: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_stream_waits_for_the_answer() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 18);
+        assert!(poll_once(&mut paced).is_pending(), "held until the answer");
+        paced.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        match poll_once(&mut paced) {
+            Poll::Ready(Ok(bytes)) => assert!(bytes.is_empty(), "the end, after the answer"),
+            other => panic!("end of stream not told: {other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
