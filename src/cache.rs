@@ -236,6 +236,54 @@ struct Key {
     version: Version,
 }
 
+/// A [`Key`] seen through its parts, so that the hot path looks a slot up
+/// by borrowed parts without building a `Key` (which takes a reference on
+/// the ARN that every worker thread shares). Hashes and compares as `Key`'s
+/// derived impls do: the ARN, then the version.
+trait KeyParts {
+    fn arn(&self) -> &SecretArn;
+    fn version(&self) -> &Version;
+}
+
+impl KeyParts for Key {
+    fn arn(&self) -> &SecretArn {
+        &self.arn
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+}
+
+impl KeyParts for (&SecretArn, &Version) {
+    fn arn(&self) -> &SecretArn {
+        self.0
+    }
+    fn version(&self) -> &Version {
+        self.1
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn KeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.arn().hash(state);
+        self.version().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.arn() == other.arn() && self.version() == other.version()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
 impl Key {
     fn new(arn: &SecretArn, version: &Version) -> Key {
         Key {
@@ -570,7 +618,35 @@ impl Cache {
         arn: &SecretArn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
+        if let Some(secret) = self.fresh(arn, version, Arc::clone) {
+            return Ok((secret, CacheStatus::Hit));
+        }
         self.counted(self.read(arn, version).await)
+    }
+
+    /// The hot path: `f` applied to the fresh value of `arn` at `version`
+    /// (a hit, counted as one), or `None` when the cache holds none, for
+    /// [`Cache::get`] to serve. Takes no lock beyond the map's shard read
+    /// lock, clones nothing and writes nothing shared unless it changes.
+    pub fn fresh<R>(
+        &self,
+        arn: &SecretArn,
+        version: &Version,
+        f: impl FnOnce(&Arc<Secret>) -> R,
+    ) -> Option<R> {
+        let slot = self.inner.slots.get(&(arn, version) as &dyn KeyParts)?;
+        let cached = slot.value.load();
+        let cached = cached.as_ref()?;
+        let ttl = Duration::from_nanos(self.inner.ttl_nanos.load(Ordering::Relaxed));
+        if cached.fetched_at.elapsed() >= ttl {
+            return None;
+        }
+        self.inner.touch(&slot);
+        if !slot.read_since_fetch.load(Ordering::Relaxed) {
+            slot.read_since_fetch.store(true, Ordering::Relaxed);
+        }
+        self.inner.metrics.read(CacheStatus::Hit);
+        Some(f(&cached.secret))
     }
 
     /// Reports how a read was served.
@@ -705,22 +781,6 @@ impl Cache {
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
         let key = Key::new(arn, version);
-        // The hot path: a fresh value, read under the map's shard read lock
-        // without cloning the slot, locking it, or writing anything shared
-        // unless it changes.
-        if let Some(slot) = self.inner.slots.get(&key) {
-            self.inner.touch(&slot);
-            if let Some(cached) = &*slot.value.load() {
-                let ttl = Duration::from_nanos(self.inner.ttl_nanos.load(Ordering::Relaxed));
-                if cached.fetched_at.elapsed() < ttl {
-                    if !slot.read_since_fetch.load(Ordering::Relaxed) {
-                        slot.read_since_fetch.store(true, Ordering::Relaxed);
-                    }
-                    return Ok((cached.secret.clone(), CacheStatus::Hit));
-                }
-            }
-        }
-
         let settings = self.inner.settings.load();
         let slot = self.inner.slot(&key);
         // Until when an expired value in hand may be served, stale.

@@ -1,13 +1,16 @@
 //! `GET /secrets/<name>[/<key>]`.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Snapshot, Target, echo};
 use crate::cache::CacheStatus;
 use crate::resources::{Resolved, SecretArn};
+use crate::secret::Secret;
 use crate::upstream::Version;
 
 /// Header that says how the cache served a read.
@@ -128,7 +131,12 @@ struct Served {
     status: CacheStatus,
 }
 
-pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub async fn get_secret(req: HttpRequest) -> HttpResponse {
+    // Borrowed, not extracted: `web::Data` would take a reference on the
+    // state that every worker thread shares.
+    let Some(state) = super::app_state(&req) else {
+        return HttpResponse::InternalServerError().finish();
+    };
     let started = super::request_started();
     let raw = req
         .uri()
@@ -138,7 +146,7 @@ pub async fn get_secret(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     let path = percent_decode_str(raw).decode_utf8_lossy();
     let snapshot = state.current.load();
     let resolved = snapshot.resources.resolve(&path);
-    let result = serve(&req, &state, &snapshot, &path, resolved.as_ref()).await;
+    let result = serve(&req, state, &snapshot, &path, resolved.as_ref()).await;
     let response = match &result {
         Ok(served) => HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, HeaderValue::from_static(served.content_type)))
@@ -180,7 +188,21 @@ async fn serve(
     let resolved = resolved.ok_or_else(|| ApiError::ResourceNotFound(echo(path)))?;
     grant.permit(&resolved.found.name)?;
     version_fits(&version, &resolved.found.arn)?;
-    let read = super::read(state, &resolved.found, &version, refresh).await;
+    let body = |secret: &Arc<Secret>| match resolved.key {
+        None => Ok((secret.value.clone(), secret.kind)),
+        Some(key) => secret.key(key),
+    };
+    // The hot path: a fresh value, without awaiting anything.
+    if !refresh && let Some(hit) = super::read_fresh(state, &resolved.found, &version, body) {
+        let (body, kind) = hit?;
+        return Ok(Served {
+            body,
+            content_type: kind.content_type(),
+            status: CacheStatus::Hit,
+        });
+    }
+    // Boxed: the fetch's state is allocated only for reads that need it.
+    let read = Box::pin(super::read(state, &resolved.found, &version, refresh)).await;
     let (secret, status) = match read {
         // Under a pattern, a secret that does not exist is a name nobody
         // configured: 404, as for any other unknown name.
@@ -200,10 +222,7 @@ async fn serve(
         }
         other => other?,
     };
-    let (body, kind) = match resolved.key {
-        None => (secret.value.clone(), secret.kind),
-        Some(key) => secret.key(key)?,
-    };
+    let (body, kind) = body(&secret)?;
     Ok(Served {
         body,
         content_type: kind.content_type(),
