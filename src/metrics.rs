@@ -5,14 +5,17 @@
 //! only, never with what a client sent, so the number of series stays
 //! bounded by the configuration.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use thread_local::ThreadLocal;
 
 use crate::cache::{CacheMetrics, CacheStatus, SecretStats};
 use crate::events::EventsMetrics;
@@ -54,10 +57,29 @@ pub struct Metrics {
     /// Where the per-resource figures come from at each scrape.
     resources: Mutex<Option<ResourceSource>>,
     /// Reads by [`CacheStatus`], each resolved once: the hot path does not
-    /// look labels up.
+    /// look labels up. Brought up to [`Metrics::hot`] at each scrape.
     cache_by_result: [IntCounter; CacheStatus::ALL.len()],
-    /// `requests` with status 200 by [`Route`], resolved once.
+    /// `requests` with status 200 by [`Route`], resolved once; as above.
     ok_by_route: [IntCounter; Route::ALL.len()],
+    /// What every read and every answered request counts, kept per thread:
+    /// worker threads counting into one shared counter would pass its cache
+    /// line back and forth on every request.
+    hot: ThreadLocal<CachePadded<HotCounts>>,
+    /// Held while the hot counts are added up into the counters above.
+    syncing: Mutex<()>,
+}
+
+/// One thread's counts of the hot path, written by that thread only.
+#[derive(Default)]
+struct HotCounts {
+    cache_by_result: [AtomicU64; CacheStatus::ALL.len()],
+    ok_by_route: [AtomicU64; Route::ALL.len()],
+}
+
+/// Adds one to a count that only the calling thread writes: no locked
+/// instruction needed, and a scrape reads it whole.
+fn bump(count: &AtomicU64) {
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// Each configured resource name with what the cache knows of it.
@@ -178,6 +200,8 @@ impl Metrics {
         Metrics {
             cache_by_result,
             ok_by_route,
+            hot: ThreadLocal::new(),
+            syncing: Mutex::new(()),
             registry,
             requests,
             protocol_requests,
@@ -235,10 +259,30 @@ impl Metrics {
         }
     }
 
+    /// Brings the hot-path counters up to the sums of the threads' counts.
+    fn sync_hot(&self) {
+        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        let sum = |count: &dyn Fn(&HotCounts) -> &AtomicU64| -> u64 {
+            self.hot
+                .iter()
+                .map(|counts| count(counts).load(Ordering::Relaxed))
+                .sum()
+        };
+        let catch_up = |counter: &IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        for (i, counter) in self.cache_by_result.iter().enumerate() {
+            catch_up(counter, sum(&|c| &c.cache_by_result[i]));
+        }
+        for (i, counter) in self.ok_by_route.iter().enumerate() {
+            catch_up(counter, sum(&|c| &c.ok_by_route[i]));
+        }
+    }
+
     /// Counts a request.
     pub(crate) fn count_request(&self, route: Route, status: u16) {
         if status == 200 {
-            self.ok_by_route[route as usize].inc();
+            bump(&self.hot.get_or_default().ok_by_route[route as usize]);
         } else {
             let status = status.to_string();
             self.requests
@@ -249,6 +293,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.sync_hot();
         self.gather_resources();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
@@ -271,7 +316,7 @@ impl EventsMetrics for Metrics {
 
 impl CacheMetrics for Metrics {
     fn read(&self, status: CacheStatus) {
-        self.cache_by_result[status as usize].inc();
+        bump(&self.hot.get_or_default().cache_by_result[status as usize]);
     }
 
     fn upstream_call(
