@@ -340,6 +340,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_of_every_thread_are_summed_at_each_scrape() {
+        let metrics = Metrics::new();
+        let count = |threads: usize| {
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| {
+                        for _ in 0..1000 {
+                            metrics.count_request(Route::Secrets, 200);
+                            metrics.read(CacheStatus::Hit);
+                        }
+                        metrics.read(CacheStatus::Stale);
+                    });
+                }
+            });
+        };
+        let has = |text: &str, line: &str| assert!(text.contains(line), "{line} in {text}");
+        count(4);
+        for _ in 0..2 {
+            // A second scrape adds nothing twice.
+            let text = metrics.render();
+            has(
+                &text,
+                "secret_agent_requests_total{route=\"secrets\",status=\"200\"} 4000\n",
+            );
+            has(
+                &text,
+                "secret_agent_cache_results_total{result=\"hit\"} 4000\n",
+            );
+            has(
+                &text,
+                "secret_agent_cache_results_total{result=\"stale\"} 4\n",
+            );
+        }
+        count(2);
+        let text = metrics.render();
+        has(
+            &text,
+            "secret_agent_requests_total{route=\"secrets\",status=\"200\"} 6000\n",
+        );
+        has(
+            &text,
+            "secret_agent_cache_results_total{result=\"hit\"} 6000\n",
+        );
+    }
+
+    #[test]
     fn per_resource_series_follow_the_configured_names() {
         let metrics = Metrics::new();
         let stats = SecretStats {
