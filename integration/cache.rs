@@ -578,3 +578,73 @@ async fn a_refused_batch_call_falls_back_to_single_calls() {
     }
     assert_eq!(get(&agent.url("/readyz")).await.status, 200);
 }
+
+/// `refresh-ahead: 0`, the cheap setting: hot secrets read first at
+/// different times are soon refreshed together, at expiry, in one round of
+/// batch calls per TTL (45 secrets: 3 calls), and every read is answered.
+#[tokio::test]
+async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl() {
+    let f = Fixture::new();
+    let secrets: Vec<_> = (0..45)
+        .map(|n| f.secret("expiry", &format!("value-{n}")))
+        .collect();
+    let config = f
+        .config()
+        .resources(
+            secrets
+                .iter()
+                .enumerate()
+                .map(|(n, s)| (format!("e{n}"), s.arn.clone())),
+        )
+        .cache(|c| c.ttl("3s").refresh_ahead("0s"));
+    let agent = Agent::start(&config, &[]);
+    let read_all = async || {
+        for n in 0..secrets.len() {
+            let r = get(&agent.url(&format!("/secrets/e{n}"))).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.text(), format!("value-{n}"));
+        }
+    };
+    // First reads, one call each, all at once: they expire within a few
+    // hundred milliseconds of each other.
+    futures_util::future::join_all(
+        (0..secrets.len()).map(|n| get_owned(agent.url(&format!("/secrets/e{n}")))),
+    )
+    .await;
+    let first = f.proxy.calls().len();
+    assert_eq!(first, 45);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(10_500) {
+        read_all().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = f.proxy.calls()[first..].to_vec();
+    let actions: Vec<_> = calls.iter().map(|c| c.action.as_str()).collect();
+    assert!(
+        actions.iter().all(|a| *a == "BatchGetSecretValue"),
+        "{actions:?}"
+    );
+    // Rounds: calls more than half a second apart.
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut last = f64::MIN;
+    for call in &calls {
+        if call.time - last > 0.5 {
+            rounds.push(Vec::new());
+        }
+        last = call.time;
+        rounds.last_mut().unwrap().push(call.secret_ids.len());
+    }
+    // Three expiries in 10.5 s of a 3 s TTL, each round all 45 secrets in
+    // 3 calls (the first round gathers those that expire within 0.6 s of
+    // the first).
+    assert_eq!(rounds.len(), 3, "{rounds:?}");
+    for round in &rounds {
+        let mut sizes = round.clone();
+        sizes.sort();
+        assert_eq!(sizes, [5, 20, 20], "{rounds:?}");
+    }
+}
+
+async fn get_owned(url: String) -> Reply {
+    get(&url).await
+}

@@ -804,7 +804,17 @@ impl Cache {
             return Err(CacheError::Upstream(err.clone()));
         }
 
-        let fetch = self.inner.start_fetch(&key, &slot);
+        let fetch = if stale_until.is_some() && key.version == Version::Current {
+            // An expired value that is being read: refreshed together with
+            // the read values due with it, in shared batch calls, as the
+            // refresh ahead would (with `refresh-ahead: 0`, the first reader
+            // after an expiry often comes before the refresh timer).
+            let mut due = vec![(key.clone(), Arc::clone(&slot))];
+            due.extend(self.inner.due_soon(&due));
+            self.inner.start_batch(due).swap_remove(0)
+        } else {
+            self.inner.start_fetch(&key, &slot)
+        };
         // Stale while revalidate: with a value in hand, wait at most
         // `stale-wait` (and never past `max-stale`) for the fetch, then
         // serve that value while the fetch goes on.
@@ -1240,9 +1250,17 @@ impl Inner {
             self.spawn(async move {
                 tokio::time::sleep(window).await;
                 let due = std::mem::take(&mut *inner.lock_due());
+                let settings = inner.settings();
+                let now = Instant::now();
                 let mut live: Vec<_> = due
                     .into_iter()
                     .filter(|(_, slot)| !slot.state().retired)
+                    // Not one a reader had refreshed meanwhile.
+                    .filter(|(_, slot)| {
+                        slot.value.load().as_ref().is_none_or(|cached| {
+                            cached.fetched_at + settings.ttl - settings.refresh_ahead <= now
+                        })
+                    })
                     .collect();
                 live.extend(inner.due_soon(&live));
                 drop(inner.start_batch(live));
@@ -1251,12 +1269,17 @@ impl Inner {
     }
 
     /// Read values, other than `taken`, whose refresh ahead is due within
-    /// `refresh-ahead` from now (so before they expire): refreshed a little
-    /// early with those due now, they share their calls, and from then on
-    /// their refreshes fall due together.
+    /// `refresh-ahead` from now (so before they expire), or within a fifth
+    /// of the TTL when that is longer:
+    /// refreshed a little early with those due now, they share their calls,
+    /// and from then on their refreshes fall due together.
     fn due_soon(&self, taken: &[(Key, Arc<Slot>)]) -> Vec<(Key, Arc<Slot>)> {
         let settings = self.settings();
-        let horizon = Instant::now() + settings.refresh_ahead;
+        // With a shorter `refresh-ahead` (or 0) too, values due within a
+        // fifth of the TTL are taken early, once: from then on they fall
+        // due together.
+        let reach = settings.refresh_ahead.max(settings.ttl / 5);
+        let horizon = Instant::now() + reach;
         let taken: HashSet<&Key> = taken.iter().map(|(key, _)| key).collect();
         let soon: Vec<_> = self
             .slots
@@ -2171,6 +2194,39 @@ mod tests {
             assert_ne!(after.value, before.value, "{version:?}");
         }
         assert_eq!(fake.calls(), calls + 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshed_at_expiry_hot_secrets_cost_one_round_per_ttl() {
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 200,
+            refresh_ahead: Duration::ZERO,
+            ..settings()
+        });
+        // First reads spread over half a second: they expire apart, but
+        // the first refresh takes them all, and from then on they expire
+        // together.
+        for n in 0..100 {
+            read(&cache, n).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(fake.calls(), 100);
+        // Read steadily for five and a half TTLs (of 100 s), every 250 ms.
+        let mut statuses = [0usize; CacheStatus::ALL.len()];
+        for _ in 0..2200 {
+            for n in 0..100 {
+                statuses[read(&cache, n).await.unwrap().1 as usize] += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Refreshed at each expiry, all together: five rounds of five
+        // calls, the least BatchGetSecretValue's 20 ids a call allow.
+        assert_eq!(fake.calls() - 100, 5 * 5);
+        assert_eq!(fake.batch_calls(), 5 * 5);
+        // The first reader after an expiry started the round and waited
+        // for it (a miss); no one was served a stale value.
+        assert_eq!(statuses[CacheStatus::Stale as usize], 0);
+        assert!(statuses[CacheStatus::Miss as usize] <= 5, "{statuses:?}");
     }
 
     #[tokio::test(start_paused = true)]
