@@ -425,20 +425,33 @@ impl<IO> Paced<IO> {
     /// usual case, never needs a timer).
     fn release(&mut self, room: usize) -> usize {
         let take = self.pending.len().min(room);
-        for (i, &byte) in self.pending[..take].iter().enumerate() {
+        let bytes = &self.pending[..take];
+        let mut i = 0;
+        while i < take {
             match &mut self.scan {
-                Scan::Between if byte == b'\r' || byte == b'\n' => {}
+                Scan::Between if bytes[i] == b'\r' || bytes[i] == b'\n' => i += 1,
                 Scan::Between => self.scan = Scan::Head { line_ends: 0 },
-                Scan::Head { line_ends } => match byte {
-                    b'\n' if *line_ends == 1 => {
+                // Inside a line: on to its end (`\r` changes nothing here).
+                Scan::Head { line_ends: 0 } => match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(at) => {
+                        i += at + 1;
+                        self.scan = Scan::Head { line_ends: 1 };
+                    }
+                    None => i = take,
+                },
+                // At the start of a line: an empty one ends the head.
+                Scan::Head { line_ends } => match bytes[i] {
+                    b'\n' => {
                         self.scan = Scan::Between;
                         self.deadline = None;
                         self.awaiting_answer = true;
                         return i + 1;
                     }
-                    b'\n' => *line_ends = 1,
-                    b'\r' => {}
-                    _ => *line_ends = 0,
+                    b'\r' => i += 1,
+                    _ => {
+                        *line_ends = 0;
+                        i += 1;
+                    }
                 },
             }
         }
@@ -743,6 +756,49 @@ mod tests {
         tokio::time::sleep(TIMEOUT * 3).await;
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 18);
+    }
+
+    /// Where the first head of `bytes` ends, a byte at a time: after a
+    /// `\n` and an empty line (`\r` ignored), leading empty lines skipped.
+    fn head_end(bytes: &[u8]) -> Option<usize> {
+        let (mut started, mut line_ends) = (false, 0);
+        for (i, &byte) in bytes.iter().enumerate() {
+            match byte {
+                b'\r' => {}
+                b'\n' if !started => {}
+                b'\n' if line_ends == 1 => return Some(i + 1),
+                b'\n' => line_ends = 1,
+                _ => (started, line_ends) = (true, 0),
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn heads_end_where_a_byte_at_a_time_scan_ends_them(
+            bytes in proptest::collection::vec(proptest::sample::select(b"GET/ a:\r\n".to_vec()), 0..80),
+            chunk in 1usize..20,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let _guard = rt.enter();
+            let (_client, server) = tokio::io::duplex(64);
+            let mut paced = Paced::new(server, TIMEOUT);
+            // Fed in chunks: the scan carries its state across them.
+            let mut released = 0;
+            let mut ended = None;
+            for piece in bytes.chunks(chunk) {
+                paced.pending.extend_from_slice(piece);
+                let n = paced.release(usize::MAX);
+                paced.pending.advance(n);
+                released += n;
+                if paced.awaiting_answer {
+                    ended = Some(released);
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(ended, head_end(&bytes));
+        }
     }
 
     #[test]
