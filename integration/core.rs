@@ -180,6 +180,13 @@ async fn unknown_names_routes_and_methods() {
     get(&f.agent.url("/elsewhere"))
         .await
         .assert_error(404, "not_found");
+    // `/secrets` is a path segment, not any path that starts with it.
+    get(&f.agent.url("/secretsdb"))
+        .await
+        .assert_error(404, "not_found");
+    get(&f.agent.url("/secrets"))
+        .await
+        .assert_error(404, "resource_not_found");
     let r = client()
         .post(f.agent.url("/secrets/db"))
         .send()

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use percent_encoding::percent_decode_str;
@@ -143,19 +144,26 @@ pub async fn get_secret(req: HttpRequest) -> HttpResponse {
         .path()
         .strip_prefix("/secrets/")
         .unwrap_or_default();
-    let path = percent_decode_str(raw).decode_utf8_lossy();
+    let path = if raw.contains('%') {
+        percent_decode_str(raw).decode_utf8_lossy()
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    };
     let snapshot = state.current.load();
     let resolved = snapshot.resources.resolve(&path);
     let result = serve(&req, state, &snapshot, &path, resolved.as_ref()).await;
     let response = match &result {
-        Ok(served) => HttpResponse::Ok()
-            .insert_header((CONTENT_TYPE, HeaderValue::from_static(served.content_type)))
-            .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .insert_header((
+        Ok(served) => {
+            let mut response = HttpResponse::with_body(StatusCode::OK, served.body.clone());
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(served.content_type));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
                 HeaderName::from_static(CACHE_HEADER_NAME),
                 HeaderValue::from_static(served.status.as_str()),
-            ))
-            .body(served.body.clone()),
+            );
+            response.map_into_boxed_body()
+        }
         Err(err) => err.error_response(),
     };
     let cache = result.ok().map(|s| s.status);
