@@ -420,14 +420,22 @@ impl<IO> Paced<IO> {
     }
 
     /// How many of the pending bytes (at most `room`) may go to the parser
-    /// now: up to and including the end of the next request head. A head
-    /// left incomplete gets its deadline (a head that arrives whole, the
-    /// usual case, never needs a timer).
+    /// now: up to and including the end of the next request head.
     fn release(&mut self, room: usize) -> usize {
         let take = self.pending.len().min(room);
-        let bytes = &self.pending[..take];
+        let pending = std::mem::take(&mut self.pending);
+        let n = self.scan(&pending[..take]);
+        self.pending = pending;
+        n
+    }
+
+    /// How many of `bytes`, which follow those scanned before, may go to
+    /// the parser: up to and including the end of a request head, if one
+    /// ends there. A head left incomplete gets its deadline (a head that
+    /// arrives whole, the usual case, never needs a timer).
+    fn scan(&mut self, bytes: &[u8]) -> usize {
         let mut i = 0;
-        while i < take {
+        while i < bytes.len() {
             match &mut self.scan {
                 Scan::Between if bytes[i] == b'\r' || bytes[i] == b'\n' => i += 1,
                 Scan::Between => self.scan = Scan::Head { line_ends: 0 },
@@ -437,7 +445,7 @@ impl<IO> Paced<IO> {
                         i += at + 1;
                         self.scan = Scan::Head { line_ends: 1 };
                     }
-                    None => i = take,
+                    None => i = bytes.len(),
                 },
                 // At the start of a line: an empty one ends the head.
                 Scan::Head { line_ends } => match bytes[i] {
@@ -458,7 +466,7 @@ impl<IO> Paced<IO> {
         if matches!(self.scan, Scan::Head { .. }) && self.deadline.is_none() {
             self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
         }
-        take
+        bytes.len()
     }
 
     fn wrote(&mut self, cx: &Context<'_>) {
@@ -497,6 +505,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Paced<IO> {
                 let n = this.release(buf.remaining());
                 buf.put_slice(&this.pending[..n]);
                 this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            // Nothing held and no answer due: read straight into the
+            // parser's buffer (actix-http offers 8 KB at a time; one that
+            // offers more is read through `pending` instead, so that what
+            // is kept back stays bounded), and keep back what follows a
+            // head's end.
+            let room = buf.remaining();
+            if !this.awaiting_answer && !this.write_blocked && room > 0 && room <= 2 * READ_CHUNK {
+                let start = buf.filled().len();
+                ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+                let read = buf.filled().len() - start;
+                if read == 0 {
+                    return Poll::Ready(Ok(())); // the end of the stream
+                }
+                let n = this.scan(&buf.filled()[start..]);
+                if n < read {
+                    this.pending.extend_from_slice(&buf.filled()[start + n..]);
+                    buf.set_filled(start + n);
+                }
                 return Poll::Ready(Ok(()));
             }
             // Nothing held: read the socket. `Pending` registers the task with
@@ -726,6 +754,27 @@ mod tests {
         match poll_once(&mut paced) {
             Poll::Ready(Ok(bytes)) => assert!(bytes.is_empty(), "the end, after the answer"),
             other => panic!("end of stream not told: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_are_handed_over_one_at_a_time_whatever_room_the_parser_offers() {
+        for room in [1, 7, 1024, 2 * READ_CHUNK, 64 * 1024] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut paced = Paced::new(server, TIMEOUT);
+            let heads: &[&[u8]] = &[b"GET /a HTTP/1.1\r\n\r\n", b"GET /bb HTTP/1.1\r\n\r\n"];
+            client.write_all(&heads.concat()).await.unwrap();
+            for head in heads {
+                let mut got = Vec::new();
+                while got.len() < head.len() {
+                    let mut space = vec![0u8; room];
+                    let n = paced.read(&mut space).await.unwrap();
+                    assert!(n > 0, "room {room}");
+                    got.extend_from_slice(&space[..n]);
+                }
+                assert_eq!(got, *head, "room {room}");
+                paced.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+            }
         }
     }
 

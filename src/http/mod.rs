@@ -27,6 +27,7 @@ use actix_web::dev::{
     ServiceResponse, Transform, forward_ready,
 };
 use actix_web::http::Method;
+use actix_web::http::header::FORWARDED;
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -302,18 +303,16 @@ fn refusal(req: &ServiceRequest, route: Route) -> Option<HttpResponse> {
         let health = matches!(req.path(), "/ping" | "/healthz" | "/readyz" | "/metrics");
         c.open_at_accept > c.max_connections + if health { 2 } else { 0 }
     });
+    let (header_bytes, forwarded) = headers_seen(req);
     let refused = if over_limit {
         ApiError::ConnectionLimit
     } else if !compat && !matches!(*req.method(), Method::GET | Method::HEAD) {
         ApiError::MethodNotAllowed
     } else if req.uri().path().len() > MAX_PATH {
         ApiError::UriTooLong(MAX_PATH)
-    } else if header_bytes(req) > MAX_HEADER_BYTES {
+    } else if header_bytes > MAX_HEADER_BYTES {
         ApiError::HeadersTooLarge(MAX_HEADER_BYTES)
-    } else if (req.headers().contains_key("x-forwarded-for")
-        || req.headers().contains_key("forwarded"))
-        && !matches!(req.path(), "/ping" | "/start_serving")
-    {
+    } else if forwarded && !matches!(req.path(), "/ping" | "/start_serving") {
         ApiError::Forwarded
     } else {
         return None;
@@ -383,11 +382,17 @@ const _: () = {
     }
 };
 
-fn header_bytes(req: &ServiceRequest) -> usize {
+/// In one pass over the request's headers: their size (names and values),
+/// and whether a proxy forwarded it (`Forwarded` or `X-Forwarded-For`).
+fn headers_seen(req: &ServiceRequest) -> (usize, bool) {
     req.headers()
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum()
+        .fold((0, false), |(bytes, forwarded), (name, value)| {
+            (
+                bytes + name.as_str().len() + value.len(),
+                forwarded || name == FORWARDED || name.as_str() == "x-forwarded-for",
+            )
+        })
 }
 
 /// The answer to any path no route matches.
