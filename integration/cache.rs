@@ -466,23 +466,33 @@ async fn revoked_permission_stops_a_cached_secret_at_the_next_refresh() {
     assert!(!agent.log().contains(reader_secret.as_str()));
 }
 
+/// `count` new secrets, the n-th holding `<value>-<n>`, and the fixture's
+/// config naming it `<name><n>`.
+fn numbered_secrets(
+    f: &Fixture,
+    count: usize,
+    value: &str,
+    name: &str,
+) -> (Vec<Secret>, AgentConfig) {
+    let secrets: Vec<_> = (0..count)
+        .map(|n| f.secret(value, &format!("{value}-{n}")))
+        .collect();
+    let config = f.config().resources(
+        secrets
+            .iter()
+            .enumerate()
+            .map(|(n, s)| (format!("{name}{n}"), s.arn.clone())),
+    );
+    (secrets, config)
+}
+
 /// Prefetch and refresh ahead ask for up to 20 secrets per
 /// BatchGetSecretValue call, counted at the proxy.
 #[tokio::test]
 async fn prefetch_and_refresh_ahead_batch_twenty_secrets_per_call() {
     let f = Fixture::new();
-    let secrets: Vec<_> = (0..45)
-        .map(|n| f.secret("batch", &format!("old-{n}")))
-        .collect();
-    let config = f
-        .config()
-        .resources(
-            secrets
-                .iter()
-                .enumerate()
-                .map(|(n, s)| (format!("b{n}"), s.arn.clone())),
-        )
-        .cache(|c| c.prefetch().ttl("3s").refresh_ahead("1s"));
+    let (secrets, config) = numbered_secrets(&f, 45, "old", "b");
+    let config = config.cache(|c| c.prefetch().ttl("3s").refresh_ahead("1s"));
     let agent = Agent::start(&config, &[]);
     assert!(
         agent.wait_for_log("prefetched 45 resource(s)", Duration::from_secs(10)),
@@ -585,18 +595,8 @@ async fn a_refused_batch_call_falls_back_to_single_calls() {
 #[tokio::test]
 async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl() {
     let f = Fixture::new();
-    let secrets: Vec<_> = (0..45)
-        .map(|n| f.secret("expiry", &format!("value-{n}")))
-        .collect();
-    let config = f
-        .config()
-        .resources(
-            secrets
-                .iter()
-                .enumerate()
-                .map(|(n, s)| (format!("e{n}"), s.arn.clone())),
-        )
-        .cache(|c| c.ttl("3s").refresh_ahead("0s"));
+    let (secrets, config) = numbered_secrets(&f, 45, "value", "e");
+    let config = config.cache(|c| c.ttl("3s").refresh_ahead("0s"));
     let agent = Agent::start(&config, &[]);
     let read_all = async || {
         for n in 0..secrets.len() {
