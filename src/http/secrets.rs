@@ -201,36 +201,39 @@ async fn serve(
         Some(key) => secret.key(key),
     };
     // The hot path: a fresh value, without awaiting anything.
-    if !refresh && let Some(hit) = super::read_fresh(state, &resolved.found, &version, body) {
-        let (body, kind) = hit?;
-        return Ok(Served {
-            body,
-            content_type: kind.content_type(),
-            status: CacheStatus::Hit,
-        });
-    }
-    // Boxed: the fetch's state is allocated only for reads that need it.
-    let read = Box::pin(super::read(state, &resolved.found, &version, refresh)).await;
-    let (secret, status) = match read {
-        // Under a pattern, a secret that does not exist is a name nobody
-        // configured: 404, as for any other unknown name.
-        Err(ApiError::Upstream(crate::upstream::UpstreamError::SecretNotFound(_)))
-            if resolved.found.by_pattern() =>
-        {
-            return Err(ApiError::ResourceNotFound(echo(path)));
-        }
-        // A version id and a stage it does not carry: AWS calls the pair an
-        // invalid request; here it is a version that does not exist.
-        Err(ApiError::Upstream(crate::upstream::UpstreamError::InvalidRequest(message)))
-            if matches!(version, Version::IdAndStage { .. }) =>
-        {
-            return Err(ApiError::Upstream(
-                crate::upstream::UpstreamError::VersionNotFound(message),
-            ));
-        }
-        other => other?,
+    let fresh = if refresh {
+        None
+    } else {
+        super::read_fresh(state, &resolved.found, &version, body)
     };
-    let (body, kind) = body(&secret)?;
+    let (answer, status) = match fresh {
+        Some(hit) => (hit, CacheStatus::Hit),
+        None => {
+            // Boxed: the fetch's state is allocated only for reads that need it.
+            let read = Box::pin(super::read(state, &resolved.found, &version, refresh)).await;
+            let (secret, status) = match read {
+                // Under a pattern, a secret that does not exist is a name nobody
+                // configured: 404, as for any other unknown name.
+                Err(ApiError::Upstream(crate::upstream::UpstreamError::SecretNotFound(_)))
+                    if resolved.found.by_pattern() =>
+                {
+                    return Err(ApiError::ResourceNotFound(echo(path)));
+                }
+                // A version id and a stage it does not carry: AWS calls the pair an
+                // invalid request; here it is a version that does not exist.
+                Err(ApiError::Upstream(crate::upstream::UpstreamError::InvalidRequest(
+                    message,
+                ))) if matches!(version, Version::IdAndStage { .. }) => {
+                    return Err(ApiError::Upstream(
+                        crate::upstream::UpstreamError::VersionNotFound(message),
+                    ));
+                }
+                other => other?,
+            };
+            (body(&secret), status)
+        }
+    };
+    let (body, kind) = answer?;
     Ok(Served {
         body,
         content_type: kind.content_type(),
