@@ -350,8 +350,8 @@ impl AsyncWrite for Stream {
 /// - The next request is handed over only once the answer to the previous
 ///   one has started to leave and the last write did not find the socket
 ///   full: a client that pipelines requests and reads no answers leaves at
-///   most about two answers buffered, and at most one [`READ_CHUNK`] more
-///   of its requests is read.
+///   most about two answers buffered, and at most two [`READ_CHUNK`]s more
+///   of its requests are read (what followed a head in one read).
 /// - While an answer is due and nothing is held, a read waits on the
 ///   socket itself, so the usual request (one head, then its answer) costs
 ///   no extra wake-up of the connection's task.
