@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -351,6 +352,58 @@ async fn unix_socket_with_mode_auth_and_cleanup() {
         .expect("refused");
     assert!(err.contains("is not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
+}
+
+/// Connects to `socket` in a loop as the user `nobody` until its standard
+/// input closes (or 60 s pass); prints how many connections it made.
+const CONNECT_LOOP: &str = r#"
+import select, socket, sys, time
+path, made, end = sys.argv[1], 0, time.monotonic() + 60
+while time.monotonic() < end and not select.select([sys.stdin], [], [], 0)[0]:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        made += 1
+    except OSError:
+        pass
+    s.close()
+print(made, flush=True)
+"#;
+
+#[test]
+fn a_unix_socket_is_never_reachable_by_others_before_it_has_its_mode() {
+    // The race: an agent started under umask 0000, another user connecting
+    // in a loop while the socket is bound and given its mode 0600.
+    let world = World::shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let config = world.config().uds_only(&socket).uds_mode("0600").resource(
+        "s",
+        "arn:aws:secretsmanager:us-west-1:123456789012:secret:unused-AbCdEf",
+    );
+    let mut other = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", CONNECT_LOOP])
+        .arg(&socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv runs python3 as nobody");
+    for _ in 0..10 {
+        let mut agent = Agent::try_start_under_umask(&config, &[], Some(0o000))
+            .unwrap_or_else(|log| panic!("agent did not start:\n{log}"));
+        assert_eq!(
+            std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        agent.signal("TERM");
+        assert!(agent.wait_exit(Duration::from_secs(15)).is_some());
+    }
+    drop(other.stdin.take());
+    let out = other.wait_with_output().unwrap();
+    let made: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(made, 0, "another user connected to the socket");
 }
 
 #[test]

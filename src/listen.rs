@@ -571,17 +571,35 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Paced<IO> {
 
 /// Binds the Unix socket: a stale socket file from an earlier run is
 /// removed, but never a live one or anything that is not a socket.
+///
+/// The socket is bound in a private directory (mode 0700) beside the path,
+/// given its mode there, and only then linked into place (a link, unlike a
+/// rename, never replaces a file that appeared at the path meanwhile):
+/// whatever the umask, no other user can connect while its mode is still
+/// the umask's.
 fn bind_socket(uds: &UdsConfig) -> anyhow::Result<std::os::unix::net::UnixListener> {
     let path = &uds.socket_path;
-    remove_stale_socket(path)?;
-    let listener = std::os::unix::net::UnixListener::bind(path).with_context(|| {
+    let cannot_listen = || {
         format!(
             "cannot listen on {} (service.uds.socket-path)",
             path.display()
         )
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(uds.mode))
+    };
+    remove_stale_socket(path)?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let private = tempfile::Builder::new()
+        .prefix(".secret-agent-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .with_context(cannot_listen)?;
+    let staged = private.path().join("socket");
+    let listener = std::os::unix::net::UnixListener::bind(&staged).with_context(cannot_listen)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(uds.mode))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    std::fs::hard_link(&staged, path).with_context(cannot_listen)?;
     Ok(listener)
 }
 

@@ -86,6 +86,16 @@ impl Agent {
     /// Like [`Agent::start`], but returns the whole log if the agent exits
     /// or does not come up within 20 s.
     pub fn try_start(config: &AgentConfig, env: &[(&str, &str)]) -> Result<Agent, String> {
+        Agent::try_start_under_umask(config, env, None)
+    }
+
+    /// Like [`Agent::try_start`], with the process started under `umask`
+    /// (through `sh`, which sets it and execs the agent).
+    pub fn try_start_under_umask(
+        config: &AgentConfig,
+        env: &[(&str, &str)],
+        umask: Option<u32>,
+    ) -> Result<Agent, String> {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config.yaml()).unwrap();
@@ -93,6 +103,9 @@ impl Agent {
         // not this agent's: it is up once a new one answers there.
         let old_socket = config.socket_path().and_then(file_identity);
         let mut command = agent_command(dir.path(), env);
+        if let Some(umask) = umask {
+            command = under_umask(&command, umask);
+        }
         command.arg("--config").arg(&config_path);
         let mut child = command
             .stdin(Stdio::null())
@@ -279,6 +292,23 @@ fn agent_command(dir: &Path, env: &[(&str, &str)]) -> Command {
         }
     }
     command
+}
+
+/// `agent` run by `sh` under `umask`: the same program, environment and
+/// arguments to come.
+fn under_umask(agent: &Command, umask: u32) -> Command {
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .arg("-c")
+        .arg(format!("umask {umask:04o} && exec \"$0\" \"$@\""))
+        .arg(agent.get_program());
+    for (name, value) in agent.get_envs() {
+        match value {
+            Some(value) => shell.env(name, value),
+            None => shell.env_remove(name),
+        };
+    }
+    shell
 }
 
 /// Copies the child's stderr into the returned log, line by line, on a
