@@ -278,6 +278,34 @@ async fn with_auth_only_granted_resources_are_served() {
 }
 
 #[tokio::test]
+async fn with_auth_absent_and_withheld_names_get_one_answer() {
+    let world = World::shared();
+    let db = world.secret("sap-uniform-db", r#"{"k":"granted"}"#);
+    let other = world.secret("sap-uniform-other", r#"{"k":"withheld"}"#);
+    let config = world
+        .config()
+        .resource("db", &db.arn)
+        .resource("other", &other.arn)
+        .token_env("T", &["*"])
+        .protocol_resources(&["db"]);
+    let agent = Agent::start(&config, &[("T", "a-client-token-0123")]);
+    let mut conn = connect(agent.addr);
+    // Names of one length: the answers may differ only in the name echoed.
+    let withheld = ask(&mut conn, Some("other"), "k");
+    let absent = ask(&mut conn, Some("nopes"), "k");
+    let error = |answer: &Value, name: &str| {
+        let text = answer["Error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error: {answer}"));
+        assert!(text.contains(name), "{text}");
+        text.replace(name, "NAME")
+    };
+    assert_eq!(error(&withheld, "other"), error(&absent, "nopes"));
+    assert!(!error(&absent, "nopes").contains("withheld"));
+    assert_eq!(ask(&mut conn, Some("db"), "k")["SecretValue"], "granted");
+}
+
+#[tokio::test]
 async fn the_protocol_is_served_over_tls() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
@@ -409,12 +437,10 @@ async fn patterns_serve_the_protocol_too() {
     let mut conn = connect(agent.addr);
     let answer = ask(&mut conn, Some(&format!("{prefix}/db")), "k");
     assert_eq!(answer["SecretValue"], "by-pattern", "{answer}");
+    // With auth on, an absent name is answered as a withheld one.
     let refused = ask(&mut conn, Some("elsewhere/db"), "k");
     assert!(
-        refused["Error"]
-            .as_str()
-            .unwrap()
-            .contains("no resource named"),
+        refused["Error"].as_str().unwrap().contains("not granted"),
         "{refused}"
     );
 }

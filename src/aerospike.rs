@@ -214,22 +214,29 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
     }
     let snapshot = state.current.load();
     // A configured name, or a name under a pattern (`prod/*`).
-    let Some(found) = snapshot.resources.lookup(&resource) else {
-        return Err(format!("no resource named {}", echo(&resource)));
-    };
-    let (name, arn): (&ResourceName, &SecretArn) = (&found.name, &found.arn);
+    let found = snapshot.resources.lookup(&resource);
     let settings = &snapshot.protocol;
+    // With `auth` on, a name that is not configured and one that is not
+    // granted get the same answer: a client without a token learns nothing
+    // of which names exist.
     if !snapshot.auth.is_open() {
-        let allowed = settings
-            .scope
-            .as_ref()
-            .is_some_and(|scope| scope.allows(name));
+        let allowed = found.as_ref().is_some_and(|found| {
+            settings
+                .scope
+                .as_ref()
+                .is_some_and(|scope| scope.allows(&found.name))
+        });
         if !allowed {
             return Err(format!(
-                "resource {name} is not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"
+                "resource {} is not configured or not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)",
+                echo(&resource)
             ));
         }
     }
+    let Some(found) = found else {
+        return Err(format!("no resource named {}", echo(&resource)));
+    };
+    let (name, arn): (&ResourceName, &SecretArn) = (&found.name, &found.arn);
     // A name under a pattern is the client's: messages repeat a short echo.
     let name = if found.by_pattern() {
         echo(name.as_str())
