@@ -21,6 +21,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits;
 //!   the first bytes choose HTTP or the [`aerospike`] secret agent protocol.
+//! - [`logging`]: the log, kept free of key ids and bounded against clients.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
 //! - [`app`]: wiring, signals and lifecycle.
 
@@ -33,6 +34,7 @@ mod credentials;
 mod events;
 mod http;
 mod listen;
+mod logging;
 mod metrics;
 mod reload;
 mod resources;
@@ -42,3 +44,4 @@ mod upstream;
 pub use app::{Application, Serving, Signals};
 pub use aws::aws_agent_config;
 pub use config::{Config, ConfigError, Conversion, convert_aws_agent_config};
+pub use logging::install as install_logging;

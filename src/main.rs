@@ -137,20 +137,7 @@ fn main() -> ExitCode {
         return print_summary(&config.summary());
     }
 
-    // Everything passes env_logger's own filter unless RUST_LOG narrows it;
-    // the global maximum level comes from the config, so a reload can move it.
-    let logger = env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Trace)
-        .parse_env("RUST_LOG")
-        .build();
-    let max_level = match std::env::var_os("RUST_LOG") {
-        Some(_) => logger.filter(),
-        None => config.log_level,
-    };
-    if log::set_boxed_logger(Box::new(NoForeignTrace(logger))).is_err() {
-        eprintln!("secret-agent: a logger was already installed");
-    }
-    log::set_max_level(max_level);
+    secret_agent::install_logging(config.log_level);
 
     let result = runtime.block_on(async {
         let serving = if cli.lambda {
@@ -195,53 +182,5 @@ fn print_summary(summary: &str) -> ExitCode {
             eprintln!("secret-agent: cannot print the summary: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The log, without other crates' trace records: at that level the AWS SDK
-/// prints whole signed requests, session token header included.
-struct NoForeignTrace(env_logger::Logger);
-
-impl NoForeignTrace {
-    fn allows(metadata: &log::Metadata) -> bool {
-        metadata.level() < log::Level::Trace || metadata.target().starts_with("secret_agent")
-    }
-}
-
-impl log::Log for NoForeignTrace {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        NoForeignTrace::allows(metadata) && self.0.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record) {
-        if NoForeignTrace::allows(record.metadata()) {
-            self.0.log(record);
-        }
-    }
-
-    fn flush(&self) {
-        self.0.flush();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trace_records_of_other_crates_are_dropped() {
-        let at = |level, target| {
-            NoForeignTrace::allows(&log::Metadata::builder().level(level).target(target).build())
-        };
-        assert!(!at(
-            log::Level::Trace,
-            "aws_smithy_runtime::client::orchestrator"
-        ));
-        assert!(!at(log::Level::Trace, "aws_sigv4::http_request::sign"));
-        assert!(at(
-            log::Level::Debug,
-            "aws_smithy_runtime::client::orchestrator"
-        ));
-        assert!(at(log::Level::Trace, "secret_agent::cache"));
     }
 }

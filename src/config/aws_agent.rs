@@ -119,7 +119,8 @@ pub fn convert_aws_agent_config(
         Some(l) if ["debug", "info", "warn", "error"].contains(&l.as_str()) => l,
         Some(l) => {
             return Err(err(format!(
-                "log_level `{l}` is not DEBUG, INFO, WARN, ERROR or NONE"
+                "log_level `{}` is not DEBUG, INFO, WARN, ERROR or NONE",
+                super::error::shown(&l)
             )));
         }
     };

@@ -29,6 +29,24 @@ pub enum ConfigError {
     },
 }
 
+/// Most characters of a configured value that an error message repeats.
+const SHOWN_CHARS: usize = 80;
+
+/// A value from the file as an error message shows it: at most
+/// [`SHOWN_CHARS`] characters, escaped, with `...` when cut.
+pub(crate) fn shown(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .by_ref()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if chars.next().is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 fn fmt_line(line: Option<usize>) -> String {
     line.map(|l| format!(":{l}")).unwrap_or_default()
 }

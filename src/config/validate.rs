@@ -11,7 +11,7 @@ use std::path::Path;
 use log::LevelFilter;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::error::closest;
+use super::error::{closest, shown};
 use super::raw::*;
 use super::*;
 use crate::credentials::{AssumeRole, StaticKeys};
@@ -115,7 +115,10 @@ impl Validator<'_> {
             Some(level) => level.parse().map_err(|_| {
                 self.invalid(
                     "log.level",
-                    format!("`{level}` is not a log level; use debug, info, warn, error or off"),
+                    format!(
+                        "`{}` is not a log level; use debug, info, warn, error or off",
+                        shown(&level)
+                    ),
                 )
             })?,
         };
@@ -336,10 +339,7 @@ impl Validator<'_> {
             if !valid {
                 return Err(self.invalid(
                     &path,
-                    format!(
-                        "`{}` is not an HTTP header name",
-                        name.chars().take(80).collect::<String>().escape_debug()
-                    ),
+                    format!("`{}` is not an HTTP header name", shown(&name)),
                 ));
             }
             if lower == "authorization" {
@@ -939,6 +939,12 @@ mod tests {
         let yaml = SAMPLE.replace("level: info", "level: loud");
         let err = load(&yaml).unwrap_err().to_string();
         assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+        // A huge value is echoed as a short prefix.
+        let long = "x".repeat(900_000);
+        let yaml = SAMPLE.replace("level: info", &format!("level: {long}"));
+        let err = load(&yaml).unwrap_err().to_string();
+        assert!(err.contains("log.level") && err.len() < 300, "{err}");
+        assert!(err.contains(&format!("{}...", "x".repeat(80))), "{err}");
     }
 
     #[test]
