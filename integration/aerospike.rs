@@ -402,7 +402,11 @@ async fn a_stop_answers_the_request_in_flight_and_closes_idle_connections() {
     assert_eq!(ask(&mut idle, Some("s"), "k")["SecretValue"], "drained");
     let addr = agent.addr;
     let busy = std::thread::spawn(move || ask(&mut connect(addr), Some("s"), "k"));
-    std::thread::sleep(Duration::from_millis(400));
+    // Its fetch is at the (delaying) upstream: the request is in flight.
+    assert!(
+        eventually(Duration::from_secs(5), async || f.proxy.in_flight() == 1).await,
+        "the request reached the upstream"
+    );
     let stopped = Instant::now();
     agent.signal("TERM");
     assert_eq!(busy.join().unwrap()["SecretValue"], "drained");

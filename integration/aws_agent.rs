@@ -696,11 +696,15 @@ async fn lambda_mode_holds_the_prefetch_until_start_serving() {
     );
     assert_eq!(get(&agent.url("/secrets/Held")).await.status, 503);
     assert_eq!(get(&agent.url("/start_serving")).await.status, 200);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(&agent.url("/readyz")).await.status != 200 {
-        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(10), async || get(&agent.url("/readyz"))
+            .await
+            .status
+            == 200)
+        .await,
+        "{}",
+        agent.log()
+    );
     assert_eq!(
         f.proxy.gets(&secret.name) + f.proxy.batch_gets(&secret.name),
         1
@@ -749,19 +753,14 @@ async fn connections_over_the_limit_are_refused_with_429_when_asked() {
     let status = |answer: &str| answer.split(' ').nth(1).unwrap_or_default().to_owned();
     assert_eq!(status(&request("/secrets/MyTest")), "200");
 
-    // Two held connections: a third is within the limit.
-    let held: Vec<_> = (0..2)
-        .map(|_| std::net::TcpStream::connect(agent.addr).unwrap())
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two held connections (served once, so counted): a third is within
+    // the limit.
+    let held: Vec<_> = (0..2).map(|_| served_connection(agent.addr)).collect();
     assert_eq!(status(&request("/secrets/MyTest")), "200");
 
     // Four held: the fifth is over the limit, on every route; /ping and
     // /healthz may have two more.
-    let more: Vec<_> = (0..2)
-        .map(|_| std::net::TcpStream::connect(agent.addr).unwrap())
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let more: Vec<_> = (0..2).map(|_| served_connection(agent.addr)).collect();
     let answer = request("/secretsmanager/get?secretId=MyTest");
     assert_eq!(status(&answer), "429", "{answer}");
     assert!(
@@ -779,8 +778,13 @@ async fn connections_over_the_limit_are_refused_with_429_when_asked() {
     // Once they close, served again.
     drop(held);
     drop(more);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(status(&request("/secrets/MyTest")), "200");
+    assert!(
+        eventually(Duration::from_secs(5), async || status(&request(
+            "/secrets/MyTest"
+        )) == "200")
+        .await,
+        "served again"
+    );
 }
 
 /// Installed under the AWS agent's name, the binary without `--config`

@@ -322,6 +322,30 @@ def batching(h: Harness) -> None:
     figure("refresh_at_expiry_100_hot_slowest_read_ms", f"{slowest * 1000:.0f}")
 
 
+def slow_refresh_ahead(h: Harness) -> None:
+    """Steady reads (every 100 ms for three TTLs) of a secret refreshed ahead
+    (ttl 2 s, refresh-ahead 1 s) while AWS answers in 1.5 s: after the first,
+    no read waits on the upstream; the slowest read is the figure."""
+    arn = h.create_secret("bench/slow-refresh-ahead", "steady")
+    proxy = h.cmd(op="start_proxy", upstream=h.moto)
+    agent = Agent(proxy["url"], {"steady": arn}, "cache:\n  ttl: 2s\n  refresh-ahead: 1s")
+    url = f"{agent.url}/secrets/steady"
+    get(url)
+    h.cmd(op="proxy_set", id=proxy["id"], fault="delay", delay_ms=1500)
+    times = []
+    end = time.monotonic() + 6
+    while time.monotonic() < end:
+        started = time.monotonic()
+        get(url)
+        times.append(time.monotonic() - started)
+        time.sleep(0.1)
+    calls = len(h.cmd(op="proxy_calls", id=proxy["id"]))
+    agent.stop()
+    figure("refresh_ahead_slow_upstream_reads", len(times))
+    figure("refresh_ahead_slow_upstream_calls", calls)
+    figure("refresh_ahead_slow_upstream_slowest_read_ms", f"{max(times) * 1000:.0f}")
+
+
 HOT_TTL = 4
 
 
@@ -683,7 +707,8 @@ def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
-                                     cost_concurrency, brownout, batching, events)}
+                                     cost_concurrency, brownout, batching, events,
+                                     slow_refresh_ahead)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

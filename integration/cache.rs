@@ -41,21 +41,22 @@ async fn steady_reads_never_wait_on_a_slow_upstream_after_the_first() {
     let url = agent.url("/secrets/steady");
     assert_eq!(get(&url).await.text(), "v1");
     f.world.put_secret_value(REGION, &secret.arn, "v2");
-    let mut slowest = Duration::ZERO;
+    // Read steadily until the refreshed value is served. A read that waited
+    // for the upstream's answer would say `miss`; how long a read takes is
+    // a bench figure (refresh_ahead_slow_upstream_slowest_read_ms).
     let mut seen_v2 = false;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(6) {
-        let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen_v2 && Instant::now() < deadline {
         let r = get(&url).await;
-        slowest = slowest.max(t.elapsed());
         assert_eq!(r.status, 200);
-        seen_v2 |= r.text() == "v2";
+        assert_ne!(
+            r.header("secret-agent-cache"),
+            Some("miss"),
+            "a read waited"
+        );
+        seen_v2 = r.text() == "v2";
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        slowest < Duration::from_millis(500),
-        "a read waited {slowest:?}"
-    );
     assert!(seen_v2, "the refreshed value was served");
     assert!(
         f.proxy.gets(&secret.name) >= 2,
@@ -82,21 +83,36 @@ async fn expired_values_are_served_stale_within_stale_wait_while_aws_is_slow() {
         f.world
             .put_secret_value(REGION, &secret.arn, &format!("new-{n}"));
     }
-    tokio::time::sleep(Duration::from_millis(2200)).await; // every value expired
+    let names: Vec<String> = (0..secrets.len()).map(|n| format!("swr{n}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert!(
+        values_older_than(&agent, &names, Duration::from_secs(2)).await,
+        "every value expired"
+    );
     f.proxy
         .set_fault(json!({"fault": "delay", "delay_ms": 3000}));
+    // Each answered stale, not after the 3 s fetch; how long within
+    // stale-wait is a bench figure (brownout_3s_expired_read_max_ms).
     for n in 0..secrets.len() {
-        let started = Instant::now();
         let r = get(&url(n)).await;
-        let took = started.elapsed();
         assert_eq!(
             (r.status, r.text(), r.header("secret-agent-cache")),
             (200, format!("old-{n}"), Some("stale"))
         );
-        assert!(took < Duration::from_millis(250), "a read took {took:?}");
     }
     // The fetches went on: the new values arrive.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let m = metrics(&agent).await;
+            (0..secrets.len()).all(|n| {
+                m.get(&format!(
+                    "secret_agent_resource_version_changes{{resource=swr{n}}}"
+                )) == Some(&1.0)
+            })
+        })
+        .await,
+        "the new values arrived"
+    );
     for n in 0..secrets.len() {
         let r = get(&url(n)).await;
         assert_eq!(
@@ -305,15 +321,28 @@ async fn prefetch_fills_the_cache_and_survives_a_failing_resource() {
 /// A reload that removes a resource stops its prefetch retries: those of a
 /// transient failure (every second or two) and of a lasting one (a missing
 /// secret, once a minute); neither is asked for again.
+///
+/// A kept resource failing the same way from the same start (the witness)
+/// goes on retrying on the same backoff: once it has been asked for twice
+/// more than the removed one had been at the reload, the removed one's next
+/// retry would have come (below the backoff's cap, a retry's longest delay
+/// is no longer than the next one's shortest).
 #[tokio::test]
 async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
     let world = World::shared();
-    let (kept, flaky, missing) = (unique("kept"), unique("flaky"), unique("gone"));
+    let failing = unique("flaky");
+    let (kept, flaky, witness, missing) = (
+        unique("kept"),
+        format!("{failing}-removed"),
+        format!("{failing}-witness"),
+        unique("gone"),
+    );
     let kept_arn = world.create_secret(REGION, &kept, "kept-value");
     let flaky_arn = world.create_secret(REGION, &flaky, "flaky-value");
+    let witness_arn = world.create_secret(REGION, &witness, "witness-value");
     let missing_arn = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{missing}");
     let proxy = world.proxy();
-    proxy.set_fault(json!({"fault": "status", "status": 503, "only_secret": flaky}));
+    proxy.set_fault(json!({"fault": "status", "status": 503, "only_secret": failing}));
     let yaml = |resources: &[(&str, &str)]| {
         AgentConfig::new()
             .endpoint(&proxy.url)
@@ -325,12 +354,13 @@ async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
         &yaml(&[
             ("kept", &kept_arn),
             ("flaky", &flaky_arn),
+            ("witness", &witness_arn),
             ("missing", &missing_arn),
         ]),
         &[],
     );
     assert!(
-        agent.wait_for_log("prefetched 3 resource(s)", Duration::from_secs(10)),
+        agent.wait_for_log("prefetched 4 resource(s)", Duration::from_secs(10)),
         "{}",
         agent.log()
     );
@@ -340,25 +370,33 @@ async fn a_reload_stops_the_prefetch_retries_of_removed_resources() {
     );
     assert_eq!(proxy.gets(&missing), 1);
     let failing = get(&agent.url("/readyz")).await.json()["prefetch_failing"].clone();
-    assert_eq!(failing, json!(2));
+    assert_eq!(failing, json!(3));
     for arn in [&flaky_arn, &missing_arn] {
         assert!(agent.log().contains(arn.as_str()), "{}", agent.log());
     }
 
-    agent.reload(&yaml(&[("kept", &kept_arn)]));
+    agent.reload(&yaml(&[("kept", &kept_arn), ("witness", &witness_arn)]));
     assert!(
         agent.wait_for_log("2 removed", Duration::from_secs(5)),
         "{}",
         agent.log()
     );
-    // A fetch under way at the reload ends within fetch-timeout.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Counted on arrival: a call under way at the reload is in.
     let flaky_calls = proxy.gets(&flaky);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        eventually(Duration::from_secs(30), async || proxy.gets(&witness)
+            >= flaky_calls + 2)
+        .await,
+        "the witness is retried"
+    );
     assert_eq!(proxy.gets(&flaky), flaky_calls, "{}", agent.log());
     assert_eq!(proxy.gets(&missing), 1);
     let ready = get(&agent.url("/readyz")).await;
-    assert_eq!(ready.json()["prefetch_failing"], json!(0));
+    assert_eq!(
+        ready.json()["prefetch_failing"],
+        json!(1),
+        "the witness only"
+    );
     assert_eq!(proxy.gets(&kept), 1);
 }
 
@@ -527,7 +565,19 @@ async fn prefetch_and_refresh_ahead_batch_twenty_secrets_per_call() {
         "{:?}",
         batches(&f)
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Counted when they reach the proxy; stored once answered.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let m = metrics(&agent).await;
+            (0..secrets.len()).all(|n| {
+                m.get(&format!(
+                    "secret_agent_resource_version_changes{{resource=b{n}}}"
+                )) == Some(&1.0)
+            })
+        })
+        .await,
+        "the refreshed values are stored"
+    );
     for n in 0..secrets.len() {
         let r = get(&agent.url(&format!("/secrets/b{n}"))).await;
         assert_eq!(

@@ -222,9 +222,16 @@ async fn ttl_expiry_fetches_again() {
     assert_eq!(get(&f.agent.url("/secrets/db")).await.text(), JSON_V2);
     World::shared().put_secret_value(REGION, &arn, r#"{"v":3}"#);
     assert_eq!(get(&f.agent.url("/secrets/db")).await.text(), JSON_V2);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let r = get(&f.agent.url("/secrets/db")).await;
-    assert_eq!(r.text(), r#"{"v":3}"#);
+    assert!(
+        eventually(Duration::from_secs(5), async || get(&f
+            .agent
+            .url("/secrets/db"))
+        .await
+        .text()
+            == r#"{"v":3}"#)
+        .await,
+        "the new value once the TTL ran out"
+    );
     assert_eq!(f.proxy.gets(&f.json_name), 2);
 }
 

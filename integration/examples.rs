@@ -398,16 +398,15 @@ async fn the_lambda_extension_serves_from_the_first_invoke_to_shutdown() {
 
     // The first INVOKE: served from then on.
     push("INVOKE");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let r = read().await;
-        if r.status == 200 {
-            assert_eq!(r.text(), "from-the-extension");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", r.text());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert!(
+        eventually(std::time::Duration::from_secs(10), async || read()
+            .await
+            .status
+            == 200)
+        .await,
+        "served after the first INVOKE"
+    );
+    assert_eq!(read().await.text(), "from-the-extension");
     push("INVOKE");
     assert_eq!(read().await.status, 200);
 

@@ -1,8 +1,7 @@
 //! Running it: health and readiness, metrics, hot reload, graceful
 //! shutdown and the CLI (the AWS-agent-compatible routes: `aws_agent.rs`).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -51,29 +50,6 @@ async fn health_and_readiness_need_no_token() {
         "{}",
         r.text()
     );
-}
-
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
-    let mut out = HashMap::new();
-    for sample in scrape.samples {
-        let mut labels: Vec<String> = sample
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        labels.sort();
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            prometheus_parse::Value::Summary(_) => continue,
-        };
-        out.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
-    }
-    out
 }
 
 #[tokio::test]
@@ -238,10 +214,10 @@ async fn sigterm_lets_an_in_flight_read_finish_then_exits_zero() {
     let url = agent.url("/secrets/d");
     let read = tokio::spawn(async move { get(&url).await });
     // Wait until the fetch is under way, then ask the agent to stop.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.proxy.gets(&secret.name) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(5), async || f.proxy.in_flight() == 1).await,
+        "the fetch reached the upstream"
+    );
     agent.signal("TERM");
     let r = read.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "drained-value"));

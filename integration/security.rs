@@ -587,10 +587,7 @@ async fn a_token_sent_as_a_name_never_reaches_the_log() {
     }
     // One debug line per request to a secret route (not `/elsewhere`).
     let lines = || s.agent.log().matches("secret_agent::http] GET ").count();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lines() < 36 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(5), async || lines() >= 36).await;
     let log = s.agent.log();
     assert_eq!(lines(), 36, "{log}");
     for token in [ALL_TOKEN, DB_TOKEN] {

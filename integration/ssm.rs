@@ -334,7 +334,7 @@ async fn a_cached_parameter_is_served_stale_while_ssm_fails() {
     assert_eq!(get(&url).await.text(), "kept");
     f.proxy
         .set_fault(json!({"fault": "status", "status": 503, "only_action": "GetParameter"}));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(values_older_than(&agent, &["p"], Duration::from_secs(1)).await);
     let r = get(&url).await;
     assert_eq!((r.status, r.text().as_str()), (200, "kept"));
     assert_eq!(r.header("secret-agent-cache"), Some("stale"));
@@ -357,7 +357,7 @@ async fn throttling_is_transient_and_a_kms_failure_a_refusal_named_in_the_log() 
     assert_eq!(get(&url).await.text(), "kms-guarded-value");
     f.proxy.set_fault(json!({"fault": "status", "status": 400,
         "error_type": "ThrottlingException", "only_action": "GetParameter"}));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(values_older_than(&agent, &["p"], Duration::from_secs(1)).await);
     let r = get(&url).await;
     assert_eq!(
         (r.status, r.header("secret-agent-cache")),

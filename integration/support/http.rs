@@ -123,6 +123,51 @@ pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
     stream
 }
 
+/// A TCP connection that the agent has accepted and served one
+/// `GET /healthz` on, kept open (keep-alive): the agent counts it among
+/// its open connections from now until it is dropped.
+pub fn served_connection(addr: SocketAddr) -> std::net::TcpStream {
+    use std::io::Read;
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let complete = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse())
+            })?
+            .ok()?;
+        (body.len() >= length).then(|| head.split_whitespace().nth(1).map(str::to_owned))
+    };
+    let status = loop {
+        if let Some(status) = complete(&answer) {
+            break status;
+        }
+        let n = stream.read(&mut chunk).expect("an answer to /healthz");
+        assert!(
+            n > 0,
+            "closed before answering: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&chunk[..n]);
+    };
+    assert_eq!(
+        status.as_deref(),
+        Some("200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    stream
+}
+
 /// A `GET path` request, as sent by [`raw_get`] and [`uds_get`]: the
 /// path is not normalised, and the server closes after answering.
 pub fn get_request(path: &str, headers: &[(&str, &str)]) -> String {

@@ -6,6 +6,7 @@
 mod agent;
 mod config;
 mod http;
+mod metrics;
 mod tls;
 mod world;
 
@@ -19,6 +20,7 @@ use serde_json::Value;
 pub use agent::*;
 pub use config::*;
 pub use http::*;
+pub use metrics::*;
 pub use tls::*;
 pub use world::*;
 

@@ -396,6 +396,15 @@ impl Proxy<'_> {
             .unwrap()
     }
 
+    /// The calls the proxy is handling now (arrived, not yet answered): one
+    /// means the agent's call is under way.
+    pub fn in_flight(&self) -> u64 {
+        self.world
+            .cmd(json!({"op": "proxy_in_flight", "id": self.id}))["now"]
+            .as_u64()
+            .unwrap()
+    }
+
     /// `fault`: none, status, reset, delay or hang; see harness.py.
     pub fn set_fault(&self, fault: Value) {
         let mut command = json!({"op": "proxy_set", "id": self.id});
