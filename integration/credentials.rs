@@ -335,6 +335,45 @@ async fn profile_comes_from_aws_profile_or_the_profile_key() {
 }
 
 #[tokio::test]
+async fn access_key_ids_never_reach_the_log_at_any_level() {
+    let s = setup("creds-key-id-log");
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("credentials");
+    let key_id = "AKIAKEYIDNEVERLOGGED";
+    write_credentials(
+        &file,
+        &[("default", key_id, "key-id-log-secret-aaaa", None)],
+    );
+    let file = file.display().to_string();
+    // RUST_LOG unset: the config's `log.level: info`.
+    for rust_log in ["trace", "debug", ""] {
+        let agent = Agent::start(
+            &s.config(),
+            &[
+                ("AWS_SHARED_CREDENTIALS_FILE", &file),
+                ("RUST_LOG", rust_log),
+            ],
+        );
+        s.read(&agent).await;
+        s.assert_signed(key_id, None);
+        // Each AWS call reads the credentials again; the next call's log too.
+        let r = get(&agent.url("/secrets/s?refresh=true")).await;
+        assert_eq!(r.status, 200);
+        let log = agent.log();
+        if rust_log == "debug" {
+            assert!(
+                log.contains("…GGED"),
+                "the key id's last four are kept\n{log}"
+            );
+        }
+        assert_log_clean(
+            &agent,
+            &[key_id, "AKIAKEYIDNEVERLO", "key-id-log-secret-aaaa"],
+        );
+    }
+}
+
+#[tokio::test]
 async fn shared_file_changes_are_used_by_the_next_call_without_restart() {
     let s = setup("creds-rotate-file");
     let files = tempfile::tempdir().unwrap();
