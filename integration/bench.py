@@ -114,7 +114,13 @@ class Agent:
                 break
         else:
             raise RuntimeError("the agent did not start")
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        self.log_bytes = 0
+        threading.Thread(target=self._drain_log, daemon=True).start()
+
+    def _drain_log(self) -> None:
+        """Reads the log to its end, counting its bytes (log_bytes)."""
+        for line in self.proc.stderr:
+            self.log_bytes += len(line.encode())
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -683,6 +689,43 @@ def cost_attacks(h: Harness) -> None:
         agent.stop()
 
 
+MALFORMED = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad\x01Header: y\r\n\r\n",
+             b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+             b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x01\x02\x03\r\n\r\n"]
+
+
+def log_flood(_h: Harness) -> None:
+    """Bytes of log at the default level for 10,000 malformed requests
+    (four kinds, each on a connection of its own)."""
+    agent = Agent("http://127.0.0.1:9", {"x": UNUSED_ARN})
+    try:
+        def one(i: int) -> None:
+            with socket.create_connection(agent.addr, timeout=10) as s:
+                s.sendall(MALFORMED[i % len(MALFORMED)])
+                while s.recv(4096):
+                    pass
+        agent.ms_to_ready()  # the start-up lines are written
+        before = agent.log_bytes
+        started = time.monotonic()
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(one, range(10_000)))
+        elapsed = time.monotonic() - started
+        # A reload's line comes after every line the flood caused.
+        seen = agent.log_bytes
+        agent.proc.send_signal(1)
+        deadline = time.monotonic() + 10
+        while agent.log_bytes == seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reload_line = agent.log_bytes - seen
+        figure("log_bytes_per_10000_malformed_requests", max(seen - before, 0))
+        figure("log_flood_malformed_requests_per_second", f"{10_000 / elapsed:.0f}")
+        if reload_line == 0:
+            note("log_flood: no reload line seen; the byte count may be short")
+    finally:
+        agent.stop()
+
+
 def config_reject(_h: Harness) -> None:
     """How long `--check` takes to refuse 200 KB of deeply nested YAML; a
     reload (SIGHUP) runs the same loader."""
@@ -708,7 +751,7 @@ def main() -> None:
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
                                      cost_concurrency, brownout, batching, events,
-                                     slow_refresh_ahead)}
+                                     slow_refresh_ahead, log_flood)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:
