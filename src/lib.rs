@@ -41,4 +41,4 @@ mod upstream;
 
 pub use app::{Application, Serving, Signals};
 pub use aws::aws_agent_config;
-pub use config::{Config, ConfigError, Conversion, convert_aws_agent_config};
+pub use config::{Config, ConfigError, Conversion, convert_aws_agent_config, read_config_file};
