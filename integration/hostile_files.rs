@@ -220,7 +220,14 @@ impl SharedFile {
             .resource("s", &self.arn)
             .cache(|c| c.ttl("0s"));
         let file = self.path().display().to_string();
-        Agent::start(&config, &[("AWS_SHARED_CREDENTIALS_FILE", &file)])
+        // /dev/null, the usual "no config file", is an empty file, not a device to refuse.
+        Agent::start(
+            &config,
+            &[
+                ("AWS_SHARED_CREDENTIALS_FILE", &file),
+                ("AWS_CONFIG_FILE", "/dev/null"),
+            ],
+        )
     }
 
     fn last_signer(&self) -> Option<String> {

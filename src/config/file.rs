@@ -2,6 +2,7 @@
 //! files, the AWS agent's TOML. Only a regular file is read, and at most a
 //! bound per kind of file: a wrong path (a FIFO, `/dev/zero`, a log) is
 //! refused at once instead of blocking the caller or filling memory.
+//! `/dev/null` reads as an empty file.
 //!
 //! The file is opened with `O_NONBLOCK`, so that opening a FIFO or a device
 //! does not wait for a writer, then checked with `fstat` on the open file
@@ -80,6 +81,15 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Whether `meta` is `/dev/null`'s (by device number, so under any name):
+/// the usual way to say "no such file" (`AWS_CONFIG_FILE=/dev/null`), read
+/// as an empty file. Asked only of character devices.
+fn is_null_device(meta: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.file_type().is_char_device()
+        && std::fs::metadata("/dev/null").is_ok_and(|null| null.rdev() == meta.rdev())
+}
+
 /// The refusal inside an error of [`read`], if it is one.
 pub(crate) fn refusal(error: &io::Error) -> Option<&Refusal> {
     error.get_ref()?.downcast_ref::<Refusal>()
@@ -102,6 +112,9 @@ pub(crate) fn read(path: &Path, bound: u64) -> io::Result<Vec<u8>> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     let meta = file.metadata()?;
+    if is_null_device(&meta) {
+        return Ok(Vec::new());
+    }
     if !meta.file_type().is_file() {
         return Err(refused(Refusal::NotRegular(Kind::of(meta.file_type()))));
     }
@@ -123,10 +136,14 @@ pub(crate) fn read(path: &Path, bound: u64) -> io::Result<Vec<u8>> {
 }
 
 /// The metadata of `path` (symbolic links followed) when it is a regular
-/// file of at most `bound` bytes, for a file that another reads (rustls,
-/// the AWS SDK). Asks `stat` only: nothing is opened, so nothing blocks.
+/// file of at most `bound` bytes, or `/dev/null`, for a file that another
+/// reads (the AWS SDK). Asks `stat` only: nothing is opened, so nothing
+/// blocks.
 pub(crate) fn regular(path: &Path, bound: u64) -> io::Result<Metadata> {
     let meta = std::fs::metadata(path)?;
+    if is_null_device(&meta) {
+        return Ok(meta);
+    }
     if !meta.file_type().is_file() {
         return Err(refused(Refusal::NotRegular(Kind::of(meta.file_type()))));
     }
@@ -221,6 +238,9 @@ mod tests {
             refusal_of(read_text(dir.path(), TOKEN_BYTES)),
             "it is a directory, not a regular file"
         );
+        // /dev/null is an empty file.
+        assert_eq!(read_text(Path::new("/dev/null"), TOKEN_BYTES).unwrap(), "");
+        regular(Path::new("/dev/null"), 0).unwrap();
         let missing = read_text(&dir.path().join("missing"), TOKEN_BYTES).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         assert!(refusal(&missing).is_none());
