@@ -85,12 +85,12 @@ class Agent:
     """A secret-agent (AGENT) on a generated config; its address from its log."""
 
     def __init__(self, endpoint: str, resources: dict[str, str], cache: str = "", env=None,
-                 service: str = "", aws: str = "") -> None:
+                 service: str = "", aws: str = "", keys: bool = True) -> None:
         """`cache` is a whole `cache:` section; `service` and `aws` more lines of the
-        `service:` and `secret-manager.aws:` ones."""
+        `service:` and `secret-manager.aws:` ones; without `keys`, the default chain."""
         self.dir = tempfile.TemporaryDirectory()
         lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, "secret-manager:", "  aws:",
-                 f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n"), aws,
+                 f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n") if keys else "", aws,
                  "    resources:"]
         lines += [f"      {name}: {arn}" for name, arn in resources.items()]
         lines += [cache, "log:", "  level: info"]
@@ -746,9 +746,59 @@ def config_reject(_h: Harness) -> None:
             figure(f"config_reject_200kb_{name}_ms", f"{statistics.median(times) * 1000:.1f}")
 
 
+def file_reject(h: Harness) -> None:
+    """How long `--check` takes to refuse a FIFO or /dev/zero given as the
+    config or as a token file (each is refused without reading it), and how
+    long 20 concurrent misses take with credentials from a 900 KB shared
+    credentials file (its metadata is compared per call, not its content)."""
+    with tempfile.TemporaryDirectory() as d:
+        fifo = os.path.join(d, "fifo")
+        os.mkfifo(fifo)
+        arn = "arn:aws:secretsmanager:us-west-1:123456789012:secret:s"
+        cases = {"config": {}, "token": {}}
+        for name, target in (("fifo", fifo), ("dev_zero", "/dev/zero")):
+            cases["config"][name] = target
+            token_config = os.path.join(d, f"token-{name}.yaml")
+            with open(token_config, "w") as f:
+                f.write(f"service:\n  tcp:\n    endpoint: 127.0.0.1:0\nsecret-manager:\n  aws:\n"
+                        f"    region: {REGION}\n{KEYS}    resources:\n      s: {arn}\n"
+                        f"auth:\n  tokens:\n    - token-file: {target}\n      resources: [\"*\"]\n")
+            cases["token"][name] = token_config
+        for kind, paths in cases.items():
+            for name, path in paths.items():
+                times = []
+                for _ in range(max(ROUNDS, 5)):
+                    started = time.monotonic()
+                    out = subprocess.run([AGENT, "--check", "--config", path], capture_output=True,
+                                         text=True, timeout=30)
+                    times.append(time.monotonic() - started)
+                    if out.returncode != 2 or "not a regular file" not in out.stderr:
+                        raise RuntimeError(f"{kind} {name}: exit {out.returncode}: {out.stderr[:300]}")
+                figure(f"reject_{name}_{kind}_ms", f"{statistics.median(times) * 1000:.1f}")
+
+        arns = {f"f{i}": h.create_secret(f"bench/shared-file/{uuid.uuid4()}", f"v{i}") for i in range(20)}
+        for label, size in (("small", 0), ("900kb", 900 * 1024)):
+            credentials = os.path.join(d, f"credentials-{label}")
+            text = "[default]\naws_access_key_id = AKIABENCHSHAREDFILE0\naws_secret_access_key = bench-secret\n"
+            with open(credentials, "w") as f:
+                f.write(text + "#" * 79 + "\n" * ((size - len(text)) // 80 + 1) if size else text)
+            agent = Agent(h.moto, arns, "cache:\n  ttl: 0s", keys=False,
+                          env={"AWS_SHARED_CREDENTIALS_FILE": credentials})
+            agent.ms_to_ready()
+            times = []
+            with ThreadPoolExecutor(20) as pool:
+                for _ in range(max(ROUNDS, 5)):
+                    started = time.monotonic()
+                    bodies = list(pool.map(lambda n: get(f"{agent.url}/secrets/{n}"), arns))
+                    times.append(time.monotonic() - started)
+                    assert bodies == [f"v{i}".encode() for i in range(20)], bodies
+            agent.stop()
+            figure(f"shared_file_{label}_20_misses_ms", f"{statistics.median(times) * 1000:.1f}")
+
+
 def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
-    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject,
+    steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject, file_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
                                      cost_concurrency, brownout, batching, events,
                                      slow_refresh_ahead, log_flood)}

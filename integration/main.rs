@@ -12,6 +12,7 @@ mod credentials;
 mod events;
 mod examples;
 mod hardening;
+mod hostile_files;
 mod log_hygiene;
 mod patterns;
 mod production;

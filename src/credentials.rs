@@ -17,7 +17,6 @@
 //! keeps temporary credentials until shortly before they expire.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -35,8 +34,8 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_secretsmanager::config::Region;
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroize;
 
+use crate::config::file;
 use crate::metrics::METRICS;
 
 /// Time an IMDS request may take before the chain gives up on it.
@@ -479,7 +478,7 @@ impl ProvideCredentials for Chain {
 /// "fetches the latest credentials from the shared credentials file".
 /// aws-config's `ProfileFileCredentialsProvider` parses the files once per
 /// `ProviderConfig` and keeps them, so this builds a new one whenever the
-/// files' contents change.
+/// files change (their metadata tells: see [`Stamp`]).
 #[derive(Debug)]
 struct SharedFile {
     profile: Option<String>,
@@ -489,9 +488,39 @@ struct SharedFile {
     current: Mutex<Option<(Fingerprint, Arc<ProfileFileCredentialsProvider>)>>,
 }
 
-/// A hash of each file's contents (`None`: absent). Contents rather than
-/// modification times: two writes within one timer tick can share an mtime.
-type Fingerprint = Vec<Option<u64>>;
+/// Largest shared credentials or config file: 1 MiB, far more than any
+/// real one; a larger one (or a FIFO, a device) is refused, since the SDK
+/// reads it whole.
+const SHARED_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Each file's [`Stamp`] (`None`: absent).
+type Fingerprint = Vec<Option<Stamp>>;
+
+/// What tells that a file changed, from its metadata alone: its identity
+/// (device, inode: a file renamed onto it), size, and modification and
+/// change times to the nanosecond. Two writes of the same size within one
+/// tick of the kernel's file clock (a few ms) can share a stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
 
 impl SharedFile {
     fn new(profile: Option<String>, region: Option<Region>) -> SharedFile {
@@ -502,28 +531,40 @@ impl SharedFile {
         }
     }
 
-    fn fingerprint(&self) -> Fingerprint {
+    /// The files' stamps; an error when one is not a regular file of at
+    /// most [`SHARED_FILE_BYTES`]. Asks `stat` only: no file is opened.
+    fn fingerprint(&self) -> Result<Fingerprint, CredentialsError> {
         [
-            shared_credentials_path(),
-            aws_file("AWS_CONFIG_FILE", "config"),
+            (shared_credentials_path(), "credentials"),
+            (aws_file("AWS_CONFIG_FILE", "config"), "config"),
         ]
         .iter()
-        .map(|p| {
-            let mut contents = std::fs::read(p).ok()?;
-            let mut hasher = std::hash::DefaultHasher::new();
-            contents.hash(&mut hasher);
-            contents.zeroize();
-            Some(hasher.finish())
-        })
+        .map(
+            |(path, what)| match file::regular(path, SHARED_FILE_BYTES) {
+                Ok(meta) => Ok(Some(Stamp::of(&meta))),
+                Err(e) if file::refusal(&e).is_some() => {
+                    Err(CredentialsError::invalid_configuration(format!(
+                        "{} (the shared AWS {what} file) is refused: {e}",
+                        path.display()
+                    )))
+                }
+                // Absent or unreadable: the SDK finds nothing there, or says why.
+                Err(_) => Ok(None),
+            },
+        )
         .collect()
     }
 
-    fn provider(&self) -> Arc<ProfileFileCredentialsProvider> {
-        let fingerprint = self.fingerprint();
+    /// The provider for the files as they are now: the one of the last
+    /// call while their stamps are unchanged, else a new one, which reads
+    /// them again.
+    fn provider(&self) -> Result<Arc<ProfileFileCredentialsProvider>, CredentialsError> {
+        let fingerprint = self.fingerprint()?;
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*current {
+        Ok(match &*current {
             Some((seen, provider)) if *seen == fingerprint => provider.clone(),
             _ => {
+                log::debug!("reading the shared AWS credentials and config files");
                 // A fresh ProviderConfig: it caches the parsed files.
                 let provider_config = ProviderConfig::default().with_region(self.region.clone());
                 let mut builder =
@@ -538,7 +579,7 @@ impl SharedFile {
                 *current = Some((fingerprint, provider.clone()));
                 provider
             }
-        }
+        })
     }
 }
 
@@ -548,7 +589,7 @@ impl ProvideCredentials for SharedFile {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            let mut creds = self.provider().provide_credentials().await?;
+            let mut creds = self.provider()?.provide_credentials().await?;
             let label = ChainSource::SharedFile.label(self.profile.as_deref());
             creds.set_property(Source(label));
             Ok(creds)
@@ -653,6 +694,25 @@ impl<P: ProvideCredentials> ProvideCredentials for Refreshing<P> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_stamp_changes_with_the_file_not_with_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let stamp = || Stamp::of(&std::fs::metadata(&path).unwrap());
+        std::fs::write(&path, "[default]\n").unwrap();
+        let first = stamp();
+        std::fs::read(&path).unwrap();
+        assert_eq!(stamp(), first);
+        std::fs::write(&path, "[default]\nx = 1\n").unwrap();
+        let rewritten = stamp();
+        assert_ne!(rewritten, first);
+        // Same size, renamed onto it: another inode.
+        let other = dir.path().join("new");
+        std::fs::write(&other, "[default]\nx = 2\n").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_ne!(stamp(), rewritten);
+    }
 
     /// Hands out credentials that expire `lifetime` from now, numbered.
     #[derive(Debug)]

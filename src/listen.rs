@@ -40,7 +40,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::aerospike::{self, MAGIC};
-use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig, TlsConfig, UdsConfig};
+use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig, TlsConfig, UdsConfig, file};
 use crate::http::{self, AppState, ConnectionLimit};
 
 /// Most bytes read from a client in one go and held before the parser
@@ -628,7 +628,8 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 fn tls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs = read_certs(&tls.cert_file, "service.tcp.tls.cert-file")?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).with_context(|| {
+    let pem = read_pem(&tls.key_file, "service.tcp.tls.key-file")?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).with_context(|| {
         format!(
             "no private key in {} (service.tcp.tls.key-file)",
             tls.key_file.display()
@@ -667,9 +668,18 @@ fn tls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
+/// A PEM file: regular, at most [`file::PEM_BYTES`]; wiped when dropped,
+/// as a key file holds the private key.
+fn read_pem(path: &Path, key: &str) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    file::read(path, file::PEM_BYTES)
+        .map(zeroize::Zeroizing::new)
+        .with_context(|| format!("cannot read {} ({key})", path.display()))
+}
+
 fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let pem = read_pem(path, key)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("cannot read certificates from {} ({key})", path.display()))?;
     if certs.is_empty() {
         bail!("no certificate in {} ({key})", path.display());

@@ -63,10 +63,10 @@ enum Command {
 /// standard error; exit 2 when the file cannot be read or converted.
 fn convert(file: &std::path::Path, account: Option<&str>, region: Option<&str>) -> ExitCode {
     let shown = file.display().to_string();
-    let text = match std::fs::read_to_string(file) {
+    let text = match secret_agent::read_config_file(file) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("secret-agent: cannot read {shown}: {e}");
+            eprintln!("secret-agent: {e}");
             return ExitCode::from(2);
         }
     };
@@ -102,6 +102,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.check {
+        // No signal handlers here: SIGTERM and SIGINT end a check at once,
+        // whatever it is reading.
+        return match load(&cli, &runtime) {
+            Ok(config) => print_summary(&config.summary()),
+            Err(code) => code,
+        };
+    }
     // First, before anything slow: a SIGHUP, SIGTERM or SIGINT that arrives
     // while the agent starts must not kill it with the default action.
     let signals = match runtime.block_on(async { Signals::install() }) {
@@ -111,31 +119,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let as_aws_agent = std::env::args_os()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|path| Some(path.file_name()?.to_str()?.to_owned()))
-        .is_some_and(|name| AWS_AGENT_NAMES.contains(&name.as_str()));
-    let loaded = match (&cli.config, cli.lambda || as_aws_agent) {
-        (Some(file), _) if is_toml(file) => runtime
-            .block_on(secret_agent::aws_agent_config(Some(file)))
-            .map_err(|e| format!("{e:#}")),
-        (Some(file), _) => Config::load(file).map_err(|e| e.to_string()),
-        (None, true) => runtime
-            .block_on(secret_agent::aws_agent_config(None))
-            .map_err(|e| format!("{e:#}")),
-        (None, false) => Config::load(DEFAULT_CONFIG.as_ref()).map_err(|e| e.to_string()),
-    };
-    let config = match loaded {
+    let config = match load(&cli, &runtime) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("secret-agent: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if cli.check {
-        return print_summary(&config.summary());
-    }
 
     secret_agent::install_logging(config.log_level);
 
@@ -151,6 +138,8 @@ fn main() -> ExitCode {
             .await?;
         anyhow::Ok(())
     });
+    // A reload's read abandoned on a hung file system must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -162,6 +151,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The config `cli` names; on error, says why and gives exit code 2.
+fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode> {
+    let as_aws_agent = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|path| Some(path.file_name()?.to_str()?.to_owned()))
+        .is_some_and(|name| AWS_AGENT_NAMES.contains(&name.as_str()));
+    let loaded = match (&cli.config, cli.lambda || as_aws_agent) {
+        (Some(file), _) if is_toml(file) => runtime
+            .block_on(secret_agent::aws_agent_config(Some(file)))
+            .map_err(|e| format!("{e:#}")),
+        (Some(file), _) => Config::load(file).map_err(|e| e.to_string()),
+        (None, true) => runtime
+            .block_on(secret_agent::aws_agent_config(None))
+            .map_err(|e| format!("{e:#}")),
+        (None, false) => Config::load(DEFAULT_CONFIG.as_ref()).map_err(|e| e.to_string()),
+    };
+    loaded.map_err(|e| {
+        eprintln!("secret-agent: {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// Whether `file` is the AWS agent's TOML rather than this agent's YAML.

@@ -5,16 +5,59 @@
 //! listeners and connection limits need a restart, and the log says so.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::aerospike::ProtocolSettings;
 use crate::app::probe_credentials;
 use crate::aws::AwsSettings;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::http::{AppState, Authorizer, Snapshot};
 use crate::metrics::METRICS;
 use crate::upstream::Upstream;
+
+/// How long a reload may take to read its files (and resolve the names in
+/// them) before it is abandoned and the running config stays in effect:
+/// 10 s, far more than local files need; only a hung file system (a dead
+/// NFS server) or resolver takes longer.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a reload read no new config.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading the config took longer than {}; abandoned (a hung file system?)", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    #[error("an earlier reload's read has not finished yet (a hung file system?)")]
+    StillReading,
+    #[error("reading the config failed: {0}")]
+    Failed(tokio::task::JoinError),
+}
+
+/// A blocking read on a blocking thread, given `timeout` to finish. A read
+/// that does not is left to its thread and kept in `pending`: until it
+/// ends, later reads are refused at once, so that a hung file system holds
+/// one thread, not one per SIGHUP.
+async fn read_within<T: Send + 'static>(
+    pending: &mut Option<JoinHandle<T>>,
+    timeout: Duration,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ReadError> {
+    if pending.as_ref().is_some_and(|task| !task.is_finished()) {
+        return Err(ReadError::StillReading);
+    }
+    *pending = None;
+    let mut task = tokio::task::spawn_blocking(read);
+    match tokio::time::timeout(timeout, &mut task).await {
+        Ok(done) => done.map_err(ReadError::Failed),
+        Err(_) => {
+            *pending = Some(task);
+            Err(ReadError::TimedOut(timeout))
+        }
+    }
+}
 
 /// Applies reloads, one at a time.
 pub(crate) struct Reloader {
@@ -26,6 +69,8 @@ pub(crate) struct Reloader {
     /// The probe of the newest credentials; an older one is stopped, and all
     /// of them when the reloader is dropped.
     probes: JoinSet<()>,
+    /// The read of an abandoned reload, while it has not finished.
+    pending: Option<JoinHandle<Result<Config, ConfigError>>>,
 }
 
 impl Reloader {
@@ -35,11 +80,14 @@ impl Reloader {
             upstream,
             applied,
             probes: JoinSet::new(),
+            pending: None,
         }
     }
 
     pub(crate) async fn reload(&mut self) {
-        let new = match self.applied.reread() {
+        let applied = self.applied.clone();
+        let read = read_within(&mut self.pending, READ_TIMEOUT, move || applied.reread()).await;
+        let new = match read.and_then(|read| Ok(read?)) {
             Ok(new) => new,
             Err(e) => {
                 METRICS.reloads.with_label_values(&["error"]).inc();
@@ -149,4 +197,31 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("secret-manager.aws.events");
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[tokio::test]
+    async fn a_read_that_hangs_is_abandoned_and_holds_one_thread() {
+        let timeout = Duration::from_millis(50);
+        let mut pending = None;
+        let (release, hang) = mpsc::channel::<()>();
+        let hung = read_within(&mut pending, timeout, move || hang.recv().is_ok()).await;
+        assert!(matches!(hung, Err(ReadError::TimedOut(t)) if t == timeout));
+        assert_eq!(
+            hung.unwrap_err().to_string(),
+            "reading the config took longer than 50ms; abandoned (a hung file system?)"
+        );
+        // While it hangs, later reads are refused at once, without a thread.
+        let refused = read_within(&mut pending, timeout, || true).await;
+        assert!(matches!(refused, Err(ReadError::StillReading)));
+        release.send(()).unwrap();
+        let task = pending.as_mut().unwrap();
+        assert!(task.await.unwrap());
+        assert!(!read_within(&mut pending, timeout, || false).await.unwrap());
+        assert!(pending.is_none());
+    }
 }

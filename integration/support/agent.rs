@@ -445,6 +445,51 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     run_cli_with_env(args, &[])
 }
 
+/// [`run_cli_with_env`] with a deadline: `None` (the process killed) when
+/// it has not exited within `timeout`, so that a hang fails the test
+/// instead of holding up the suite.
+pub fn run_cli_within(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<(i32, String, String)> {
+    let mut command = Command::new(agent_binary());
+    for var in CLEARED {
+        command.env_remove(var);
+    }
+    let mut child = command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run secret-agent");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    status.map(|status| (status.code().unwrap_or(-1), out, err))
+}
+
 /// [`run_cli`] with `env` added to the (cleared) environment.
 pub fn run_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(agent_binary());

@@ -2,38 +2,37 @@
 //! and serde's parse, and [`System`], which answers validation's questions
 //! (token files, environment variables, DNS, file modes) from the real system.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use super::error::explain_serde_message;
 use super::raw::RawConfig;
 use super::validate::Inputs;
-use super::{ConfigError, yaml};
+use super::{ConfigError, file, yaml};
 
 /// Largest config file read: far more than any real configuration, small
-/// enough that a wrong path (a log, a device) is refused at once.
-pub(super) const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// enough that a wrong path (a log) is refused at once.
+pub(super) const MAX_FILE_BYTES: u64 = file::CONFIG_BYTES;
 
 /// Deepest nesting of YAML collections accepted. A valid configuration
 /// nests at most 5 deep (`auth.tokens[0].resources[0]`); a deeper file is
 /// refused before serde_yaml parses it (see [`yaml`]).
 pub(super) const MAX_NESTING: usize = 32;
 
-/// The text of the file at `path`, at most [`MAX_FILE_BYTES`] of UTF-8.
-pub(super) fn read(path: &Path) -> Result<String, ConfigError> {
-    let read_error = |source| ConfigError::Read {
-        file: path.to_owned(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(path));
-    }
-    String::from_utf8(bytes).map_err(|e| read_error(io::Error::new(io::ErrorKind::InvalidData, e)))
+/// The text of the regular file at `path`, at most [`MAX_FILE_BYTES`] of
+/// UTF-8, without a leading byte order mark (see [`file::read_text`]).
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    file::read_text(path, MAX_FILE_BYTES).map_err(|source| {
+        if let Some(file::Refusal::TooLarge(_)) = file::refusal(&source) {
+            too_large(path)
+        } else {
+            ConfigError::Read {
+                file: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 /// Parses YAML text into the raw structs; `source` is only used in messages.
@@ -80,8 +79,8 @@ fn too_large(file: &Path) -> ConfigError {
 pub(super) struct System;
 
 impl Inputs for System {
-    fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+    fn read_token(&self, path: &Path) -> io::Result<String> {
+        file::read_text(path, file::TOKEN_BYTES)
     }
 
     fn var(&self, name: &str) -> Option<String> {
@@ -93,7 +92,7 @@ impl Inputs for System {
     }
 
     fn metadata(&self, path: &Path) -> io::Result<()> {
-        std::fs::metadata(path).map(drop)
+        file::regular(path, file::PEM_BYTES).map(drop)
     }
 
     fn mode(&self, path: &Path) -> Option<u32> {
@@ -193,6 +192,79 @@ mod tests {
         assert!(err.ends_with(expected), "{err}");
         std::fs::write(&path, &big[..MAX_FILE_BYTES as usize]).unwrap();
         Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn a_token_file_that_is_no_file_or_too_large_is_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(300 * 1024 * 1024)
+            .unwrap();
+        let token = |file: &Path| {
+            let yaml = format!(
+                "{SAMPLE}auth:\n  tokens:\n    - token-file: {}\n      resources: [\"*\"]\n",
+                file.display()
+            );
+            load(&yaml).unwrap_err().to_string()
+        };
+        let prefix = "test.yaml: auth.tokens[0].token-file: cannot read";
+        assert_eq!(
+            token(Path::new("/dev/zero")),
+            format!("{prefix} /dev/zero: it is a character device, not a regular file")
+        );
+        assert_eq!(
+            token(&fifo),
+            format!(
+                "{prefix} {}: it is a named pipe (FIFO), not a regular file",
+                fifo.display()
+            )
+        );
+        assert_eq!(
+            token(&big),
+            format!("{prefix} {}: it is larger than 65536 bytes", big.display())
+        );
+        // The config itself.
+        let err = Config::load(&fifo).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: cannot read the config file: it is a named pipe (FIFO), not a regular file",
+                fifo.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted_and_lines_stay_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bom.yaml");
+        std::fs::write(&path, format!("\u{feff}{SAMPLE}")).unwrap();
+        Config::load(&path).unwrap();
+        // SAMPLE starts with an empty line: `tcp:` is on line 3.
+        std::fs::write(
+            &path,
+            format!("\u{feff}{}", SAMPLE.replace("  tcp:", "  tpc:")),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:3: service: unknown key `tpc`", path.display())),
+            "{err}"
+        );
+        let toml = dir.path().join("bom.toml");
+        std::fs::write(&toml, "\u{feff}region = \"eu-west-1\"\n").unwrap();
+        let agent = crate::config::AwsAgentFile::read(Some(&toml)).unwrap();
+        assert_eq!(agent.region().unwrap().as_deref(), Some("eu-west-1"));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   where it is not a secret, the offending value, with suggestions;
 //! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
-//!   environment variables, DNS and file modes.
+//!   environment variables, DNS and file modes;
+//! - [`file`]: how any file the agent is given is read: regular files only,
+//!   bounded, never blocking on a FIFO or a device.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use crate::resources::{ResourceName, Resources};
 
 mod aws_agent;
 mod error;
+pub(crate) mod file;
 mod load;
 mod raw;
 mod validate;
@@ -29,6 +32,12 @@ mod yaml;
 
 pub use aws_agent::{Conversion, convert_aws_agent_config};
 pub use error::ConfigError;
+
+/// The text of a config file (this agent's YAML or the AWS agent's TOML):
+/// a regular file of at most 1 MiB of UTF-8, byte order mark dropped.
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    load::read(path)
+}
 
 /// The AWS Secrets Manager Agent's default `ssrf_headers`: the token
 /// headers accepted unless `auth.token-headers` says otherwise.

@@ -31,13 +31,15 @@ fn holds_secrets(source: &CredentialSource) -> bool {
 
 /// What validation needs from outside the file.
 pub(crate) trait Inputs {
-    /// The contents of a token file.
-    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// The contents of a token file: a regular file of at most
+    /// [`super::file::TOKEN_BYTES`].
+    fn read_token(&self, path: &Path) -> io::Result<String>;
     /// An environment variable's value; `None` when unset (or not Unicode).
     fn var(&self, name: &str) -> Option<String>;
     /// The first address of a `host:port` that is not an IP address.
     fn resolve(&self, host_port: &str) -> Option<SocketAddr>;
-    /// Fails when the file's metadata cannot be read (a TLS file that is missing).
+    /// Fails when a TLS file is missing, is not a regular file, or is larger
+    /// than [`super::file::PEM_BYTES`].
     fn metadata(&self, path: &Path) -> io::Result<()>;
     /// The permission bits of a file, when it can be read.
     fn mode(&self, path: &Path) -> Option<u32>;
@@ -250,7 +252,7 @@ impl Validator<'_> {
             let path = format!("auth.tokens[{i}]");
             let (source, value) = match (token.token_file, token.token_env) {
                 (Some(file), None) => {
-                    let text = self.inputs.read_to_string(&file).map_err(|e| {
+                    let text = self.inputs.read_token(&file).map_err(|e| {
                         self.invalid(
                             &format!("{path}.token-file"),
                             format!("cannot read {}: {e}", file.display()),
@@ -283,7 +285,7 @@ impl Validator<'_> {
                     // `file:///path`, as the AWS agent's ssrf_env_variables take.
                     if let Some(file) = text.strip_prefix("file://") {
                         let file = std::path::PathBuf::from(file);
-                        text = self.inputs.read_to_string(&file).map_err(|e| {
+                        text = self.inputs.read_token(&file).map_err(|e| {
                             self.invalid(
                                 &format!("{path}.token-env"),
                                 format!(
@@ -1257,7 +1259,7 @@ mod tests {
     }
 
     impl Inputs for Table {
-        fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        fn read_token(&self, path: &Path) -> io::Result<String> {
             let path = path.to_str().unwrap_or_default();
             self.files
                 .get(path)
@@ -1271,7 +1273,7 @@ mod tests {
             self.hosts.get(host_port).copied()
         }
         fn metadata(&self, path: &Path) -> io::Result<()> {
-            self.read_to_string(path).map(drop)
+            self.read_token(path).map(drop)
         }
         fn mode(&self, path: &Path) -> Option<u32> {
             self.files.get(path.to_str()?).map(|(_, mode)| *mode)
