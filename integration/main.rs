@@ -12,6 +12,7 @@ mod credentials;
 mod events;
 mod examples;
 mod hardening;
+mod hostile_upstream;
 mod patterns;
 mod production;
 mod security;
