@@ -34,6 +34,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_secretsmanager::config::Region;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
@@ -176,7 +177,7 @@ impl CredentialSource {
                 SharedCredentialsProvider::new(creds)
             }
             CredentialSource::Chain { profile } => SharedCredentialsProvider::new(Refreshing::new(
-                Chain::standard(profile.clone(), sdk.region().cloned()),
+                Chain::standard(profile.clone(), sdk.region().cloned(), sdk.http_client()),
             )),
             // Roles over roles are not configurable.
             CredentialSource::AssumeRole { base, .. } => base.provider(sdk),
@@ -394,10 +395,22 @@ impl ChainSource {
         }
     }
 
-    fn provider(self, profile: Option<&str>, region: Option<&Region>) -> SharedCredentialsProvider {
+    fn provider(
+        self,
+        profile: Option<&str>,
+        region: Option<&Region>,
+        http: Option<&SharedHttpClient>,
+    ) -> SharedCredentialsProvider {
         // Region and environment for the providers that call STS themselves
         // (web identity; profiles with role_arn).
-        let provider_config = || ProviderConfig::default().with_region(region.cloned());
+        // The agent's HTTP client too, answer bodies capped (src/aws_http.rs).
+        let provider_config = || {
+            let config = ProviderConfig::default().with_region(region.cloned());
+            match http {
+                Some(client) => config.with_http_client(client.clone()),
+                None => config,
+            }
+        };
         match self {
             ChainSource::Environment => SharedCredentialsProvider::new(Named::new(
                 "environment keys (AWS_ACCESS_KEY_ID)",
@@ -439,12 +452,19 @@ struct Chain {
 }
 
 impl Chain {
-    fn standard(profile: Option<String>, region: Option<Region>) -> Chain {
+    fn standard(
+        profile: Option<String>,
+        region: Option<Region>,
+        http: Option<SharedHttpClient>,
+    ) -> Chain {
         let profile = profile.as_deref();
         Chain {
             sources: ChainSource::ALL
                 .iter()
-                .map(|s| (s.label(profile), s.provider(profile, region.as_ref())))
+                .map(|s| {
+                    let provider = s.provider(profile, region.as_ref(), http.as_ref());
+                    (s.label(profile), provider)
+                })
                 .collect(),
         }
     }
@@ -730,7 +750,7 @@ mod tests {
         let source = CredentialSource::Chain {
             profile: Some("ops".into()),
         };
-        let chain = Chain::standard(Some("ops".into()), None);
+        let chain = Chain::standard(Some("ops".into()), None, None);
         let tried: Vec<&str> = chain
             .sources
             .iter()
