@@ -127,6 +127,12 @@ class Agent:
             kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
         return kib / 1024
 
+    def peak_rss_mb(self) -> float:
+        """The most resident memory the agent ever had (VmHWM)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            kib = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+        return kib / 1024
+
     def ms_to_ready(self) -> float:
         """Waits until /readyz answers 200; milliseconds since the start."""
         while True:
@@ -726,6 +732,28 @@ def log_flood(_h: Harness) -> None:
         agent.stop()
 
 
+def hostile_upstream(h: Harness) -> None:
+    """The agent's peak RSS while a hostile upstream (its `endpoint`)
+    answers a read: without end, with 100 MB of garbage, with a 60 or
+    10 MiB SecretString, or for another account's secret. Each read is
+    refused (502) and the answer's body is capped at 1 MiB."""
+    arn = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:bench-hostile-AbCdEf"
+    kinds = {"endless": ("endless", {}), "garbage_100mb": ("garbage", {"size_mb": 100}),
+             "value_60mib": ("value", {"value_bytes": 60 << 20}),
+             "value_10mib": ("value", {"value_bytes": 10 << 20}),
+             "foreign_arn": ("foreign_arn", {})}
+    for name, (kind, settings) in kinds.items():
+        hostile = h.cmd(op="start_hostile", kind=kind, **settings)
+        agent = Agent(hostile["url"], {"x": arn})
+        try:
+            status = status_of(f"{agent.url}/secrets/x")
+            if status != 502:
+                raise RuntimeError(f"{name}: the read answered {status}, not 502")
+            figure(f"hostile_upstream_{name}_peak_rss_mb", f"{agent.peak_rss_mb():.1f}")
+        finally:
+            agent.stop()
+
+
 def config_reject(_h: Harness) -> None:
     """How long `--check` takes to refuse 200 KB of deeply nested YAML; a
     reload (SIGHUP) runs the same loader."""
@@ -801,7 +829,7 @@ def main() -> None:
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject, file_reject,
                                      keepalive_flood, pipeline_flood, cost_attacks,
                                      cost_concurrency, brownout, batching, events,
-                                     slow_refresh_ahead, log_flood)}
+                                     slow_refresh_ahead, log_flood, hostile_upstream)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()
     try:

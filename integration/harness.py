@@ -39,6 +39,15 @@ Commands:
                             expire `seconds` from now (null: as STS said); real STS
                             grants at least 15 minutes, too long for a test to see a refresh
 
+  start_hostile kind [size_mb value_bytes pace_ms]  -> {"id", "url"}  (a hostile upstream
+        that answers every Secrets Manager or SSM call with `kind`: `endless` (a chunked
+        body that never ends, 64 KiB chunks, `pace_ms` apart; it gives up after 120 s),
+        `garbage` (`size_mb` MB of random bytes with their Content-Length), `value` (a
+        well-formed answer for what was asked whose value is `value_bytes` bytes),
+        `foreign_arn` (a well-formed small answer naming account 999999999999), `stall`
+        (a head and 10 bytes of a 1000-byte body, then nothing for 60 s))
+  hostile_set id kind [size_mb value_bytes pace_ms]   hostile_calls id -> [action]
+
   start_extensions_api  -> {"id", "url"}  (the Lambda Extensions API double: register,
                           event/next blocking until an event is pushed, init/error, exit/error)
   extensions_push id event_type       queues an INVOKE or SHUTDOWN event for event/next
@@ -433,6 +442,135 @@ class ProxyHandler(Handler):
             self.wfile.write(data)
 
 
+HOSTILE_KINDS = {"endless", "garbage", "value", "foreign_arn", "stall"}
+FOREIGN_ACCOUNT = "999999999999"
+# Every loop of the hostile double ends within this long.
+HOSTILE_LIMIT_S = 120
+
+
+class Hostile:
+    """An upstream (a custom endpoint, a proxy, a compromised path) whose
+    every answer is hostile in the way `kind` says."""
+
+    def __init__(self, kind: str, **settings: Any) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[str | None] = []
+        self.configure(kind, **settings)
+        self.server = Server(HostileHandler, self)
+
+    def configure(self, kind: str, size_mb: int = 100, value_bytes: int = 60 << 20,
+                  pace_ms: int = 0) -> None:
+        if kind not in HOSTILE_KINDS:
+            raise ValueError(f"unknown kind {kind!r}, expected one of {sorted(HOSTILE_KINDS)}")
+        with self.lock:
+            self.settings = {"kind": kind, "size_mb": int(size_mb),
+                             "value_bytes": int(value_bytes), "pace_ms": int(pace_ms)}
+
+
+def answered_arn(asked: str, foreign: bool) -> str:
+    """The ARN AWS answers for `asked` (an ARN, as the agent sends): a
+    secret's gets AWS's six-character suffix unless it has one; `foreign`
+    puts another account in it."""
+    arn = asked
+    if ":secret:" in arn and not re.search(r"-[A-Za-z0-9]{6}$", arn):
+        arn += "-AbCdEf"
+    if foreign:
+        parts = arn.split(":", 5)
+        if len(parts) == 6:
+            parts[4] = FOREIGN_ACCOUNT
+            arn = ":".join(parts)
+    return arn
+
+
+class HostileHandler(Handler):
+    def do_POST(self) -> None:
+        hostile: Hostile = self.server.owner
+        body = self.read_body()
+        target = self.headers.get("X-Amz-Target") or ""
+        action = target.rsplit(".", 1)[-1] if target else None
+        with hostile.lock:
+            hostile.calls.append(action)
+            settings = dict(hostile.settings)
+        try:
+            request = json.loads(body) if body else {}
+        except ValueError:
+            request = {}
+        kind = settings["kind"]
+        self.close_connection = True
+        try:
+            if kind == "endless":
+                self.endless(settings["pace_ms"])
+            elif kind == "garbage":
+                self.garbage(settings["size_mb"] * 1_000_000)
+            elif kind == "stall":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"ARN": "a')
+                self.wfile.flush()
+                self.connection.settimeout(HOSTILE_LIMIT_S / 2)
+                self.connection.recv(1)  # returns when the agent gives up
+            else:
+                value = b"x" * (settings["value_bytes"] if kind == "value" else 8)
+                self.well_formed(action, request, value, foreign=kind == "foreign_arn")
+        except (ConnectionError, TimeoutError, OSError):
+            pass
+
+    def endless(self, pace_ms: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b'{"SecretString": "' + b"x" * (65536 - 18)
+        deadline = time.monotonic() + HOSTILE_LIMIT_S
+        while time.monotonic() < deadline:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            chunk = b"x" * 65536
+            if pace_ms:
+                self.wfile.flush()
+                time.sleep(pace_ms / 1000)
+
+    def garbage(self, size: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        block = os.urandom(1 << 20)
+        deadline = time.monotonic() + HOSTILE_LIMIT_S
+        while size > 0 and time.monotonic() < deadline:
+            self.wfile.write(block[:size])
+            size -= len(block)
+
+    def well_formed(self, action: str | None, request: dict[str, Any], value: bytes,
+                    foreign: bool) -> None:
+        now = time.time()
+        def secret(asked: str) -> bytes:
+            arn = answered_arn(asked, foreign)
+            name = arn.split(":secret:", 1)[-1][:-7]
+            head = json.dumps({"ARN": arn, "Name": name, "VersionId": "v-1",
+                               "VersionStages": ["AWSCURRENT"], "CreatedDate": now})
+            return head[:-1].encode() + b', "SecretString": "' + value + b'"}'
+        if action == "GetSecretValue":
+            payload = secret(str(request.get("SecretId", "")))
+        elif action == "BatchGetSecretValue":
+            entries = [secret(str(i)) for i in request.get("SecretIdList") or []]
+            payload = b'{"SecretValues": [' + b", ".join(entries) + b'], "Errors": []}'
+        elif action == "GetParameter":
+            asked = str(request.get("Name", "")).split(":parameter", 1)
+            base = ":parameter".join(asked[:1] + [asked[1].split(":", 1)[0]]) if len(asked) == 2 else ""
+            arn = answered_arn(base, foreign)
+            name = "/" + arn.split(":parameter/", 1)[-1]
+            head = json.dumps({"Parameter": {"ARN": arn, "Name": name, "Type": "String",
+                                             "Version": 1, "LastModifiedDate": now,
+                                             "DataType": "text"}})
+            payload = head[:-2].encode() + b', "Value": "' + value + b'"}}'
+        else:
+            payload = json.dumps({"__type": "UnknownOperationException"}).encode()
+            return self.reply(400, payload, content_type="application/x-amz-json-1.1")
+        self.reply(200, payload, content_type="application/x-amz-json-1.1")
+
+
 class ExtensionsApi:
     """The Lambda Extensions API as an external extension sees it."""
 
@@ -496,6 +634,7 @@ class Harness:
         self.imds: dict[str, Imds] = {}
         self.proxies: dict[str, Proxy] = {}
         self.extensions: dict[str, ExtensionsApi] = {}
+        self.hostiles: dict[str, Hostile] = {}
 
     def dispatch(self, command: dict[str, Any]) -> Any:
         op = command.pop("op", None)
@@ -575,6 +714,19 @@ class Harness:
         with proxy.lock:
             return {"now": proxy.in_flight, "max": proxy.max_in_flight}
 
+    def op_start_hostile(self, kind: str, **settings: Any) -> dict[str, str]:
+        hostile_id = f"hostile-{len(self.hostiles) + 1}"
+        self.hostiles[hostile_id] = Hostile(kind, **settings)
+        return {"id": hostile_id, "url": self.hostiles[hostile_id].server.url}
+
+    def op_hostile_set(self, id: str, kind: str, **settings: Any) -> None:
+        self.hostiles[id].configure(kind, **settings)
+
+    def op_hostile_calls(self, id: str) -> list[str | None]:
+        hostile = self.hostiles[id]
+        with hostile.lock:
+            return list(hostile.calls)
+
     def op_start_extensions_api(self) -> dict[str, str]:
         api_id = f"extensions-{len(self.extensions) + 1}"
         self.extensions[api_id] = ExtensionsApi()
@@ -600,7 +752,7 @@ class Harness:
     def stop(self) -> None:
         """Stop every server concurrently, waiting at most about a second."""
         stoppers = [d.server.stop for d in (*self.imds.values(), *self.proxies.values(),
-                                             *self.extensions.values())]
+                                             *self.extensions.values(), *self.hostiles.values())]
         threads = [threading.Thread(target=f, daemon=True) for f in (*stoppers, self.moto.stop)]
         for thread in threads:
             thread.start()

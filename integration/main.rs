@@ -13,6 +13,7 @@ mod events;
 mod examples;
 mod hardening;
 mod hostile_files;
+mod hostile_upstream;
 mod log_hygiene;
 mod patterns;
 mod production;

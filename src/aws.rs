@@ -61,7 +61,13 @@ impl AwsSettings {
     pub(crate) async fn build(&self) -> (SdkConfig, AgentCredentials) {
         let (region, from) = self.default_region().await;
         log::info!("region: {region} (from {from})");
-        let base = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // Every client built from this config (Secrets Manager, SSM, STS,
+        // SQS) shares the one HTTP client, its answer bodies capped.
+        if let Some(client) = crate::aws_http::default_client() {
+            loader = loader.http_client(crate::aws_http::capped(client));
+        }
+        let base = loader
             .region(region)
             .no_credentials()
             .identity_cache(IdentityCache::no_cache())

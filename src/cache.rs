@@ -34,9 +34,11 @@
 //! - a not-found answer is remembered for `negative-ttl`;
 //! - calls in flight at once: at most `max-concurrent-calls` (a semaphore);
 //!   others wait for their turn until the fetch deadline;
-//! - memory: at most `max-entries` values, and separately at most
-//!   `max-entries` entries without one (first fetches, failures, not-found
-//!   answers), so lookups that fail never evict a value others read.
+//! - memory: at most `max-entries` values holding at most `max-bytes` in
+//!   all, and separately at most `max-entries` entries without one (first
+//!   fetches, failures, not-found answers), so lookups that fail never
+//!   evict a value others read. Bytes are counted when a value is stored
+//!   or dropped, never on a read.
 //!
 //! Every task the cache spawns (fetches, timers, prefetches and their
 //! retries) belongs to it: they end when the last [`Cache`] handle is
@@ -339,6 +341,10 @@ struct Inner {
     slots: DashMap<Key, Arc<Slot>, foldhash::fast::RandomState>,
     /// Logical clock for least-recently-used eviction.
     clock: AtomicU64,
+    /// What the values of the slots in `slots` cost ([`cost`]), in bytes,
+    /// against `max-bytes`. Each slot's share is its `SlotState::counted`,
+    /// changed under that slot's lock.
+    bytes: AtomicUsize,
     /// One permit per call to AWS in flight (`max-concurrent-calls`).
     calls: Semaphore,
     /// Fetches and timers run here, not on the reader's task (nor on the
@@ -397,6 +403,9 @@ struct SlotState {
     refreshes: Budget,
     /// The last not-found answer, repeated to reads until it expires.
     not_found: Option<(UpstreamError, Instant)>,
+    /// This slot's share of `Inner::bytes`: its value's [`cost`], or 0
+    /// without a value or once retired.
+    counted: usize,
     /// `ok` or the error kind of the last fetch, for metrics.
     last_outcome: Option<&'static str>,
 }
@@ -435,10 +444,20 @@ impl SlotState {
     }
 
     /// Called once the slot is out of the map: a fetch under way still
-    /// answers its readers, but nothing is scheduled after it.
-    fn retire(&mut self) {
+    /// answers its readers, but nothing is scheduled after it, and its
+    /// value no longer counts against `max-bytes` (of `bytes`).
+    fn retire(&mut self, bytes: &AtomicUsize) {
         self.retired = true;
         self.stop_timer();
+        self.count(bytes, 0);
+    }
+
+    /// Makes this slot's share of `bytes` `cost`, unless it is retired.
+    fn count(&mut self, bytes: &AtomicUsize, cost: usize) {
+        let cost = if self.retired { 0 } else { cost };
+        bytes.fetch_add(cost, Ordering::Relaxed);
+        bytes.fetch_sub(self.counted, Ordering::Relaxed);
+        self.counted = cost;
     }
 }
 
@@ -489,6 +508,7 @@ impl Cache {
                 settings: ArcSwap::from_pointee(settings),
                 slots: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 clock: AtomicU64::new(0),
+                bytes: AtomicUsize::new(0),
                 calls: Semaphore::new(max_concurrent_calls),
                 runtime: Handle::current(),
                 tasks,
@@ -594,6 +614,12 @@ impl Cache {
     /// way, and remembered failures).
     pub(crate) fn len(&self) -> usize {
         self.inner.slots.len()
+    }
+
+    /// What the cached values cost, in bytes (see [`cost`]).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.inner.bytes.load(Ordering::Relaxed)
     }
 
     /// A client's forced refresh: fetches `arn` at `version` now, joining a
@@ -733,7 +759,7 @@ impl Cache {
             kept
         });
         for slot in removed {
-            slot.state().retire();
+            slot.state().retire(&self.inner.bytes);
         }
     }
 
@@ -1014,13 +1040,20 @@ impl Inner {
     }
 
     /// Evicts the least recently used slots that hold a value (`valued`) or
-    /// do not, until at most `keep` of that kind are left; `spare` stays.
+    /// do not, until at most `keep` of that kind are left, and for values,
+    /// until they cost at most `max-bytes`; `spare` stays.
     /// Slots of the other kind are never touched, so failed lookups cannot
     /// push values out, and values only push out other values.
     fn evict(&self, valued: bool, keep: usize, spare: Option<&Key>) {
         let kind = |slot: &Slot| slot.value.load().is_some() == valued;
-        let count = self.slots.iter().filter(|entry| kind(entry)).count();
-        for _ in keep..count {
+        let max_bytes = self.settings().max_bytes;
+        let mut count = self.slots.iter().filter(|entry| kind(entry)).count();
+        let over = |count: usize| {
+            count > keep || (valued && self.bytes.load(Ordering::Relaxed) > max_bytes)
+        };
+        // Each round removes a slot or ends.
+        while over(count) {
+            count = count.saturating_sub(1);
             let oldest = self
                 .slots
                 .iter()
@@ -1029,7 +1062,7 @@ impl Inner {
                 .map(|entry| entry.key().clone());
             let Some(key) = oldest else { return };
             if let Some((key, slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
-                slot.state().retire();
+                slot.state().retire(&self.bytes);
                 log::debug!(
                     "cache full; evicted {}{} ({})",
                     key.arn,
@@ -1332,6 +1365,7 @@ impl Inner {
                     secret: Arc::clone(secret),
                     fetched_at,
                 })));
+                state.count(&self.bytes, cost(key, secret));
                 if old
                     .as_ref()
                     .is_some_and(|old| old.secret.version_id != secret.version_id)
@@ -1344,7 +1378,8 @@ impl Inner {
                 if !state.retired {
                     state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
                 }
-                !had_value && self.slots.len() > settings.max_entries
+                (!had_value && self.slots.len() > settings.max_entries)
+                    || self.bytes.load(Ordering::Relaxed) > settings.max_bytes
             }
             Err(err) if err.is_transient() => {
                 let Some(cached) = slot.value.load_full() else {
@@ -1373,7 +1408,9 @@ impl Inner {
                 state.failures = 0;
                 state.not_found = (err.is_not_found() && !settings.negative_ttl.is_zero())
                     .then(|| (err.clone(), Instant::now() + settings.negative_ttl));
-                if slot.value.swap(None).is_some() {
+                let dropped = slot.value.swap(None).is_some();
+                state.count(&self.bytes, 0);
+                if dropped {
                     log::warn!(
                         "{}{} is no longer served: {}",
                         key.arn,
@@ -1422,7 +1459,13 @@ impl Inner {
             if at >= stale_until {
                 tokio::time::sleep_until(stale_until).await;
                 slot.lapsed.store(true, Ordering::Relaxed);
-                if slot.value.swap(None).is_some() {
+                let mut state = slot.state();
+                let dropped = slot.value.swap(None).is_some();
+                if let Some(inner) = inner.upgrade() {
+                    state.count(&inner.bytes, 0);
+                }
+                drop(state);
+                if dropped {
                     log::warn!(
                         "{} is past max-stale and AWS still fails; no longer served",
                         key.arn
@@ -1437,6 +1480,24 @@ impl Inner {
         })
         .abort_handle()
     }
+}
+
+/// What a cached value costs against `max-bytes`: its value, its
+/// metadata and key, and the fixed size of a slot holding it.
+fn cost(key: &Key, secret: &Secret) -> usize {
+    let text = [
+        secret.arn.len(),
+        secret.name.len(),
+        secret.version_id.as_ref().map_or(0, String::len),
+        key.arn.as_str().len(),
+    ];
+    let stages: usize = secret.version_stages.iter().map(String::len).sum();
+    secret.value.len()
+        + text.iter().sum::<usize>()
+        + stages
+        + size_of::<Secret>()
+        + size_of::<Cached>()
+        + size_of::<Slot>()
 }
 
 /// One secret's share of a batch: its slot, and where its outcome goes.
@@ -1510,6 +1571,8 @@ mod tests {
         missing: Mutex<HashSet<String>>,
         /// ARNs a batch answer leaves out.
         omitted: Mutex<HashSet<String>>,
+        /// Bytes of each value; 0 for a short text naming the call.
+        value_size: AtomicUsize,
     }
 
     /// Counts a call out of `in_flight` when it ends, or is dropped at its deadline.
@@ -1568,6 +1631,7 @@ mod tests {
             let (n, in_flight) = self.begin();
             let delay = *self.delay.lock().unwrap();
             let failure = self.failure.lock().unwrap().clone();
+            let size = self.value_size.load(Ordering::SeqCst);
             async move {
                 let _in_flight = in_flight;
                 tokio::time::sleep(delay).await;
@@ -1577,7 +1641,11 @@ mod tests {
                 if let Version::Id(id) = version {
                     return Err(UpstreamError::VersionNotFound(format!("no version {id}")));
                 }
-                Ok(fake_secret(&arn, n))
+                let mut secret = fake_secret(&arn, n);
+                if size > 0 {
+                    secret.value = secret_bytes(vec![b'x'; size]);
+                }
+                Ok(secret)
             }
             .boxed()
         }
@@ -1629,6 +1697,7 @@ mod tests {
             refresh_ahead: Duration::from_secs(20),
             max_stale: Duration::from_secs(60),
             max_entries: 10,
+            max_bytes: 1 << 30,
             prefetch: false,
             fetch_timeout: Duration::from_secs(5),
             min_refresh_interval: Duration::from_secs(1),
@@ -1971,6 +2040,55 @@ mod tests {
         assert_eq!(fake.calls(), 4);
         assert_eq!(read(&cache, 0).await.unwrap().1, CacheStatus::Hit);
         assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn values_are_bounded_in_bytes_least_recently_used_first() {
+        const VALUE: usize = 100_000;
+        let (fake, cache) = setup(CacheConfig {
+            max_entries: 100,
+            max_bytes: 3 * VALUE + VALUE / 2,
+            ..settings()
+        });
+        fake.value_size.store(VALUE, Ordering::SeqCst);
+        for n in 0..3 {
+            read(&cache, n).await.unwrap();
+        }
+        let three = cache.bytes();
+        assert!(
+            three > 3 * VALUE && three < 3 * VALUE + VALUE / 2,
+            "{three}"
+        );
+        // A hit counts nothing.
+        read(&cache, 0).await.unwrap();
+        assert_eq!(cache.bytes(), three);
+        // 1 is now the least recently used; a fourth value pushes it out.
+        read(&cache, 3).await.unwrap();
+        settle().await;
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.bytes(), three);
+        for n in [0, 2, 3] {
+            assert_eq!(read(&cache, n).await.unwrap().1, CacheStatus::Hit, "{n}");
+        }
+        assert_eq!(read(&cache, 1).await.unwrap().1, CacheStatus::Miss);
+        assert!(cache.bytes() <= 3 * VALUE + VALUE / 2);
+        // Small values fit many more: the bound is in bytes, not entries.
+        fake.value_size.store(0, Ordering::SeqCst);
+        for n in 10..40 {
+            read(&cache, n).await.unwrap();
+        }
+        assert!(cache.len() > 30, "{}", cache.len());
+        assert!(cache.bytes() <= 3 * VALUE + VALUE / 2);
+        // A value dropped on a lasting failure, or by a reload, counts no more.
+        let before = cache.bytes();
+        fake.fail_with(Some(denied()));
+        cache
+            .refresh(&arn(10), &Version::Current)
+            .await
+            .unwrap_err();
+        assert!(cache.bytes() < before);
+        cache.retain(&HashSet::new());
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

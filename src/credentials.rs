@@ -33,6 +33,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_secretsmanager::config::Region;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::file;
@@ -175,7 +176,7 @@ impl CredentialSource {
                 SharedCredentialsProvider::new(creds)
             }
             CredentialSource::Chain { profile } => SharedCredentialsProvider::new(Refreshing::new(
-                Chain::standard(profile.clone(), sdk.region().cloned()),
+                Chain::standard(profile.clone(), sdk.region().cloned(), sdk.http_client()),
             )),
             // Roles over roles are not configurable.
             CredentialSource::AssumeRole { base, .. } => base.provider(sdk),
@@ -393,10 +394,22 @@ impl ChainSource {
         }
     }
 
-    fn provider(self, profile: Option<&str>, region: Option<&Region>) -> SharedCredentialsProvider {
+    fn provider(
+        self,
+        profile: Option<&str>,
+        region: Option<&Region>,
+        http: Option<&SharedHttpClient>,
+    ) -> SharedCredentialsProvider {
         // Region and environment for the providers that call STS themselves
         // (web identity; profiles with role_arn).
-        let provider_config = || ProviderConfig::default().with_region(region.cloned());
+        // The agent's HTTP client too, answer bodies capped (src/aws_http.rs).
+        let provider_config = || {
+            let config = ProviderConfig::default().with_region(region.cloned());
+            match http {
+                Some(client) => config.with_http_client(client.clone()),
+                None => config,
+            }
+        };
         match self {
             ChainSource::Environment => SharedCredentialsProvider::new(Named::new(
                 "environment keys (AWS_ACCESS_KEY_ID)",
@@ -405,6 +418,7 @@ impl ChainSource {
             ChainSource::SharedFile => SharedCredentialsProvider::new(SharedFile::new(
                 profile.map(str::to_owned),
                 region.cloned(),
+                http.cloned(),
             )),
             ChainSource::WebIdentity => SharedCredentialsProvider::new(Named::new(
                 "web identity token (IRSA)",
@@ -438,12 +452,19 @@ struct Chain {
 }
 
 impl Chain {
-    fn standard(profile: Option<String>, region: Option<Region>) -> Chain {
+    fn standard(
+        profile: Option<String>,
+        region: Option<Region>,
+        http: Option<SharedHttpClient>,
+    ) -> Chain {
         let profile = profile.as_deref();
         Chain {
             sources: ChainSource::ALL
                 .iter()
-                .map(|s| (s.label(profile), s.provider(profile, region.as_ref())))
+                .map(|s| {
+                    let provider = s.provider(profile, region.as_ref(), http.as_ref());
+                    (s.label(profile), provider)
+                })
                 .collect(),
         }
     }
@@ -484,6 +505,8 @@ struct SharedFile {
     profile: Option<String>,
     /// For profiles that assume a role through STS.
     region: Option<Region>,
+    /// The agent's HTTP client, answer bodies capped, for those STS calls.
+    http: Option<SharedHttpClient>,
     /// The provider for the file as last seen, and that file's fingerprint.
     current: Mutex<Option<(Fingerprint, Arc<ProfileFileCredentialsProvider>)>>,
 }
@@ -523,10 +546,15 @@ impl Stamp {
 }
 
 impl SharedFile {
-    fn new(profile: Option<String>, region: Option<Region>) -> SharedFile {
+    fn new(
+        profile: Option<String>,
+        region: Option<Region>,
+        http: Option<SharedHttpClient>,
+    ) -> SharedFile {
         SharedFile {
             profile,
             region,
+            http,
             current: Mutex::new(None),
         }
     }
@@ -566,7 +594,11 @@ impl SharedFile {
             _ => {
                 log::debug!("reading the shared AWS credentials and config files");
                 // A fresh ProviderConfig: it caches the parsed files.
-                let provider_config = ProviderConfig::default().with_region(self.region.clone());
+                let mut provider_config =
+                    ProviderConfig::default().with_region(self.region.clone());
+                if let Some(http) = &self.http {
+                    provider_config = provider_config.with_http_client(http.clone());
+                }
                 let mut builder =
                     ProfileFileCredentialsProvider::builder().configure(&provider_config);
                 if let Some(profile) = &self.profile {
@@ -790,7 +822,7 @@ mod tests {
         let source = CredentialSource::Chain {
             profile: Some("ops".into()),
         };
-        let chain = Chain::standard(Some("ops".into()), None);
+        let chain = Chain::standard(Some("ops".into()), None, None);
         let tried: Vec<&str> = chain
             .sources
             .iter()

@@ -12,6 +12,7 @@
 //! - [`resources`]: resource names, secret and parameter ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
+//! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
 //! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
@@ -28,6 +29,7 @@
 mod aerospike;
 mod app;
 mod aws;
+mod aws_http;
 mod cache;
 mod config;
 mod credentials;

@@ -16,6 +16,7 @@ use aws_sdk_secretsmanager::config::Region;
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
+use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::resources::SecretArn;
@@ -85,7 +86,33 @@ pub enum UpstreamError {
     Service { code: String, message: String },
     #[error("unexpected answer from AWS ({code}): {message}")]
     Other { code: String, message: String },
+    /// An answer the agent refuses to read or serve: it never holds the
+    /// value, nor does the message.
+    #[error("refused the answer from AWS: {0}")]
+    BadAnswer(BadAnswer),
 }
+
+/// What was wrong with an answer the agent refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAnswer {
+    /// The body was over the cap of its call (see [`crate::aws_http`]).
+    #[error("its body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// A value larger than AWS stores.
+    #[error("the value of {resource} is larger than AWS's limit of {limit} bytes")]
+    ValueTooLarge { resource: String, limit: usize },
+    /// The answer is for another secret or parameter than the one asked.
+    #[error("it is for {answered}, not {asked}")]
+    WrongArn { asked: String, answered: String },
+}
+
+/// Largest SecretString or SecretBinary AWS stores, in bytes (64 KiB).
+pub(crate) const MAX_SECRET_BYTES: usize = 65_536;
+
+/// Largest Parameter Store value the agent takes, in bytes: AWS stores
+/// at most 8 KB (advanced tier); 32 KiB holds 8,192 characters of any
+/// UTF-8 text, whether AWS counts bytes or characters.
+pub(crate) const MAX_PARAMETER_BYTES: usize = 32 * 1024;
 
 impl UpstreamError {
     /// A stable snake_case name of the kind of failure, for metrics and codes.
@@ -104,6 +131,9 @@ impl UpstreamError {
             UpstreamError::Busy => "busy",
             UpstreamError::Service { .. } => "service_error",
             UpstreamError::Other { .. } => "other",
+            UpstreamError::BadAnswer(BadAnswer::BodyTooLarge { .. }) => "answer_too_large",
+            UpstreamError::BadAnswer(BadAnswer::ValueTooLarge { .. }) => "value_too_large",
+            UpstreamError::BadAnswer(BadAnswer::WrongArn { .. }) => "wrong_arn",
         }
     }
 
@@ -116,6 +146,8 @@ impl UpstreamError {
             | UpstreamError::Throttled(_)
             | UpstreamError::Busy
             | UpstreamError::Service { .. } => true,
+            // Cut off like a broken connection: the last good value stays.
+            UpstreamError::BadAnswer(BadAnswer::BodyTooLarge { .. }) => true,
             UpstreamError::Credentials { transient, .. } => *transient,
             _ => false,
         }
@@ -354,6 +386,10 @@ impl Upstream {
                 .map_err(|e| classify(e, false))?;
             for entry in out.secret_values.unwrap_or_default() {
                 let Some(arn) = entry.arn.as_deref().and_then(|a| asked_for(arns, a)) else {
+                    log::warn!(
+                        "BatchGetSecretValue answered a secret that was not asked for ({}); its entry is dropped",
+                        shown_arn(entry.arn.as_deref())
+                    );
                     continue;
                 };
                 let secret = to_secret(
@@ -390,14 +426,57 @@ impl Upstream {
 /// The ARN asked for that `answered` (the full ARN AWS answers with, or the
 /// id as sent) names: the same text, or that text and AWS's random suffix.
 fn asked_for<'a>(asked: &'a [SecretArn], answered: &str) -> Option<&'a SecretArn> {
-    asked.iter().find(|a| a.as_str() == answered).or_else(|| {
-        asked.iter().find(|a| {
-            answered
-                .strip_prefix(a.as_str())
+    asked
+        .iter()
+        .find(|a| a.as_str() == answered)
+        .or_else(|| asked.iter().find(|a| names(a, answered)))
+}
+
+/// Whether the ARN of an answer is that of the secret or parameter asked
+/// for. What is sent is always an ARN: in full, or (a secret under a
+/// pattern, or configured so) without the `-XXXXXX` suffix AWS adds to a
+/// secret's name. So the answer's partition, region, account and name
+/// must be the asked ones, with at most that suffix after the name.
+fn names(asked: &SecretArn, answered: &str) -> bool {
+    answered == asked.as_str()
+        || (!asked.is_parameter()
+            && answered
+                .strip_prefix(asked.as_str())
                 .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|suffix| suffix.len() == 6)
-        })
-    })
+                .is_some_and(|suffix| {
+                    suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+                }))
+}
+
+/// Refuses an answer whose ARN is not that of `asked` (see [`names`]).
+fn check_arn(asked: &SecretArn, answered: Option<&str>) -> Result<(), UpstreamError> {
+    if answered.is_some_and(|answered| names(asked, answered)) {
+        return Ok(());
+    }
+    Err(UpstreamError::BadAnswer(BadAnswer::WrongArn {
+        asked: asked.to_string(),
+        answered: shown_arn(answered),
+    }))
+}
+
+/// An ARN from an answer as a message may show it: at most 300
+/// characters, escaped, or `no ARN`.
+fn shown_arn(arn: Option<&str>) -> String {
+    match arn {
+        Some(arn) => arn.chars().take(300).flat_map(char::escape_debug).collect(),
+        None => "no ARN".to_owned(),
+    }
+}
+
+/// `value` when it is at most `limit` bytes; else it is wiped and refused.
+fn within_limit(asked: &SecretArn, value: Bytes, limit: usize) -> Result<Bytes, UpstreamError> {
+    if value.len() <= limit {
+        return Ok(value);
+    }
+    Err(UpstreamError::BadAnswer(BadAnswer::ValueTooLarge {
+        resource: asked.to_string(),
+        limit,
+    }))
 }
 
 /// The fields GetSecretValue and an entry of BatchGetSecretValue share.
@@ -411,13 +490,20 @@ struct Answer {
     created: Option<DateTime>,
 }
 
+/// A GetSecretValue answer (or a batch's entry) as a [`Secret`]: refused
+/// when it is for another secret than `asked`, or its value is over
+/// [`MAX_SECRET_BYTES`].
 fn to_secret(asked: &SecretArn, answer: Answer) -> Result<Secret, UpstreamError> {
-    let (kind, value) = match (answer.text, answer.binary) {
+    // Wrapped first, so a refused value is wiped too.
+    let text = answer.text.map(|text| secret_bytes(text.into_bytes()));
+    let binary = answer.binary.map(|blob| secret_bytes(blob.into_inner()));
+    check_arn(asked, answer.arn.as_deref())?;
+    let (kind, value) = match (text, binary) {
         (Some(text), _) => {
-            let bytes = text.into_bytes();
-            (Secret::text_kind(&bytes), secret_bytes(bytes))
+            let text = within_limit(asked, text, MAX_SECRET_BYTES)?;
+            (Secret::text_kind(&text), text)
         }
-        (None, Some(blob)) => (Kind::Binary, secret_bytes(blob.into_inner())),
+        (None, Some(binary)) => (Kind::Binary, within_limit(asked, binary, MAX_SECRET_BYTES)?),
         (None, None) => {
             return Err(UpstreamError::Other {
                 code: "EmptySecret".into(),
@@ -465,13 +551,18 @@ fn to_parameter(
     asked: &SecretArn,
     parameter: aws_sdk_ssm::types::Parameter,
 ) -> Result<Secret, UpstreamError> {
-    let Some(value) = parameter.value else {
+    // Wrapped first, so a refused value is wiped too.
+    let value = parameter
+        .value
+        .map(|value| secret_bytes(value.into_bytes()));
+    check_arn(asked, parameter.arn.as_deref())?;
+    let Some(value) = value else {
         return Err(UpstreamError::Other {
             code: "EmptyParameter".into(),
             message: "the answer had no Value".into(),
         });
     };
-    let bytes = value.into_bytes();
+    let value = within_limit(asked, value, MAX_PARAMETER_BYTES)?;
     Ok(Secret {
         arn: parameter.arn.unwrap_or_else(|| asked.to_string()),
         name: parameter
@@ -482,8 +573,8 @@ fn to_parameter(
         created_date: parameter
             .last_modified_date
             .and_then(|d| std::time::SystemTime::try_from(d).ok()),
-        kind: Secret::text_kind(&bytes),
-        value: secret_bytes(bytes),
+        kind: Secret::text_kind(&value),
+        value,
         parameter: Some(ParameterInfo {
             parameter_type: parameter.r#type.map(|t| t.as_str().to_owned()),
             data_type: parameter.data_type,
@@ -547,6 +638,15 @@ fn classify<E>(err: SdkError<E, HttpResponse>, version_asked: bool) -> UpstreamE
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(too_large) = e.downcast_ref::<crate::aws_http::BodyTooLarge>() {
+            return UpstreamError::BadAnswer(BadAnswer::BodyTooLarge {
+                limit: too_large.limit,
+            });
+        }
+        source = e.source();
+    }
     match &err {
         SdkError::TimeoutError(_) => return UpstreamError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => {
@@ -858,6 +958,140 @@ mod tests {
             classify_unparsed(400, b"garbage", false),
             UpstreamError::Other { .. }
         ));
+    }
+
+    fn answer(arn: Option<&str>, text: Option<String>, binary: Option<Vec<u8>>) -> Answer {
+        Answer {
+            arn: arn.map(str::to_owned),
+            name: None,
+            version_id: Some("v1".into()),
+            text,
+            binary: binary.map(Blob::new),
+            stages: None,
+            created: None,
+        }
+    }
+
+    #[test]
+    fn an_answer_must_name_the_secret_asked_for() {
+        let full =
+            SecretArn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123")
+                .unwrap();
+        let partial =
+            SecretArn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:db").unwrap();
+        let read = |asked: &SecretArn, arn: Option<&str>| {
+            to_secret(asked, answer(arn, Some("hunter2".into()), None))
+        };
+        let own = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123";
+        assert!(read(&full, Some(own)).is_ok());
+        assert!(read(&partial, Some(own)).is_ok());
+        for wrong in [
+            // Another account, another region, another partition.
+            "arn:aws:secretsmanager:us-east-1:999999999999:secret:db-AbC123",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbC123",
+            "arn:aws-cn:secretsmanager:us-east-1:123456789012:secret:db-AbC123",
+            // Another secret whose name starts with the one asked.
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-admin-AbC123",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC12",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC12/",
+        ] {
+            let err = read(&partial, Some(wrong)).unwrap_err();
+            assert!(
+                matches!(&err, UpstreamError::BadAnswer(BadAnswer::WrongArn { .. })),
+                "{wrong}: {err:?}"
+            );
+            assert!(!err.to_string().contains("hunter2") && !err.is_transient());
+        }
+        // No ARN: nothing says it is the secret asked for.
+        assert!(read(&full, None).is_err());
+    }
+
+    #[test]
+    fn a_parameter_answer_must_name_the_parameter_asked_for() {
+        let asked =
+            SecretArn::parse("arn:aws:ssm:us-east-1:123456789012:parameter/app/db").unwrap();
+        let parameter = |arn: &str, value: String| {
+            aws_sdk_ssm::types::Parameter::builder()
+                .arn(arn)
+                .name("/app/db")
+                .value(value)
+                .version(1)
+                .build()
+        };
+        assert!(to_parameter(&asked, parameter(asked.as_str(), "v".into())).is_ok());
+        for wrong in [
+            "arn:aws:ssm:us-east-1:999999999999:parameter/app/db",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/app/db-AbC123",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/app/dbx",
+        ] {
+            let err = to_parameter(&asked, parameter(wrong, "hunter2".into())).unwrap_err();
+            assert!(
+                matches!(&err, UpstreamError::BadAnswer(BadAnswer::WrongArn { .. })),
+                "{wrong}: {err:?}"
+            );
+            assert!(!err.to_string().contains("hunter2"));
+        }
+        let at_limit = "x".repeat(MAX_PARAMETER_BYTES);
+        assert!(to_parameter(&asked, parameter(asked.as_str(), at_limit)).is_ok());
+        let over = "x".repeat(MAX_PARAMETER_BYTES + 1);
+        let err = to_parameter(&asked, parameter(asked.as_str(), over)).unwrap_err();
+        assert_eq!(err.kind(), "value_too_large");
+        assert!(err.to_string().contains(asked.as_str()), "{err}");
+    }
+
+    #[test]
+    fn values_over_aws_limit_are_refused() {
+        let own = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123";
+        let asked = SecretArn::parse(own).unwrap();
+        let text = |len| to_secret(&asked, answer(Some(own), Some("x".repeat(len)), None));
+        let binary = |len| to_secret(&asked, answer(Some(own), None, Some(vec![7; len])));
+        assert_eq!(
+            text(MAX_SECRET_BYTES).unwrap().value.len(),
+            MAX_SECRET_BYTES
+        );
+        assert_eq!(
+            binary(MAX_SECRET_BYTES).unwrap().value.len(),
+            MAX_SECRET_BYTES
+        );
+        for err in [
+            text(MAX_SECRET_BYTES + 1).unwrap_err(),
+            binary(MAX_SECRET_BYTES + 1).unwrap_err(),
+        ] {
+            assert_eq!(
+                err,
+                UpstreamError::BadAnswer(BadAnswer::ValueTooLarge {
+                    resource: own.into(),
+                    limit: MAX_SECRET_BYTES
+                })
+            );
+            assert!(!err.is_transient() && !err.is_not_found());
+        }
+    }
+
+    #[test]
+    fn a_batch_entry_for_a_secret_not_asked_for_matches_none() {
+        let arn = |t: &str| SecretArn::parse(t).unwrap();
+        let asked = [
+            arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:a"),
+            arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:b-XyZ789"),
+        ];
+        let found = |answered: &str| asked_for(&asked, answered).map(SecretArn::as_str);
+        assert_eq!(
+            found("arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbC123"),
+            Some(asked[0].as_str())
+        );
+        assert_eq!(
+            found("arn:aws:secretsmanager:us-east-1:123456789012:secret:b-XyZ789"),
+            Some(asked[1].as_str())
+        );
+        assert_eq!(
+            found("arn:aws:secretsmanager:us-east-1:999999999999:secret:a-AbC123"),
+            None
+        );
+        assert_eq!(
+            found("arn:aws:secretsmanager:us-east-1:123456789012:secret:c-AbC123"),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]

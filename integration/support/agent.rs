@@ -235,6 +235,16 @@ impl Agent {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// The agent's peak resident memory in KiB (`VmHWM`), from /proc;
+    /// `None` once it exited.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// The file the agent was started on.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")

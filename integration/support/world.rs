@@ -218,6 +218,22 @@ impl World {
         }
     }
 
+    /// Starts a hostile upstream answering every call with `kind`
+    /// (`endless`, `garbage`, `value`, `foreign_arn`, `stall`; see
+    /// harness.py), tuned by `settings` (`size_mb`, `value_bytes`, `pace_ms`).
+    pub fn hostile(&self, kind: &str, settings: Value) -> Hostile<'_> {
+        let mut command = json!({"op": "start_hostile", "kind": kind});
+        if let (Some(command), Some(settings)) = (command.as_object_mut(), settings.as_object()) {
+            command.extend(settings.clone());
+        }
+        let out = self.cmd(command);
+        Hostile {
+            world: self,
+            id: out["id"].as_str().unwrap().to_owned(),
+            url: out["url"].as_str().unwrap().to_owned(),
+        }
+    }
+
     /// Starts an IMDSv2 double whose credentials live `lifetime` seconds.
     pub fn imds(&self, lifetime: u64, key_prefix: &str) -> Imds<'_> {
         self.imds_in(REGION, lifetime, key_prefix)
@@ -321,6 +337,36 @@ impl std::fmt::Debug for Call {
             .field("returned_key_id", &self.returned["AccessKeyId"])
             .field("with_decryption", &self.with_decryption)
             .finish()
+    }
+}
+
+/// A hostile upstream double (see [`World::hostile`]).
+pub struct Hostile<'w> {
+    world: &'w World,
+    pub id: String,
+    pub url: String,
+}
+
+impl Hostile<'_> {
+    /// From now on, answers with `kind` (as [`World::hostile`]).
+    pub fn set(&self, kind: &str, settings: Value) {
+        let mut command = json!({"op": "hostile_set", "id": self.id, "kind": kind});
+        if let (Some(command), Some(settings)) = (command.as_object_mut(), settings.as_object()) {
+            command.extend(settings.clone());
+        }
+        self.world.cmd(command);
+    }
+
+    /// The action (`GetSecretValue`...) of each call it answered, in order.
+    pub fn calls(&self) -> Vec<String> {
+        let out = self
+            .world
+            .cmd(json!({"op": "hostile_calls", "id": self.id}));
+        out.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 }
 

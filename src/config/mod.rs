@@ -339,6 +339,10 @@ pub struct CacheConfig {
     /// first. Entries without a value (failed or not-found lookups) have a
     /// bound of their own of the same size, and never evict a value.
     pub(crate) max_entries: usize,
+    /// Most bytes the cached values take in all, metadata included
+    /// (default 64 MiB); the least recently used goes first. It bounds
+    /// what many large values cost where `max_entries` alone would not.
+    pub(crate) max_bytes: usize,
     /// Fetch every resource at start-up.
     pub(crate) prefetch: bool,
     /// Overall deadline of one fetch, the SDK's retries included (default 5s).
@@ -364,6 +368,9 @@ pub(crate) const DEFAULT_NEW_NAMES_PER_SECOND: u32 = 50;
 
 pub(crate) const DEFAULT_MAX_STALE: Duration = Duration::from_secs(3600);
 pub(crate) const DEFAULT_MAX_ENTRIES: usize = 1000;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 64 << 20;
+/// Least `cache.max-bytes` (1 MiB): about 15 of AWS's largest secrets.
+pub(crate) const MIN_MAX_BYTES: usize = 1 << 20;
 pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
@@ -376,6 +383,7 @@ impl Default for CacheConfig {
             refresh_ahead: DEFAULT_TTL / 5,
             max_stale: DEFAULT_MAX_STALE,
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
             prefetch: false,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
@@ -493,11 +501,12 @@ impl Config {
         }
         let c = &self.cache;
         out.push_str(&format!(
-            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}, stale-wait {}\n",
+            "cache: ttl {}, refresh-ahead {}, max-stale {}, max-entries {}, max-bytes {}, prefetch {}, fetch-timeout {}, min-refresh-interval {}, negative-ttl {}, stale-wait {}\n",
             humantime::format_duration(c.ttl),
             humantime::format_duration(c.refresh_ahead),
             humantime::format_duration(c.max_stale),
             c.max_entries,
+            c.max_bytes,
             c.prefetch,
             humantime::format_duration(c.fetch_timeout),
             humantime::format_duration(c.min_refresh_interval),

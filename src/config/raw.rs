@@ -260,6 +260,9 @@ pub(super) struct RawCache {
     pub max_stale: Option<DurationValue>,
     /// Most values kept (least recently used goes first); default 1000.
     pub max_entries: Option<usize>,
+    /// Most bytes all cached values take, metadata included (least
+    /// recently used goes first); at least 1048576; default 67108864 (64 MiB).
+    pub max_bytes: Option<usize>,
     /// Fetch every resource at start-up; default false.
     pub prefetch: Option<bool>,
     /// Deadline of one fetch, retries included; default 5s.

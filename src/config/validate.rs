@@ -677,6 +677,13 @@ impl Validator<'_> {
         if max_entries == 0 {
             return Err(self.invalid("cache.max-entries", "must be at least 1"));
         }
+        let max_bytes = raw.max_bytes.unwrap_or(defaults.max_bytes);
+        if max_bytes < MIN_MAX_BYTES {
+            return Err(self.invalid(
+                "cache.max-bytes",
+                format!("`{max_bytes}` is less than {MIN_MAX_BYTES} (1 MiB)"),
+            ));
+        }
         let fetch_timeout = raw.fetch_timeout.map_or(defaults.fetch_timeout, |d| d.0);
         if fetch_timeout.is_zero() {
             return Err(self.invalid("cache.fetch-timeout", "must be more than 0"));
@@ -686,6 +693,7 @@ impl Validator<'_> {
             refresh_ahead,
             max_stale: raw.max_stale.map_or(defaults.max_stale, |d| d.0),
             max_entries,
+            max_bytes,
             prefetch: raw.prefetch.unwrap_or(defaults.prefetch),
             fetch_timeout,
             min_refresh_interval: raw
@@ -752,7 +760,23 @@ mod tests {
         assert_eq!(c.refresh_ahead, Duration::from_secs(120));
         assert_eq!(c.max_stale, DEFAULT_MAX_STALE);
         assert_eq!(c.max_entries, DEFAULT_MAX_ENTRIES);
+        assert_eq!(c.max_bytes, DEFAULT_MAX_BYTES);
         assert!(!c.prefetch);
+        assert_eq!(cache("  max-bytes: 1048576\n").unwrap().max_bytes, 1 << 20);
+        for (bad, shown) in [
+            ("0", "`0`"),
+            ("1048575", "`1048575`"),
+            ("-1", "max-bytes"),
+            ("64MiB", "max-bytes"),
+        ] {
+            let err = cache(&format!("  max-bytes: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("max-bytes") && err.contains(shown),
+                "{bad}: {err}"
+            );
+        }
         let c = cache("  ttl: 60\n  refresh-ahead: 30s\n  max-stale: 2m\n  max-entries: 5\n  prefetch: true\n  fetch-timeout: 1500ms\n").unwrap();
         assert_eq!(
             (

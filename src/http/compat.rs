@@ -97,7 +97,7 @@ impl CompatError {
                 code: "ConnectionError".into(),
                 message: "Read Error".into(),
             },
-            U::Credentials { .. } => CompatError::InternalFailure,
+            U::Credentials { .. } | U::BadAnswer(_) => CompatError::InternalFailure,
             U::SecretNotFound(m) | U::VersionNotFound(m) => {
                 CompatError::aws("ResourceNotFoundException", m)
             }

@@ -153,6 +153,7 @@ impl ApiError {
                 U::Busy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_busy"),
                 U::Service { .. } => (StatusCode::BAD_GATEWAY, "upstream_service_error"),
                 U::Other { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+                U::BadAnswer(_) => (StatusCode::BAD_GATEWAY, "upstream_bad_answer"),
             },
         }
     }
