@@ -77,8 +77,11 @@ fn ours(target: &str) -> bool {
 /// sent to the plain port) and rustls' alerts and handshake failures.
 fn from_client(metadata: &Metadata) -> bool {
     let target = metadata.target();
+    // rustls::client is the agent's own connections to AWS.
     metadata.level() <= Level::Info
-        && (target.starts_with("actix_http::h1") || target.starts_with("rustls"))
+        && (target.starts_with("actix_http::h1")
+            || target.starts_with("actix_http::h2")
+            || (target.starts_with("rustls") && !target.starts_with("rustls::client")))
 }
 
 impl Log for AgentLogger {
@@ -294,6 +297,7 @@ mod tests {
             "actix_http::h1::dispatcher"
         )));
         assert!(!from_client(&meta(Level::Error, "actix_server::worker")));
+        assert!(!from_client(&meta(Level::Warn, "rustls::client::hs")));
         assert!(!from_client(&meta(Level::Error, "secret_agent::listen")));
     }
 }
