@@ -21,6 +21,7 @@ import resource
 import selectors
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -85,15 +86,16 @@ class Agent:
     """A secret-agent (AGENT) on a generated config; its address from its log."""
 
     def __init__(self, endpoint: str, resources: dict[str, str], cache: str = "", env=None,
-                 service: str = "", aws: str = "", keys: bool = True) -> None:
+                 service: str = "", aws: str = "", keys: bool = True, sections: str = "") -> None:
         """`cache` is a whole `cache:` section; `service` and `aws` more lines of the
-        `service:` and `secret-manager.aws:` ones; without `keys`, the default chain."""
+        `service:` and `secret-manager.aws:` ones; without `keys`, the default chain;
+        `sections` more top-level sections (`auth:`)."""
         self.dir = tempfile.TemporaryDirectory()
         lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, "secret-manager:", "  aws:",
                  f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n") if keys else "", aws,
                  "    resources:"]
         lines += [f"      {name}: {arn}" for name, arn in resources.items()]
-        lines += [cache, "log:", "  level: info"]
+        lines += [cache, sections, "log:", "  level: info"]
         path = os.path.join(self.dir.name, "config.yaml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -537,17 +539,29 @@ def keepalive_flood(h: Harness) -> None:
 
 
 def pipeline(addr: tuple[str, int], payloads: list[memoryview], stop: threading.Event,
-             sent: collections.Counter) -> None:
+             sent: collections.Counter, reconnect: bool = False) -> None:
     """One connection per payload, each written as fast as the agent takes it
-    and never read; the connections stay open until `stop`."""
+    and never read; the connections stay open until `stop`. With `reconnect`,
+    each client writes its payload over and over through a small receive buffer
+    (so that the agent's socket fills soon) and reconnects when the agent closes."""
     selector = selectors.DefaultSelector()
-    sockets = []
-    try:
-        for payload in payloads:
+    sockets = set()
+
+    def open_one(payload: memoryview) -> None:
+        if reconnect:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            sock.connect_ex(addr)
+        else:
             sock = socket.create_connection(addr, timeout=5)
             sock.setblocking(False)
-            sockets.append(sock)
-            selector.register(sock, selectors.EVENT_WRITE, [payload, 0])
+        sockets.add(sock)
+        selector.register(sock, selectors.EVENT_WRITE, [payload, 0])
+
+    try:
+        for payload in payloads:
+            open_one(payload)
         while not stop.is_set() and selector.get_map():
             for key, _ in selector.select(timeout=0.1):
                 state = key.data
@@ -558,9 +572,18 @@ def pipeline(addr: tuple[str, int], payloads: list[memoryview], stop: threading.
                 except BlockingIOError:
                     continue
                 except OSError:
-                    state[1] = len(state[0])
                     sent["errors"] += 1
+                    if reconnect:
+                        selector.unregister(key.fileobj)
+                        sockets.discard(key.fileobj)
+                        key.fileobj.close()
+                        open_one(state[0])
+                        continue
+                    state[1] = len(state[0])
                 if state[1] >= len(state[0]):
+                    if reconnect:
+                        state[1] = 0
+                        continue
                     selector.unregister(key.fileobj)
                     sent["fully written"] += 1
         stop.wait()
@@ -615,6 +638,61 @@ def pipeline_flood(h: Harness) -> None:
     figure("pipeline_flood_probe_max_ms",
            f"{slowest * 1000:.0f}" if not unanswered else f">{limit * 1000:.0f}")
     figure("pipeline_flood_probes_unanswered", unanswered)
+
+
+def non_reading_floods(h: Harness) -> None:
+    """Time to serve a new client while 1,100 clients (over the default
+    max-connections, 1024) pipeline requests and never read, reconnecting
+    when the agent closes on them; default request-timeout (5 s)."""
+    connections, clients, limit = 1100, 6, 15.0
+    raise_fd_limit()
+    big = "s" * (64 * 1024)
+    arn = h.create_secret("bench/never-read", big)
+    token = "bench-token-0123456789abcdef"
+    auth = "auth:\n  tokens:\n    - token-env: BENCH_TOKEN\n      resources: [\"*\"]"
+    frame_json = json.dumps({"Resource": "nope"}).encode()
+    protocol = struct.pack(">II", 0x51DEC1CC, len(frame_json)) + frame_json
+    floods = {
+        # No token: each answered 401.
+        "http_401": (b"GET /secrets/nope HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3_000, auth),
+        "secret_64kb": (b"GET /secrets/big HTTP/1.1\r\nHost: localhost\r\n\r\n" * 4, ""),
+        # A name that is not configured: each answered with an Error.
+        "protocol": (protocol * 5_000, ""),
+    }
+    for name, (requests, sections) in floods.items():
+        agent = Agent(h.moto, {"big": arn}, "cache:\n  ttl: 1h", env={"BENCH_TOKEN": token},
+                      sections=sections)
+        try:
+            if not sections:
+                assert get(agent.url + "/secrets/big") == big.encode()
+            before = agent.rss_mb()
+            stop = threading.Event()
+            sent: collections.Counter = collections.Counter()
+            payload = memoryview(requests)
+            flooder = threading.Thread(target=pipeline,
+                                       args=(agent.addr, [payload] * connections, stop, sent, True))
+            flooder.start()
+            started, waits, peak = time.monotonic(), [], before
+            try:
+                # Let the flood fill every slot, then one new client every 1.5 s.
+                for i in range(clients):
+                    time.sleep(max(0.0, started + 3 + 1.5 * i - time.monotonic()))
+                    waits.append(time_new_client(agent.addr, limit))
+                    peak = max(peak, agent.rss_mb())
+            finally:
+                stop.set()
+                flooder.join()
+            note(f"{name}: {sent['errors']} connections closed by the agent in "
+                 f"{time.monotonic() - started:.1f} s")
+            answered = sorted(w * 1000 for w in waits if w is not None)
+            figure(f"non_reading_flood_{name}_new_client_p50_ms",
+                   f"{statistics.median(w * 1000 if w is not None else limit * 1000 for w in waits):.0f}")
+            figure(f"non_reading_flood_{name}_new_client_max_ms",
+                   f"{answered[-1]:.0f}" if len(answered) == clients else f">{limit * 1000:.0f}")
+            figure(f"non_reading_flood_{name}_new_clients_unanswered", clients - len(answered))
+            figure(f"non_reading_flood_{name}_rss_mb_peak", f"{peak:.1f}")
+        finally:
+            agent.stop()
 
 
 def hammer(addr: tuple[str, int], next_path, clients: int) -> tuple[collections.Counter, float]:
@@ -827,8 +905,8 @@ def file_reject(h: Harness) -> None:
 def main() -> None:
     figure("machine", f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}")
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject, file_reject,
-                                     keepalive_flood, pipeline_flood, cost_attacks,
-                                     cost_concurrency, brownout, batching, events,
+                                     keepalive_flood, pipeline_flood, non_reading_floods,
+                                     cost_attacks, cost_concurrency, brownout, batching, events,
                                      slow_refresh_ahead, log_flood, hostile_upstream)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()

@@ -376,3 +376,309 @@ async fn a_token_sent_as_a_version_never_reaches_the_log() {
     let log = agent.log();
     assert!(!log.contains(token), "{log}");
 }
+
+/// One client that sends `requests` over and over and never reads an
+/// answer, through a small receive buffer so that the agent's socket fills
+/// soon; it reconnects whenever the agent closes on it. Counts its first
+/// connection in `connected`.
+async fn never_reads(
+    addr: SocketAddr,
+    requests: std::sync::Arc<Vec<u8>>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut first = true;
+    // A bound even if the test forgets to abort it.
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let _ = socket.set_recv_buffer_size(4096);
+        let Ok(mut stream) = socket.connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if std::mem::take(&mut first) {
+            connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        while Instant::now() < until && stream.write_all(&requests).await.is_ok() {}
+    }
+}
+
+/// What new clients saw while `clients` pipelined `requests` and never read.
+struct NonReadingFlood {
+    /// How long each new `GET /healthz` waited; `None`: not answered.
+    waits: Vec<Option<Duration>>,
+    /// The agent's peak RSS in MB while the flood ran.
+    peak_rss_mb: f64,
+}
+
+/// Floods `agent` with `clients` of [`never_reads`] and, once all are
+/// connected, times `probes` new clients one after another; a probe waits
+/// at most `limit`, and the first one left unanswered ends the flood.
+async fn non_reading_flood(
+    agent: &Agent,
+    clients: usize,
+    requests: Vec<u8>,
+    probes: usize,
+    limit: Duration,
+) -> NonReadingFlood {
+    raise_fd_limit(2 * clients as u64 + 256);
+    let requests = std::sync::Arc::new(requests);
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(never_reads(agent.addr, requests.clone(), connected.clone())))
+        .collect();
+    let all_connected = eventually(Duration::from_secs(20), async || {
+        connected.load(std::sync::atomic::Ordering::Relaxed) == clients
+    })
+    .await;
+    let mut result = NonReadingFlood {
+        waits: Vec::new(),
+        peak_rss_mb: rss_mb(agent),
+    };
+    for _ in 0..probes {
+        let wait = time_new_client(agent.addr, limit).await;
+        result.peak_rss_mb = result.peak_rss_mb.max(rss_mb(agent));
+        result.waits.push(wait);
+        if wait.is_none() {
+            break;
+        }
+    }
+    for task in flood {
+        task.abort();
+    }
+    assert!(all_connected, "the flood's clients could not all connect");
+    result
+}
+
+/// Every probe of `flood` was answered (within the probe's limit: a loose
+/// bound that catches a lockout; integration/bench.py has the figures).
+fn assert_new_clients_served(what: &str, flood: &NonReadingFlood) {
+    eprintln!(
+        "{what}: new clients waited {:?}; agent RSS peaked at {:.1} MB",
+        flood.waits, flood.peak_rss_mb
+    );
+    assert!(
+        flood.waits.iter().all(Option::is_some),
+        "{what}: a new client was not answered within 3 request-timeouts: {:?}",
+        flood.waits
+    );
+}
+
+#[tokio::test]
+async fn clients_that_never_read_their_401s_cannot_hold_every_connection() {
+    // A 401 is small: each connection takes ~500 of them to fill the
+    // agent's socket, which a debug build answers at ~20,000 a second; so
+    // a smaller connection limit than the default, flooded as 1,100 floods
+    // 1,024 (integration/bench.py times the default one).
+    let timeout = Duration::from_secs(2);
+    let config = AgentConfig::new()
+        .request_timeout("2s")
+        .max_connections(16)
+        .resource("x", UNUSED_ARN)
+        .token_env("T", &["*"]);
+    let agent = Agent::start(&config, &[("T", "flood-token-0123456789")]);
+    let requests = "GET /secrets/nope HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(3_000);
+    let flood = non_reading_flood(&agent, 24, requests.into_bytes(), 4, 3 * timeout).await;
+    assert_new_clients_served("401 flood", &flood);
+}
+
+#[tokio::test]
+async fn clients_that_never_read_a_large_secret_cannot_hold_every_connection() {
+    // The default connection limit (1024), flooded by 1,100 clients that
+    // each pipeline reads of a 64 KB secret and never read.
+    let timeout = Duration::from_secs(2);
+    let world = World::shared();
+    let big = "q".repeat(64 * 1024);
+    let secret = world.secret("never-read", &big);
+    let config = world
+        .config()
+        .request_timeout("2s")
+        .resource("big", &secret.arn);
+    let agent = Agent::start(&config, &[("RUST_LOG", "info")]);
+    assert_eq!(get(&agent.url("/secrets/big")).await.body.len(), big.len());
+    let before = rss_mb(&agent);
+    let requests = "GET /secrets/big HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(4);
+    let flood = non_reading_flood(&agent, 1100, requests.into_bytes(), 4, 3 * timeout).await;
+    eprintln!("RSS {before:.1} MB before the flood");
+    assert_new_clients_served("64 KB secret flood", &flood);
+    // Loose: each held connection keeps at most about two answers.
+    assert!(
+        flood.peak_rss_mb < 400.0,
+        "RSS reached {:.1} MB",
+        flood.peak_rss_mb
+    );
+}
+
+/// A secret agent protocol request for `resource`'s whole value.
+fn protocol_request(resource: &str) -> Vec<u8> {
+    let json = serde_json::to_vec(&json!({ "Resource": resource })).unwrap();
+    let mut frame = 0x51de_c1cc_u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&json);
+    frame
+}
+
+#[tokio::test]
+async fn protocol_clients_that_never_read_cannot_hold_every_connection() {
+    // Clients pipelining protocol reads of a 60 KB value (about two fill
+    // the agent's socket) and never reading. A debug build takes ~1 ms to
+    // encode such an answer, so the flood is scaled down as in the 401 one.
+    let timeout = Duration::from_secs(2);
+    let world = World::shared();
+    let secret = world.secret("protocol-never-read", &"r".repeat(60 * 1024));
+    let config = world
+        .config()
+        .request_timeout("2s")
+        .max_connections(48)
+        .resource("big", &secret.arn);
+    let agent = Agent::start(&config, &[("RUST_LOG", "info")]);
+    assert_eq!(get(&agent.url("/secrets/big")).await.status, 200);
+    let requests = protocol_request("big").repeat(50);
+    let flood = non_reading_flood(&agent, 60, requests, 4, 3 * timeout).await;
+    assert_new_clients_served("protocol flood", &flood);
+}
+
+/// Sends `first` after `silence` on `stream` (connected at `connected`),
+/// then `rest` a byte at a time, as fast as the stream's read timeout lets
+/// it (reads wait for the agent to close); how long after `connected` the
+/// agent closed, or `None` if it had not within 15 s.
+fn closed_after(
+    stream: &mut (impl Read + Write),
+    connected: Instant,
+    first: &[u8],
+    rest: &[u8],
+) -> Option<Duration> {
+    let mut rest = rest.iter();
+    if stream
+        .write_all(first)
+        .and_then(|()| stream.flush())
+        .is_err()
+    {
+        return Some(connected.elapsed());
+    }
+    let mut sink = [0u8; 4096];
+    while connected.elapsed() < Duration::from_secs(15) {
+        match stream.read(&mut sink) {
+            Ok(0) => return Some(connected.elapsed()),
+            Ok(_) => {} // an error answer before the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(connected.elapsed()),
+        }
+        if let Some(byte) = rest.next()
+            && stream
+                .write_all(std::slice::from_ref(byte))
+                .and_then(|()| stream.flush())
+                .is_err()
+        {
+            return Some(connected.elapsed());
+        }
+    }
+    None
+}
+
+/// The slow first request's window: request-timeout 3 s, first bytes after
+/// 2.4 s of silence.
+const SLOW_FIRST_TIMEOUT: Duration = Duration::from_secs(3);
+const SLOW_FIRST_SILENCE: Duration = Duration::from_millis(2400);
+
+/// The agent closed a slow first request within about one window from
+/// accept (loosely: under 1.5 windows; two windows would be 5.4 s).
+fn assert_one_window(what: &str, closed: Option<Duration>) {
+    eprintln!("{what}: closed {closed:?} after connect");
+    let closed = closed.unwrap_or_else(|| panic!("{what}: never closed"));
+    assert!(
+        closed < SLOW_FIRST_TIMEOUT * 3 / 2,
+        "{what}: closed {closed:?} after connect, more than one request-timeout"
+    );
+}
+
+/// A head that takes seconds to trickle.
+fn slow_head() -> Vec<u8> {
+    format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(100)
+    )
+    .into_bytes()
+}
+
+fn slow_first_agent(change: impl FnOnce(AgentConfig) -> AgentConfig) -> Agent {
+    let config = AgentConfig::new()
+        .request_timeout("3s")
+        .resource("x", UNUSED_ARN);
+    Agent::start(&change(config), &[])
+}
+
+fn slow_stream(agent: &Agent) -> (std::net::TcpStream, Instant) {
+    let stream = std::net::TcpStream::connect(agent.addr).unwrap();
+    let connected = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    (stream, connected)
+}
+
+#[test]
+fn a_slow_first_http_request_has_one_window_from_accept() {
+    let agent = slow_first_agent(|c| c);
+    let (mut stream, connected) = slow_stream(&agent);
+    std::thread::sleep(SLOW_FIRST_SILENCE);
+    let head = slow_head();
+    let closed = closed_after(&mut stream, connected, &head[..1], &head[1..]);
+    assert_one_window("plain HTTP", closed);
+}
+
+#[test]
+fn a_slow_first_tls_request_has_one_window_from_accept() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let pki = pki();
+    let agent = slow_first_agent(|c| c.tls(tls(&pki, false)));
+    let (stream, connected) = slow_stream(&agent);
+    std::thread::sleep(SLOW_FIRST_SILENCE);
+    // The handshake, promptly, after the silence; then the head, slowly.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = ServerName::try_from("127.0.0.1").unwrap();
+    let mut session = rustls::ClientConnection::new(std::sync::Arc::new(client), server).unwrap();
+    let mut sock = stream;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while session.is_handshaking() {
+        session.complete_io(&mut sock).expect("the TLS handshake");
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut tls_stream = rustls::StreamOwned::new(session, sock);
+    let head = slow_head();
+    let closed = closed_after(&mut tls_stream, connected, &head[..1], &head[1..]);
+    assert_one_window("TLS", closed);
+}
+
+#[test]
+fn a_slow_first_protocol_request_has_one_window_from_accept() {
+    let agent = slow_first_agent(|c| c);
+    let (mut stream, connected) = slow_stream(&agent);
+    std::thread::sleep(SLOW_FIRST_SILENCE);
+    // The header at once (the magic picks the protocol), then the JSON it
+    // announces, slowly.
+    let json = format!(
+        "{{\"Resource\": \"x\", \"SecretKey\": \"{}\"}}",
+        "k".repeat(80)
+    );
+    let mut frame = 0x51de_c1cc_u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    let closed = closed_after(&mut stream, connected, &frame, json.as_bytes());
+    assert_one_window("secret agent protocol", closed);
+}

@@ -7,12 +7,14 @@
 //! header and `{"SecretValue": "<value>"}` or `{"Error": "<message>"}`; the
 //! client base64-decodes `SecretValue` and refuses answers over 100 KB.
 //! Requests on one connection are answered in order, one at a time, so a
-//! client that never reads its answers stops being read.
+//! client that never reads its answers stops being read; an answer it does
+//! not take within `service.request-timeout` closes its connection.
 //!
 //! Reads go through the same cache, single flight and stale rules as HTTP.
 //! Clients of this protocol cannot send a token: with `auth` configured,
 //! they read only what `auth.secret-agent-protocol.resources` grants.
 
+use std::io;
 use std::time::Duration;
 
 use actix_server::GracefulShutdownSignal;
@@ -21,7 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Buf, BytesMut};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, TokenScope};
@@ -90,26 +92,38 @@ impl Fatal {
     }
 }
 
+/// The time bounds of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// `service.request-timeout`: the most a request may take to arrive
+    /// (from its first byte), an idle connection may wait for the next, and
+    /// an answer may take to be written.
+    pub(crate) timeout: Duration,
+    /// When the first request must be complete: one `timeout` after accept.
+    pub(crate) first_request_by: Instant,
+}
+
 /// Serves requests on `io` until the client closes, stays idle for
-/// `timeout`, sends something that ends the connection, or the agent stops
-/// (`stopping`: an idle connection closes at once, a busy one after its
-/// answer). `buf` holds the bytes already read (the magic that chose this
-/// protocol).
+/// `limits.timeout`, does not take an answer within it, sends something
+/// that ends the connection, or the agent stops (`stopping`: an idle
+/// connection closes at once, a busy one after its answer). `buf` holds the
+/// bytes already read (the magic that chose this protocol).
 pub(crate) async fn serve<IO>(
     mut io: IO,
     mut buf: BytesMut,
     state: AppState,
-    timeout: Duration,
+    limits: Limits,
     stopping: GracefulShutdownSignal,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut first_request_by = Some(limits.first_request_by);
     loop {
         if buf.is_empty() {
             // Idle between requests: wait up to `timeout` for the next one,
             // unless the agent stops first.
             let started = tokio::select! {
-                read = tokio::time::timeout(timeout, fill(&mut io, &mut buf, 1)) => {
+                read = timeout(limits.timeout, fill(&mut io, &mut buf, 1)) => {
                     matches!(read, Ok(true))
                 }
                 () = stopping.notified() => false,
@@ -118,31 +132,39 @@ pub(crate) async fn serve<IO>(
                 return;
             }
         }
-        let json = match read_request(&mut io, &mut buf, timeout).await {
+        let deadline = first_request_by
+            .take()
+            .unwrap_or_else(|| Instant::now() + limits.timeout);
+        let json = match read_request(&mut io, &mut buf, deadline).await {
             Ok(Some(json)) => json,
             Ok(None) => return,
             Err(fatal) => {
                 count("refused");
-                let _ = write_answer(&mut io, &error_answer(&fatal.message())).await;
-                let _ = io.shutdown().await;
+                let refusal = error_answer(&fatal.message());
+                if write_answer(&mut io, &refusal, limits.timeout)
+                    .await
+                    .is_ok()
+                {
+                    let _ = timeout(limits.timeout, io.shutdown()).await;
+                }
                 return;
             }
         };
         let answer = answer(&state, &json).await;
-        if write_answer(&mut io, &answer).await.is_err() {
+        if let Err(e) = write_answer(&mut io, &answer, limits.timeout).await {
+            log::debug!("secret agent protocol connection closed: {e}");
             return;
         }
     }
 }
 
 /// The JSON of the request whose first bytes are in `buf`; `None` when the
-/// client closed. The whole request must arrive within `limit` of now.
+/// client closed. The whole request must arrive by `deadline`.
 async fn read_request<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
-    limit: Duration,
+    deadline: Instant,
 ) -> Result<Option<BytesMut>, Fatal> {
-    let deadline = Instant::now() + limit;
     let have = |buf: &BytesMut, n| buf.len() >= n;
     if !have(buf, HEADER) {
         match timeout_at(deadline, fill(io, buf, HEADER)).await {
@@ -292,13 +314,27 @@ fn error_answer(message: &str) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(serde_json::to_vec(&Error { error: message }).unwrap_or_default())
 }
 
-async fn write_answer<IO: AsyncWrite + Unpin>(io: &mut IO, json: &[u8]) -> std::io::Result<()> {
+/// Writes one answer; a client that has not taken it within `limit` gets
+/// a [`io::ErrorKind::TimedOut`] error (and its connection closes).
+async fn write_answer<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    json: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
     let mut frame = Zeroizing::new(Vec::with_capacity(HEADER + json.len()));
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
     frame.extend_from_slice(json);
-    io.write_all(&frame).await?;
-    io.flush().await
+    let write = async {
+        io.write_all(&frame).await?;
+        io.flush().await
+    };
+    timeout(limit, write).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "answer not taken by the client within service.request-timeout",
+        ))
+    })
 }
 
 /// A short, escaped prefix of what a client wrote, for an error answer.

@@ -8,7 +8,15 @@
 //! reads none of the answers. [`Paced`] closes both gaps below the parser:
 //! every request head must arrive within `service.request-timeout`, and a
 //! connection hands the parser its next request only once the answer to the
-//! previous one has started to leave and the socket is not full.
+//! previous one has started to leave and the socket is not full. It also
+//! bounds writes: answers that a client does not take within
+//! `service.request-timeout` close its connection, so clients that never
+//! read cannot hold every connection slot.
+//!
+//! A connection has one `service.request-timeout` from accept to its first
+//! complete request (an HTTP head, or a secret agent protocol request): the
+//! TLS handshake, the sniff of the first bytes and the first request share
+//! that one window.
 
 use std::future::Future;
 use std::io;
@@ -35,7 +43,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -96,19 +104,16 @@ pub(crate) fn bind(
         let scheme = match &tcp.tls {
             Some(tls) => {
                 let acceptor = TlsAcceptor::from(Arc::new(tls_config(tls)?));
-                let timeout = service.request_timeout;
                 let conn = conn.clone();
                 builder = builder.listen("tls", listener, move || {
                     let acceptor = acceptor.clone();
+                    // The handshake is bounded by the first request's window
+                    // (see `Connections::factory`).
                     conn.factory(move |io: TcpStream| {
                         let acceptor = acceptor.clone();
                         async move {
                             let peer = tcp_setup(&io)?;
-                            let tls = tokio::time::timeout(timeout, acceptor.accept(io))
-                                .await
-                                .map_err(|_| {
-                                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake")
-                            })??;
+                            let tls = acceptor.accept(io).await?;
                             Ok((Stream::Tls(Box::new(tls)), peer))
                         }
                     })
@@ -194,7 +199,9 @@ struct Connections {
 impl Connections {
     /// One worker's service for a listener: `open` turns an accepted
     /// stream into a [`Stream`] (the TLS handshake, say), then the HTTP/1
-    /// dispatcher serves it, paced.
+    /// dispatcher serves it, paced. From accept, `open`, the sniff of the
+    /// first bytes and the first request together have one
+    /// `request-timeout`.
     fn factory<I, O, F>(
         &self,
         open: O,
@@ -245,10 +252,18 @@ impl Connections {
                     let stopping = stopping.clone();
                     async move {
                         let (_counted, open_at_accept) = Counted::new(&state.connections);
-                        let (mut stream, peer) = match open(io).await {
-                            Ok(opened) => opened,
-                            Err(e) => {
+                        let first_request_by = Instant::now() + timeout;
+                        let (mut stream, peer) = match timeout_at(first_request_by, open(io)).await
+                        {
+                            Ok(Ok(opened)) => opened,
+                            Ok(Err(e)) => {
                                 log::debug!("connection closed before its first request: {e}");
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                log::debug!(
+                                    "connection closed: not opened within service.request-timeout"
+                                );
                                 return Ok(());
                             }
                         };
@@ -264,15 +279,20 @@ impl Connections {
                             }
                             true
                         };
-                        match tokio::time::timeout(timeout, prefix).await {
+                        match timeout_at(first_request_by, prefix).await {
                             Ok(true) => {}
                             _ => return Ok(()), // closed or silent
                         }
                         if first.starts_with(&MAGIC) {
-                            aerospike::serve(stream, first, state, timeout, stopping).await;
+                            let limits = aerospike::Limits {
+                                timeout,
+                                first_request_by,
+                            };
+                            aerospike::serve(stream, first, state, limits, stopping).await;
                         } else if let Err(e) = handler
                             .call((
                                 Paced::with_pending(stream, timeout, first)
+                                    .first_head_by(first_request_by)
                                     .opened_with(open_at_accept),
                                 peer,
                             ))
@@ -344,9 +364,10 @@ impl AsyncWrite for Stream {
 
 /// A client stream that hands the HTTP parser one request head at a time.
 ///
-/// - Each request head must be complete within `timeout` of its first byte
-///   (else the read fails and the connection closes): a client cannot hold
-///   a connection by trickling bytes.
+/// - Each request head must be complete within `timeout` of its first byte,
+///   and the first one by [`Paced::first_head_by`] (else the read fails and
+///   the connection closes): a client cannot hold a connection by trickling
+///   bytes.
 /// - The next request is handed over only once the answer to the previous
 ///   one has started to leave and the last write did not find the socket
 ///   full: a client that pipelines requests and reads no answers leaves at
@@ -355,6 +376,11 @@ impl AsyncWrite for Stream {
 /// - While an answer is due and nothing is held, a read waits on the
 ///   socket itself, so the usual request (one head, then its answer) costs
 ///   no extra wake-up of the connection's task.
+/// - Once a write or a flush finds the socket full, what the agent has
+///   written must reach the kernel (a flush completes) within `timeout`,
+///   else writes fail with [`io::ErrorKind::TimedOut`] and the dispatcher
+///   closes the connection: a client that does not read cannot hold its
+///   connection. Writes that do not block never start a timer.
 ///
 /// No route reads a request body, so body bytes are treated like the start
 /// of the next request: they reach the parser after the answer.
@@ -365,6 +391,13 @@ pub(crate) struct Paced<IO> {
     scan: Scan,
     /// While a request head is incomplete: when it must be complete.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Until the first head is complete: when it must be (one
+    /// `request-timeout` after accept), even before its first byte.
+    first_head_by: Option<Instant>,
+    /// From the first write or flush that found the socket full until a
+    /// flush completes: when the written bytes must have left.
+    write_deadline: Option<Pin<Box<Sleep>>>,
+    /// `service.request-timeout`: the bound of a head and of a stalled write.
     timeout: Duration,
     /// A complete head went to the parser and no answer byte has been
     /// written since.
@@ -404,6 +437,8 @@ impl<IO> Paced<IO> {
             pending,
             scan: Scan::Between,
             deadline: None,
+            first_head_by: None,
+            write_deadline: None,
             timeout,
             awaiting_answer: false,
             write_blocked: false,
@@ -411,6 +446,12 @@ impl<IO> Paced<IO> {
             eof: false,
             open_at_accept: 1,
         }
+    }
+
+    /// Sets when the first request head must be complete.
+    pub(crate) fn first_head_by(mut self, at: Instant) -> Paced<IO> {
+        self.first_head_by = Some(at);
+        self
     }
 
     /// Records how many connections were open when this one was accepted.
@@ -452,6 +493,7 @@ impl<IO> Paced<IO> {
                     b'\n' => {
                         self.scan = Scan::Between;
                         self.deadline = None;
+                        self.first_head_by = None;
                         self.awaiting_answer = true;
                         return i + 1;
                     }
@@ -463,10 +505,31 @@ impl<IO> Paced<IO> {
                 },
             }
         }
-        if matches!(self.scan, Scan::Head { .. }) && self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+        let head_due = matches!(self.scan, Scan::Head { .. }) || self.first_head_by.is_some();
+        if head_due && self.deadline.is_none() {
+            let at = self
+                .first_head_by
+                .unwrap_or_else(|| Instant::now() + self.timeout);
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
         }
         bytes.len()
+    }
+
+    /// A write or flush found the socket full: starts the write deadline
+    /// unless it runs, and registers the task with it; an error once it has
+    /// passed.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let timeout = self.timeout;
+        let deadline = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "answer not taken by the client within service.request-timeout",
+            ));
+        }
+        Ok(())
     }
 
     fn wrote(&mut self, cx: &Context<'_>) {
@@ -550,6 +613,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Paced<IO> {
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Pending => {
                 this.write_blocked = true;
+                this.stalled(cx)?;
                 Poll::Pending
             }
             Poll::Ready(Ok(n)) => {
@@ -561,7 +625,19 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Paced<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                // Everything written has reached the kernel.
+                this.write_deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                this.stalled(cx)?;
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -833,6 +909,109 @@ mod tests {
         tokio::time::sleep(TIMEOUT * 3).await;
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 18);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_head_is_due_one_timeout_after_accept() {
+        for first_bytes in [&b"G"[..], b"\r\n"] {
+            let accepted = tokio::time::Instant::now();
+            let (mut client, server) = tokio::io::duplex(1024);
+            // The sniff took most of the window to see the first bytes.
+            tokio::time::sleep(TIMEOUT * 4 / 5).await;
+            let mut paced = Paced::with_pending(server, TIMEOUT, first_bytes.into())
+                .first_head_by(accepted + TIMEOUT);
+            assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), first_bytes.len());
+            client.write_all(b"ET / HTTP/1.1\r\n").await.unwrap();
+            let read = async {
+                loop {
+                    if let Err(e) = paced.read(&mut [0u8; 64]).await {
+                        return e;
+                    }
+                }
+            };
+            let err = tokio::time::timeout(TIMEOUT * 3, read).await.unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{first_bytes:?}");
+            assert_eq!(accepted.elapsed(), TIMEOUT, "{first_bytes:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_head_in_time_leaves_later_heads_their_own_window() {
+        let accepted = tokio::time::Instant::now();
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::with_pending(server, TIMEOUT, b"GET / HTTP/1.1\r\n\r\n"[..].into())
+            .first_head_by(accepted + TIMEOUT);
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 18);
+        assert!(paced.deadline.is_none() && paced.first_head_by.is_none());
+        paced.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        tokio::time::sleep(TIMEOUT * 2).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(paced.read(&mut [0u8; 64]).await.unwrap(), 18);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_the_client_does_not_take_fails_after_the_timeout() {
+        let (_client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        let started = tokio::time::Instant::now();
+        // The timer wakes the task: without it this would wait forever.
+        let write = tokio::time::timeout(TIMEOUT * 3, paced.write_all(&[b'x'; 4096]))
+            .await
+            .expect("the write deadline woke the task");
+        assert_eq!(write.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_that_do_not_block_start_no_timer() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        for _ in 0..3 {
+            paced.write_all(&[b'x'; 512]).await.unwrap();
+            paced.flush().await.unwrap();
+            assert!(paced.write_deadline.is_none());
+            client.read_exact(&mut [0u8; 512]).await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_flush_clears_the_write_deadline() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut paced = Paced::new(server, TIMEOUT);
+        // Each answer stalls, and the client takes it after most of a
+        // window: answers keep flowing, for several windows in all.
+        let started = tokio::time::Instant::now();
+        for _ in 0..3 {
+            let reader = async {
+                tokio::time::sleep(TIMEOUT * 4 / 5).await;
+                client.read_exact(&mut [0u8; 2048]).await.unwrap();
+            };
+            let writer = async {
+                paced.write_all(&[b'x'; 2048]).await?;
+                paced.flush().await
+            };
+            let (written, ()) = tokio::join!(writer, reader);
+            written.unwrap();
+            assert!(paced.write_deadline.is_none());
+        }
+        assert!(started.elapsed() > TIMEOUT * 2);
+        // An answer that stalls from the start must have left within one
+        // window of that first stall, even if part of it leaves sooner.
+        let started = tokio::time::Instant::now();
+        let reader = async {
+            tokio::time::sleep(TIMEOUT / 2).await;
+            client.read_exact(&mut [0u8; 1024]).await.unwrap();
+        };
+        let writer = async {
+            paced.write_all(&[b'x'; 4096]).await?;
+            paced.flush().await
+        };
+        let both = async { tokio::join!(writer, reader) };
+        let (written, ()) = tokio::time::timeout(TIMEOUT * 3, both)
+            .await
+            .expect("the write deadline woke the task");
+        assert_eq!(written.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUT);
     }
 
     /// Where the first head of `bytes` ends, a byte at a time: after a

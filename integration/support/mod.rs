@@ -101,3 +101,34 @@ pub fn closed_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", listener.local_addr().unwrap())
 }
+
+/// Raises this process's soft limit of open files to the hard one (with
+/// `prlimit`) for floods of more than a thousand connections; agents
+/// started later inherit it. Panics if `needed` files are still not allowed.
+pub fn raise_fd_limit(needed: u64) {
+    let limits = || {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let line = text.lines().find(|l| l.starts_with("Max open files"));
+        let mut numbers = line
+            .into_iter()
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| w.parse::<u64>().ok());
+        (numbers.next().unwrap_or(0), numbers.next())
+    };
+    let (soft, hard) = limits();
+    if soft >= needed {
+        return;
+    }
+    // `unlimited` does not parse: then ask for what is needed.
+    let target = hard.unwrap_or(needed.max(1 << 16));
+    let _ = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--nofile={target}:{target}"))
+        .stderr(Stdio::null())
+        .status();
+    let (soft, _) = limits();
+    assert!(
+        soft >= needed,
+        "this test needs {needed} open files; the limit is {soft} (ulimit -n)"
+    );
+}
