@@ -12,6 +12,7 @@ mod credentials;
 mod events;
 mod examples;
 mod hardening;
+mod packaging;
 mod patterns;
 mod production;
 mod security;

@@ -23,6 +23,7 @@
 //!   the first bytes choose HTTP or the [`aerospike`] secret agent protocol.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
 //! - [`app`]: wiring, signals and lifecycle.
+//! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
 mod aerospike;
 mod app;
@@ -34,6 +35,7 @@ mod events;
 mod http;
 mod listen;
 mod metrics;
+mod notify;
 mod reload;
 mod resources;
 mod secret;
