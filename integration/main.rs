@@ -15,6 +15,7 @@ mod hardening;
 mod hostile_files;
 mod hostile_upstream;
 mod log_hygiene;
+mod packaging;
 mod patterns;
 mod production;
 mod security;

@@ -25,6 +25,7 @@ use crate::events::{self, EventsStatus};
 use crate::http::{AppState, Authorizer, Gate, Snapshot};
 use crate::listen;
 use crate::metrics::METRICS;
+use crate::notify::{self, State};
 use crate::reload::Reloader;
 use crate::resources::SecretArn;
 use crate::upstream::Upstream;
@@ -50,6 +51,7 @@ impl Signals {
                 _ = interrupt.recv() => "SIGINT",
             };
             log::info!("{name}: draining in-flight requests, then stopping");
+            notify::notify(State::Stopping);
         });
         Ok(Signals { hangup, stop })
     }
@@ -200,9 +202,13 @@ impl Application {
         let mut hangups = signals.hangup;
         tasks.spawn(async move {
             while hangups.recv().await.is_some() {
+                notify::notify(State::Reloading);
                 reloader.reload().await;
+                notify::notify(State::Ready);
             }
         });
+        // The listeners are bound: a connection from now on is answered.
+        notify::notify(State::Ready);
 
         Ok(Application {
             server: listeners.server,

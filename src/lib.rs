@@ -25,6 +25,7 @@
 //! - [`logging`]: the log, kept free of key ids and bounded against clients.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
 //! - [`app`]: wiring, signals and lifecycle.
+//! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
 mod aerospike;
 mod app;
@@ -38,6 +39,7 @@ mod http;
 mod listen;
 mod logging;
 mod metrics;
+mod notify;
 mod reload;
 mod resources;
 mod secret;

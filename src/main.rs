@@ -19,9 +19,18 @@ const AWS_AGENT_NAMES: [&str; 3] = [
     "aws-secretsmanager-agent",
 ];
 
+/// `--version`: the crate's version and the commit it was built from
+/// (build.rs asks git; "unknown" when built outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SECRET_AGENT_COMMIT"),
+    ")"
+);
+
 /// Serves AWS Secrets Manager secrets to local applications from an in-memory cache.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     /// The configuration file: this agent's YAML [default:
     /// /etc/secret-agent/config.yaml], or the AWS Secrets Manager Agent's
@@ -59,6 +68,54 @@ enum Command {
     },
 }
 
+/// The packaging commands (.ci/package), parsed apart from [`Cli`] so that
+/// neither `--help`, the man page nor the completions list them.
+#[derive(Parser)]
+#[command(name = "secret-agent")]
+enum Packaging {
+    /// Writes the man pages (secret-agent.1, one per subcommand) into DIR.
+    GenerateMan {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// SHELL's completion script on standard output.
+    GenerateCompletions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Packaging {
+    /// The names [`Packaging`]'s commands go by, as the first argument.
+    const NAMES: [&str; 2] = ["generate-man", "generate-completions"];
+
+    /// Made from [`Cli`] itself, so they never drift from `--help`.
+    fn run(self) -> ExitCode {
+        use anyhow::Context;
+        use clap::CommandFactory;
+        use std::io::Write;
+        let written = match self {
+            Packaging::GenerateMan { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display())),
+            Packaging::GenerateCompletions { shell } => {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "secret-agent", &mut script);
+                let mut out = std::io::stdout().lock();
+                out.write_all(&script)
+                    .and_then(|()| out.flush())
+                    .context("cannot write the completions")
+            }
+        };
+        match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("secret-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
 /// `convert-aws-agent-config`: the YAML on standard output, notes on
 /// standard error; exit 2 when the file cannot be read or converted.
 fn convert(file: &std::path::Path, account: Option<&str>, region: Option<&str>) -> ExitCode {
@@ -86,6 +143,12 @@ fn convert(file: &std::path::Path, account: Option<&str>, region: Option<&str>) 
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| Packaging::NAMES.iter().any(|name| first == *name))
+    {
+        return Packaging::parse().run();
+    }
     let cli = Cli::parse();
     if let Some(Command::ConvertAwsAgentConfig {
         file,

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -202,6 +202,66 @@ impl Agent {
         }
     }
 
+    /// Starts the agent on `config` with `NOTIFY_SOCKET` set to `notify`,
+    /// as systemd starts a `Type=notify` unit, and returns as soon as the
+    /// first notification arrives, without asking the agent anything: with
+    /// that message, or the log if none came within 20 s.
+    pub fn try_start_notifying(
+        config: &AgentConfig,
+        notify: &NotifySocket,
+    ) -> Result<(Agent, String), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config.yaml()).unwrap();
+        let notify_path = notify.path.to_str().unwrap();
+        let mut child = agent_command(dir.path(), &[("NOTIFY_SOCKET", notify_path)])
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start secret-agent");
+        let (log, reader, addresses) = record_log(&mut child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut message = None;
+        while message.is_none() && Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            message = notify.recv(Duration::from_millis(50));
+        }
+        // The agent logs each address before it notifies anyone.
+        let addr = if config.has_tcp() {
+            addresses.recv_timeout(Duration::from_secs(5)).ok()
+        } else {
+            Some(SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        match (message, addr) {
+            (Some(message), Some(addr)) => Ok((
+                Agent {
+                    child,
+                    addr,
+                    log,
+                    dir,
+                },
+                message,
+            )),
+            (message, _) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                let log = log.lock().unwrap().clone();
+                Err(format!("first notification: {message:?}\n{log}"))
+            }
+        }
+    }
+
+    /// `GET /healthz` answers 200 on every listener of `config`, asked once.
+    pub fn answers_at_once(&self, config: &AgentConfig) -> bool {
+        (!config.has_tcp() || healthy(self.addr)) && config.socket_path().is_none_or(socket_healthy)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -275,6 +335,36 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+}
+
+/// A service manager's notification socket, as systemd gives a
+/// `Type=notify` unit in `NOTIFY_SOCKET`: a Unix datagram socket, bound in a
+/// directory of its own that goes when it is dropped.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.socket.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 }
 
