@@ -339,9 +339,7 @@ async fn write_answer<IO: AsyncWrite + Unpin>(
 
 /// A short, escaped prefix of what a client wrote, for an error answer.
 fn echo(text: &str) -> String {
-    let short: String = text.chars().take(32).collect();
-    let more = if text.chars().count() > 32 { "..." } else { "" };
-    format!("`{}{more}`", short.escape_debug())
+    format!("`{}`", crate::text::shorten(text, 32))
 }
 
 fn count(outcome: &str) {

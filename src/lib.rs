@@ -23,6 +23,7 @@
 //! - [`listen`]: TCP, TLS and Unix-socket listeners; per-connection limits;
 //!   the first bytes choose HTTP or the [`aerospike`] secret agent protocol.
 //! - [`logging`]: the log, kept free of key ids and bounded against clients.
+//! - [`text`]: the one rule for echoing outside input in a message.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
 //! - [`app`]: wiring, signals and lifecycle.
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
@@ -43,6 +44,7 @@ mod notify;
 mod reload;
 mod resources;
 mod secret;
+mod text;
 mod upstream;
 
 pub use app::{Application, Serving, Signals};

@@ -35,16 +35,7 @@ const SHOWN_CHARS: usize = 80;
 /// A value from the file as an error message shows it: at most
 /// [`SHOWN_CHARS`] characters, escaped, with `...` when cut.
 pub(crate) fn shown(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars
-        .by_ref()
-        .take(SHOWN_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if chars.next().is_some() {
-        out.push_str("...");
-    }
-    out
+    crate::text::shorten(text, SHOWN_CHARS)
 }
 
 fn fmt_line(line: Option<usize>) -> String {

@@ -74,16 +74,7 @@ const ECHO_CHARS: usize = 32;
 /// Client input as a message may repeat it: at most [`ECHO_CHARS`]
 /// characters, escaped (quotes, controls), with `...` when cut.
 pub(crate) fn echo(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars
-        .by_ref()
-        .take(ECHO_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if chars.next().is_some() {
-        out.push_str("...");
-    }
-    out
+    crate::text::shorten(text, ECHO_CHARS)
 }
 
 impl ApiError {

@@ -1,0 +1,33 @@
+//! The one rule for repeating outside input (a client's or a config file's)
+//! in a message: a short prefix, escaped.
+
+/// At most `max_chars` characters of `text`, each escaped as Rust's
+/// `Debug` would (quotes, controls), with `...` when cut.
+pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .by_ref()
+        .take(max_chars)
+        .flat_map(char::escape_debug)
+        .collect();
+    if chars.next().is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_escaped_and_marked_when_cut() {
+        assert_eq!(shorten("prod/db", 32), "prod/db");
+        assert_eq!(shorten(&"a".repeat(32), 32), "a".repeat(32));
+        assert_eq!(
+            shorten(&"a".repeat(33), 32),
+            format!("{}...", "a".repeat(32))
+        );
+        assert_eq!(shorten("a`b\n\u{0}\"c", 32), "a`b\\n\\0\\\"c");
+    }
+}
