@@ -102,6 +102,10 @@ impl Log for AgentLogger {
             self.client_error(record);
             return;
         }
+        // Formatted only when it will be written.
+        if !self.inner.enabled(record.metadata()) {
+            return;
+        }
         let text = record.args().to_string();
         let shown = redact_key_ids(&text);
         self.inner.log(
