@@ -670,12 +670,14 @@ async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl()
     }
     // Three expiries in 10.5 s of a 3 s TTL, each round all 45 secrets in
     // 3 calls (the first round gathers those that expire within 0.6 s of
-    // the first).
+    // the first). How a round splits its 45 among the 3 depends on when
+    // each expiry is seen (on a loaded machine, 12 + 13 + 20 as well as
+    // 5 + 20 + 20); the cost is the same.
     assert_eq!(rounds.len(), 3, "{rounds:?}");
     for round in &rounds {
-        let mut sizes = round.clone();
-        sizes.sort();
-        assert_eq!(sizes, [5, 20, 20], "{rounds:?}");
+        assert_eq!(round.len(), 3, "{rounds:?}");
+        assert_eq!(round.iter().sum::<usize>(), 45, "{rounds:?}");
+        assert!(round.iter().all(|&n| n <= 20), "{rounds:?}");
     }
 }
 
