@@ -307,8 +307,7 @@ async fn with_auth_absent_and_withheld_names_get_one_answer() {
 
 #[tokio::test]
 async fn the_protocol_is_served_over_tls() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
 
     let world = World::shared();
     let db = world.secret("sap-tls", r#"{"k":"over-tls"}"#);
@@ -317,18 +316,9 @@ async fn the_protocol_is_served_over_tls() {
         &world.config().resource("db", &db.arn).tls(tls(&pki, false)),
         &[],
     );
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let client = tls_client_config(&pki);
     let server = ServerName::try_from("127.0.0.1").unwrap();
-    let session = rustls::ClientConnection::new(std::sync::Arc::new(client), server).unwrap();
+    let session = rustls::ClientConnection::new(client, server).unwrap();
     let mut stream = rustls::StreamOwned::new(session, connect(agent.addr));
     assert_eq!(ask(&mut stream, Some("db"), "k")["SecretValue"], "over-tls");
     assert_eq!(ask(&mut stream, Some("db"), "k")["SecretValue"], "over-tls");

@@ -633,26 +633,16 @@ fn a_slow_first_http_request_has_one_window_from_accept() {
 
 #[test]
 fn a_slow_first_tls_request_has_one_window_from_accept() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
 
     let pki = pki();
     let agent = slow_first_agent(|c| c.tls(tls(&pki, false)));
     let (stream, connected) = slow_stream(&agent);
     std::thread::sleep(SLOW_FIRST_SILENCE);
     // The handshake, promptly, after the silence; then the head, slowly.
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let client = tls_client_config(&pki);
     let server = ServerName::try_from("127.0.0.1").unwrap();
-    let mut session = rustls::ClientConnection::new(std::sync::Arc::new(client), server).unwrap();
+    let mut session = rustls::ClientConnection::new(client, server).unwrap();
     let mut sock = stream;
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     while session.is_handshaking() {

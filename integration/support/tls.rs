@@ -54,3 +54,22 @@ pub fn tls(pki: &Pki, with_ca: bool) -> Tls {
         ca_file: with_ca.then(|| d.join("ca.pem")),
     }
 }
+
+/// A rustls client that trusts `pki`'s CA and sends no certificate, for
+/// tests that speak TLS to the agent by hand.
+pub fn tls_client_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(client)
+}
