@@ -15,6 +15,7 @@
 //! they read only what `auth.secret-agent-protocol.resources` grants.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_server::GracefulShutdownSignal;
@@ -26,11 +27,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 use zeroize::Zeroizing;
 
-use crate::config::{Config, TokenScope};
-use crate::http::{ApiError, AppState};
-use crate::metrics::METRICS;
-use crate::resources::{ResourceName, SecretArn};
-use crate::secret::Kind;
+use crate::metrics::Metrics;
+use crate::read::{ReadError, Reader};
+use crate::secret::{KeyError, Kind};
+use crate::text;
 use crate::upstream::Version;
 
 /// The first four bytes of every request and answer ("sidekick").
@@ -42,28 +42,6 @@ const HEADER: usize = 8;
 /// Most bytes of JSON in a request or an answer: the C client refuses
 /// larger answers, and no request needs more.
 pub(crate) const MAX_JSON: usize = 100 * 1024;
-
-/// What the config says about this protocol; swapped on reload.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct ProtocolSettings {
-    /// `secret-manager.aws.convert-to-base64`: encode the stored text in
-    /// base64 (for secrets stored as plain text), or send it as it is (for
-    /// secrets already stored in base64, the default). Binary secrets are
-    /// always encoded.
-    pub(crate) convert_to_base64: bool,
-    /// `auth.secret-agent-protocol.resources`: what these clients may read
-    /// when `auth` is on. `None` with `auth` on: nothing.
-    pub(crate) scope: Option<TokenScope>,
-}
-
-impl ProtocolSettings {
-    pub(crate) fn of(config: &Config) -> ProtocolSettings {
-        ProtocolSettings {
-            convert_to_base64: config.aws.convert_to_base64,
-            scope: config.protocol_scope.clone(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct Request {
@@ -111,7 +89,8 @@ pub(crate) struct Limits {
 pub(crate) async fn serve<IO>(
     mut io: IO,
     mut buf: BytesMut,
-    state: AppState,
+    reader: Reader,
+    metrics: Arc<Metrics>,
     limits: Limits,
     stopping: GracefulShutdownSignal,
 ) where
@@ -139,7 +118,7 @@ pub(crate) async fn serve<IO>(
             Ok(Some(json)) => json,
             Ok(None) => return,
             Err(fatal) => {
-                count("refused");
+                count(&metrics, "refused");
                 let refusal = error_answer(&fatal.message());
                 if write_answer(&mut io, &refusal, limits.timeout)
                     .await
@@ -150,7 +129,7 @@ pub(crate) async fn serve<IO>(
                 return;
             }
         };
-        let answer = answer(&state, &json).await;
+        let answer = answer(&reader, &metrics, &json).await;
         if let Err(e) = write_answer(&mut io, &answer, limits.timeout).await {
             log::debug!("secret agent protocol connection closed: {e}");
             return;
@@ -204,85 +183,100 @@ pub(crate) async fn fill<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut,
 }
 
 /// The answer's JSON, in memory that is wiped when dropped.
-async fn answer(state: &AppState, json: &[u8]) -> Zeroizing<Vec<u8>> {
-    match value(state, json).await {
+async fn answer(reader: &Reader, metrics: &Metrics, json: &[u8]) -> Zeroizing<Vec<u8>> {
+    match value(reader, json).await {
         Ok(answer) => {
-            count("ok");
+            count(metrics, "ok");
             answer
         }
-        Err(message) => {
-            count("error");
-            error_answer(&message)
+        Err(refused) => {
+            count(metrics, "error");
+            error_answer(&refused.to_string())
         }
     }
 }
 
-async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+/// Why a request gets an `Error` answer; the text is that answer.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("the request is not JSON")]
+    NotJson,
+    #[error("the request must be a JSON object {{\"Resource\": ..., \"SecretKey\": ...}}")]
+    NotAnObject,
+    #[error("the request names no Resource: write secrets:<resource>:<key> in the server's config")]
+    NoResource,
+    #[error("{0}")]
+    NotServingYet(ReadError),
+    /// With `auth` on, an absent name and a withheld one look the same.
+    #[error(
+        "resource {0} is not configured or not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"
+    )]
+    Withheld(String),
+    #[error("no resource named {0}")]
+    NotConfigured(String),
+    /// The read failed: the name as the answer may show it, and the code.
+    #[error("{0}: {code}", code = .1.code())]
+    Read(String, ReadError),
+    #[error("{0} has no key {1}")]
+    NoSuchKey(String, String),
+    #[error("{0}: {1}")]
+    Key(String, KeyError),
+    #[error("{0}: the value is too large for this protocol (over {MAX_JSON} bytes of JSON)")]
+    TooLarge(String),
+    #[error("internal error")]
+    Internal,
+}
+
+async fn value(reader: &Reader, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Refused> {
     let request: Request = serde_json::from_slice(json).map_err(|e| {
         if e.is_data() {
-            "the request must be a JSON object {\"Resource\": ..., \"SecretKey\": ...}".to_owned()
+            Refused::NotAnObject
         } else {
-            "the request is not JSON".to_owned()
+            Refused::NotJson
         }
     })?;
     let Some(resource) = request.resource.filter(|r| !r.is_empty()) else {
-        return Err(
-            "the request names no Resource: write secrets:<resource>:<key> in the server's config"
-                .into(),
-        );
+        return Err(Refused::NoResource);
     };
-    if !state.serving.is_open() {
-        return Err(ApiError::NotServingYet.to_string());
+    if !reader.serving.is_open() {
+        return Err(Refused::NotServingYet(ReadError::NotServingYet));
     }
-    let snapshot = state.current.load();
+    let snapshot = reader.current.load();
     // A configured name, or a name under a pattern (`prod/*`).
     let found = snapshot.resources.lookup(&resource);
-    let settings = &snapshot.protocol;
     // With `auth` on, a name that is not configured and one that is not
     // granted get the same answer: a client without a token learns nothing
     // of which names exist.
-    if !snapshot.auth.is_open() {
-        let allowed = found.as_ref().is_some_and(|found| {
-            settings
-                .scope
-                .as_ref()
-                .is_some_and(|scope| scope.allows(&found.name))
-        });
-        if !allowed {
-            return Err(format!(
-                "resource {} is not configured or not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)",
-                echo(&resource)
-            ));
+    if !snapshot.access.is_open() {
+        let grant = snapshot.access.protocol_grant();
+        if !found
+            .as_ref()
+            .is_some_and(|found| grant.allows(&found.name))
+        {
+            return Err(Refused::Withheld(echo(&resource)));
         }
     }
     let Some(found) = found else {
-        return Err(format!("no resource named {}", echo(&resource)));
+        return Err(Refused::NotConfigured(echo(&resource)));
     };
-    let (name, arn): (&ResourceName, &SecretArn) = (&found.name, &found.arn);
     // A name under a pattern is the client's: messages repeat a short echo.
     let name = if found.by_pattern() {
-        echo(name.as_str())
+        echo(found.name.as_str())
     } else {
-        name.to_string()
+        found.name.to_string()
     };
-    if found.by_pattern() && !state.cache.admit_new_name(arn, &Version::Current) {
-        return Err(format!("{name}: {}", ApiError::NewNamesLimited.parts().1));
-    }
-    let (secret, _status) = state
-        .cache
-        .get(arn, &Version::Current)
+    let (secret, _status) = reader
+        .read(&found, &Version::Current, false)
         .await
-        .map_err(|e| format!("{name}: {}", ApiError::from(e).parts().1))?;
+        .map_err(|e| Refused::Read(name.clone(), e))?;
     let (bytes, kind) = match request.secret_key.as_deref().filter(|k| !k.is_empty()) {
         Some(key) => secret.key(key).map_err(|e| match e {
-            crate::secret::KeyError::NoSuchKey(_) => {
-                format!("{name} has no key {}", echo(key))
-            }
-            other => format!("{name}: {other}"),
+            KeyError::NoSuchKey(_) => Refused::NoSuchKey(name.clone(), echo(key)),
+            other => Refused::Key(name.clone(), other),
         })?,
         None => (secret.value.clone(), secret.kind),
     };
-    let encoded: Zeroizing<String> = if settings.convert_to_base64 || kind == Kind::Binary {
+    let encoded: Zeroizing<String> = if snapshot.convert_to_base64 || kind == Kind::Binary {
         Zeroizing::new(BASE64.encode(&bytes))
     } else {
         // Text and JSON secrets are SecretStrings: UTF-8.
@@ -290,11 +284,9 @@ async fn value(state: &AppState, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
     };
     let mut out = Zeroizing::new(Vec::with_capacity(encoded.len() + 20));
     serde_json::to_writer(&mut *out, &SecretValue { value: &encoded })
-        .map_err(|_| "internal error")?;
+        .map_err(|_| Refused::Internal)?;
     if out.len() > MAX_JSON {
-        return Err(format!(
-            "{name}: the value is too large for this protocol (over {MAX_JSON} bytes of JSON)"
-        ));
+        return Err(Refused::TooLarge(name));
     }
     Ok(out)
 }
@@ -339,11 +331,11 @@ async fn write_answer<IO: AsyncWrite + Unpin>(
 
 /// A short, escaped prefix of what a client wrote, for an error answer.
 fn echo(text: &str) -> String {
-    format!("`{}`", crate::text::shorten(text, 32))
+    format!("`{}`", text::echo(text))
 }
 
-fn count(outcome: &str) {
-    METRICS
+fn count(metrics: &Metrics, outcome: &str) {
+    metrics
         .protocol_requests
         .with_label_values(&["secret-agent", outcome])
         .inc();

@@ -12,20 +12,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_server::Server;
-use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 
-use crate::aerospike::ProtocolSettings;
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::credentials::AgentCredentials;
 use crate::events::{self, EventsStatus};
-use crate::http::{AppState, Authorizer, Gate, Snapshot};
+use crate::http::AppState;
 use crate::listen;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::notify::{self, State};
+use crate::read::{Gate, Reader, Snapshot};
 use crate::reload::Reloader;
 use crate::resources::SecretArn;
 use crate::upstream::Upstream;
@@ -95,9 +94,10 @@ impl Application {
             .as_ref()
             .map(|events| (events::client(&sdk, events), events.queue_url.clone()));
         let upstream = Upstream::new(sdk, aws.endpoint());
+        let metrics = Arc::new(Metrics::new());
         let cache = Cache::new(
             Arc::new(upstream.clone()),
-            METRICS.clone(),
+            metrics.clone(),
             config.cache.clone(),
             config.aws.max_concurrent_calls,
         );
@@ -113,26 +113,20 @@ impl Application {
                 async move { gate.opened().await },
             )
         });
-        let auth = Authorizer::new(config.auth.clone(), &config.token_headers);
-        let open = auth.is_open();
+        let snapshot = Snapshot::of(&config);
+        let open = snapshot.access.is_open();
         let state = AppState {
-            current: Arc::new(ArcSwap::from_pointee(Snapshot {
-                resources: config.aws.resources.clone(),
-                auth,
-                protocol: ProtocolSettings::of(&config),
-            })),
-            cache,
+            reader: Reader::new(snapshot, cache, gate.clone()),
             prefetch,
-            credentials_ready: Arc::new(AtomicBool::new(false)),
             events: events_client
                 .as_ref()
                 .map(|_| Arc::new(EventsStatus::default())),
-            warned: Arc::default(),
-            serving: gate.clone(),
+            metrics: metrics.clone(),
             connections: Arc::default(),
         };
-        let (current, cache) = (Arc::clone(&state.current), state.cache.downgrade());
-        METRICS.set_resources(Box::new(move || {
+        let reader = &state.reader;
+        let (current, cache) = (Arc::clone(&reader.current), reader.cache.downgrade());
+        metrics.set_resources(Box::new(move || {
             current
                 .load()
                 .resources
@@ -140,9 +134,14 @@ impl Application {
                 .map(|(name, arn)| (name.as_str().to_owned(), cache.stats(arn)))
                 .collect()
         }));
-        let mut reloader = Reloader::new(state.clone(), upstream, config.clone());
+        let mut reloader = Reloader::new(
+            state.reader.clone(),
+            metrics.clone(),
+            upstream,
+            config.clone(),
+        );
 
-        let ready = state.credentials_ready.clone();
+        let ready = state.reader.credentials_ready.clone();
         let listeners = listen::bind(&config.service, &state, signals.stop)?;
         if let Some(bound) = listeners.tcp_addr
             && open
@@ -176,7 +175,7 @@ impl Application {
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_credentials(credentials, ready));
         if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
-            let current = Arc::clone(&state.current);
+            let current = Arc::clone(&state.reader.current);
             let resolve = move |id: &str| {
                 let mut arns: Vec<SecretArn> = Vec::new();
                 for (_, arn) in current.load().resources.iter() {
@@ -189,10 +188,10 @@ impl Application {
             let events = events::run(
                 client,
                 queue_url,
-                state.cache.clone(),
+                state.reader.cache.clone(),
                 resolve,
                 status,
-                METRICS.clone(),
+                metrics,
             );
             tasks.spawn(async move {
                 gate.opened().await;

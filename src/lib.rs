@@ -28,6 +28,7 @@
 //! - [`app`]: wiring, signals and lifecycle.
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
+mod access;
 mod aerospike;
 mod app;
 mod aws;
@@ -41,6 +42,7 @@ mod listen;
 mod logging;
 mod metrics;
 mod notify;
+mod read;
 mod reload;
 mod resources;
 mod secret;

@@ -288,7 +288,15 @@ impl Connections {
                                 timeout,
                                 first_request_by,
                             };
-                            aerospike::serve(stream, first, state, limits, stopping).await;
+                            aerospike::serve(
+                                stream,
+                                first,
+                                state.reader.clone(),
+                                state.metrics.clone(),
+                                limits,
+                                stopping,
+                            )
+                            .await;
                         } else if let Err(e) = handler
                             .call((
                                 Paced::with_pending(stream, timeout, first)

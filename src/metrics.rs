@@ -19,7 +19,6 @@ use thread_local::ThreadLocal;
 
 use crate::cache::{CacheMetrics, CacheStatus, SecretStats};
 use crate::events::EventsMetrics;
-use crate::http::Route;
 use crate::upstream::UpstreamError;
 
 /// The agent's metrics, in one registry.
@@ -85,8 +84,54 @@ fn bump(count: &AtomicU64) {
 /// Each configured resource name with what the cache knows of it.
 pub type ResourceSource = Box<dyn Fn() -> Vec<(String, Option<SecretStats>)> + Send + Sync>;
 
-/// In an `Arc`, as the cache takes its [`CacheMetrics`].
-pub static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
+/// Only for credentials, until they take their metrics as the cache does.
+pub(crate) static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
+
+/// What serves an HTTP request, as the `route` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Secrets,
+    /// The AWS Secrets Manager Agent's routes.
+    Compat,
+    Healthz,
+    Readyz,
+    Metrics,
+    /// Refused before routing, or no route.
+    Other,
+}
+
+impl Route {
+    /// Every route, in declaration order, so that `ALL[r as usize] == r`
+    /// (checked when compiling): metrics keep a counter per route.
+    const ALL: [Route; 6] = [
+        Route::Secrets,
+        Route::Compat,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    /// The `route` label.
+    fn label(self) -> &'static str {
+        match self {
+            Route::Secrets => "secrets",
+            Route::Compat => "compat",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < Route::ALL.len() {
+        assert!(Route::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Registers a metric built from constant, valid names: failure is a bug.
 fn registered<C: Collector + Clone + 'static>(
@@ -101,7 +146,7 @@ fn registered<C: Collector + Clone + 'static>(
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
@@ -418,12 +463,13 @@ mod tests {
 
     #[test]
     fn renders_text_format() {
-        METRICS.read(CacheStatus::Hit);
-        METRICS
+        let metrics = Metrics::new();
+        metrics.read(CacheStatus::Hit);
+        metrics
             .upstream_latency
             .with_label_values(&["GetSecretValue"])
             .observe(0.02);
-        let text = METRICS.render();
+        let text = metrics.render();
         assert!(
             text.contains("# TYPE secret_agent_cache_results_total counter"),
             "{text}"

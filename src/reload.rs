@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::aerospike::ProtocolSettings;
 use crate::app::probe_credentials;
 use crate::aws::AwsSettings;
 use crate::config::{Config, ConfigError};
-use crate::http::{AppState, Authorizer, Snapshot};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
+use crate::read::{Reader, Snapshot};
 use crate::upstream::Upstream;
 
 /// How long a reload may take to read its files (and resolve the names in
@@ -61,7 +60,9 @@ async fn read_within<T: Send + 'static>(
 
 /// Applies reloads, one at a time.
 pub(crate) struct Reloader {
-    state: AppState,
+    /// What requests read: its snapshot is replaced, its cache retuned.
+    reader: Reader,
+    metrics: Arc<Metrics>,
     /// Its clients are replaced when the AWS settings change.
     upstream: Upstream,
     /// The config in effect, to tell what changed.
@@ -74,9 +75,15 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
-    pub(crate) fn new(state: AppState, upstream: Upstream, applied: Config) -> Reloader {
+    pub(crate) fn new(
+        reader: Reader,
+        metrics: Arc<Metrics>,
+        upstream: Upstream,
+        applied: Config,
+    ) -> Reloader {
         Reloader {
-            state,
+            reader,
+            metrics,
             upstream,
             applied,
             probes: JoinSet::new(),
@@ -90,7 +97,7 @@ impl Reloader {
         let new = match read.and_then(|read| Ok(read?)) {
             Ok(new) => new,
             Err(e) => {
-                METRICS.reloads.with_label_values(&["error"]).inc();
+                self.metrics.reloads.with_label_values(&["error"]).inc();
                 log::error!("reload refused, the running config stays in effect: {e}");
                 return;
             }
@@ -110,7 +117,7 @@ impl Reloader {
             self.probes.abort_all();
             self.probes.spawn(probe_credentials(
                 credentials,
-                self.state.credentials_ready.clone(),
+                self.reader.credentials_ready.clone(),
             ));
         }
         let old = &self.applied.aws.resources;
@@ -125,32 +132,28 @@ impl Reloader {
             .iter()
             .filter(|(n, _)| new.aws.resources.get(n.as_str()).is_none())
             .count();
-        self.state.current.store(Arc::new(Snapshot {
-            resources: new.aws.resources.clone(),
-            auth: Authorizer::new(new.auth.clone(), &new.token_headers),
-            protocol: ProtocolSettings::of(&new),
-        }));
-        self.state.cache.set_settings(new.cache.clone());
+        self.reader.current.store(Arc::new(Snapshot::of(&new)));
+        self.reader.cache.set_settings(new.cache.clone());
         let keep = new
             .aws
             .resources
             .iter()
             .map(|(_, arn)| arn.as_str())
             .collect();
-        self.state.cache.retain(&keep);
+        self.reader.cache.retain(&keep);
         if std::env::var_os("RUST_LOG").is_none() {
             log::set_max_level(new.log_level);
         }
         if new.cache.prefetch && !added.is_empty() {
-            let serving = self.state.serving.clone();
-            self.state
+            let serving = self.reader.serving.clone();
+            self.reader
                 .cache
                 .prefetch_after(added.clone(), async move { serving.opened().await });
         }
         for warning in &new.warnings {
             log::warn!("{warning}");
         }
-        METRICS.reloads.with_label_values(&["ok"]).inc();
+        self.metrics.reloads.with_label_values(&["ok"]).inc();
         log::info!(
             "reloaded {}: {} resource(s) ({} new or changed, {} removed), {} client token(s){}",
             new.source.display(),

@@ -1,6 +1,15 @@
 //! The one rule for repeating outside input (a client's or a config file's)
 //! in a message: a short prefix, escaped.
 
+/// Most characters of a client's input that a message repeats.
+pub(crate) const ECHO_CHARS: usize = 32;
+
+/// A client's input as a message may repeat it: [`shorten`] to
+/// [`ECHO_CHARS`].
+pub(crate) fn echo(text: &str) -> String {
+    shorten(text, ECHO_CHARS)
+}
+
 /// At most `max_chars` characters of `text`, each escaped as Rust's
 /// `Debug` would (quotes, controls), with `...` when cut.
 pub(crate) fn shorten(text: &str, max_chars: usize) -> String {

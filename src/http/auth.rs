@@ -1,150 +1,57 @@
-//! Client tokens: who may read which resource.
+//! The tokens an HTTP request presents, checked by [`crate::access`].
 
 use actix_web::HttpRequest;
-use actix_web::http::header::{AUTHORIZATION, HeaderName};
-use secrecy::ExposeSecret;
-use subtle::ConstantTimeEq;
+use actix_web::http::header::AUTHORIZATION;
 
 use super::ApiError;
-use crate::config::{ClientToken, TokenScope};
-use crate::resources::ResourceName;
+use crate::access::{Access, Grant};
 
 #[cfg(test)]
 const AWS_TOKEN_HEADER: &str = "X-Aws-Parameters-Secrets-Token";
 
-/// The configured tokens; none means open access.
-#[derive(Debug, Default)]
-pub struct Authorizer {
-    tokens: Vec<ClientToken>,
-    /// `auth.token-headers`: where a token may come from besides
-    /// `Authorization: Bearer`, in order.
-    headers: Vec<HeaderName>,
+/// 401 unless the request carries a configured token (or access is open).
+pub(super) fn authenticate<'a>(
+    access: &'a Access,
+    req: &HttpRequest,
+) -> Result<Grant<'a>, ApiError> {
+    if access.is_open() {
+        return Ok(Grant::All);
+    }
+    access
+        .grant(presented(access, req))
+        .ok_or(ApiError::Unauthorized)
 }
 
-/// What an authenticated (or open) request may read.
-pub struct Grant<'a>(Option<&'a TokenScope>);
-
-impl Grant<'_> {
-    /// 403 when the token's list does not name the resource.
-    pub fn permit(&self, name: &ResourceName) -> Result<(), ApiError> {
-        if self.allows(name) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(name.to_string()))
+/// The tokens a request presents: `Authorization: Bearer <token>` alone
+/// when it has that header, else each token header it carries (as the
+/// AWS agent does, any of them may hold the token).
+fn presented<'r>(access: &'r Access, req: &'r HttpRequest) -> impl Iterator<Item = &'r [u8]> {
+    let headers = req.headers();
+    let bearer = headers.get(AUTHORIZATION).map(|value| {
+        let bytes = value.as_bytes();
+        match bytes.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => bytes[7..].trim_ascii(),
+            _ => &[][..],
         }
-    }
-
-    /// The first of `names`, which all stand for one secret, that the token
-    /// may read; 403 naming `asked` (a configured ARN) when it may read none.
-    pub fn permit_any<'n>(
-        &self,
-        names: &'n [ResourceName],
-        asked: &str,
-    ) -> Result<&'n ResourceName, ApiError> {
-        names
+    });
+    let others = bearer.is_none().then(|| {
+        access
+            .token_headers()
             .iter()
-            .find(|name| self.allows(name))
-            .ok_or_else(|| ApiError::Forbidden(asked.to_owned()))
-    }
-
-    fn allows(&self, name: &ResourceName) -> bool {
-        self.0.is_none_or(|scope| scope.allows(name))
-    }
-}
-
-impl Authorizer {
-    /// `headers` are validated header names (`auth.token-headers`); one
-    /// that is not is skipped.
-    pub fn new(tokens: Vec<ClientToken>, headers: &[String]) -> Authorizer {
-        let headers = headers
-            .iter()
-            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
-            .collect();
-        Authorizer { tokens, headers }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// 401 unless the request carries a configured token (or access is open).
-    pub fn authenticate(&self, req: &HttpRequest) -> Result<Grant<'_>, ApiError> {
-        if self.is_open() {
-            return Ok(Grant(None));
-        }
-        self.presented(req)
-            .find_map(|presented| self.find(presented))
-            .map(|t| Grant(Some(&t.scope)))
-            .ok_or(ApiError::Unauthorized)
-    }
-
-    /// Compares against every token in constant time per token, without
-    /// stopping at the first match.
-    fn find(&self, presented: &[u8]) -> Option<&ClientToken> {
-        if presented.is_empty() {
-            return None;
-        }
-        let mut found = None;
-        for token in &self.tokens {
-            if bool::from(token.value.expose_secret().as_bytes().ct_eq(presented)) {
-                found = Some(token);
-            }
-        }
-        found
-    }
-}
-
-impl Authorizer {
-    /// The tokens a request presents: `Authorization: Bearer <token>` alone
-    /// when it has that header, else each token header it carries (as the
-    /// AWS agent does, any of them may hold the token).
-    fn presented<'r>(&'r self, req: &'r HttpRequest) -> impl Iterator<Item = &'r [u8]> {
-        let headers = req.headers();
-        let bearer = headers.get(AUTHORIZATION).map(|value| {
-            let bytes = value.as_bytes();
-            match bytes.get(..7) {
-                Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => bytes[7..].trim_ascii(),
-                _ => &[][..],
-            }
-        });
-        let others = bearer.is_none().then(|| {
-            self.headers
-                .iter()
-                .flat_map(|name| headers.get_all(name))
-                .map(|v| v.as_bytes().trim_ascii())
-        });
-        bearer.into_iter().chain(others.into_iter().flatten())
-    }
+            .flat_map(|name| headers.get_all(name.as_str()))
+            .map(|v| v.as_bytes().trim_ascii())
+    });
+    bearer.into_iter().chain(others.into_iter().flatten())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenSource;
+    use crate::resources::ResourceName;
     use actix_web::test::TestRequest;
-    use secrecy::SecretString;
 
-    fn authorizer() -> Authorizer {
-        let name = |n: &str| ResourceName::parse(n).unwrap();
-        let headers = crate::config::DEFAULT_TOKEN_HEADERS.map(str::to_owned);
-        Authorizer::new(
-            vec![
-                ClientToken {
-                    source: TokenSource::Env("A".into()),
-                    value: SecretString::from("all-access-token"),
-                    scope: TokenScope::All,
-                },
-                ClientToken {
-                    source: TokenSource::Env("B".into()),
-                    value: SecretString::from("db-only-token"),
-                    scope: TokenScope::Only {
-                        names: [name("db")].into(),
-                        prefixes: vec!["team/".into()],
-                    },
-                },
-            ],
-            &headers,
-        )
+    fn authorizer() -> Access {
+        crate::access::tests::two_tokens()
     }
 
     #[test]
@@ -164,15 +71,18 @@ mod tests {
         };
 
         let req = bearer("Bearer all-access-token");
-        assert!(auth.authenticate(&req).unwrap().permit(&other).is_ok());
+        assert!(authenticate(&auth, &req).unwrap().permit(&other).is_ok());
         let req = bearer("bearer db-only-token");
-        let grant = auth.authenticate(&req).unwrap();
+        let grant = authenticate(&auth, &req).unwrap();
         assert!(grant.permit(&db).is_ok());
-        assert!(matches!(grant.permit(&other), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            grant.permit(&other).map_err(ApiError::from),
+            Err(ApiError::Forbidden(_))
+        ));
         let req = aws("db-only-token");
-        assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
+        assert!(authenticate(&auth, &req).unwrap().permit(&db).is_ok());
         // A prefix (`team/*`) in the scope.
-        let grant = auth.authenticate(&req).unwrap();
+        let grant = authenticate(&auth, &req).unwrap();
         assert!(
             grant
                 .permit(&ResourceName::parse("team/x").unwrap())
@@ -186,7 +96,7 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("X-Vault-Token", "db-only-token"))
             .to_http_request();
-        assert!(auth.authenticate(&req).unwrap().permit(&db).is_ok());
+        assert!(authenticate(&auth, &req).unwrap().permit(&db).is_ok());
 
         for req in [
             TestRequest::default().to_http_request(),
@@ -199,7 +109,7 @@ mod tests {
             aws("all-access-toke"),
         ] {
             assert!(matches!(
-                auth.authenticate(&req),
+                authenticate(&auth, &req),
                 Err(ApiError::Unauthorized)
             ));
         }
@@ -216,28 +126,28 @@ mod tests {
         let req = TestRequest::default()
             .insert_header((AUTHORIZATION, "Bearer db-only-token"))
             .to_http_request();
-        let grant = auth.authenticate(&req).unwrap();
+        let grant = authenticate(&auth, &req).unwrap();
         // Sorted, the name the token may not read comes first.
         let both = names(&["a-alias", "db"]);
         assert_eq!(grant.permit_any(&both, "arn").unwrap().as_str(), "db");
         let other = names(&["a-alias", "other"]);
         assert!(matches!(
-            grant.permit_any(&other, "arn:x"),
+            grant.permit_any(&other, "arn:x").map_err(ApiError::from),
             Err(ApiError::Forbidden(asked)) if asked == "arn:x"
         ));
         let req = TestRequest::default()
             .insert_header((AUTHORIZATION, "Bearer all-access-token"))
             .to_http_request();
-        let grant = auth.authenticate(&req).unwrap();
+        let grant = authenticate(&auth, &req).unwrap();
         assert_eq!(grant.permit_any(&other, "arn").unwrap().as_str(), "a-alias");
     }
 
     #[test]
     fn open_when_no_tokens() {
-        let auth = Authorizer::default();
+        let auth = Access::default();
         let req = TestRequest::default().to_http_request();
         let name = ResourceName::parse("x").unwrap();
-        assert!(auth.authenticate(&req).unwrap().permit(&name).is_ok());
+        assert!(authenticate(&auth, &req).unwrap().permit(&name).is_ok());
     }
 
     mod proptests {
@@ -264,7 +174,7 @@ mod tests {
                     }
                 };
                 let valid = presented == "all-access-token" || presented == "db-only-token";
-                prop_assert_eq!(auth.authenticate(&req).is_ok(), valid);
+                prop_assert_eq!(authenticate(&auth, &req).is_ok(), valid);
             }
         }
     }

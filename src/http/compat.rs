@@ -21,8 +21,9 @@ use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use super::auth::Grant;
-use super::{ApiError, AppState, CACHE_HEADER, Snapshot, Target, echo};
+use super::{ApiError, AppState, CACHE_HEADER, Target, echo};
+use crate::access::Grant;
+use crate::read::{ReadError, Snapshot};
 use crate::secret::{Kind, Secret, secret_bytes};
 use crate::upstream::UpstreamError;
 
@@ -176,7 +177,9 @@ impl From<ApiError> for CompatError {
             ApiError::ConnectionLimit => {
                 CompatError::text(StatusCode::TOO_MANY_REQUESTS, "Connection limit exceeded")
             }
-            ApiError::Upstream(e) | ApiError::StaleLimit(e) => CompatError::upstream(&e),
+            ApiError::Read(
+                ReadError::Upstream(e) | ReadError::StaleLimit(e) | ReadError::NotConfigured(e),
+            ) => CompatError::upstream(&e),
             other => {
                 let status = other.parts().0;
                 CompatError::Text(status, other.to_string().into())
@@ -245,7 +248,7 @@ pub async fn start_serving(req: HttpRequest, state: web::Data<AppState>) -> Http
     if req.method() != Method::GET {
         return CompatError::not_allowed().response();
     }
-    if state.serving.open() {
+    if state.reader.serving.open() {
         log::info!("GET /start_serving: serving from now on");
     }
     HttpResponse::Ok().body("serving")
@@ -257,7 +260,7 @@ pub(super) fn authorize<'s>(
     req: &HttpRequest,
     snapshot: &'s Snapshot,
 ) -> Result<Grant<'s>, CompatError> {
-    let grant = snapshot.auth.authenticate(req)?;
+    let grant = super::auth::authenticate(&snapshot.access, req)?;
     if req.method() != Method::GET {
         return Err(CompatError::not_allowed());
     }
@@ -267,7 +270,7 @@ pub(super) fn authorize<'s>(
 /// `GET /secretsmanager/get?secretId=...`
 pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
-    let snapshot = state.current.load();
+    let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;
     let result = async {
         let grant = authorize(&req, &snapshot)?;
@@ -296,7 +299,7 @@ pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     let started = super::request_started();
     let raw = req.uri().path().strip_prefix("/v1/").unwrap_or_default();
     let id = percent_decode_str(raw).decode_utf8_lossy().into_owned();
-    let snapshot = state.current.load();
+    let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;
     let result = async {
         let grant = authorize(&req, &snapshot)?;
@@ -372,8 +375,12 @@ async fn serve<'s>(
         found: found.clone(),
         key: None,
     };
-    grant.permit(&found.name)?;
-    let (secret, status) = super::read(state, &found, &version, q.refresh_now).await?;
+    grant.permit(&found.name).map_err(ApiError::from)?;
+    let (secret, status) = state
+        .reader
+        .read(&found, &version, q.refresh_now)
+        .await
+        .map_err(ApiError::from)?;
     Ok((get_secret_value_json(&secret), status))
 }
 

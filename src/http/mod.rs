@@ -16,10 +16,11 @@ mod secrets;
 use std::borrow::Cow;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{
@@ -29,137 +30,51 @@ use actix_web::dev::{
 use actix_web::http::Method;
 use actix_web::http::header::FORWARDED;
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
-use arc_swap::ArcSwap;
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use futures_util::future::Either;
 use serde::de::DeserializeOwned;
 
-pub use auth::Authorizer;
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 use error::echo;
-pub use secrets::CACHE_HEADER;
+pub(crate) use secrets::CACHE_HEADER;
 
-use crate::aerospike::ProtocolSettings;
-use crate::cache::{Cache, CacheStatus, Prefetch};
-use crate::metrics::METRICS;
-use crate::resources::{Found, ResourceName, Resources, SecretArn};
-use crate::secret::Secret;
-use crate::upstream::Version;
+use crate::access::Grant;
+use crate::cache::{CacheStatus, Prefetch};
+use crate::events::EventsStatus;
+use crate::metrics::{Metrics, Route};
+use crate::read::Reader;
+use crate::resources::{Found, ResourceName, SecretArn};
 
 /// Longest request path served; longer ones get 414.
-pub const MAX_PATH: usize = 4096;
+pub(crate) const MAX_PATH: usize = 4096;
 
 /// Most bytes of request headers (names and values) accepted; more get 431.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// What a config reload replaces, all at once.
-pub struct Snapshot {
-    pub resources: Resources,
-    pub auth: Authorizer,
-    /// The secret agent protocol's settings (base64, what it may read).
-    pub(crate) protocol: ProtocolSettings,
-}
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
-    /// Swapped atomically on reload; readers never lock.
-    pub current: Arc<ArcSwap<Snapshot>>,
-    pub cache: Cache,
+pub(crate) struct AppState {
+    /// The read path, shared with the Aerospike protocol.
+    pub(crate) reader: Reader,
     /// Progress of the start-up prefetch, when `cache.prefetch` is on.
-    pub prefetch: Option<Arc<Prefetch>>,
-    /// Set once AWS credentials have resolved.
-    pub credentials_ready: Arc<AtomicBool>,
+    pub(crate) prefetch: Option<Arc<Prefetch>>,
     /// How the events queue is doing, when `events` is configured.
-    pub events: Option<Arc<crate::events::EventsStatus>>,
-    /// Failed reads are logged at warn level once per resource and
-    /// [`WARN_EVERY`], the rest at debug: clients cannot flood the log.
-    pub warned: Arc<DashMap<ResourceName, Instant>>,
-    /// Closed until `GET /start_serving` in Lambda mode (`-l`).
-    pub serving: Gate,
+    pub(crate) events: Option<Arc<EventsStatus>>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Client connections open now, over all listeners.
-    pub connections: Arc<AtomicUsize>,
+    pub(crate) connections: Arc<AtomicUsize>,
 }
 
 /// Connection data, with `over-limit: refuse` only: client connections open
 /// when it was accepted (itself included), as the AWS agent counts for
 /// `max_conn`, and `max-connections`. Above it, requests are answered 429.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimit {
-    pub open_at_accept: usize,
-    pub max_connections: usize,
-}
-
-/// Whether secrets are served yet: from the start, unless the agent was
-/// started with `-l` (the AWS agent's Lambda mode), where nothing is served
-/// or fetched until `GET /start_serving`, so that a Lambda SnapStart
-/// snapshot taken during init holds no secret.
-#[derive(Clone)]
-pub struct Gate(Arc<GateInner>);
-
-struct GateInner {
-    open: AtomicBool,
-    opened: tokio::sync::Notify,
-}
-
-impl Gate {
-    pub fn new(open: bool) -> Gate {
-        Gate(Arc::new(GateInner {
-            open: AtomicBool::new(open),
-            opened: tokio::sync::Notify::new(),
-        }))
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.0.open.load(Ordering::Acquire)
-    }
-
-    /// Opens the gate; true when this call opened it.
-    pub fn open(&self) -> bool {
-        let was_closed = !self.0.open.swap(true, Ordering::AcqRel);
-        if was_closed {
-            self.0.opened.notify_waiters();
-        }
-        was_closed
-    }
-
-    /// Returns once the gate is open.
-    pub async fn opened(&self) {
-        loop {
-            // Created before the check, so an `open` in between wakes it.
-            let opened = self.0.opened.notified();
-            if self.is_open() {
-                return;
-            }
-            opened.await;
-        }
-    }
-}
-
-/// How often a resource's failed reads may be logged at warn level.
-pub const WARN_EVERY: Duration = Duration::from_secs(10);
-
-impl AppState {
-    /// Whether a failed read of `name` gets a warn line now.
-    fn warn_now(&self, name: &ResourceName) -> bool {
-        let now = Instant::now();
-        match self.warned.entry(name.clone()) {
-            Entry::Occupied(last) if now.duration_since(*last.get()) < WARN_EVERY => false,
-            Entry::Occupied(mut last) => {
-                last.insert(now);
-                true
-            }
-            Entry::Vacant(first) => {
-                first.insert(now);
-                true
-            }
-        }
-    }
+pub(crate) struct ConnectionLimit {
+    pub(crate) open_at_accept: usize,
+    pub(crate) max_connections: usize,
 }
 
 /// The actix-web app: the request guard, every route, and 404 for the rest.
-pub fn app(
+pub(crate) fn app(
     state: AppState,
 ) -> App<
     impl ServiceFactory<
@@ -171,7 +86,9 @@ pub fn app(
     >,
 > {
     App::new()
-        .wrap(Guard)
+        .wrap(Guard {
+            metrics: Arc::clone(&state.metrics),
+        })
         .configure(configure(state))
         .default_service(web::to(not_found))
 }
@@ -222,7 +139,9 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 ///
 /// A middleware of its own rather than `middleware::from_fn`, which boxes
 /// two futures per request: this one allocates nothing.
-pub struct Guard;
+pub(crate) struct Guard {
+    metrics: Arc<Metrics>,
+}
 
 impl<S, B> Transform<S, ServiceRequest> for Guard
 where
@@ -236,13 +155,20 @@ where
     type Future = Ready<Result<GuardService<S>, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(GuardService { service }))
+        ready(Ok(GuardService {
+            service,
+            metrics: Rc::new(Arc::clone(&self.metrics)),
+        }))
     }
 }
 
 /// [`Guard`] around the app's routes.
-pub struct GuardService<S> {
+pub(crate) struct GuardService<S> {
     service: S,
+    /// One handle per worker: a request clones it without an atomic
+    /// operation on a reference count that every worker shares.
+    #[expect(clippy::redundant_allocation, reason = "Rc clones are thread-local")]
+    metrics: Rc<Arc<Metrics>>,
 }
 
 impl<S, B> Service<ServiceRequest> for GuardService<S>
@@ -257,16 +183,18 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let route = Route::of(req.path());
+        let route = route_of(req.path());
         match refusal(&req, route) {
             Some(response) => {
                 let response = req.into_response(response).map_into_right_body();
-                METRICS.count_request(route, response.status().as_u16());
+                self.metrics
+                    .count_request(route, response.status().as_u16());
                 Either::Left(ready(Ok(response)))
             }
             None => Either::Right(Counted {
                 answer: self.service.call(req),
                 route,
+                metrics: Rc::clone(&self.metrics),
             }),
         }
     }
@@ -274,10 +202,11 @@ where
 
 pin_project_lite::pin_project! {
     /// A routed request's answer, counted once it is ready.
-    pub struct Counted<F> {
+    pub(crate) struct Counted<F> {
         #[pin]
         answer: F,
         route: Route,
+        metrics: Rc<Arc<Metrics>>,
     }
 }
 
@@ -290,7 +219,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.answer.poll(cx))?.map_into_left_body();
-        METRICS.count_request(*this.route, response.status().as_u16());
+        this.metrics
+            .count_request(*this.route, response.status().as_u16());
         Poll::Ready(Ok(response))
     }
 }
@@ -325,62 +255,17 @@ fn refusal(req: &ServiceRequest, route: Route) -> Option<HttpResponse> {
 }
 
 /// What serves a request, as its metrics label it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Route {
-    Secrets,
-    /// The AWS Secrets Manager Agent's routes.
-    Compat,
-    Healthz,
-    Readyz,
-    Metrics,
-    /// Refused before routing, or no route.
-    Other,
-}
-
-impl Route {
-    /// Every route, in declaration order, so that `ALL[r as usize] == r`
-    /// (checked when compiling): metrics keep a counter per route.
-    pub(crate) const ALL: [Route; 6] = [
-        Route::Secrets,
-        Route::Compat,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Other,
-    ];
-
-    fn of(path: &str) -> Route {
-        match path {
-            p if p.starts_with("/secrets/") || p == "/secrets" => Route::Secrets,
-            "/secretsmanager/get" | "/ping" | "/start_serving" | parameters::PATH => Route::Compat,
-            p if p.starts_with("/v1/") => Route::Compat,
-            "/healthz" => Route::Healthz,
-            "/readyz" => Route::Readyz,
-            "/metrics" => Route::Metrics,
-            _ => Route::Other,
-        }
-    }
-
-    /// The `route` label.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Route::Secrets => "secrets",
-            Route::Compat => "compat",
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::Metrics => "metrics",
-            Route::Other => "other",
-        }
+fn route_of(path: &str) -> Route {
+    match path {
+        p if p.starts_with("/secrets/") || p == "/secrets" => Route::Secrets,
+        "/secretsmanager/get" | "/ping" | "/start_serving" | parameters::PATH => Route::Compat,
+        p if p.starts_with("/v1/") => Route::Compat,
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/metrics" => Route::Metrics,
+        _ => Route::Other,
     }
 }
-
-const _: () = {
-    let mut i = 0;
-    while i < Route::ALL.len() {
-        assert!(Route::ALL[i] as usize == i);
-        i += 1;
-    }
-};
 
 /// In one pass over the request's headers: their size (names and values),
 /// and whether a proxy forwarded it (`Forwarded` or `X-Forwarded-For`).
@@ -406,108 +291,11 @@ fn app_state(req: &HttpRequest) -> Option<&AppState> {
         .map(|data| data.get_ref())
 }
 
-/// The hot path of [`read`]: `f` applied to the fresh cached value, with
-/// nothing to await; `None` when the read needs [`read`].
-fn read_fresh<R>(
-    state: &AppState,
-    found: &Found<'_>,
-    version: &Version,
-    f: impl FnOnce(&Arc<Secret>) -> R,
-) -> Option<R> {
-    if !state.serving.is_open() {
-        return None;
-    }
-    state.cache.fresh(&found.arn, version, f)
-}
-
-/// Reads a configured secret for a request whose token has been checked:
-/// from the cache, or fetched now with `refresh`.
-async fn read(
-    state: &AppState,
-    found: &Found<'_>,
-    version: &Version,
-    refresh: bool,
-) -> Result<(Arc<Secret>, CacheStatus), ApiError> {
-    if !state.serving.is_open() {
-        return Err(ApiError::NotServingYet);
-    }
-    let arn: &SecretArn = &found.arn;
-    if found.by_pattern() && !state.cache.admit_new_name(arn, version) {
-        return Err(ApiError::NewNamesLimited);
-    }
-    let read = if refresh {
-        state.cache.refresh(arn, version).await
-    } else {
-        state.cache.get(arn, version).await
-    };
-    match read {
-        Ok((secret, status)) => {
-            // An answer from the cache means credentials worked at some point.
-            if !state.credentials_ready.load(Ordering::Relaxed) {
-                state.credentials_ready.store(true, Ordering::Relaxed);
-            }
-            Ok((secret, status))
-        }
-        Err(e) => {
-            let mut e = ApiError::from(e);
-            // Warnings are counted per configured entry: names under a
-            // pattern are the client's to make up.
-            let entry = found.entry;
-            let level = if state.warn_now(entry) {
-                log::Level::Warn
-            } else {
-                log::Level::Debug
-            };
-            // The encrypted form of a parameter is logged as its version.
-            let version = match version {
-                Version::Encrypted(version) => version,
-                version => version,
-            };
-            // What the client wrote: a name under a pattern (AWS may repeat
-            // it, in its own spelling too: the ARN, `/app/x`), a version.
-            // The log says only the kind of failure, the answer a short echo.
-            let mut asked: Vec<String> = Vec::new();
-            if found.by_pattern() {
-                asked.push(found.name.to_string());
-                asked.push(found.arn.as_str().to_owned());
-                asked.extend(found.arn.parameter_name().map(str::to_owned));
-            }
-            match version {
-                Version::Stage(text) | Version::Id(text) | Version::Label(text) => {
-                    asked.push(text.clone());
-                }
-                Version::IdAndStage { id, stage } => asked.extend([id.clone(), stage.clone()]),
-                Version::Number(number) => asked.push(number.to_string()),
-                Version::Current | Version::Encrypted(_) => {}
-            }
-            // The longest first: one text may hold another.
-            asked.sort_by_key(|text| std::cmp::Reverse(text.len()));
-            for text in &asked {
-                e.redact(text);
-            }
-            match (found.by_pattern(), version) {
-                (false, Version::Current) => log::log!(level, "{entry}: {e}"),
-                (true, Version::Current) => log::log!(
-                    level,
-                    "{entry}, a name asked for by a client: {}",
-                    e.parts().1
-                ),
-                _ => log::log!(
-                    level,
-                    "{entry}, a version asked for by a client: {}",
-                    e.parts().1
-                ),
-            }
-            Err(e)
-        }
-    }
-}
-
 /// The configured `arn`, read as whichever of its `names` the token may
 /// read (a request by ARN is allowed when the token may read any of them);
 /// a refusal is logged under the first name.
 fn found_by_arn<'s>(
-    grant: &auth::Grant<'_>,
+    grant: &Grant<'_>,
     arn: &'s SecretArn,
     names: &'s [ResourceName],
     target: &mut Target<'s>,

@@ -7,7 +7,6 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
-use crate::metrics::METRICS;
 
 /// 200 while the process serves.
 pub async fn healthz() -> HttpResponse {
@@ -23,10 +22,10 @@ pub async fn healthz() -> HttpResponse {
 /// without its URL or error.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut missing = Vec::new();
-    if !state.serving.is_open() {
+    if !state.reader.serving.is_open() {
         missing.push("serving: started with -l, waiting for GET /start_serving".to_owned());
     }
-    if !state.credentials_ready.load(Ordering::Relaxed) {
+    if !state.reader.credentials_ready.load(Ordering::Relaxed) {
         missing.push("credentials: AWS credentials have not resolved yet".to_owned());
     }
     let mut failing = 0;
@@ -61,8 +60,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// The Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    METRICS.cached_entries.set(state.cache.len() as i64);
+    state
+        .metrics
+        .cached_entries
+        .set(state.reader.cache.len() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(METRICS.render())
+        .body(state.metrics.render())
 }

@@ -18,10 +18,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::auth::Grant;
 use super::compat::CompatError;
-use super::{ApiError, AppState, Snapshot, Target, echo};
+use super::{ApiError, AppState, Target, echo};
+use crate::access::Grant;
 use crate::cache::CacheStatus;
+use crate::read::{ReadError, Snapshot};
 use crate::secret::{Secret, secret_bytes};
 use crate::upstream::{UpstreamError, Version};
 
@@ -104,14 +105,14 @@ fn upstream_error(e: UpstreamError) -> CompatError {
         UpstreamError::SecretNotFound(m) => aws("ParameterNotFound", m),
         UpstreamError::VersionNotFound(m) => aws("ParameterVersionNotFound", m),
         UpstreamError::InvalidParameter(m) => aws("ValidationException", m),
-        other => CompatError::from(ApiError::Upstream(other)),
+        other => CompatError::from(ApiError::Read(ReadError::Upstream(other))),
     }
 }
 
 impl From<ApiError> for Refusal {
     fn from(e: ApiError) -> Refusal {
         Refusal(match e {
-            ApiError::Upstream(e) | ApiError::StaleLimit(e) => upstream_error(e),
+            ApiError::Read(ReadError::Upstream(e) | ReadError::StaleLimit(e)) => upstream_error(e),
             other => CompatError::from(other),
         })
     }
@@ -129,7 +130,7 @@ struct Refusal(CompatError);
 /// `GET /systemsmanager/parameters/get?name=...`
 pub async fn get_parameter(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
-    let snapshot = state.current.load();
+    let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;
     let result = async {
         let grant = super::compat::authorize(&req, &snapshot)?;
@@ -188,15 +189,11 @@ async fn serve<'s>(
         found: found.clone(),
         key: None,
     };
-    grant.permit(&found.name)?;
-    let read = super::read(state, &found, version, false).await;
-    let (parameter, status) = match read {
-        // Under a pattern, a parameter that does not exist is a name
-        // nobody configured: the same answer as for any other.
-        Err(ApiError::Upstream(UpstreamError::SecretNotFound(_))) if found.by_pattern() => {
-            return Err(not_found().into());
-        }
-        other => other?,
+    grant.permit(&found.name).map_err(ApiError::from)?;
+    let (parameter, status) = match state.reader.read(&found, version, false).await {
+        // A name nobody configured: the same answer as for any other.
+        Err(ReadError::NotConfigured(_)) => return Err(not_found().into()),
+        other => other.map_err(ApiError::from)?,
     };
     Ok((get_parameter_json(&parameter), status))
 }

@@ -8,8 +8,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Snapshot, Target, echo};
+use super::{ApiError, AppState, Target, echo};
 use crate::cache::CacheStatus;
+use crate::read::{ReadError, Snapshot};
 use crate::resources::{Resolved, SecretArn};
 use crate::secret::Secret;
 use crate::upstream::Version;
@@ -149,7 +150,7 @@ pub async fn get_secret(req: HttpRequest) -> HttpResponse {
     } else {
         std::borrow::Cow::Borrowed(raw)
     };
-    let snapshot = state.current.load();
+    let snapshot = state.reader.current.load();
     let resolved = snapshot.resources.resolve(&path);
     let result = serve(&req, state, &snapshot, &path, resolved.as_ref()).await;
     let response = match &result {
@@ -191,7 +192,7 @@ async fn serve(
     path: &str,
     resolved: Option<&Resolved<'_>>,
 ) -> Result<Served, ApiError> {
-    let grant = snapshot.auth.authenticate(req)?;
+    let grant = super::auth::authenticate(&snapshot.access, req)?;
     let (version, refresh) = SecretQuery::parse(req.query_string())?;
     let resolved = resolved.ok_or_else(|| ApiError::ResourceNotFound(echo(path)))?;
     grant.permit(&resolved.found.name)?;
@@ -204,29 +205,26 @@ async fn serve(
     let fresh = if refresh {
         None
     } else {
-        super::read_fresh(state, &resolved.found, &version, body)
+        state.reader.fresh(&resolved.found, &version, body)
     };
     let (answer, status) = match fresh {
         Some(hit) => (hit, CacheStatus::Hit),
         None => {
             // Boxed: the fetch's state is allocated only for reads that need it.
-            let read = Box::pin(super::read(state, &resolved.found, &version, refresh)).await;
+            let read = Box::pin(state.reader.read(&resolved.found, &version, refresh)).await;
             let (secret, status) = match read {
-                // Under a pattern, a secret that does not exist is a name nobody
-                // configured: 404, as for any other unknown name.
-                Err(ApiError::Upstream(crate::upstream::UpstreamError::SecretNotFound(_)))
-                    if resolved.found.by_pattern() =>
-                {
+                // A name nobody configured: 404, as for any other unknown name.
+                Err(ReadError::NotConfigured(_)) => {
                     return Err(ApiError::ResourceNotFound(echo(path)));
                 }
                 // A version id and a stage it does not carry: AWS calls the pair an
                 // invalid request; here it is a version that does not exist.
-                Err(ApiError::Upstream(crate::upstream::UpstreamError::InvalidRequest(
+                Err(ReadError::Upstream(crate::upstream::UpstreamError::InvalidRequest(
                     message,
                 ))) if matches!(version, Version::IdAndStage { .. }) => {
-                    return Err(ApiError::Upstream(
+                    return Err(ApiError::Read(ReadError::Upstream(
                         crate::upstream::UpstreamError::VersionNotFound(message),
-                    ));
+                    )));
                 }
                 other => other?,
             };
