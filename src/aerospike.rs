@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 use crate::metrics::Metrics;
 use crate::read::{ReadError, Reader};
 use crate::secret::{KeyError, Kind};
-use crate::text;
+use crate::text::echo;
 use crate::upstream::Version;
 
 /// The first four bytes of every request and answer ("sidekick").
@@ -209,15 +209,15 @@ enum Refused {
     NotServingYet(ReadError),
     /// With `auth` on, an absent name and a withheld one look the same.
     #[error(
-        "resource {0} is not configured or not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"
+        "resource `{0}` is not configured or not granted to secret agent protocol clients (auth.secret-agent-protocol.resources)"
     )]
     Withheld(String),
-    #[error("no resource named {0}")]
+    #[error("no resource named `{0}`")]
     NotConfigured(String),
     /// The read failed: the name as the answer may show it, and the code.
     #[error("{0}: {code}", code = .1.code())]
     Read(String, ReadError),
-    #[error("{0} has no key {1}")]
+    #[error("{0} has no key `{1}`")]
     NoSuchKey(String, String),
     #[error("{0}: {1}")]
     Key(String, KeyError),
@@ -261,7 +261,7 @@ async fn value(reader: &Reader, json: &[u8]) -> Result<Zeroizing<Vec<u8>>, Refus
     };
     // A name under a pattern is the client's: messages repeat a short echo.
     let name = if found.by_pattern() {
-        echo(found.name.as_str())
+        format!("`{}`", echo(found.name.as_str()))
     } else {
         found.name.to_string()
     };
@@ -327,11 +327,6 @@ async fn write_answer<IO: AsyncWrite + Unpin>(
             "answer not taken by the client within service.request-timeout",
         ))
     })
-}
-
-/// A short, escaped prefix of what a client wrote, for an error answer.
-fn echo(text: &str) -> String {
-    format!("`{}`", text::echo(text))
 }
 
 fn count(metrics: &Metrics, outcome: &str) {
