@@ -8,6 +8,7 @@
 //! that one window.
 
 mod paced;
+mod sniff;
 mod stream;
 mod tls;
 mod uds;
@@ -28,15 +29,15 @@ use actix_service::{
 };
 use actix_web::dev::AppConfig;
 use anyhow::Context as _;
-use bytes::BytesMut;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 
-use crate::aerospike::{self, MAGIC};
+use crate::aerospike;
 use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig};
 use crate::http::{self, AppState, ConnectionLimit};
-use paced::{Paced, READ_CHUNK};
+use paced::Paced;
+use sniff::Protocol;
 use stream::Stream;
 
 /// Kernel buffer sizes of a client connection (Linux doubles them). Set
@@ -251,38 +252,27 @@ impl Connections {
                                 return Ok(());
                             }
                         };
-                        // The first bytes decide: the secret agent protocol's
-                        // magic, or HTTP.
-                        let mut first = BytesMut::with_capacity(READ_CHUNK);
-                        let prefix = async {
-                            while first.len() < MAGIC.len() && MAGIC.starts_with(&first) {
-                                let want = first.len() + 1;
-                                if !aerospike::fill(&mut stream, &mut first, want).await {
-                                    return false;
+                        let Some((protocol, first)) =
+                            sniff::sniff(&mut stream, first_request_by).await
+                        else {
+                            return Ok(()); // closed or silent
+                        };
+                        match protocol {
+                            Protocol::Aerospike => {
+                                let limits = aerospike::Limits {
+                                    timeout,
+                                    first_request_by,
+                                };
+                                aerospike::serve(stream, first, state, limits, stopping).await;
+                            }
+                            Protocol::Http => {
+                                let paced = Paced::with_pending(stream, timeout, first)
+                                    .first_head_by(first_request_by)
+                                    .opened_with(open_at_accept);
+                                if let Err(e) = handler.call((paced, peer)).await {
+                                    log::debug!("connection closed: {e}");
                                 }
                             }
-                            true
-                        };
-                        match timeout_at(first_request_by, prefix).await {
-                            Ok(true) => {}
-                            _ => return Ok(()), // closed or silent
-                        }
-                        if first.starts_with(&MAGIC) {
-                            let limits = aerospike::Limits {
-                                timeout,
-                                first_request_by,
-                            };
-                            aerospike::serve(stream, first, state, limits, stopping).await;
-                        } else if let Err(e) = handler
-                            .call((
-                                Paced::with_pending(stream, timeout, first)
-                                    .first_head_by(first_request_by)
-                                    .opened_with(open_at_accept),
-                                peer,
-                            ))
-                            .await
-                        {
-                            log::debug!("connection closed: {e}");
                         }
                         Ok(())
                     }
