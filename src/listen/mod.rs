@@ -1,11 +1,21 @@
 //! The listeners: TCP (plain or TLS) and a Unix socket, accepted by
-//! actix-server and served by actix-http's HTTP/1 dispatcher over a
+//! actix-server. A connection's first bytes choose the secret agent
+//! protocol or HTTP, which actix-http's HTTP/1 dispatcher serves over a
 //! [`Paced`] stream.
 //!
 //! A connection has one `service.request-timeout` from accept to its first
 //! complete request (an HTTP head, or a secret agent protocol request): the
 //! TLS handshake, the sniff of the first bytes and the first request share
 //! that one window.
+//!
+//! - `mod.rs`: [`bind`] builds and runs the servers; each connection is
+//!   opened, sniffed and handed to its protocol here.
+//! - [`sniff`]: the first bytes decide the protocol.
+//! - [`stream`]: the [`Stream`] enum over TCP, TLS and Unix sockets.
+//! - [`paced`]: [`Paced`], one request head at a time, with the deadlines
+//!   of heads and of answers the client does not take.
+//! - [`tls`]: certificates and keys into the rustls server config.
+//! - [`uds`]: the Unix-socket bind (private directory, then a hard link).
 
 mod paced;
 mod sniff;
@@ -144,18 +154,19 @@ fn accepted_connections(service: &ServiceConfig) -> usize {
     }
 }
 
-/// Counts a connection in [`AppState::connections`] while it lives.
-struct Counted(Arc<AtomicUsize>);
+/// Holds the count of open connections, [`AppState::connections`], with
+/// this connection in it until dropped.
+struct OpenConnectionsGuard(Arc<AtomicUsize>);
 
-impl Counted {
+impl OpenConnectionsGuard {
     /// Also returns how many are open, this one included.
-    fn new(connections: &Arc<AtomicUsize>) -> (Counted, usize) {
+    fn new(connections: &Arc<AtomicUsize>) -> (OpenConnectionsGuard, usize) {
         let open = connections.fetch_add(1, Ordering::Relaxed) + 1;
-        (Counted(Arc::clone(connections)), open)
+        (OpenConnectionsGuard(Arc::clone(connections)), open)
     }
 }
 
-impl Drop for Counted {
+impl Drop for OpenConnectionsGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -236,7 +247,7 @@ impl Connections {
                     let state = state.clone();
                     let stopping = stopping.clone();
                     async move {
-                        let (_counted, open_at_accept) = Counted::new(&state.connections);
+                        let (_open, open_at_accept) = OpenConnectionsGuard::new(&state.connections);
                         let first_request_by = Instant::now() + timeout;
                         let (mut stream, peer) = match timeout_at(first_request_by, open(io)).await
                         {
