@@ -1,6 +1,5 @@
-//! The listeners: TCP (plain or TLS) and a Unix socket, accepted by
-//! actix-server and served by actix-http's HTTP/1 dispatcher over a
-//! [`Paced`] stream.
+//! [`Paced`]: the reader and writer between a client and actix-http's
+//! HTTP/1 parser, with the deadlines actix-http does not keep.
 //!
 //! actix-http bounds the first request head of a connection and idle
 //! keep-alive time, but not the heads that follow on a kept-alive
@@ -12,363 +11,20 @@
 //! bounds writes: answers that a client does not take within
 //! `service.request-timeout` close its connection, so clients that never
 //! read cannot hold every connection slot.
-//!
-//! A connection has one `service.request-timeout` from accept to its first
-//! complete request (an HTTP head, or a secret agent protocol request): the
-//! TLS handshake, the sniff of the first bytes and the first request share
-//! that one window.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use actix_http::{HttpService, KeepAlive};
-use actix_server::{GracefulShutdownSignal, Server};
-use actix_service::{
-    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service,
-    map_config,
-};
-use actix_web::dev::AppConfig;
-use anyhow::{Context as _, bail};
 use bytes::{Buf, BytesMut};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
-use tokio::time::{Instant, Sleep, timeout_at};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-
-use crate::aerospike::{self, MAGIC};
-use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig, TlsConfig, UdsConfig, file};
-use crate::http::{self, AppState, ConnectionLimit};
+use tokio::time::{Instant, Sleep};
 
 /// Most bytes read from a client in one go and held before the parser
 /// takes them.
-const READ_CHUNK: usize = 8 * 1024;
-
-/// Kernel buffer sizes of a client connection (Linux doubles them). Set
-/// rather than left to autotuning, which grows each socket's buffers to
-/// megabytes: a client that pipelines and never reads would otherwise park
-/// that much kernel memory per connection in the agent's sockets.
-const SOCKET_BUFFER: usize = 64 * 1024;
-
-/// Time a client has to read the rest of an answer once the agent has
-/// decided to close its connection.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The bound listeners, not yet running.
-pub(crate) struct Listeners {
-    pub(crate) server: Server,
-    /// The bound TCP address (useful with port 0).
-    pub(crate) tcp_addr: Option<SocketAddr>,
-}
-
-/// Binds every listener in `service` and serves `state` on them until
-/// `shutdown` resolves; then stops accepting, closes idle connections and
-/// lets in-flight requests finish within `service.shutdown-timeout`.
-pub(crate) fn bind(
-    service: &ServiceConfig,
-    state: &AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Listeners> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut builder = Server::build()
-        .workers(workers)
-        // actix-server counts connections per worker.
-        .max_concurrent_connections(accepted_connections(service).div_ceil(workers))
-        .shutdown_timeout(service.shutdown_timeout.as_secs().max(1))
-        .shutdown_signal(shutdown);
-    let conn = Connections {
-        state: state.clone(),
-        request_timeout: service.request_timeout,
-        stopping: builder.graceful_shutdown_signal(),
-        refuse_over: (service.over_limit == OverLimit::Refuse).then_some(service.max_connections),
-    };
-
-    let mut tcp_addr = None;
-    if let Some(tcp) = &service.tcp {
-        let listener = std::net::TcpListener::bind(tcp.addr)
-            .with_context(|| format!("cannot listen on {} (service.tcp.endpoint)", tcp.addr))?;
-        // Accepted sockets inherit the receive buffer of the listener.
-        socket2::SockRef::from(&listener).set_recv_buffer_size(SOCKET_BUFFER)?;
-        let bound = listener.local_addr()?;
-        let scheme = match &tcp.tls {
-            Some(tls) => {
-                let acceptor = TlsAcceptor::from(Arc::new(tls_config(tls)?));
-                let conn = conn.clone();
-                builder = builder.listen("tls", listener, move || {
-                    let acceptor = acceptor.clone();
-                    // The handshake is bounded by the first request's window
-                    // (see `Connections::factory`).
-                    conn.factory(move |io: TcpStream| {
-                        let acceptor = acceptor.clone();
-                        async move {
-                            let peer = tcp_setup(&io)?;
-                            let tls = acceptor.accept(io).await?;
-                            Ok((Stream::Tls(Box::new(tls)), peer))
-                        }
-                    })
-                })?;
-                "https"
-            }
-            None => {
-                let conn = conn.clone();
-                builder = builder.listen("tcp", listener, move || {
-                    conn.factory(|io: TcpStream| async move {
-                        let peer = tcp_setup(&io)?;
-                        Ok((Stream::Tcp(io), peer))
-                    })
-                })?;
-                "http"
-            }
-        };
-        log::info!("listening on {scheme}://{bound}");
-        tcp_addr = Some(bound);
-    }
-    if let Some(uds) = &service.uds {
-        builder = builder.listen_uds("uds", bind_socket(uds)?, move || {
-            conn.factory(|io: UnixStream| async move { Ok((Stream::Unix(io), None)) })
-        })?;
-        log::info!(
-            "listening on unix:{} (mode {:04o})",
-            uds.socket_path.display(),
-            uds.mode
-        );
-    }
-    Ok(Listeners {
-        server: builder.run(),
-        tcp_addr,
-    })
-}
-
-/// Connections accepted at once: `max-connections`, and with `over-limit:
-/// refuse` some more, to be answered 429 (see [`OverLimit`]).
-fn accepted_connections(service: &ServiceConfig) -> usize {
-    match service.over_limit {
-        OverLimit::Queue => service.max_connections,
-        OverLimit::Refuse => service.max_connections + OVER_LIMIT_HEADROOM,
-    }
-}
-
-/// Counts a connection in [`AppState::connections`] while it lives.
-struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    /// Also returns how many are open, this one included.
-    fn new(connections: &Arc<AtomicUsize>) -> (Counted, usize) {
-        let open = connections.fetch_add(1, Ordering::Relaxed) + 1;
-        (Counted(Arc::clone(connections)), open)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn tcp_setup(io: &TcpStream) -> io::Result<Option<SocketAddr>> {
-    // Answers are small and written whole: send them at once.
-    io.set_nodelay(true)?;
-    socket2::SockRef::from(io).set_send_buffer_size(SOCKET_BUFFER)?;
-    Ok(io.peer_addr().ok())
-}
-
-/// What every connection of every listener shares.
-#[derive(Clone)]
-struct Connections {
-    state: AppState,
-    request_timeout: Duration,
-    /// Resolves when a graceful shutdown starts: idle keep-alive
-    /// connections close, busy ones after their current answer.
-    stopping: GracefulShutdownSignal,
-    /// With `over-limit: refuse`: `max-connections`, above which requests
-    /// are answered 429 ([`ConnectionLimit`]).
-    refuse_over: Option<usize>,
-}
-
-impl Connections {
-    /// One worker's service for a listener: `open` turns an accepted
-    /// stream into a [`Stream`] (the TLS handshake, say), then the HTTP/1
-    /// dispatcher serves it, paced. From accept, `open`, the sniff of the
-    /// first bytes and the first request together have one
-    /// `request-timeout`.
-    fn factory<I, O, F>(
-        &self,
-        open: O,
-    ) -> impl ServiceFactory<I, Config = (), Response = (), Error = (), InitError = ()> + use<I, O, F>
-    where
-        I: 'static,
-        O: Fn(I) -> F + Clone + 'static,
-        F: Future<Output = io::Result<(Stream, Option<SocketAddr>)>> + 'static,
-    {
-        let stopping = self.stopping.clone();
-        let refuse_over = self.refuse_over;
-        let h1 = HttpService::build()
-            .keep_alive(KeepAlive::Timeout(self.request_timeout))
-            .client_request_timeout(self.request_timeout)
-            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-            .on_connect_ext(move |io: &Paced<Stream>, ext| {
-                if let Some(max_connections) = refuse_over {
-                    ext.insert(ConnectionLimit {
-                        open_at_accept: io.open_at_accept,
-                        max_connections,
-                    });
-                }
-            })
-            .graceful_shutdown_signal(move || {
-                let stopping = stopping.clone();
-                async move { stopping.notified().await }
-            })
-            .h1(map_config(
-                http::app(self.state.clone())
-                    .into_factory()
-                    .map_err(|err: actix_web::Error| err.error_response()),
-                |_| AppConfig::default(),
-            ));
-        let timeout = self.request_timeout;
-        let state = self.state.clone();
-        let stopping = self.stopping.clone();
-        fn_factory(move || {
-            let handler = h1.new_service(());
-            let open = open.clone();
-            let state = state.clone();
-            let stopping = stopping.clone();
-            async move {
-                let handler = Rc::new(handler.await?);
-                Ok(fn_service(move |io: I| {
-                    let handler = handler.clone();
-                    let open = open.clone();
-                    let state = state.clone();
-                    let stopping = stopping.clone();
-                    async move {
-                        let (_counted, open_at_accept) = Counted::new(&state.connections);
-                        let first_request_by = Instant::now() + timeout;
-                        let (mut stream, peer) = match timeout_at(first_request_by, open(io)).await
-                        {
-                            Ok(Ok(opened)) => opened,
-                            Ok(Err(e)) => {
-                                log::debug!("connection closed before its first request: {e}");
-                                return Ok(());
-                            }
-                            Err(_) => {
-                                log::debug!(
-                                    "connection closed: not opened within service.request-timeout"
-                                );
-                                return Ok(());
-                            }
-                        };
-                        // The first bytes decide: the secret agent protocol's
-                        // magic, or HTTP.
-                        let mut first = BytesMut::with_capacity(READ_CHUNK);
-                        let prefix = async {
-                            while first.len() < MAGIC.len() && MAGIC.starts_with(&first) {
-                                let want = first.len() + 1;
-                                if !aerospike::fill(&mut stream, &mut first, want).await {
-                                    return false;
-                                }
-                            }
-                            true
-                        };
-                        match timeout_at(first_request_by, prefix).await {
-                            Ok(true) => {}
-                            _ => return Ok(()), // closed or silent
-                        }
-                        if first.starts_with(&MAGIC) {
-                            let limits = aerospike::Limits {
-                                timeout,
-                                first_request_by,
-                            };
-                            aerospike::serve(
-                                stream,
-                                first,
-                                state.reader.clone(),
-                                state.metrics.clone(),
-                                limits,
-                                stopping,
-                            )
-                            .await;
-                        } else if let Err(e) = handler
-                            .call((
-                                Paced::with_pending(stream, timeout, first)
-                                    .first_head_by(first_request_by)
-                                    .opened_with(open_at_accept),
-                                peer,
-                            ))
-                            .await
-                        {
-                            log::debug!("connection closed: {e}");
-                        }
-                        Ok(())
-                    }
-                }))
-            }
-        })
-    }
-}
-
-/// An accepted connection of any listener.
-pub(crate) enum Stream {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Unix(UnixStream),
-}
-
-macro_rules! each_stream {
-    ($self:ident, $io:ident => $body:expr) => {
-        match $self.get_mut() {
-            Stream::Tcp($io) => {
-                let $io = Pin::new($io);
-                $body
-            }
-            Stream::Tls($io) => {
-                let $io = Pin::new($io.as_mut());
-                $body
-            }
-            Stream::Unix($io) => {
-                let $io = Pin::new($io);
-                $body
-            }
-        }
-    };
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        each_stream!(self, io => io.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        each_stream!(self, io => io.poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_stream!(self, io => io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_stream!(self, io => io.poll_shutdown(cx))
-    }
-}
+pub(super) const READ_CHUNK: usize = 8 * 1024;
 
 /// A client stream that hands the HTTP parser one request head at a time.
 ///
@@ -392,7 +48,7 @@ impl AsyncWrite for Stream {
 ///
 /// No route reads a request body, so body bytes are treated like the start
 /// of the next request: they reach the parser after the answer.
-pub(crate) struct Paced<IO> {
+pub(super) struct Paced<IO> {
     io: IO,
     /// Read from the client, not yet handed to the parser.
     pending: BytesMut,
@@ -434,12 +90,12 @@ enum Scan {
 
 impl<IO> Paced<IO> {
     #[cfg(test)]
-    pub(crate) fn new(io: IO, timeout: Duration) -> Paced<IO> {
+    fn new(io: IO, timeout: Duration) -> Paced<IO> {
         Paced::with_pending(io, timeout, BytesMut::new())
     }
 
     /// A stream whose first bytes, `pending`, were already read.
-    pub(crate) fn with_pending(io: IO, timeout: Duration, pending: BytesMut) -> Paced<IO> {
+    pub(super) fn with_pending(io: IO, timeout: Duration, pending: BytesMut) -> Paced<IO> {
         Paced {
             io,
             pending,
@@ -457,15 +113,20 @@ impl<IO> Paced<IO> {
     }
 
     /// Sets when the first request head must be complete.
-    pub(crate) fn first_head_by(mut self, at: Instant) -> Paced<IO> {
+    pub(super) fn first_head_by(mut self, at: Instant) -> Paced<IO> {
         self.first_head_by = Some(at);
         self
     }
 
     /// Records how many connections were open when this one was accepted.
-    pub(crate) fn opened_with(mut self, open_at_accept: usize) -> Paced<IO> {
+    pub(super) fn opened_with(mut self, open_at_accept: usize) -> Paced<IO> {
         self.open_at_accept = open_at_accept;
         self
+    }
+
+    /// Client connections open when this one was accepted, itself included.
+    pub(super) fn open_at_accept(&self) -> usize {
+        self.open_at_accept
     }
 
     /// How many of the pending bytes (at most `room`) may go to the parser
@@ -653,127 +314,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Paced<IO> {
     }
 }
 
-/// Binds the Unix socket: a stale socket file from an earlier run is
-/// removed, but never a live one or anything that is not a socket.
-///
-/// The socket is bound in a private directory (mode 0700) beside the path,
-/// given its mode there, and only then linked into place (a link, unlike a
-/// rename, never replaces a file that appeared at the path meanwhile):
-/// whatever the umask, no other user can connect while its mode is still
-/// the umask's.
-fn bind_socket(uds: &UdsConfig) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    let path = &uds.socket_path;
-    let cannot_listen = || {
-        format!(
-            "cannot listen on {} (service.uds.socket-path)",
-            path.display()
-        )
-    };
-    remove_stale_socket(path)?;
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let private = tempfile::Builder::new()
-        .prefix(".secret-agent-")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(parent)
-        .with_context(cannot_listen)?;
-    let staged = private.path().join("socket");
-    let listener = std::os::unix::net::UnixListener::bind(&staged).with_context(cannot_listen)?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(uds.mode))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    std::fs::hard_link(&staged, path).with_context(cannot_listen)?;
-    Ok(listener)
-}
-
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it (service.uds.socket-path)",
-            path.display()
-        );
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        bail!(
-            "{} is in use by a running process (service.uds.socket-path)",
-            path.display()
-        );
-    }
-    log::info!("removing stale socket {}", path.display());
-    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
-}
-
-/// The rustls server settings: the certificate chain and key, and with a
-/// CA file, required client certificates signed by it.
-fn tls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certs = read_certs(&tls.cert_file, "service.tcp.tls.cert-file")?;
-    let pem = read_pem(&tls.key_file, "service.tcp.tls.key-file")?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).with_context(|| {
-        format!(
-            "no private key in {} (service.tcp.tls.key-file)",
-            tls.key_file.display()
-        )
-    })?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let builder = match &tls.ca_file {
-        Some(ca_file) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs(ca_file, "service.tcp.tls.ca-file")? {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "bad CA certificate in {} (service.tcp.tls.ca-file)",
-                        ca_file.display()
-                    )
-                })?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(certs, key).with_context(|| {
-        format!(
-            "the key in {} does not fit the certificate in {}",
-            tls.key_file.display(),
-            tls.cert_file.display()
-        )
-    })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// A PEM file: regular, at most [`file::PEM_BYTES`]; wiped when dropped,
-/// as a key file holds the private key.
-fn read_pem(path: &Path, key: &str) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
-    file::read(path, file::PEM_BYTES)
-        .map(zeroize::Zeroizing::new)
-        .with_context(|| format!("cannot read {} ({key})", path.display()))
-}
-
-fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = read_pem(path, key)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("cannot read certificates from {} ({key})", path.display()))?;
-    if certs.is_empty() {
-        bail!("no certificate in {} ({key})", path.display());
-    }
-    Ok(certs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
