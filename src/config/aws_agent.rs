@@ -290,16 +290,15 @@ fn yaml_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::config::Config;
 
     /// Checks the YAML loads, its token read from `HOME` (always set).
     fn loads(yaml: &str) -> Config {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
         let yaml = yaml.replace("token-env: [AWS_TOKEN,", "token-env: [HOME,");
-        std::fs::write(&path, &yaml).unwrap();
-        Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+        Config::from_yaml(&yaml, Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
     }
 
     #[test]
@@ -378,10 +377,9 @@ max_conn = 10
             assert!(c.yaml.contains(said), "{said}");
         }
         // Until the account is filled in, the YAML is refused by name.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, &c.yaml).unwrap();
-        let e = Config::load(&path).unwrap_err().to_string();
+        let e = Config::from_yaml(&c.yaml, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("resources"), "{e}");
 
         for (toml, says) in [
