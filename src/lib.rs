@@ -51,5 +51,8 @@ mod upstream;
 
 pub use app::{Application, Serving, Signals};
 pub use aws::aws_agent_config;
-pub use config::{Config, ConfigError, Conversion, convert_aws_agent_config, read_config_file};
+pub use config::{
+    Config, ConfigError, Conversion, ConversionError, TomlProblem, convert_aws_agent_config,
+    read_config_file,
+};
 pub use logging::install as install_logging;

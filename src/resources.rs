@@ -12,33 +12,39 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceName(Arc<str>);
 
+/// Why a resource name is refused. Each holds the name as the message
+/// shows it: cut to 80 characters where it may be long.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NameError {
+    #[error("resource name `{0}` must be 1 to 512 characters")]
+    Length(String),
+    #[error("resource name `{name}` has `{}`; use letters, digits and / _ + = . @ -", .bad.escape_default())]
+    Character { name: String, bad: char },
+    #[error("resource name `{0}` must not start or end with `/` or have empty segments")]
+    Slashes(String),
+    #[error("resource name `{0}` must not have `.` or `..` segments")]
+    DotSegment(String),
+}
+
 impl ResourceName {
-    pub fn parse(text: &str) -> Result<ResourceName, String> {
+    pub fn parse(text: &str) -> Result<ResourceName, NameError> {
         if text.is_empty() || text.len() > 512 {
-            return Err(format!(
-                "resource name `{}` must be 1 to 512 characters",
-                truncate(text)
-            ));
+            return Err(NameError::Length(truncate(text)));
         }
         if let Some(bad) = text
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
         {
-            return Err(format!(
-                "resource name `{}` has `{}`; use letters, digits and / _ + = . @ -",
-                truncate(text),
-                bad.escape_default()
-            ));
+            return Err(NameError::Character {
+                name: truncate(text),
+                bad,
+            });
         }
         if text.starts_with('/') || text.ends_with('/') || text.contains("//") {
-            return Err(format!(
-                "resource name `{text}` must not start or end with `/` or have empty segments"
-            ));
+            return Err(NameError::Slashes(text.to_owned()));
         }
         if text.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err(format!(
-                "resource name `{text}` must not have `.` or `..` segments"
-            ));
+            return Err(NameError::DotSegment(text.to_owned()));
         }
         Ok(ResourceName(text.into()))
     }
@@ -100,9 +106,19 @@ const ARN_HINT: &str = "is not a Secrets Manager secret ARN \
     (arn:aws:secretsmanager:<region>:<account>:secret:<name>) \
     nor a Parameter Store parameter ARN (arn:aws:ssm:<region>:<account>:parameter/<name>)";
 
+/// Why an ARN is refused: it is neither a secret's nor a parameter's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{shown}` {}", ARN_HINT)]
+pub(crate) struct ArnError {
+    /// The text, cut to 80 characters.
+    shown: String,
+}
+
 impl SecretArn {
-    pub fn parse(text: &str) -> Result<SecretArn, String> {
-        let bad = || format!("`{}` {ARN_HINT}", truncate(text));
+    pub fn parse(text: &str) -> Result<SecretArn, ArnError> {
+        let bad = || ArnError {
+            shown: truncate(text),
+        };
         let parts: Vec<&str> = text.splitn(6, ':').collect();
         let [arn, partition, service, region, account, resource] = parts.as_slice() else {
             return Err(bad());
@@ -195,6 +211,32 @@ impl fmt::Display for SecretArn {
     }
 }
 
+/// Why a pattern (`prod/*: arn:...:secret:prod/*`) is refused; the ARN and
+/// a key that is not a pattern are cut to 80 characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PatternError {
+    /// The key is not `*` and does not end in `/*`, or has another `*`.
+    #[error("pattern `{0}` must be `*` or end in `/*`, with no other `*`")]
+    Key(String),
+    /// The name prefix before `/*` is not a valid name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The ARN does not end in its only `*`.
+    #[error(
+        "pattern `{key}` maps to `{arn}`, which must end in `*` (and have no other): \
+         arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>* \
+         or arn:aws:ssm:<region>:<account>:parameter/<name prefix>*"
+    )]
+    ArnEnd { key: String, arn: String },
+    /// No name completes the ARN prefix into a secret or parameter ARN.
+    #[error(
+        "pattern `{key}`: `{arn}` is not a secret ARN prefix \
+         (arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*) \
+         nor a parameter ARN prefix (arn:aws:ssm:<region>:<account>:parameter/<name prefix>*)"
+    )]
+    ArnPrefix { key: String, arn: String },
+}
+
 /// `prod/*: arn:...:secret:prod/*` or `*: arn:...:secret:*`: every name
 /// that starts with the name prefix stands for the secret whose name is the
 /// ARN prefix's name part followed by the rest. The suffix-less partial ARN
@@ -217,28 +259,25 @@ impl Pattern {
 
     /// Parses a pattern and its ARN; both must end in `*`, and the rest
     /// of each must be a valid name (prefix) and ARN (prefix).
-    pub fn parse(key: &str, arn: &str) -> Result<Pattern, String> {
+    pub fn parse(key: &str, arn: &str) -> Result<Pattern, PatternError> {
         let name_prefix = key.strip_suffix('*').unwrap_or(key);
         if !Pattern::is_pattern(key) || name_prefix.contains('*') {
-            return Err(format!(
-                "pattern `{}` must be `*` or end in `/*`, with no other `*`",
-                truncate(key)
-            ));
+            return Err(PatternError::Key(truncate(key)));
         }
         if let Some(prefix) = name_prefix.strip_suffix('/') {
             ResourceName::parse(prefix)?;
         }
         let Some(arn_prefix) = arn.strip_suffix('*').filter(|p| !p.contains('*')) else {
-            return Err(format!(
-                "pattern `{key}` maps to `{}`, which must end in `*` (and have no other): \
-                 arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>* \
-                 or arn:aws:ssm:<region>:<account>:parameter/<name prefix>*",
-                truncate(arn)
-            ));
+            return Err(PatternError::ArnEnd {
+                key: key.to_owned(),
+                arn: truncate(arn),
+            });
         };
         // A prefix is valid when some name completes it into an ARN.
-        SecretArn::parse(&format!("{arn_prefix}x"))
-            .map_err(|_| format!("pattern `{key}`: `{}` is not a secret ARN prefix (arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*) nor a parameter ARN prefix (arn:aws:ssm:<region>:<account>:parameter/<name prefix>*)", truncate(arn)))?;
+        SecretArn::parse(&format!("{arn_prefix}x")).map_err(|_| PatternError::ArnPrefix {
+            key: key.to_owned(),
+            arn: truncate(arn),
+        })?;
         Ok(Pattern {
             label: ResourceName(key.into()),
             name_prefix: name_prefix.into(),
@@ -538,7 +577,7 @@ mod tests {
             "arn:aws:secretsmanager:us-east-1:123456789012:parameter/x",
             "arn:aws:ssm:us-east-1:123456789012:secret:x",
         ] {
-            let err = SecretArn::parse(bad).unwrap_err();
+            let err = SecretArn::parse(bad).unwrap_err().to_string();
             assert!(
                 err.contains("nor a Parameter Store parameter ARN"),
                 "{bad}: {err}"
@@ -625,7 +664,7 @@ mod tests {
             "arn:aws:secretsmanager:US-WEST-1:999999999999:secret:x",
             "arn:aws:secretsmanager:us-west-1:999999999999:secret:a b",
         ] {
-            let err = SecretArn::parse(bad).unwrap_err();
+            let err = SecretArn::parse(bad).unwrap_err().to_string();
             assert!(
                 err.contains("is not a Secrets Manager secret ARN"),
                 "{bad}: {err}"
@@ -644,6 +683,59 @@ mod tests {
             assert!(ResourceName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ResourceName::parse(&"a".repeat(513)).is_err());
+    }
+
+    /// The kinds callers may match on, and the words messages show.
+    #[test]
+    fn errors_name_their_kind_and_the_text() {
+        let name = |text: &str| ResourceName::parse(text).unwrap_err();
+        assert_eq!(name(""), NameError::Length(String::new()));
+        assert_eq!(
+            name(&"a".repeat(513)).to_string(),
+            format!(
+                "resource name `{}` must be 1 to 512 characters",
+                "a".repeat(80)
+            )
+        );
+        assert_eq!(
+            name("a\u{0}").to_string(),
+            "resource name `a\u{0}` has `\\u{0}`; use letters, digits and / _ + = . @ -"
+        );
+        assert_eq!(name("a//b"), NameError::Slashes("a//b".into()));
+        assert_eq!(
+            name("a/../b").to_string(),
+            "resource name `a/../b` must not have `.` or `..` segments"
+        );
+        assert_eq!(
+            SecretArn::parse("x").unwrap_err().to_string(),
+            "`x` is not a Secrets Manager secret ARN \
+             (arn:aws:secretsmanager:<region>:<account>:secret:<name>) \
+             nor a Parameter Store parameter ARN (arn:aws:ssm:<region>:<account>:parameter/<name>)"
+        );
+        const PREFIX: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:";
+        let pattern = |key: &str, arn: &str| Pattern::parse(key, arn).unwrap_err();
+        assert_eq!(pattern("p*d/*", PREFIX), PatternError::Key("p*d/*".into()));
+        assert_eq!(
+            pattern("a b/*", PREFIX),
+            PatternError::Name(NameError::Character {
+                name: "a b".into(),
+                bad: ' '
+            })
+        );
+        assert_eq!(
+            pattern("prod/*", &format!("{PREFIX}prod/")).to_string(),
+            format!(
+                "pattern `prod/*` maps to `{PREFIX}prod/`, which must end in `*` (and have no \
+                 other): arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>* or \
+                 arn:aws:ssm:<region>:<account>:parameter/<name prefix>*"
+            )
+        );
+        assert_eq!(
+            pattern("*", "arn:aws:s3:::b/*").to_string(),
+            "pattern `*`: `arn:aws:s3:::b/*` is not a secret ARN prefix \
+             (arn:aws:secretsmanager:<region>:<account>:secret:<name prefix>*) nor a parameter \
+             ARN prefix (arn:aws:ssm:<region>:<account>:parameter/<name prefix>*)"
+        );
     }
 
     #[test]

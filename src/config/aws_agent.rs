@@ -4,7 +4,48 @@
 //! out, so the YAML says what the AWS agent did. "Any secret" becomes one
 //! `"*"` pattern for the account and region.
 
+use std::ops::RangeInclusive;
+
 use serde::Deserialize;
+
+use super::error::shown;
+
+/// Why the AWS agent's TOML does not convert.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversionError {
+    /// A problem in the file, which `file` names as the caller gave it.
+    #[error("{file}: {problem}")]
+    File { file: String, problem: TomlProblem },
+    /// `--account` is not a 12-digit account id.
+    #[error("--account `{0}` is not a 12-digit AWS account id")]
+    Account(String),
+}
+
+/// What is wrong in the AWS agent's TOML.
+#[derive(Debug, thiserror::Error)]
+pub enum TomlProblem {
+    /// Not TOML, an unknown key or a value of the wrong type.
+    #[error(transparent)]
+    Parse(#[from] toml::de::Error),
+    /// A number outside what the AWS agent accepts for `key`.
+    #[error("{key} must be a whole number from {} to {}", .range.start(), .range.end())]
+    Range {
+        key: &'static str,
+        range: RangeInclusive<i64>,
+    },
+    /// `http_address` is not an IPv4 address.
+    #[error("http_address `{0}` is not an IPv4 address")]
+    Address(String),
+    /// `log_level` (lower-cased) is not one of the AWS agent's levels.
+    #[error("log_level `{}` is not DEBUG, INFO, WARN, ERROR or NONE", shown(.0))]
+    LogLevel(String),
+    /// `ssrf_headers` or `ssrf_env_variables` is an empty list.
+    #[error("{0} is empty; the AWS agent refuses that too")]
+    Empty(&'static str),
+    /// `region` (or `--region`) is not an AWS region.
+    #[error("region `{0}` is not an AWS region")]
+    Region(String),
+}
 
 /// The AWS agent's settings file. Numbers may be written as TOML integers or
 /// as strings (`http_port = "2773"`), as the AWS agent accepts both.
@@ -35,18 +76,14 @@ enum Number {
 
 impl Number {
     /// The value when it is a whole number within `range` (inclusive).
-    fn within(&self, key: &str, range: std::ops::RangeInclusive<i64>) -> Result<i64, String> {
+    fn within(&self, key: &'static str, range: RangeInclusive<i64>) -> Result<i64, TomlProblem> {
         let value = match self {
             Number::Int(n) => Some(*n),
             Number::Text(t) => t.trim().parse().ok(),
         };
-        value.filter(|v| range.contains(v)).ok_or_else(|| {
-            format!(
-                "{key} must be a whole number from {} to {}",
-                range.start(),
-                range.end()
-            )
-        })
+        value
+            .filter(|v| range.contains(v))
+            .ok_or(TomlProblem::Range { key, range })
     }
 }
 
@@ -63,8 +100,8 @@ const SSRF_ENV_VARIABLES: [&str; 3] = [
 ];
 
 /// The `region` the TOML sets, if any.
-pub(super) fn region(text: &str) -> Result<Option<String>, String> {
-    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| e.to_string())?;
+pub(super) fn region(text: &str) -> Result<Option<String>, toml::de::Error> {
+    let raw: AwsAgentToml = toml::from_str(text)?;
     Ok(raw.region)
 }
 
@@ -86,9 +123,12 @@ pub fn convert_aws_agent_config(
     text: &str,
     account: Option<&str>,
     region: Option<&str>,
-) -> Result<Conversion, String> {
-    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
-    let err = |e: String| format!("{file}: {e}");
+) -> Result<Conversion, ConversionError> {
+    let err = |problem: TomlProblem| ConversionError::File {
+        file: file.to_owned(),
+        problem,
+    };
+    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| err(e.into()))?;
     let mut notes = Vec::new();
 
     let port = match &raw.http_port {
@@ -97,9 +137,7 @@ pub fn convert_aws_agent_config(
     };
     let address = raw.http_address.as_deref().unwrap_or("127.0.0.1");
     if address.parse::<std::net::Ipv4Addr>().is_err() {
-        return Err(err(format!(
-            "http_address `{address}` is not an IPv4 address"
-        )));
+        return Err(err(TomlProblem::Address(address.to_owned())));
     }
     let ttl = match &raw.ttl_seconds {
         Some(n) => n.within("ttl_seconds", 0..=3600).map_err(err)?,
@@ -117,28 +155,19 @@ pub fn convert_aws_agent_config(
         None => "info".to_owned(),
         Some(l) if l == "none" => "off".to_owned(),
         Some(l) if ["debug", "info", "warn", "error"].contains(&l.as_str()) => l,
-        Some(l) => {
-            return Err(err(format!(
-                "log_level `{}` is not DEBUG, INFO, WARN, ERROR or NONE",
-                super::error::shown(&l)
-            )));
-        }
+        Some(l) => return Err(err(TomlProblem::LogLevel(l))),
     };
     let headers: Vec<String> = raw
         .ssrf_headers
         .unwrap_or_else(|| SSRF_HEADERS.map(str::to_owned).to_vec());
     if headers.is_empty() {
-        return Err(err(
-            "ssrf_headers is empty; the AWS agent refuses that too".into()
-        ));
+        return Err(err(TomlProblem::Empty("ssrf_headers")));
     }
     let envs: Vec<String> = raw
         .ssrf_env_variables
         .unwrap_or_else(|| SSRF_ENV_VARIABLES.map(str::to_owned).to_vec());
     if envs.is_empty() {
-        return Err(err(
-            "ssrf_env_variables is empty; the AWS agent refuses that too".into(),
-        ));
+        return Err(err(TomlProblem::Empty("ssrf_env_variables")));
     }
     let path_prefix = raw.path_prefix.as_deref().unwrap_or("/v1/");
     if path_prefix != "/v1/" {
@@ -163,7 +192,7 @@ pub fn convert_aws_agent_config(
         {
             r.to_owned()
         }
-        Some(r) => return Err(err(format!("region `{r}` is not an AWS region"))),
+        Some(r) => return Err(err(TomlProblem::Region(r.to_owned()))),
         None => {
             notes.push("no region: replace REGION in the resource ARN (or pass --region)".into());
             "REGION".to_owned()
@@ -171,7 +200,7 @@ pub fn convert_aws_agent_config(
     };
     let account_text = match account {
         Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => a.to_owned(),
-        Some(a) => return Err(format!("--account `{a}` is not a 12-digit AWS account id")),
+        Some(a) => return Err(ConversionError::Account(a.to_owned())),
         None => {
             notes.push(
                 "replace ACCOUNT_ID in the resource ARN with the account whose secrets are served (or pass --account)".into(),
@@ -261,16 +290,15 @@ fn yaml_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::config::Config;
 
     /// Checks the YAML loads, its token read from `HOME` (always set).
     fn loads(yaml: &str) -> Config {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
         let yaml = yaml.replace("token-env: [AWS_TOKEN,", "token-env: [HOME,");
-        std::fs::write(&path, &yaml).unwrap();
-        Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+        Config::from_yaml(&yaml, Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
     }
 
     #[test]
@@ -349,10 +377,9 @@ max_conn = 10
             assert!(c.yaml.contains(said), "{said}");
         }
         // Until the account is filled in, the YAML is refused by name.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, &c.yaml).unwrap();
-        let e = Config::load(&path).unwrap_err().to_string();
+        let e = Config::from_yaml(&c.yaml, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("resources"), "{e}");
 
         for (toml, says) in [
@@ -364,9 +391,49 @@ max_conn = 10
             ("http_prot = 1", "http_prot"),
             ("region = \"US WEST\"", "region"),
         ] {
-            let e = convert_aws_agent_config("d.toml", toml, None, None).unwrap_err();
+            let e = convert_aws_agent_config("d.toml", toml, None, None)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("d.toml: ") && e.contains(says), "{toml}: {e}");
         }
         assert!(convert_aws_agent_config("e.toml", "", Some("12"), None).is_err());
+    }
+
+    /// Callers may match on the kind; the message is the same words.
+    #[test]
+    fn refusals_have_kinds() {
+        let problem = |toml: &str| match convert_aws_agent_config("f.toml", toml, None, None) {
+            Err(ConversionError::File { file, problem }) => {
+                assert_eq!(file, "f.toml");
+                problem
+            }
+            other => panic!("{toml}: {other:?}"),
+        };
+        assert!(matches!(
+            problem("max_conn = 0"),
+            TomlProblem::Range { key: "max_conn", ref range } if *range == (1..=1000)
+        ));
+        assert!(matches!(
+            problem("ssrf_env_variables = []"),
+            TomlProblem::Empty("ssrf_env_variables")
+        ));
+        assert!(matches!(problem("http_address = \"::1\""), TomlProblem::Address(a) if a == "::1"));
+        assert!(matches!(problem("max_conn = [1]"), TomlProblem::Parse(_)));
+        let long = format!("log_level = \"{}\"", "X".repeat(200));
+        assert_eq!(
+            problem(&long).to_string(),
+            format!(
+                "log_level `{}...` is not DEBUG, INFO, WARN, ERROR or NONE",
+                "x".repeat(80)
+            )
+        );
+        let e = convert_aws_agent_config("f.toml", "", Some("12"), None).unwrap_err();
+        assert!(matches!(&e, ConversionError::Account(a) if a == "12"));
+        assert_eq!(
+            e.to_string(),
+            "--account `12` is not a 12-digit AWS account id"
+        );
+        let e = convert_aws_agent_config("f.toml", "region = \"Mars\"", None, None).unwrap_err();
+        assert_eq!(e.to_string(), "f.toml: region `Mars` is not an AWS region");
     }
 }

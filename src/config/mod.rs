@@ -2,7 +2,7 @@
 //!
 //! - [`raw`]: the serde structs that mirror the file (kebab-case keys,
 //!   unknown keys rejected);
-//! - [`validate`]: raw -> [`Config`], pure, one method per section;
+//! - [`validate`]: raw -> [`Config`], pure, one file per section;
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
 //! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
@@ -30,7 +30,7 @@ mod raw;
 mod validate;
 mod yaml;
 
-pub use aws_agent::{Conversion, convert_aws_agent_config};
+pub use aws_agent::{Conversion, ConversionError, TomlProblem, convert_aws_agent_config};
 pub use error::ConfigError;
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):
@@ -113,13 +113,9 @@ impl AwsAgentFile {
 
     /// A conversion message as a [`ConfigError`] of this file.
     fn error(&self, message: String) -> ConfigError {
-        let source = self.source();
-        let prefix = format!("{}: ", source.display());
         ConfigError::Parse {
-            message: message
-                .strip_prefix(&prefix)
-                .map_or(message.clone(), str::to_owned),
-            file: source,
+            message,
+            file: self.source(),
             line: None,
             path: String::new(),
         }
@@ -127,7 +123,7 @@ impl AwsAgentFile {
 
     /// The `region` the file sets, if any.
     pub(crate) fn region(&self) -> Result<Option<String>, ConfigError> {
-        aws_agent::region(&self.text).map_err(|message| self.error(message))
+        aws_agent::region(&self.text).map_err(|e| self.error(e.to_string()))
     }
 
     /// The configuration it stands for, serving any secret of `account` in
@@ -137,7 +133,13 @@ impl AwsAgentFile {
         let shown = source.display().to_string();
         let conversion =
             aws_agent::convert_aws_agent_config(&shown, &self.text, Some(account), Some(region))
-                .map_err(|message| self.error(message))?;
+                .map_err(|e| {
+                    // The ConfigError names the file itself.
+                    self.error(match e {
+                        ConversionError::File { problem, .. } => problem.to_string(),
+                        account @ ConversionError::Account(_) => account.to_string(),
+                    })
+                })?;
         let mut config = Config::from_yaml(&conversion.yaml, &source)?;
         // Started from the file, the agent does call STS (for the account).
         config.warnings.extend(
