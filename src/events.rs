@@ -16,6 +16,7 @@ use aws_sdk_sqs::config::Region;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use serde_json::Value;
 
+use crate::backoff::Backoff;
 use crate::cache::Cache;
 use crate::config::EventsConfig;
 use crate::resources::SecretArn;
@@ -24,8 +25,8 @@ use crate::resources::SecretArn;
 const WAIT_SECONDS: i32 = 20;
 /// The deadline of one receive: the long poll and a margin.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Retries of a failing queue: from 1 s, doubling up to a minute.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 /// The Secrets Manager events that change what a secret reads as.
 const EVENT_NAMES: &[&str] = &[
@@ -113,7 +114,7 @@ pub async fn run(
                 let failures = status.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let text =
                     crate::upstream::chain_text(err.to_string(), std::error::Error::source(&err));
-                let delay = backoff(failures);
+                let delay = BACKOFF.delay(failures);
                 log::warn!(
                     "events: receiving from {queue_url} failed ({text}); retrying in {}ms",
                     delay.as_millis()
@@ -199,12 +200,6 @@ async fn delete(client: &Client, queue_url: &str, handles: Vec<String>) {
         ),
         Err(err) => log::warn!("events: deleting messages failed ({err}); they will come again"),
     }
-}
-
-fn backoff(failures: u64) -> Duration {
-    let exp = u32::try_from(failures.saturating_sub(1).min(8)).unwrap_or(8);
-    let base = FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF);
-    base / 2 + base.mul_f64(fastrand::f64() / 2.0)
 }
 
 /// Reads an EventBridge event: the CloudTrail-delivered API calls (the

@@ -16,6 +16,7 @@
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
 //! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
+//! - [`backoff`]: the one jittered exponential backoff between retries.
 //! - [`events`]: refreshes on the Secrets Manager events an SQS queue brings.
 //! - [`http`]: routes (the Lambda extension's Parameter Store route too) and
 //!   the API error table.
@@ -33,6 +34,7 @@ mod aerospike;
 mod app;
 mod aws;
 mod aws_http;
+mod backoff;
 mod cache;
 mod config;
 mod credentials;
