@@ -668,14 +668,17 @@ async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl()
         last = call.time;
         rounds.last_mut().unwrap().push(call.secret_ids.len());
     }
-    // Three expiries in 10.5 s of a 3 s TTL, each round all 45 secrets in
-    // 3 calls (the first round gathers those that expire within 0.6 s of
-    // the first). How a round splits its 45 among the 3 depends on when
-    // each expiry is seen (on a loaded machine, 12 + 13 + 20 as well as
-    // 5 + 20 + 20); the cost is the same.
+    // Three expiries in 10.5 s of a 3 s TTL, each round all 45 secrets,
+    // at most 20 a call. From the second round on, the secrets expire
+    // together, so a round is 3 calls. The first round gathers those that
+    // expire within 0.6 s of the first; on a loaded machine the first
+    // reads may finish further apart than that, and then it takes one
+    // call more. How a round splits its 45 depends on when each expiry is
+    // seen (12 + 13 + 20 as well as 5 + 20 + 20); the cost is the same.
     assert_eq!(rounds.len(), 3, "{rounds:?}");
-    for round in &rounds {
-        assert_eq!(round.len(), 3, "{rounds:?}");
+    for (i, round) in rounds.iter().enumerate() {
+        let most = if i == 0 { 4 } else { 3 };
+        assert!((3..=most).contains(&round.len()), "{rounds:?}");
         assert_eq!(round.iter().sum::<usize>(), 45, "{rounds:?}");
         assert!(round.iter().all(|&n| n <= 20), "{rounds:?}");
     }
