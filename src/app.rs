@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use actix_server::Server;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -18,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::credentials::AgentCredentials;
+use crate::credentials::probe_credentials;
 use crate::events::{self, EventsStatus};
 use crate::http::AppState;
 use crate::listen;
@@ -87,14 +85,14 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let gate = Gate::new(serving == Serving::Now);
         let aws = AwsSettings::of(&config);
-        let (sdk, credentials) = aws.build().await;
+        let metrics = Arc::new(Metrics::new());
+        let (sdk, credentials) = aws.build(metrics.clone()).await;
         let events_client = config
             .aws
             .events
             .as_ref()
             .map(|events| (events::client(&sdk, events), events.queue_url.clone()));
         let upstream = Upstream::new(sdk, aws.endpoint());
-        let metrics = Arc::new(Metrics::new());
         let cache = Cache::new(
             Arc::new(upstream.clone()),
             metrics.clone(),
@@ -256,28 +254,4 @@ fn announce(config: &Config, tcp_addr: Option<SocketAddr>) {
     }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
-}
-
-/// Resolves credentials once, for the start-up log line and readiness;
-/// retried with backoff until it works.
-pub(crate) async fn probe_credentials(credentials: AgentCredentials, ready: Arc<AtomicBool>) {
-    let mut delay = Duration::from_secs(1);
-    let mut warned = false;
-    loop {
-        match credentials.probe().await {
-            Ok(found) => {
-                log::info!("credentials: {found}");
-                ready.store(true, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => {
-                if !warned {
-                    log::warn!("credentials: none yet ({e}); reads fail until some are available");
-                    warned = true;
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! The SDK settings every AWS client shares: region, timeouts, retries and
 //! the standard `AWS_*` variables; and the credentials that sign with them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::identity::IdentityCache;
@@ -8,8 +9,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+use crate::config::CredentialSource;
 use crate::config::{AwsAgentFile, Config};
-use crate::credentials::{self, AgentCredentials, CredentialSource};
+use crate::credentials::{self, AgentCredentials, CredentialMetrics};
 use crate::upstream::Endpoints;
 
 /// Time to connect to an AWS endpoint before trying the next attempt.
@@ -57,8 +59,12 @@ impl AwsSettings {
     }
 
     /// The SDK config, credentials included, and the credentials alone (for
-    /// the probe). May take IMDS round trips when the region is not set.
-    pub(crate) async fn build(&self) -> (SdkConfig, AgentCredentials) {
+    /// the probe); `metrics` counts the temporary credentials they fetch.
+    /// May take IMDS round trips when the region is not set.
+    pub(crate) async fn build(
+        &self,
+        metrics: Arc<dyn CredentialMetrics>,
+    ) -> (SdkConfig, AgentCredentials) {
         let (region, from) = self.default_region().await;
         log::info!("region: {region} (from {from})");
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -80,7 +86,7 @@ impl AwsSettings {
             )
             .load()
             .await;
-        let credentials = self.credentials.build(&base).await;
+        let credentials = AgentCredentials::build(&self.credentials, &base, metrics).await;
         let sdk = base
             .to_builder()
             .credentials_provider(credentials.provider())
@@ -152,14 +158,16 @@ pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<
         _ => {
             // Any account will do to build the clients the final config builds.
             let provisional = agent_file.config("000000000000", &region)?;
-            let (sdk, _) = AwsSettings::of(&provisional).build().await;
+            let (sdk, _) = AwsSettings::of(&provisional)
+                .build(Arc::new(Uncounted))
+                .await;
             let identity = aws_sdk_sts::Client::new(&sdk)
                 .get_caller_identity()
                 .send()
                 .await
                 .map_err(|e| {
                     use std::error::Error as _;
-                    anyhow::anyhow!(crate::upstream::chain_text(e.to_string(), e.source()))
+                    anyhow::anyhow!(credentials::chain_text(e.to_string(), e.source()))
                 })
                 .context(
                     "cannot learn the AWS account from STS GetCallerIdentity (set AWS_ACCOUNT_ID, or use a YAML config)",
@@ -173,6 +181,14 @@ pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<
         }
     };
     Ok(agent_file.config(&account, &region)?)
+}
+
+/// The conversion's credentials, used before the agent's metrics exist:
+/// counted nowhere.
+struct Uncounted;
+
+impl CredentialMetrics for Uncounted {
+    fn credential_refresh(&self) {}
 }
 
 fn is_account_id(text: &str) -> bool {

@@ -6,7 +6,7 @@
 //! bounded by the configuration.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -83,9 +83,6 @@ fn bump(count: &AtomicU64) {
 
 /// Each configured resource name with what the cache knows of it.
 pub type ResourceSource = Box<dyn Fn() -> Vec<(String, Option<SecretStats>)> + Send + Sync>;
-
-/// Only for credentials, until they take their metrics as the cache does.
-pub(crate) static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
 
 /// What serves an HTTP request, as the `route` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,9 +377,16 @@ impl CacheMetrics for Metrics {
     }
 }
 
+impl crate::credentials::CredentialMetrics for Metrics {
+    fn credential_refresh(&self) {
+        self.credential_refreshes.inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn counts_of_every_thread_are_summed_at_each_scrape() {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::app::probe_credentials;
 use crate::aws::AwsSettings;
 use crate::config::{Config, ConfigError};
+use crate::credentials::probe_credentials;
 use crate::metrics::Metrics;
 use crate::read::{Reader, Snapshot};
 use crate::upstream::Upstream;
@@ -112,7 +112,7 @@ impl Reloader {
         let aws = AwsSettings::of(&new);
         let aws_changed = aws != AwsSettings::of(&self.applied);
         if aws_changed {
-            let (sdk, credentials) = aws.build().await;
+            let (sdk, credentials) = aws.build(self.metrics.clone()).await;
             self.upstream.replace(sdk, aws.endpoint());
             self.probes.abort_all();
             self.probes.spawn(probe_credentials(

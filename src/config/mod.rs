@@ -6,6 +6,7 @@
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
 //! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
+//! - [`credentials`]: where the AWS credentials come from, as configured;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes;
 //! - [`file`]: how any file the agent is given is read: regular files only,
@@ -19,10 +20,10 @@ use std::time::Duration;
 use log::LevelFilter;
 use secrecy::SecretString;
 
-use crate::credentials::CredentialSource;
 use crate::resources::{ResourceName, Resources};
 
 mod aws_agent;
+mod credentials;
 mod error;
 pub(crate) mod file;
 mod load;
@@ -31,6 +32,10 @@ mod validate;
 mod yaml;
 
 pub use aws_agent::{Conversion, ConversionError, TomlProblem, convert_aws_agent_config};
+pub(crate) use credentials::{
+    AssumeRole, ChainSource, CredentialSource, STATIC_KEYS, StaticKeys, shared_config_path,
+    shared_credentials_path,
+};
 pub use error::ConfigError;
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):

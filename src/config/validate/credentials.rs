@@ -5,8 +5,8 @@ use secrecy::SecretString;
 
 use super::Validator;
 use crate::config::raw::RawAssumeRole;
+use crate::config::{AssumeRole, StaticKeys};
 use crate::config::{ConfigError, CredentialSource};
-use crate::credentials::{AssumeRole, StaticKeys};
 
 /// Whether the source holds secrets written in the config file (keys, an
 /// external id), which makes the file's permissions worth a warning.
