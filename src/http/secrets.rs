@@ -217,14 +217,8 @@ async fn serve(
                 Err(ReadError::NotConfigured(_)) => {
                     return Err(ApiError::ResourceNotFound(echo(path)));
                 }
-                // A version id and a stage it does not carry: AWS calls the pair an
-                // invalid request; here it is a version that does not exist.
-                Err(ReadError::Upstream(crate::upstream::UpstreamError::InvalidRequest(
-                    message,
-                ))) if matches!(version, Version::IdAndStage { .. }) => {
-                    return Err(ApiError::Read(ReadError::Upstream(
-                        crate::upstream::UpstreamError::VersionNotFound(message),
-                    )));
+                Err(ReadError::Upstream(e)) => {
+                    return Err(ApiError::Read(ReadError::Upstream(e.for_version(&version))));
                 }
                 other => other?,
             };

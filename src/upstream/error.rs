@@ -121,13 +121,6 @@ impl UpstreamError {
     /// to the agent's own API, that version does not exist. Not applied to
     /// what the cache keeps: the AWS agent's API answers AWS's own code, and
     /// an invalid request is not remembered as not found.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "src/http/secrets.rs will call it in place of its own rewrite"
-        )
-    )]
     pub(crate) fn for_version(self, version: &Version) -> UpstreamError {
         match self {
             UpstreamError::InvalidRequest(message)
