@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::config::{ClientToken, Config, TokenScope};
-use crate::resources::ResourceName;
+use crate::domain::ResourceName;
 
 /// The configured tokens; none means open access.
 #[derive(Debug, Default)]

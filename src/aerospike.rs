@@ -27,11 +27,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 use zeroize::Zeroizing;
 
+use crate::domain::Version;
+use crate::domain::{KeyError, Kind};
 use crate::metrics::Metrics;
 use crate::read::{ReadError, Reader};
-use crate::secret::{KeyError, Kind};
 use crate::text::echo;
-use crate::upstream::Version;
 
 /// The first four bytes of every request and answer ("sidekick").
 pub(crate) const MAGIC: [u8; 4] = 0x51de_c1cc_u32.to_be_bytes();

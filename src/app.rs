@@ -17,6 +17,7 @@ use crate::aws::AwsSettings;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::credentials::probe_credentials;
+use crate::domain::Arn;
 use crate::events::{self, EventsStatus};
 use crate::http::AppState;
 use crate::listen;
@@ -24,7 +25,6 @@ use crate::metrics::Metrics;
 use crate::notify::{self, State};
 use crate::read::{Gate, Reader, Snapshot};
 use crate::reload::Reloader;
-use crate::resources::SecretArn;
 use crate::upstream::Upstream;
 
 /// The signals the agent answers, watched from the start of `main` so that
@@ -175,7 +175,7 @@ impl Application {
         if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
             let current = Arc::clone(&state.reader.current);
             let resolve = move |id: &str| {
-                let mut arns: Vec<SecretArn> = Vec::new();
+                let mut arns: Vec<Arn> = Vec::new();
                 for (_, arn) in current.load().resources.iter() {
                     if events::names_secret(arn, id) && !arns.contains(arn) {
                         arns.push(arn.clone());

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::backoff::Backoff;
 use crate::cache::Cache;
 use crate::config::EventsConfig;
-use crate::resources::SecretArn;
+use crate::domain::Arn;
 
 /// Seconds a receive waits for a message (SQS's longest long poll).
 const WAIT_SECONDS: i32 = 20;
@@ -95,7 +95,7 @@ pub async fn run(
     client: Client,
     queue_url: String,
     cache: Cache,
-    resolve: impl Fn(&str) -> Vec<SecretArn> + Send + Sync,
+    resolve: impl Fn(&str) -> Vec<Arn> + Send + Sync,
     status: Arc<EventsStatus>,
     metrics: Arc<dyn EventsMetrics>,
 ) {
@@ -127,7 +127,7 @@ pub async fn run(
         if status.failures.swap(0, Ordering::Relaxed) > 0 {
             log::info!("events: {queue_url} answers again");
         }
-        let mut arns: Vec<SecretArn> = Vec::new();
+        let mut arns: Vec<Arn> = Vec::new();
         let mut handled = Vec::new();
         for message in out.messages.unwrap_or_default() {
             match parse(message.body.as_deref().unwrap_or("")) {
@@ -239,7 +239,7 @@ fn parse(body: &str) -> Message {
 
 /// Whether the secret id of an event (a full ARN, or a name) stands for
 /// `arn`, which may leave AWS's random suffix off.
-pub fn names_secret(arn: &SecretArn, id: &str) -> bool {
+pub fn names_secret(arn: &Arn, id: &str) -> bool {
     let arn = arn.as_str();
     if id.starts_with("arn:") {
         return id == arn || without_suffix(id) == arn;
@@ -260,8 +260,8 @@ fn without_suffix(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn arn(text: &str) -> SecretArn {
-        SecretArn::parse(text).unwrap()
+    fn arn(text: &str) -> Arn {
+        Arn::parse(text).unwrap()
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod backoff;
 mod cache;
 mod config;
 mod credentials;
+mod domain;
 mod events;
 mod http;
 mod listen;
@@ -47,7 +48,6 @@ mod notify;
 mod read;
 mod reload;
 mod resources;
-mod secret;
 mod text;
 mod upstream;
 

@@ -15,10 +15,12 @@ use dashmap::mapref::entry::Entry;
 use crate::access::Access;
 use crate::cache::{Cache, CacheError, CacheStatus};
 use crate::config::Config;
-use crate::resources::{Found, ResourceName, Resources};
-use crate::secret::Secret;
+use crate::domain::ResourceName;
+use crate::domain::Secret;
+use crate::domain::Version;
+use crate::resources::{Found, Resources};
 use crate::text;
-use crate::upstream::{UpstreamError, Version};
+use crate::upstream::UpstreamError;
 
 /// What a config reload replaces, all at once.
 #[derive(Debug)]

@@ -14,9 +14,10 @@ use tokio::time::Instant;
 use super::key::Key;
 use super::slot::{SharedFetch, Slot};
 use super::{Inner, PREFETCH_CONCURRENCY};
-use crate::resources::SecretArn;
-use crate::secret::Secret;
-use crate::upstream::{BATCH_LIMIT, UpstreamError, Version};
+use crate::domain::Arn;
+use crate::domain::Secret;
+use crate::domain::Version;
+use crate::upstream::{BATCH_LIMIT, UpstreamError};
 
 /// How long single calls replace BatchGetSecretValue after AWS refused it.
 const BATCH_REFUSED_RETRY: Duration = Duration::from_secs(600);
@@ -29,7 +30,7 @@ struct Part {
 }
 
 /// `items` in groups of at most [`BATCH_LIMIT`] of one batch group (service
-/// and region, [`SecretArn::batch_group`]) each.
+/// and region, [`Arn::batch_group`]) each.
 pub(super) fn batches<T>(items: Vec<T>, region: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
     let mut by_region: Vec<(String, Vec<Vec<T>>)> = Vec::new();
     for item in items {
@@ -53,7 +54,7 @@ pub(super) fn batches<T>(items: Vec<T>, region: impl Fn(&T) -> &str) -> Vec<Vec<
 
 impl Inner {
     /// [`super::Cache::refresh_cached`].
-    pub(super) async fn refresh_cached(self: &Arc<Self>, arns: Vec<SecretArn>) {
+    pub(super) async fn refresh_cached(self: &Arc<Self>, arns: Vec<Arn>) {
         let slots: Vec<_> = arns
             .iter()
             .filter_map(|arn| {
@@ -62,7 +63,7 @@ impl Inner {
                 Some((key, slot))
             })
             .collect();
-        let wanted: HashSet<&str> = arns.iter().map(SecretArn::as_str).collect();
+        let wanted: HashSet<&str> = arns.iter().map(Arn::as_str).collect();
         let staged: Vec<_> = self
             .slots
             .iter()
@@ -237,7 +238,7 @@ mod tests {
     async fn parameters_are_never_batched() {
         let (fake, cache) = setup(settings());
         let parameter = |n: usize| {
-            SecretArn::parse(&format!(
+            Arn::parse(&format!(
                 "arn:aws:ssm:us-west-1:999999999999:parameter/p{n}"
             ))
             .unwrap()

@@ -8,9 +8,9 @@ use tokio::time::Instant;
 
 use super::key::Key;
 use super::{CacheError, CacheStatus, Inner};
-use crate::resources::SecretArn;
-use crate::secret::Secret;
-use crate::upstream::Version;
+use crate::domain::Arn;
+use crate::domain::Secret;
+use crate::domain::Version;
 
 /// Forced refreshes of one entry allowed at once before
 /// `min-refresh-interval` applies: a refresh right after an update of the
@@ -39,7 +39,7 @@ impl Budget {
 
 impl Inner {
     /// [`super::Cache::admit_new_name`].
-    pub(super) fn admit_new_name(&self, arn: &SecretArn, version: &Version) -> bool {
+    pub(super) fn admit_new_name(&self, arn: &Arn, version: &Version) -> bool {
         let key = Key::new(arn, version);
         if self.slots.contains_key(&key) {
             return true;
@@ -65,7 +65,7 @@ impl Inner {
     /// [`super::Cache::refresh`], uncounted.
     pub(super) async fn force(
         self: &Arc<Self>,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
         let key = Key::new(arn, version);

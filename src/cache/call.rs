@@ -9,31 +9,30 @@ use tokio::time::Instant;
 
 use super::key::Key;
 use super::{BATCH_GET_SECRET_VALUE, GET_PARAMETER, GET_SECRET_VALUE, Inner};
-use crate::resources::SecretArn;
-use crate::secret::Secret;
-use crate::upstream::{BatchAnswer, Upstream, UpstreamError, Version, with_deadline};
+use crate::domain::Arn;
+use crate::domain::Secret;
+use crate::domain::Version;
+use crate::upstream::{BatchAnswer, Upstream, UpstreamError, with_deadline};
 
 /// Where values come from. [`Upstream`] in the agent; a fake in unit tests.
 pub trait Fetch: Send + Sync + 'static {
     fn fetch(
         &self,
-        arn: SecretArn,
+        arn: Arn,
         version: Version,
     ) -> BoxFuture<'static, Result<Secret, UpstreamError>>;
 
     /// The current versions of `arns` (one region, at most
     /// [`BATCH_LIMIT`](crate::upstream::BATCH_LIMIT)) in one call; see
     /// [`Upstream::batch_get_secret_value`].
-    fn fetch_batch(
-        &self,
-        arns: Vec<SecretArn>,
-    ) -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>>;
+    fn fetch_batch(&self, arns: Vec<Arn>)
+    -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>>;
 }
 
 impl Fetch for Upstream {
     fn fetch(
         &self,
-        arn: SecretArn,
+        arn: Arn,
         version: Version,
     ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
         let upstream = self.clone();
@@ -42,7 +41,7 @@ impl Fetch for Upstream {
 
     fn fetch_batch(
         &self,
-        arns: Vec<SecretArn>,
+        arns: Vec<Arn>,
     ) -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>> {
         let upstream = self.clone();
         async move { upstream.batch_get_secret_value(&arns).await }.boxed()
@@ -64,10 +63,7 @@ impl Inner {
     }
 
     /// One BatchGetSecretValue, see [`Inner::within_deadline`].
-    pub(super) async fn call_batch(
-        &self,
-        arns: Vec<SecretArn>,
-    ) -> Result<BatchAnswer, UpstreamError> {
+    pub(super) async fn call_batch(&self, arns: Vec<Arn>) -> Result<BatchAnswer, UpstreamError> {
         self.within_deadline(BATCH_GET_SECRET_VALUE, || self.fetcher.fetch_batch(arns))
             .await
     }

@@ -88,8 +88,9 @@ mod tests {
     use crate::cache::testing::*;
     use crate::cache::{CacheStatus, PREFETCH_CONCURRENCY};
     use crate::config::CacheConfig;
-    use crate::resources::SecretArn;
-    use crate::upstream::{BATCH_LIMIT, Version};
+    use crate::domain::Arn;
+    use crate::domain::Version;
+    use crate::upstream::BATCH_LIMIT;
 
     #[tokio::test(start_paused = true)]
     async fn lru_eviction() {
@@ -261,7 +262,7 @@ mod tests {
         settle().await;
         assert_eq!(fake.batch_calls(), PREFETCH_CONCURRENCY);
         let kept: Vec<_> = (0..per_turn).map(arn).collect();
-        cache.retain(&kept.iter().map(SecretArn::as_str).collect());
+        cache.retain(&kept.iter().map(Arn::as_str).collect());
         tokio::time::sleep(Duration::from_secs(10 * 60)).await;
         assert_eq!(fake.calls(), PREFETCH_CONCURRENCY);
         assert_eq!(cache.len(), per_turn);

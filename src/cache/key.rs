@@ -1,12 +1,13 @@
 //! An entry's key, (ARN, version), and the borrowed view of it that the
 //! hot path looks slots up by.
 
-use crate::resources::SecretArn;
-use crate::upstream::{UpstreamError, Version};
+use crate::domain::Arn;
+use crate::domain::Version;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Key {
-    pub(super) arn: SecretArn,
+    pub(super) arn: Arn,
     pub(super) version: Version,
 }
 
@@ -15,12 +16,12 @@ pub(super) struct Key {
 /// the ARN that every worker thread shares). Hashes and compares as `Key`'s
 /// derived impls do: the ARN, then the version.
 pub(super) trait KeyParts {
-    fn arn(&self) -> &SecretArn;
+    fn arn(&self) -> &Arn;
     fn version(&self) -> &Version;
 }
 
 impl KeyParts for Key {
-    fn arn(&self) -> &SecretArn {
+    fn arn(&self) -> &Arn {
         &self.arn
     }
     fn version(&self) -> &Version {
@@ -28,8 +29,8 @@ impl KeyParts for Key {
     }
 }
 
-impl KeyParts for (&SecretArn, &Version) {
-    fn arn(&self) -> &SecretArn {
+impl KeyParts for (&Arn, &Version) {
+    fn arn(&self) -> &Arn {
         self.0
     }
     fn version(&self) -> &Version {
@@ -59,7 +60,7 @@ impl PartialEq for dyn KeyParts + '_ {
 impl Eq for dyn KeyParts + '_ {}
 
 impl Key {
-    pub(super) fn new(arn: &SecretArn, version: &Version) -> Key {
+    pub(super) fn new(arn: &Arn, version: &Version) -> Key {
         Key {
             arn: arn.clone(),
             version: version.clone(),

@@ -87,9 +87,10 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::CacheConfig;
-use crate::resources::SecretArn;
-use crate::secret::Secret;
-use crate::upstream::{UpstreamError, Version};
+use crate::domain::Arn;
+use crate::domain::Secret;
+use crate::domain::Version;
+use crate::upstream::UpstreamError;
 
 use self::budget::Budget;
 use self::key::{Key, KeyParts};
@@ -217,7 +218,7 @@ struct Inner {
     /// held while that work creates the ARN's slot, and by `retain`, so a
     /// removed resource's slot is never re-created. Entries stay while
     /// their ARN is configured: one per resource at most.
-    prefetching: Mutex<HashMap<SecretArn, CancellationToken>>,
+    prefetching: Mutex<HashMap<Arn, CancellationToken>>,
     /// Until when BatchGetSecretValue is not tried, after AWS refused it
     /// (e.g. the policy lacks the permission): single calls instead.
     batch_refused_until: Mutex<Option<Instant>>,
@@ -284,7 +285,7 @@ impl Cache {
     /// (which may have started before the change that prompted this): for
     /// event-driven refreshes, the agent's own, not limited like a
     /// client's. Versions held by id never change.
-    pub async fn refresh_cached(&self, arns: Vec<SecretArn>) {
+    pub async fn refresh_cached(&self, arns: Vec<Arn>) {
         self.inner.refresh_cached(arns).await;
     }
 
@@ -293,7 +294,7 @@ impl Cache {
     /// for it (a value, a fetch under way, a remembered failure), else only
     /// within `cache.new-names-per-second` (a burst of twice that first),
     /// over all such names: each new one costs an AWS call.
-    pub fn admit_new_name(&self, arn: &SecretArn, version: &Version) -> bool {
+    pub fn admit_new_name(&self, arn: &Arn, version: &Version) -> bool {
         self.inner.admit_new_name(arn, version)
     }
 
@@ -319,7 +320,7 @@ impl Cache {
     /// value the last fetch brought, or its not-found answer.
     pub async fn refresh(
         &self,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
         self.counted(self.inner.force(arn, version).await)
@@ -328,7 +329,7 @@ impl Cache {
     /// Reads `arn` at `version`, from the cache when it can.
     pub async fn get(
         &self,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
         if let Some(secret) = self.fresh(arn, version, Arc::clone) {
@@ -343,7 +344,7 @@ impl Cache {
     /// lock, clones nothing and writes nothing shared unless it changes.
     pub fn fresh<R>(
         &self,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
         f: impl FnOnce(&Arc<Secret>) -> R,
     ) -> Option<R> {
@@ -375,7 +376,7 @@ impl Cache {
 
     /// [`Cache::prefetch_after`], started at once.
     #[cfg(test)]
-    pub fn prefetch(&self, arns: Vec<SecretArn>) -> Arc<Prefetch> {
+    pub fn prefetch(&self, arns: Vec<Arn>) -> Arc<Prefetch> {
         self.prefetch_after(arns, std::future::ready(()))
     }
 
@@ -389,7 +390,7 @@ impl Cache {
     /// ([`prefetch`]).
     pub fn prefetch_after(
         &self,
-        arns: Vec<SecretArn>,
+        arns: Vec<Arn>,
         start: impl Future<Output = ()> + Send + 'static,
     ) -> Arc<Prefetch> {
         self.inner.prefetch_after(arns, start)
@@ -412,7 +413,7 @@ pub struct WeakCache {
 impl WeakCache {
     /// What the cache holds of the current version of `arn`; `None` when
     /// it has no entry for it (never asked for, or evicted) or is gone.
-    pub fn stats(&self, arn: &SecretArn) -> Option<SecretStats> {
+    pub fn stats(&self, arn: &Arn) -> Option<SecretStats> {
         let inner = self.inner.upgrade()?;
         // Cloned out of the map: no shard lock is held under the slot's.
         let slot = Arc::clone(&*inner.slots.get(&Key::new(arn, &Version::Current))?);
@@ -444,7 +445,7 @@ impl Inner {
     /// [`Cache::get`] past the hot path, uncounted.
     async fn read(
         self: &Arc<Self>,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
     ) -> Result<(Arc<Secret>, CacheStatus), CacheError> {
         let key = Key::new(arn, version);

@@ -15,8 +15,9 @@ use super::batch::batches;
 use super::key::Key;
 use super::schedule::RETRY_BACKOFF;
 use super::{Inner, PREFETCH_CONCURRENCY};
-use crate::resources::SecretArn;
-use crate::upstream::{UpstreamError, Version};
+use crate::domain::Arn;
+use crate::domain::Version;
+use crate::upstream::UpstreamError;
 
 /// Wait before retrying a prefetch that failed for a reason that lasts
 /// (access denied, a deleted secret, a key it cannot decrypt): someone has
@@ -56,7 +57,7 @@ struct Failing {
 }
 
 impl Failing {
-    fn new(progress: &Arc<Prefetch>, arn: &SecretArn) -> Failing {
+    fn new(progress: &Arc<Prefetch>, arn: &Arn) -> Failing {
         progress.lock_failing().insert(arn.to_string());
         Failing {
             progress: Arc::clone(progress),
@@ -75,7 +76,7 @@ impl Inner {
     /// [`super::Cache::prefetch_after`].
     pub(super) fn prefetch_after(
         self: &Arc<Self>,
-        arns: Vec<SecretArn>,
+        arns: Vec<Arn>,
         start: impl Future<Output = ()> + Send + 'static,
     ) -> Arc<Prefetch> {
         let progress = Arc::new(Prefetch {
@@ -114,7 +115,7 @@ impl Inner {
         progress
     }
 
-    pub(super) fn lock_prefetching(&self) -> MutexGuard<'_, HashMap<SecretArn, CancellationToken>> {
+    pub(super) fn lock_prefetching(&self) -> MutexGuard<'_, HashMap<Arn, CancellationToken>> {
         self.prefetching
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -126,7 +127,7 @@ impl Inner {
     /// cancelled (a reload removed the resource).
     async fn prefetch_batch(
         self: &Arc<Self>,
-        batch: Vec<(SecretArn, CancellationToken)>,
+        batch: Vec<(Arn, CancellationToken)>,
         progress: &Arc<Prefetch>,
     ) {
         let (live, slots): (Vec<_>, Vec<_>) = {
@@ -155,7 +156,7 @@ impl Inner {
     /// Retries a failed prefetch until it succeeds or `work` is cancelled.
     fn retry_prefetch(
         self: &Arc<Self>,
-        arn: SecretArn,
+        arn: Arn,
         work: CancellationToken,
         err: UpstreamError,
         progress: &Arc<Prefetch>,
@@ -191,7 +192,7 @@ impl Inner {
     /// `None` once `work` is cancelled: the resource is no longer configured.
     async fn prefetch_fetch(
         self: &Arc<Self>,
-        arn: &SecretArn,
+        arn: &Arn,
         work: &CancellationToken,
     ) -> Option<Result<(), UpstreamError>> {
         let key = Key::new(arn, &Version::Current);

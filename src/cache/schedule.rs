@@ -14,8 +14,9 @@ use super::Inner;
 use super::key::Key;
 use super::slot::{Cached, Slot, cost};
 use crate::backoff::Backoff;
-use crate::secret::Secret;
-use crate::upstream::{UpstreamError, Version};
+use crate::domain::Secret;
+use crate::domain::Version;
+use crate::upstream::UpstreamError;
 
 /// First retry delay after a transient failure; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);

@@ -14,7 +14,7 @@ use super::Inner;
 use super::budget::Budget;
 use super::key::Key;
 use super::negative::NotFound;
-use crate::secret::Secret;
+use crate::domain::Secret;
 use crate::upstream::UpstreamError;
 
 /// A fetch under way, which every reader of its slot awaits.

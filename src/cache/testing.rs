@@ -9,9 +9,10 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Cache, CacheError, CacheMetrics, CacheStatus, Fetch};
 use crate::config::CacheConfig;
-use crate::resources::SecretArn;
-use crate::secret::{Kind, Secret, secret_bytes};
-use crate::upstream::{BatchAnswer, UpstreamError, Version};
+use crate::domain::Arn;
+use crate::domain::Version;
+use crate::domain::{Kind, Secret, secret_bytes};
+use crate::upstream::{BatchAnswer, UpstreamError};
 
 /// A scripted upstream: counts calls, answers after `delay` with the
 /// next scripted outcome (or a value naming the call number). It knows
@@ -70,7 +71,7 @@ impl FakeUpstream {
     }
 }
 
-fn fake_secret(arn: &SecretArn, n: usize) -> Secret {
+fn fake_secret(arn: &Arn, n: usize) -> Secret {
     Secret {
         arn: arn.to_string(),
         name: "n".into(),
@@ -86,7 +87,7 @@ fn fake_secret(arn: &SecretArn, n: usize) -> Secret {
 impl Fetch for Arc<FakeUpstream> {
     fn fetch(
         &self,
-        arn: SecretArn,
+        arn: Arn,
         version: Version,
     ) -> BoxFuture<'static, Result<Secret, UpstreamError>> {
         let (n, in_flight) = self.begin();
@@ -115,7 +116,7 @@ impl Fetch for Arc<FakeUpstream> {
     /// each secret's own.
     fn fetch_batch(
         &self,
-        arns: Vec<SecretArn>,
+        arns: Vec<Arn>,
     ) -> BoxFuture<'static, Result<BatchAnswer, UpstreamError>> {
         let (n, in_flight) = self.begin();
         self.batch_calls.fetch_add(1, Ordering::SeqCst);
@@ -171,8 +172,8 @@ pub(super) fn settings() -> CacheConfig {
 /// `max-concurrent-calls` in tests that do not test it.
 pub(super) const CALLS: usize = 32;
 
-pub(super) fn arn(n: usize) -> SecretArn {
-    SecretArn::parse(&format!(
+pub(super) fn arn(n: usize) -> Arn {
+    Arn::parse(&format!(
         "arn:aws:secretsmanager:us-west-1:999999999999:secret:s{n}"
     ))
     .unwrap()

@@ -20,7 +20,9 @@ use std::time::Duration;
 use log::LevelFilter;
 use secrecy::SecretString;
 
-use crate::resources::{ResourceName, Resources};
+use crate::resources::Resources;
+
+use crate::domain::ResourceName;
 
 mod aws_agent;
 mod credentials;

@@ -47,7 +47,7 @@ fn presented<'r>(access: &'r Access, req: &'r HttpRequest) -> impl Iterator<Item
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::ResourceName;
+    use crate::domain::ResourceName;
     use actix_web::test::TestRequest;
 
     fn authorizer() -> Access {

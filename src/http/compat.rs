@@ -23,8 +23,8 @@ use serde::Serialize;
 
 use super::{ApiError, AppState, CACHE_HEADER, Target, echo};
 use crate::access::Grant;
+use crate::domain::{Kind, Secret, secret_bytes};
 use crate::read::{ReadError, Snapshot};
-use crate::secret::{Kind, Secret, secret_bytes};
 use crate::upstream::UpstreamError;
 
 /// What AWS says of a secret that does not exist: the answer to a

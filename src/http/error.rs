@@ -5,8 +5,8 @@ use actix_web::http::header::{ALLOW, CacheControl, CacheDirective, WWW_AUTHENTIC
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::access::Denied;
+use crate::domain::KeyError;
 use crate::read::ReadError;
-use crate::secret::KeyError;
 pub(crate) use crate::text::echo;
 use crate::upstream::UpstreamError;
 

@@ -39,10 +39,11 @@ pub(crate) use secrets::CACHE_HEADER;
 
 use crate::access::Grant;
 use crate::cache::{CacheStatus, Prefetch};
+use crate::domain::{Arn, ResourceName};
 use crate::events::EventsStatus;
 use crate::metrics::{Metrics, Route};
 use crate::read::Reader;
-use crate::resources::{Found, ResourceName, SecretArn};
+use crate::resources::Found;
 
 /// Longest request path served; longer ones get 414.
 pub(crate) const MAX_PATH: usize = 4096;
@@ -296,7 +297,7 @@ fn app_state(req: &HttpRequest) -> Option<&AppState> {
 /// a refusal is logged under the first name.
 fn found_by_arn<'s>(
     grant: &Grant<'_>,
-    arn: &'s SecretArn,
+    arn: &'s Arn,
     names: &'s [ResourceName],
     target: &mut Target<'s>,
 ) -> Result<Found<'s>, ApiError> {

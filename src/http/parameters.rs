@@ -22,9 +22,10 @@ use super::compat::CompatError;
 use super::{ApiError, AppState, Target, echo};
 use crate::access::Grant;
 use crate::cache::CacheStatus;
+use crate::domain::Version;
+use crate::domain::{Secret, secret_bytes};
 use crate::read::{ReadError, Snapshot};
-use crate::secret::{Secret, secret_bytes};
-use crate::upstream::{UpstreamError, Version};
+use crate::upstream::UpstreamError;
 
 /// The route, as the extension serves it.
 pub const PATH: &str = "/systemsmanager/parameters/get";
@@ -257,7 +258,7 @@ fn get_parameter_json(parameter: &Secret) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::{Kind, ParameterInfo};
+    use crate::domain::{Kind, ParameterInfo};
 
     #[test]
     fn queries_as_the_extension_reads_them() {

@@ -10,10 +10,11 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState, Target, echo};
 use crate::cache::CacheStatus;
+use crate::domain::Arn;
+use crate::domain::Secret;
+use crate::domain::Version;
 use crate::read::{ReadError, Snapshot};
-use crate::resources::{Resolved, SecretArn};
-use crate::secret::Secret;
-use crate::upstream::Version;
+use crate::resources::Resolved;
 
 /// Header that says how the cache served a read.
 pub const CACHE_HEADER: &str = "Secret-Agent-Cache";
@@ -59,7 +60,7 @@ impl SecretQuery {
 
 /// Whether `version` is one `arn` has: a secret's stage or id, a
 /// parameter's number or label.
-pub(super) fn version_fits(version: &Version, arn: &SecretArn) -> Result<(), ApiError> {
+pub(super) fn version_fits(version: &Version, arn: &Arn) -> Result<(), ApiError> {
     match (version, arn.is_parameter()) {
         (Version::Current, _)
         | (Version::Stage(_) | Version::Id(_) | Version::IdAndStage { .. }, false)
@@ -295,9 +296,8 @@ mod tests {
 
     #[test]
     fn versions_fit_their_kind() {
-        let secret =
-            SecretArn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:x").unwrap();
-        let parameter = SecretArn::parse("arn:aws:ssm:us-east-1:123456789012:parameter/x").unwrap();
+        let secret = Arn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:x").unwrap();
+        let parameter = Arn::parse("arn:aws:ssm:us-east-1:123456789012:parameter/x").unwrap();
         for (version, arn, fits) in [
             (Version::Current, &secret, true),
             (Version::Current, &parameter, true),

@@ -4,14 +4,14 @@
 use bytes::Bytes;
 
 use super::{BadAnswer, UpstreamError};
-use crate::resources::SecretArn;
+use crate::domain::Arn;
 
 /// Whether the ARN of an answer is that of the secret or parameter asked
 /// for. What is sent is always an ARN: in full, or (a secret under a
 /// pattern, or configured so) without the `-XXXXXX` suffix AWS adds to a
 /// secret's name. So the answer's partition, region, account and name
 /// must be the asked ones, with at most that suffix after the name.
-pub(super) fn names(asked: &SecretArn, answered: &str) -> bool {
+pub(super) fn names(asked: &Arn, answered: &str) -> bool {
     answered == asked.as_str()
         || (!asked.is_parameter()
             && answered
@@ -23,7 +23,7 @@ pub(super) fn names(asked: &SecretArn, answered: &str) -> bool {
 }
 
 /// Refuses an answer whose ARN is not that of `asked` (see [`names`]).
-pub(super) fn check_arn(asked: &SecretArn, answered: Option<&str>) -> Result<(), UpstreamError> {
+pub(super) fn check_arn(asked: &Arn, answered: Option<&str>) -> Result<(), UpstreamError> {
     if answered.is_some_and(|answered| names(asked, answered)) {
         return Ok(());
     }
@@ -44,7 +44,7 @@ pub(super) fn shown_arn(arn: Option<&str>) -> String {
 
 /// `value` when it is at most `limit` bytes; else it is wiped and refused.
 pub(super) fn within_limit(
-    asked: &SecretArn,
+    asked: &Arn,
     value: Bytes,
     limit: usize,
 ) -> Result<Bytes, UpstreamError> {

@@ -7,7 +7,6 @@
 //! - [`ssm`]: the call GetParameter;
 //! - [`answer`]: what every answer must be before it is served;
 //! - [`error`]: [`UpstreamError`] and every mapping of the SDK's errors;
-//! - [`version`]: which version a read asks for.
 //!
 //! Nothing outside this module sees the SDK's types.
 
@@ -18,24 +17,23 @@ use arc_swap::ArcSwap;
 use aws_config::SdkConfig;
 use dashmap::DashMap;
 
-use crate::resources::SecretArn;
-use crate::secret::Secret;
+use crate::domain::Arn;
+use crate::domain::Secret;
 
 mod answer;
 mod error;
 mod secretsmanager;
 mod ssm;
-mod version;
 
 pub(crate) use crate::credentials::chain_text;
+use crate::domain::Version;
 pub use error::{BadAnswer, UpstreamError};
-pub use version::Version;
 
 /// Most secrets one BatchGetSecretValue call may name (AWS's limit).
 pub const BATCH_LIMIT: usize = 20;
 
 /// Each secret of a BatchGetSecretValue call with its own outcome.
-pub type BatchAnswer = Vec<(SecretArn, Result<Secret, UpstreamError>)>;
+pub type BatchAnswer = Vec<(Arn, Result<Secret, UpstreamError>)>;
 
 /// Endpoint URLs that replace AWS's, for every region (a VPC endpoint, an
 /// emulator). Without one, the SDK's own variables apply
@@ -142,11 +140,7 @@ impl Upstream {
 
     /// The value of `arn` at `version`: GetSecretValue for a secret,
     /// GetParameter (decrypted unless [`Version::Encrypted`]) for a parameter.
-    pub async fn get_value(
-        &self,
-        arn: &SecretArn,
-        version: &Version,
-    ) -> Result<Secret, UpstreamError> {
+    pub async fn get_value(&self, arn: &Arn, version: &Version) -> Result<Secret, UpstreamError> {
         match (arn.is_parameter(), version) {
             (true, Version::Encrypted(version)) => self.get_parameter(arn, version, false).await,
             (true, version) => self.get_parameter(arn, version, true).await,

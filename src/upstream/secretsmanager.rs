@@ -8,9 +8,10 @@ use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
 
 use super::answer::{check_arn, names, shown_arn, within_limit};
 use super::error::{classify, classify_service};
-use super::{BatchAnswer, Endpoints, Service, Upstream, UpstreamError, Version};
-use crate::resources::SecretArn;
-use crate::secret::{Kind, Secret, secret_bytes};
+use super::{BatchAnswer, Endpoints, Service, Upstream, UpstreamError};
+use crate::domain::Arn;
+use crate::domain::Version;
+use crate::domain::{Kind, Secret, secret_bytes};
 
 /// Largest SecretString or SecretBinary AWS stores, in bytes (64 KiB).
 pub(crate) const MAX_SECRET_BYTES: usize = 65_536;
@@ -34,7 +35,7 @@ impl Upstream {
     /// GetSecretValue for `arn` at `version`, in the ARN's region.
     pub async fn get_secret_value(
         &self,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
     ) -> Result<Secret, UpstreamError> {
         let mut request = self
@@ -72,10 +73,7 @@ impl Upstream {
     /// outcome. `Err` when the call as a whole failed (e.g. the policy lacks
     /// `secretsmanager:BatchGetSecretValue`). A secret the answer does not
     /// mention is left out.
-    pub async fn batch_get_secret_value(
-        &self,
-        arns: &[SecretArn],
-    ) -> Result<BatchAnswer, UpstreamError> {
+    pub async fn batch_get_secret_value(&self, arns: &[Arn]) -> Result<BatchAnswer, UpstreamError> {
         // Parameters are never named: left out of the answer, each is
         // fetched on its own.
         let Some(first) = arns.iter().find(|a| !a.is_parameter()) else {
@@ -140,7 +138,7 @@ impl Upstream {
 
 /// The ARN asked for that `answered` (the full ARN AWS answers with, or the
 /// id as sent) names: the same text, or that text and AWS's random suffix.
-fn asked_for<'a>(asked: &'a [SecretArn], answered: &str) -> Option<&'a SecretArn> {
+fn asked_for<'a>(asked: &'a [Arn], answered: &str) -> Option<&'a Arn> {
     asked
         .iter()
         .find(|a| a.as_str() == answered)
@@ -161,7 +159,7 @@ struct Answer {
 /// A GetSecretValue answer (or a batch's entry) as a [`Secret`]: refused
 /// when it is for another secret than `asked`, or its value is over
 /// [`MAX_SECRET_BYTES`].
-fn to_secret(asked: &SecretArn, answer: Answer) -> Result<Secret, UpstreamError> {
+fn to_secret(asked: &Arn, answer: Answer) -> Result<Secret, UpstreamError> {
     // Wrapped first, so a refused value is wiped too.
     let text = answer.text.map(|text| secret_bytes(text.into_bytes()));
     let binary = answer.binary.map(|blob| secret_bytes(blob.into_inner()));
@@ -213,11 +211,10 @@ mod tests {
     #[test]
     fn an_answer_must_name_the_secret_asked_for() {
         let full =
-            SecretArn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123")
-                .unwrap();
+            Arn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123").unwrap();
         let partial =
-            SecretArn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:db").unwrap();
-        let read = |asked: &SecretArn, arn: Option<&str>| {
+            Arn::parse("arn:aws:secretsmanager:us-east-1:123456789012:secret:db").unwrap();
+        let read = |asked: &Arn, arn: Option<&str>| {
             to_secret(asked, answer(arn, Some("hunter2".into()), None))
         };
         let own = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123";
@@ -247,7 +244,7 @@ mod tests {
     #[test]
     fn values_over_aws_limit_are_refused() {
         let own = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbC123";
-        let asked = SecretArn::parse(own).unwrap();
+        let asked = Arn::parse(own).unwrap();
         let text = |len| to_secret(&asked, answer(Some(own), Some("x".repeat(len)), None));
         let binary = |len| to_secret(&asked, answer(Some(own), None, Some(vec![7; len])));
         assert_eq!(
@@ -275,12 +272,12 @@ mod tests {
 
     #[test]
     fn a_batch_entry_for_a_secret_not_asked_for_matches_none() {
-        let arn = |t: &str| SecretArn::parse(t).unwrap();
+        let arn = |t: &str| Arn::parse(t).unwrap();
         let asked = [
             arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:a"),
             arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:b-XyZ789"),
         ];
-        let found = |answered: &str| asked_for(&asked, answered).map(SecretArn::as_str);
+        let found = |answered: &str| asked_for(&asked, answered).map(Arn::as_str);
         assert_eq!(
             found("arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbC123"),
             Some(asked[0].as_str())

@@ -5,9 +5,10 @@ use aws_config::SdkConfig;
 
 use super::answer::{check_arn, within_limit};
 use super::error::classify;
-use super::{Endpoints, Service, Upstream, UpstreamError, Version};
-use crate::resources::SecretArn;
-use crate::secret::{ParameterInfo, Secret, secret_bytes};
+use super::{Endpoints, Service, Upstream, UpstreamError};
+use crate::domain::Arn;
+use crate::domain::Version;
+use crate::domain::{ParameterInfo, Secret, secret_bytes};
 
 /// Largest Parameter Store value the agent takes, in bytes: AWS stores
 /// at most 8 KB (advanced tier); 32 KiB holds 8,192 characters of any
@@ -38,7 +39,7 @@ impl Upstream {
     /// the same parameter.
     pub async fn get_parameter(
         &self,
-        arn: &SecretArn,
+        arn: &Arn,
         version: &Version,
         decrypt: bool,
     ) -> Result<Secret, UpstreamError> {
@@ -61,7 +62,7 @@ impl Upstream {
 
 /// `arn`, `arn:<version>` or `arn:<label>`: what GetParameter's `Name`
 /// takes to read a version.
-fn parameter_selector(arn: &SecretArn, version: &Version) -> Result<String, UpstreamError> {
+fn parameter_selector(arn: &Arn, version: &Version) -> Result<String, UpstreamError> {
     if !arn.is_parameter() {
         return Err(UpstreamError::InvalidParameter("not a parameter".into()));
     }
@@ -82,7 +83,7 @@ fn parameter_selector(arn: &SecretArn, version: &Version) -> Result<String, Upst
 /// version id, the last-modified date as its date, and what the
 /// Lambda extension's answer needs besides.
 fn to_parameter(
-    asked: &SecretArn,
+    asked: &Arn,
     parameter: aws_sdk_ssm::types::Parameter,
 ) -> Result<Secret, UpstreamError> {
     // Wrapped first, so a refused value is wiped too.
@@ -126,10 +127,10 @@ mod tests {
 
     #[test]
     fn parameter_selectors() {
-        let arn = |text: &str| SecretArn::parse(text).unwrap();
+        let arn = |text: &str| Arn::parse(text).unwrap();
         let db = arn("arn:aws:ssm:us-east-1:123456789012:parameter/app/db");
         let plain = arn("arn:aws:ssm:us-east-1:123456789012:parameter/plain");
-        let selector = |arn: &SecretArn, v: Version| parameter_selector(arn, &v).unwrap();
+        let selector = |arn: &Arn, v: Version| parameter_selector(arn, &v).unwrap();
         assert_eq!(
             selector(&db, Version::Current),
             "arn:aws:ssm:us-east-1:123456789012:parameter/app/db"
@@ -155,8 +156,7 @@ mod tests {
 
     #[test]
     fn a_parameter_answer_must_name_the_parameter_asked_for() {
-        let asked =
-            SecretArn::parse("arn:aws:ssm:us-east-1:123456789012:parameter/app/db").unwrap();
+        let asked = Arn::parse("arn:aws:ssm:us-east-1:123456789012:parameter/app/db").unwrap();
         let parameter = |arn: &str, value: String| {
             aws_sdk_ssm::types::Parameter::builder()
                 .arn(arn)

@@ -253,7 +253,7 @@ mod tests {
     use crate::config::tests::SAMPLE;
     use crate::config::validate::tests::{Table, check, validate};
     use crate::config::{TokenScope, TokenSource};
-    use crate::resources::ResourceName;
+    use crate::domain::ResourceName;
 
     #[test]
     fn patterns_in_resources_and_scopes() {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use super::Validator;
 use crate::config::ConfigError;
-use crate::resources::{Pattern, ResourceName, Resources, SecretArn};
+use crate::domain::{Arn, ResourceName};
+use crate::resources::{Pattern, Resources};
 
 impl Validator<'_> {
     pub(super) fn resources(
@@ -23,7 +24,7 @@ impl Validator<'_> {
             }
             let name =
                 ResourceName::parse(&name).map_err(|e| self.invalid(&path, e.to_string()))?;
-            let arn = SecretArn::parse(&arn)
+            let arn = Arn::parse(&arn)
                 .map_err(|e| self.invalid(&path, format!("resource `{name}`: {e}")))?;
             resources.push((name, arn));
         }
