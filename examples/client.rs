@@ -154,9 +154,10 @@ async fn main() -> ExitCode {
     match result.await {
         Ok(value) => {
             let mut stdout = std::io::stdout().lock();
-            let _ = stdout
+            stdout
                 .write_all(&value)
-                .and_then(|()| stdout.write_all(b"\n"));
+                .and_then(|()| stdout.write_all(b"\n"))
+                .ok();
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -12,7 +12,7 @@ const TOKEN: &str = "aws-agent-token-7";
 /// The AWS agent's body for a secret AWS does not know.
 const NOT_FOUND: &str = r#"{"__type":"ResourceNotFoundException", "message":"Secrets Manager can't find the specified secret."}"#;
 
-pub fn url_encode(text: &str) -> String {
+pub(crate) fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

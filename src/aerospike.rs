@@ -124,7 +124,7 @@ pub(crate) async fn serve<IO>(
                     .await
                     .is_ok()
                 {
-                    let _ = timeout(limits.timeout, io.shutdown()).await;
+                    timeout(limits.timeout, io.shutdown()).await.ok();
                 }
                 return;
             }

@@ -253,5 +253,7 @@ fn announce(config: &Config, tcp_addr: Option<SocketAddr>) {
         ));
     }
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
+    out.write_all(lines.as_bytes())
+        .and_then(|()| out.flush())
+        .ok();
 }

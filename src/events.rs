@@ -41,7 +41,7 @@ const EVENT_NAMES: &[&str] = &[
 
 /// How the queue is doing, for `/readyz` (the log has the errors).
 #[derive(Debug, Default)]
-pub struct EventsStatus {
+pub(crate) struct EventsStatus {
     /// Receives that failed in a row; 0 while the queue answers.
     pub failures: AtomicU64,
 }
@@ -57,7 +57,7 @@ enum Message {
 }
 
 /// What the event source counts; the agent's is [`crate::metrics::Metrics`].
-pub trait EventsMetrics: Send + Sync + 'static {
+pub(crate) trait EventsMetrics: Send + Sync + 'static {
     /// A message was handled: `changed`, `foreign` or `malformed`.
     fn event(&self, outcome: &'static str);
     /// A receive from the queue failed.
@@ -66,7 +66,7 @@ pub trait EventsMetrics: Send + Sync + 'static {
 
 /// Builds the SQS client: the same credentials and settings as every AWS
 /// client, a deadline that fits a long poll, the queue's region.
-pub fn client(sdk: &SdkConfig, config: &EventsConfig) -> Client {
+pub(crate) fn client(sdk: &SdkConfig, config: &EventsConfig) -> Client {
     let mut builder = aws_sdk_sqs::config::Builder::from(sdk).timeout_config(
         TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -91,7 +91,7 @@ fn queue_region(url: &str) -> Option<String> {
 
 /// Polls until the task is dropped. `resolve` gives the configured ARNs an
 /// event's secret id (an ARN or a name) stands for.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     queue_url: String,
     cache: Cache,
@@ -239,7 +239,7 @@ fn parse(body: &str) -> Message {
 
 /// Whether the secret id of an event (a full ARN, or a name) stands for
 /// `arn`, which may leave AWS's random suffix off.
-pub fn names_secret(arn: &Arn, id: &str) -> bool {
+pub(crate) fn names_secret(arn: &Arn, id: &str) -> bool {
     let arn = arn.as_str();
     if id.starts_with("arn:") {
         return id == arn || without_suffix(id) == arn;

@@ -12,7 +12,9 @@
 //!   grow the log.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 

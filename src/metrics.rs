@@ -22,7 +22,7 @@ use crate::events::EventsMetrics;
 use crate::upstream::UpstreamError;
 
 /// The agent's metrics, in one registry.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// By [`Route`] and status.
     pub requests: IntCounterVec,
@@ -82,7 +82,7 @@ fn bump(count: &AtomicU64) {
 }
 
 /// Each configured resource name with what the cache knows of it.
-pub type ResourceSource = Box<dyn Fn() -> Vec<(String, Option<SecretStats>)> + Send + Sync>;
+pub(crate) type ResourceSource = Box<dyn Fn() -> Vec<(String, Option<SecretStats>)> + Send + Sync>;
 
 /// What serves an HTTP request, as the `route` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +334,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.sync_hot();
         self.gather_resources();
         let mut out = Vec::new();

@@ -40,7 +40,7 @@ pub(crate) enum PatternError {
 /// ARN prefix's name part followed by the rest. The suffix-less partial ARN
 /// that AWS accepts is what gets requested.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     /// As written, `prod/*`; a label for scopes, logs and warnings.
     label: ResourceName,
     /// `prod/`, or empty for `*`.
@@ -51,13 +51,13 @@ pub struct Pattern {
 
 impl Pattern {
     /// Whether `key` is written as a pattern: `*`, or ending in `/*`.
-    pub fn is_pattern(key: &str) -> bool {
+    pub(crate) fn is_pattern(key: &str) -> bool {
         key == "*" || key.ends_with("/*")
     }
 
     /// Parses a pattern and its ARN; both must end in `*`, and the rest
     /// of each must be a valid name (prefix) and ARN (prefix).
-    pub fn parse(key: &str, arn: &str) -> Result<Pattern, PatternError> {
+    pub(crate) fn parse(key: &str, arn: &str) -> Result<Pattern, PatternError> {
         let name_prefix = key.strip_suffix('*').unwrap_or(key);
         if !Pattern::is_pattern(key) || name_prefix.contains('*') {
             return Err(PatternError::Key(truncate(key)));
@@ -84,12 +84,12 @@ impl Pattern {
     }
 
     /// `prod/*`, as written.
-    pub fn label(&self) -> &ResourceName {
+    pub(crate) fn label(&self) -> &ResourceName {
         &self.label
     }
 
     /// The region of the secrets it maps.
-    pub fn region(&self) -> &str {
+    pub(crate) fn region(&self) -> &str {
         self.arn_prefix.split(':').nth(3).unwrap_or_default()
     }
 
@@ -117,13 +117,13 @@ impl Pattern {
 
 /// Whether a token scope entry (`prod/*`) and a name or pattern prefix
 /// can meet: one is a prefix of the other.
-pub fn prefixes_meet(a: &str, b: &str) -> bool {
+pub(crate) fn prefixes_meet(a: &str, b: &str) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
 /// A resource a request resolved to: configured by name, or under a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found<'a> {
+pub(crate) struct Found<'a> {
     pub name: Cow<'a, ResourceName>,
     pub arn: Cow<'a, Arn>,
     /// The configured entry: the name itself, or the pattern (`prod/*`).
@@ -133,14 +133,14 @@ pub struct Found<'a> {
 
 impl Found<'_> {
     /// Whether the name came from a pattern (and so from the client).
-    pub fn by_pattern(&self) -> bool {
+    pub(crate) fn by_pattern(&self) -> bool {
         self.name.as_ref() != self.entry
     }
 }
 
 /// The configured name -> ARN table.
 #[derive(Debug, Clone, Default)]
-pub struct Resources {
+pub(crate) struct Resources {
     by_name: HashMap<Arc<str>, (ResourceName, Arn), foldhash::fast::RandomState>,
     /// Every name of each ARN, sorted: several names may stand for one
     /// secret, and a request by ARN may be allowed through any of them.
@@ -151,14 +151,14 @@ pub struct Resources {
 
 /// What a request path resolves to.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Resolved<'a> {
+pub(crate) struct Resolved<'a> {
     pub found: Found<'a>,
     /// The rest of the path after `<name>/`, naming a key of a JSON secret.
     pub key: Option<&'a str>,
 }
 
 impl Resources {
-    pub fn new(entries: impl IntoIterator<Item = (ResourceName, Arn)>) -> Resources {
+    pub(crate) fn new(entries: impl IntoIterator<Item = (ResourceName, Arn)>) -> Resources {
         let by_name: HashMap<_, _, _> = entries
             .into_iter()
             .map(|(name, arn)| (name.shared(), (name, arn)))
@@ -178,25 +178,25 @@ impl Resources {
     }
 
     /// Adds patterns; a longer name prefix is tried first.
-    pub fn with_patterns(mut self, mut patterns: Vec<Pattern>) -> Resources {
+    pub(crate) fn with_patterns(mut self, mut patterns: Vec<Pattern>) -> Resources {
         patterns.sort_by_key(|p| std::cmp::Reverse(p.name_prefix.len()));
         self.patterns = patterns;
         self
     }
 
     /// Configured names and patterns.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_name.len() + self.patterns.len()
     }
 
     /// The patterns, longest name prefix first.
-    pub fn patterns(&self) -> &[Pattern] {
+    pub(crate) fn patterns(&self) -> &[Pattern] {
         &self.patterns
     }
 
     /// Whether a token scope's name prefix (`prod/` of `prod/*`) covers any
     /// configured name or meets any pattern.
-    pub fn prefix_matches_any(&self, prefix: &str) -> bool {
+    pub(crate) fn prefix_matches_any(&self, prefix: &str) -> bool {
         self.by_name.keys().any(|n| n.starts_with(prefix))
             || self
                 .patterns
@@ -205,7 +205,7 @@ impl Resources {
     }
 
     /// A whole name: configured exactly, else under the longest pattern.
-    pub fn lookup<'a>(&'a self, name: &str) -> Option<Found<'a>> {
+    pub(crate) fn lookup<'a>(&'a self, name: &str) -> Option<Found<'a>> {
         if let Some((n, a)) = self.get(name) {
             return Some(Found {
                 name: Cow::Borrowed(n),
@@ -225,7 +225,7 @@ impl Resources {
 
     /// A full or partial ARN under a pattern's ARN prefix (the longest
     /// name prefix first), with the name it stands for.
-    pub fn by_arn_pattern<'a>(&'a self, arn: &str) -> Option<Found<'a>> {
+    pub(crate) fn by_arn_pattern<'a>(&'a self, arn: &str) -> Option<Found<'a>> {
         self.patterns.iter().find_map(|p| {
             let (n, a) = p.map_arn(arn)?;
             Some(Found {
@@ -240,7 +240,7 @@ impl Resources {
     /// (`/app/db`, `plain`) and every name configured for it, sorted; the
     /// smallest such ARN when parameters of several regions or accounts
     /// share the name.
-    pub fn by_parameter_name(&self, name: &str) -> Option<(&Arn, &[ResourceName])> {
+    pub(crate) fn by_parameter_name(&self, name: &str) -> Option<(&Arn, &[ResourceName])> {
         self.by_arn
             .iter()
             .filter(|(arn, _)| arn.parameter_name() == Some(name))
@@ -252,7 +252,7 @@ impl Resources {
     /// ARN prefix (the longest name prefix first), with its resource name;
     /// not when that resource name is configured exactly, which shadows the
     /// pattern (a token granted that name was granted the exact entry).
-    pub fn by_parameter_name_pattern<'a>(&'a self, name: &str) -> Option<Found<'a>> {
+    pub(crate) fn by_parameter_name_pattern<'a>(&'a self, name: &str) -> Option<Found<'a>> {
         const KIND: &str = ":parameter/";
         self.patterns.iter().find_map(|p| {
             let base = &p.arn_prefix[..p.arn_prefix.find(KIND)? + KIND.len()];
@@ -270,22 +270,22 @@ impl Resources {
     }
 
     /// Names in sorted order.
-    pub fn names(&self) -> Vec<&ResourceName> {
+    pub(crate) fn names(&self) -> Vec<&ResourceName> {
         let mut names: Vec<_> = self.by_name.values().map(|(n, _)| n).collect();
         names.sort();
         names
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&ResourceName, &Arn)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ResourceName, &Arn)> {
         self.by_name.values().map(|(n, a)| (n, a))
     }
 
-    pub fn get(&self, name: &str) -> Option<(&ResourceName, &Arn)> {
+    pub(crate) fn get(&self, name: &str) -> Option<(&ResourceName, &Arn)> {
         self.by_name.get(name).map(|(n, a)| (n, a))
     }
 
     /// The ARN whose text is `arn` and every name configured for it, sorted.
-    pub fn by_arn(&self, arn: &str) -> Option<(&Arn, &[ResourceName])> {
+    pub(crate) fn by_arn(&self, arn: &str) -> Option<(&Arn, &[ResourceName])> {
         self.by_arn
             .get_key_value(arn)
             .map(|(arn, names)| (arn, names.as_slice()))
@@ -295,7 +295,7 @@ impl Resources {
     /// is the whole path or a prefix of it ending at a `/` wins; else the
     /// longest pattern the whole path is under (a pattern serves whole
     /// secrets: names may hold `/`, so the rest is all name).
-    pub fn resolve<'a>(&'a self, path: &'a str) -> Option<Resolved<'a>> {
+    pub(crate) fn resolve<'a>(&'a self, path: &'a str) -> Option<Resolved<'a>> {
         let exact = |name: &'a ResourceName, arn: &'a Arn, key| Resolved {
             found: Found {
                 name: Cow::Borrowed(name),
@@ -643,8 +643,8 @@ mod tests {
 
             #[test]
             fn name_and_arn_parsing_never_panic(text in "\\PC{0,100}") {
-                let _ = ResourceName::parse(&text);
-                let _ = Arn::parse(&text);
+                ResourceName::parse(&text).ok();
+                Arn::parse(&text).ok();
                 let arn = format!("arn:aws:secretsmanager:{text}");
                 if let Ok(parsed) = Arn::parse(&arn) {
                     prop_assert!(!parsed.region().is_empty());

@@ -17,13 +17,13 @@ use super::{AgentConfig, exchange, get_request};
 /// How long an agent may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn agent_binary() -> &'static str {
+pub(crate) fn agent_binary() -> &'static str {
     env!("CARGO_BIN_EXE_secret-agent")
 }
 
 /// Environment for an agent that must not find any credentials or instance
 /// metadata of the machine it runs on.
-pub fn isolated_env(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn isolated_env(dir: &Path) -> Vec<(String, String)> {
     vec![
         ("HOME".into(), dir.display().to_string()),
         (
@@ -64,7 +64,7 @@ const CLEARED: &[&str] = &[
 ];
 
 /// A running `secret-agent`, killed on drop. Its stderr (the log) is kept.
-pub struct Agent {
+pub(crate) struct Agent {
     child: Child,
     /// The TCP listener's address; `0.0.0.0:0` for an agent with only a
     /// Unix socket.
@@ -79,19 +79,19 @@ impl Agent {
     /// returns once it answers. A variable given an empty value is removed
     /// instead, e.g. `("AWS_EC2_METADATA_DISABLED", "")` to let the agent
     /// reach IMDS.
-    pub fn start(config: &AgentConfig, env: &[(&str, &str)]) -> Agent {
+    pub(crate) fn start(config: &AgentConfig, env: &[(&str, &str)]) -> Agent {
         Agent::try_start(config, env).unwrap_or_else(|log| panic!("agent did not start:\n{log}"))
     }
 
     /// Like [`Agent::start`], but returns the whole log if the agent exits
     /// or does not come up within 20 s.
-    pub fn try_start(config: &AgentConfig, env: &[(&str, &str)]) -> Result<Agent, String> {
+    pub(crate) fn try_start(config: &AgentConfig, env: &[(&str, &str)]) -> Result<Agent, String> {
         Agent::try_start_under_umask(config, env, None)
     }
 
     /// Like [`Agent::try_start`], with the process started under `umask`
     /// (through `sh`, which sets it and execs the agent).
-    pub fn try_start_under_umask(
+    pub(crate) fn try_start_under_umask(
         config: &AgentConfig,
         env: &[(&str, &str)],
         umask: Option<u32>,
@@ -144,7 +144,7 @@ impl Agent {
     /// test harness, it takes the first line of standard output, which must
     /// say `listening on http://<address>`, and returns it with the agent
     /// once `/ping` answers; else the log.
-    pub fn try_start_with_args(
+    pub(crate) fn try_start_with_args(
         args: &[&str],
         env: &[(&str, &str)],
         dir: tempfile::TempDir,
@@ -206,7 +206,7 @@ impl Agent {
     /// as systemd starts a `Type=notify` unit, and returns as soon as the
     /// first notification arrives, without asking the agent anything: with
     /// that message, or the log if none came within 20 s.
-    pub fn try_start_notifying(
+    pub(crate) fn try_start_notifying(
         config: &AgentConfig,
         notify: &NotifySocket,
     ) -> Result<(Agent, String), String> {
@@ -258,20 +258,20 @@ impl Agent {
     }
 
     /// `GET /healthz` answers 200 on every listener of `config`, asked once.
-    pub fn answers_at_once(&self, config: &AgentConfig) -> bool {
+    pub(crate) fn answers_at_once(&self, config: &AgentConfig) -> bool {
         (!config.has_tcp() || healthy(self.addr)) && config.socket_path().is_none_or(socket_healthy)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Waits until the log contains `needle`.
-    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+    pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.log().contains(needle) {
@@ -282,12 +282,12 @@ impl Agent {
         false
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The agent's resident memory in KiB, from /proc; `None` once it exited.
-    pub fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
@@ -297,7 +297,7 @@ impl Agent {
 
     /// The agent's peak resident memory in KiB (`VmHWM`), from /proc;
     /// `None` once it exited.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
@@ -306,18 +306,18 @@ impl Agent {
     }
 
     /// The file the agent was started on.
-    pub fn config_path(&self) -> PathBuf {
+    pub(crate) fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
     }
 
     /// Replaces the agent's config file with `config` and sends SIGHUP.
-    pub fn reload(&self, config: &AgentConfig) {
+    pub(crate) fn reload(&self, config: &AgentConfig) {
         std::fs::write(self.config_path(), config.yaml()).unwrap();
         self.signal("HUP");
     }
 
     /// Sends a signal by name (`TERM`, `HUP`, ...).
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
@@ -326,7 +326,7 @@ impl Agent {
     }
 
     /// Waits for the process to exit by itself.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -341,14 +341,14 @@ impl Agent {
 /// A service manager's notification socket, as systemd gives a
 /// `Type=notify` unit in `NOTIFY_SOCKET`: a Unix datagram socket, bound in a
 /// directory of its own that goes when it is dropped.
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     socket: UnixDatagram,
     pub path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl NotifySocket {
-    pub fn bind() -> NotifySocket {
+    pub(crate) fn bind() -> NotifySocket {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let socket = UnixDatagram::bind(&path).unwrap();
@@ -360,7 +360,7 @@ impl NotifySocket {
     }
 
     /// The next message, or `None` after `timeout`.
-    pub fn recv(&self, timeout: Duration) -> Option<String> {
+    pub(crate) fn recv(&self, timeout: Duration) -> Option<String> {
         self.socket.set_read_timeout(Some(timeout)).unwrap();
         let mut buf = [0u8; 4096];
         let n = self.socket.recv(&mut buf).ok()?;
@@ -541,14 +541,14 @@ fn socket_healthy(socket: &Path) -> bool {
 
 /// Runs `secret-agent` with `args` (e.g. `--check`) and returns (exit code,
 /// stdout, stderr).
-pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run_cli(args: &[&str]) -> (i32, String, String) {
     run_cli_with_env(args, &[])
 }
 
 /// [`run_cli_with_env`] with a deadline: `None` (the process killed) when
 /// it has not exited within `timeout`, so that a hang fails the test
 /// instead of holding up the suite.
-pub fn run_cli_within(
+pub(crate) fn run_cli_within(
     args: &[&str],
     env: &[(&str, &str)],
     timeout: Duration,
@@ -591,7 +591,7 @@ pub fn run_cli_within(
 }
 
 /// [`run_cli`] with `env` added to the (cleared) environment.
-pub fn run_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn run_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(agent_binary());
     for var in CLEARED {
         command.env_remove(var);

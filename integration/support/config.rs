@@ -8,16 +8,16 @@ use serde::{Serialize, Serializer};
 use super::REGION;
 
 /// The access key id of [`AgentConfig::test_keys`].
-pub const TEST_KEY_ID: &str = "AKIATESTTESTTESTTEST";
+pub(crate) const TEST_KEY_ID: &str = "AKIATESTTESTTESTTEST";
 /// The secret key of [`AgentConfig::test_keys`]; tests look for it in logs.
-pub const TEST_SECRET_KEY: &str = "test-secret-key-never-logged";
+pub(crate) const TEST_SECRET_KEY: &str = "test-secret-key-never-logged";
 
 /// A whole config file. [`AgentConfig::new`] listens on `127.0.0.1:0`, in
 /// [`REGION`], with no resources, no credentials and every other setting at
 /// its default.
 #[derive(Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     service: Service,
     secret_manager: SecretManager,
     #[serde(skip_serializing_if = "Cache::is_empty")]
@@ -57,7 +57,7 @@ struct Tcp {
 /// from that CA (mTLS).
 #[derive(Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Tls {
+pub(crate) struct Tls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +126,7 @@ fn as_map<S: Serializer>(pairs: &[(String, String)], serializer: S) -> Result<S:
 /// `secret-manager.aws.assume-role`: a role ARN, or the map form.
 #[derive(Clone, Serialize)]
 #[serde(untagged, rename_all = "kebab-case")]
-pub enum AssumeRole {
+pub(crate) enum AssumeRole {
     Arn(String),
     #[serde(rename_all = "kebab-case")]
     Full {
@@ -144,7 +144,7 @@ pub enum AssumeRole {
 /// The `cache:` section; durations in the agent's syntax (`300s`, `5m`, `0`).
 #[derive(Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Cache {
+pub(crate) struct Cache {
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,47 +170,47 @@ impl Cache {
         *self == Cache::default()
     }
 
-    pub fn new_names_per_second(mut self, value: u32) -> Cache {
+    pub(crate) fn new_names_per_second(mut self, value: u32) -> Cache {
         self.new_names_per_second = Some(value);
         self
     }
 
-    pub fn ttl(mut self, value: &str) -> Cache {
+    pub(crate) fn ttl(mut self, value: &str) -> Cache {
         self.ttl = Some(value.into());
         self
     }
 
-    pub fn refresh_ahead(mut self, value: &str) -> Cache {
+    pub(crate) fn refresh_ahead(mut self, value: &str) -> Cache {
         self.refresh_ahead = Some(value.into());
         self
     }
 
-    pub fn max_stale(mut self, value: &str) -> Cache {
+    pub(crate) fn max_stale(mut self, value: &str) -> Cache {
         self.max_stale = Some(value.into());
         self
     }
 
-    pub fn max_entries(mut self, value: usize) -> Cache {
+    pub(crate) fn max_entries(mut self, value: usize) -> Cache {
         self.max_entries = Some(value);
         self
     }
 
-    pub fn prefetch(mut self) -> Cache {
+    pub(crate) fn prefetch(mut self) -> Cache {
         self.prefetch = Some(true);
         self
     }
 
-    pub fn fetch_timeout(mut self, value: &str) -> Cache {
+    pub(crate) fn fetch_timeout(mut self, value: &str) -> Cache {
         self.fetch_timeout = Some(value.into());
         self
     }
 
-    pub fn min_refresh_interval(mut self, value: &str) -> Cache {
+    pub(crate) fn min_refresh_interval(mut self, value: &str) -> Cache {
         self.min_refresh_interval = Some(value.into());
         self
     }
 
-    pub fn negative_ttl(mut self, value: &str) -> Cache {
+    pub(crate) fn negative_ttl(mut self, value: &str) -> Cache {
         self.negative_ttl = Some(value.into());
         self
     }
@@ -253,7 +253,7 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new() -> AgentConfig {
+    pub(crate) fn new() -> AgentConfig {
         AgentConfig {
             service: Service {
                 tcp: Some(Tcp {
@@ -275,26 +275,26 @@ impl AgentConfig {
     }
 
     /// The YAML the agent reads.
-    pub fn yaml(&self) -> String {
+    pub(crate) fn yaml(&self) -> String {
         serde_yaml::to_string(self).expect("an agent config serializes")
     }
 
     // service
 
     /// `service.tcp.endpoint` (`127.0.0.1:0` unless set).
-    pub fn tcp(mut self, endpoint: &str) -> AgentConfig {
+    pub(crate) fn tcp(mut self, endpoint: &str) -> AgentConfig {
         self.tcp_mut().endpoint = endpoint.into();
         self
     }
 
     /// Serve TLS on the TCP listener.
-    pub fn tls(mut self, tls: Tls) -> AgentConfig {
+    pub(crate) fn tls(mut self, tls: Tls) -> AgentConfig {
         self.tcp_mut().tls = Some(tls);
         self
     }
 
     /// A Unix socket at `path`, instead of TCP.
-    pub fn uds_only(mut self, path: &Path) -> AgentConfig {
+    pub(crate) fn uds_only(mut self, path: &Path) -> AgentConfig {
         self.service.tcp = None;
         self.service.uds = Some(Uds {
             socket_path: path.into(),
@@ -304,7 +304,7 @@ impl AgentConfig {
     }
 
     /// A Unix socket at `path`, beside the TCP listener.
-    pub fn uds(mut self, path: &Path) -> AgentConfig {
+    pub(crate) fn uds(mut self, path: &Path) -> AgentConfig {
         self.service.uds = Some(Uds {
             socket_path: path.into(),
             mode: None,
@@ -313,28 +313,28 @@ impl AgentConfig {
     }
 
     /// The Unix socket's mode, e.g. `"0600"`.
-    pub fn uds_mode(mut self, mode: &str) -> AgentConfig {
+    pub(crate) fn uds_mode(mut self, mode: &str) -> AgentConfig {
         self.service.uds.as_mut().expect("a Unix socket").mode = Some(mode.into());
         self
     }
 
-    pub fn max_connections(mut self, limit: usize) -> AgentConfig {
+    pub(crate) fn max_connections(mut self, limit: usize) -> AgentConfig {
         self.service.max_connections = Some(limit);
         self
     }
 
     /// `service.over-limit`: `queue` or `refuse`.
-    pub fn over_limit(mut self, value: &str) -> AgentConfig {
+    pub(crate) fn over_limit(mut self, value: &str) -> AgentConfig {
         self.service.over_limit = Some(value.into());
         self
     }
 
-    pub fn request_timeout(mut self, value: &str) -> AgentConfig {
+    pub(crate) fn request_timeout(mut self, value: &str) -> AgentConfig {
         self.service.request_timeout = Some(value.into());
         self
     }
 
-    pub fn shutdown_timeout(mut self, value: &str) -> AgentConfig {
+    pub(crate) fn shutdown_timeout(mut self, value: &str) -> AgentConfig {
         self.service.shutdown_timeout = Some(value.into());
         self
     }
@@ -358,31 +358,31 @@ impl AgentConfig {
     // secret-manager.aws
 
     /// Leaves `region` out, so the agent looks for it.
-    pub fn no_region(mut self) -> AgentConfig {
+    pub(crate) fn no_region(mut self) -> AgentConfig {
         self.aws().region = None;
         self
     }
 
     /// The Secrets Manager endpoint: moto, or a proxy in front of it.
-    pub fn endpoint(mut self, url: &str) -> AgentConfig {
+    pub(crate) fn endpoint(mut self, url: &str) -> AgentConfig {
         self.aws().endpoint = Some(url.into());
         self
     }
 
     /// `secret-manager.aws.ssm-endpoint`: where parameters are read.
-    pub fn ssm_endpoint(mut self, url: &str) -> AgentConfig {
+    pub(crate) fn ssm_endpoint(mut self, url: &str) -> AgentConfig {
         self.aws().ssm_endpoint = Some(url.into());
         self
     }
 
     /// Serves `arn` as `name`.
-    pub fn resource(mut self, name: &str, arn: &str) -> AgentConfig {
+    pub(crate) fn resource(mut self, name: &str, arn: &str) -> AgentConfig {
         self.aws().resources.push((name.into(), arn.into()));
         self
     }
 
     /// Serves each `(name, ARN)`.
-    pub fn resources<N: AsRef<str>, A: AsRef<str>>(
+    pub(crate) fn resources<N: AsRef<str>, A: AsRef<str>>(
         mut self,
         pairs: impl IntoIterator<Item = (N, A)>,
     ) -> AgentConfig {
@@ -393,7 +393,7 @@ impl AgentConfig {
     }
 
     /// Static keys in the config.
-    pub fn keys(mut self, access_key_id: &str, secret_access_key: &str) -> AgentConfig {
+    pub(crate) fn keys(mut self, access_key_id: &str, secret_access_key: &str) -> AgentConfig {
         let aws = self.aws();
         aws.access_key_id = Some(access_key_id.into());
         aws.secret_access_key = Some(secret_access_key.into());
@@ -402,48 +402,48 @@ impl AgentConfig {
 
     /// [`TEST_KEY_ID`] and [`TEST_SECRET_KEY`], for tests that do not care
     /// about credentials.
-    pub fn test_keys(self) -> AgentConfig {
+    pub(crate) fn test_keys(self) -> AgentConfig {
         self.keys(TEST_KEY_ID, TEST_SECRET_KEY)
     }
 
-    pub fn session_token(mut self, token: &str) -> AgentConfig {
+    pub(crate) fn session_token(mut self, token: &str) -> AgentConfig {
         self.aws().session_token = Some(token.into());
         self
     }
 
-    pub fn profile(mut self, profile: &str) -> AgentConfig {
+    pub(crate) fn profile(mut self, profile: &str) -> AgentConfig {
         self.aws().profile = Some(profile.into());
         self
     }
 
-    pub fn assume_role(mut self, role: AssumeRole) -> AgentConfig {
+    pub(crate) fn assume_role(mut self, role: AssumeRole) -> AgentConfig {
         self.aws().assume_role = Some(role);
         self
     }
 
-    pub fn sts_endpoint(mut self, url: &str) -> AgentConfig {
+    pub(crate) fn sts_endpoint(mut self, url: &str) -> AgentConfig {
         self.aws().sts_endpoint = Some(url.into());
         self
     }
 
-    pub fn sts_region(mut self, region: &str) -> AgentConfig {
+    pub(crate) fn sts_region(mut self, region: &str) -> AgentConfig {
         self.aws().sts_region = Some(region.into());
         self
     }
 
-    pub fn max_concurrent_calls(mut self, limit: usize) -> AgentConfig {
+    pub(crate) fn max_concurrent_calls(mut self, limit: usize) -> AgentConfig {
         self.aws().max_concurrent_calls = Some(limit);
         self
     }
 
     /// `convert-to-base64: true` for the secret agent protocol.
-    pub fn convert_to_base64(mut self) -> AgentConfig {
+    pub(crate) fn convert_to_base64(mut self) -> AgentConfig {
         self.aws().convert_to_base64 = Some(true);
         self
     }
 
     /// `secret-manager.aws.events`: refresh on the events of this SQS queue.
-    pub fn events(mut self, queue_url: &str, endpoint: &str) -> AgentConfig {
+    pub(crate) fn events(mut self, queue_url: &str, endpoint: &str) -> AgentConfig {
         self.aws().events = Some(Events {
             queue_url: queue_url.into(),
             endpoint: Some(endpoint.into()),
@@ -458,13 +458,13 @@ impl AgentConfig {
     // cache, auth, log
 
     /// Changes the `cache:` section, e.g. `.cache(|c| c.ttl("0s"))`.
-    pub fn cache(mut self, change: impl FnOnce(Cache) -> Cache) -> AgentConfig {
+    pub(crate) fn cache(mut self, change: impl FnOnce(Cache) -> Cache) -> AgentConfig {
         self.cache = change(self.cache);
         self
     }
 
     /// A client token read from the variable `env`, for `resources`.
-    pub fn token_env(self, env: &str, resources: &[&str]) -> AgentConfig {
+    pub(crate) fn token_env(self, env: &str, resources: &[&str]) -> AgentConfig {
         self.token(Token {
             token_file: None,
             token_env: Some(env.into()),
@@ -473,7 +473,7 @@ impl AgentConfig {
     }
 
     /// A client token read from `file`, for `resources`.
-    pub fn token_file(self, file: &Path, resources: &[&str]) -> AgentConfig {
+    pub(crate) fn token_file(self, file: &Path, resources: &[&str]) -> AgentConfig {
         self.token(Token {
             token_file: Some(file.into()),
             token_env: None,
@@ -494,7 +494,7 @@ impl AgentConfig {
     }
 
     /// `auth.secret-agent-protocol.resources`; after a token.
-    pub fn protocol_resources(mut self, resources: &[&str]) -> AgentConfig {
+    pub(crate) fn protocol_resources(mut self, resources: &[&str]) -> AgentConfig {
         self.auth
             .as_mut()
             .expect("a token first")
@@ -505,14 +505,14 @@ impl AgentConfig {
     }
 
     /// `auth.token-headers`; after a token.
-    pub fn token_headers(mut self, headers: &[&str]) -> AgentConfig {
+    pub(crate) fn token_headers(mut self, headers: &[&str]) -> AgentConfig {
         self.auth.as_mut().expect("a token first").token_headers =
             Some(headers.iter().map(|h| h.to_string()).collect());
         self
     }
 
     /// `log.level`; the kit also sets `RUST_LOG`, which wins.
-    pub fn log_level(mut self, level: &str) -> AgentConfig {
+    pub(crate) fn log_level(mut self, level: &str) -> AgentConfig {
         self.log = Some(Log {
             level: level.into(),
         });

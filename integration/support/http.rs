@@ -9,28 +9,28 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// An HTTP answer, read whole.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Asserts the error shape: status, stable code, a message.
-    pub fn assert_error(&self, status: u16, code: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.text());
         let body = self.json();
         assert_eq!(body["error"], code, "body: {body}");
@@ -42,20 +42,20 @@ impl Reply {
     }
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
 }
 
-pub async fn get(url: &str) -> Reply {
+pub(crate) async fn get(url: &str) -> Reply {
     get_with(url, &[]).await
 }
 
 /// `GET url` `n` times at once, on one client's connection pool; each
 /// answer's status and text, in order.
-pub async fn get_at_once(url: &str, n: usize) -> Vec<(u16, String)> {
+pub(crate) async fn get_at_once(url: &str, n: usize) -> Vec<(u16, String)> {
     let client = client();
     let reads: Vec<_> = (0..n)
         .map(|_| {
@@ -74,7 +74,7 @@ pub async fn get_at_once(url: &str, n: usize) -> Vec<(u16, String)> {
 }
 
 /// `GET url` with extra headers, e.g. `("Authorization", "Bearer ...")`.
-pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     let mut request = client().get(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -93,7 +93,7 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
 /// Writes `request` as is on `stream` (no client-side normalisation) and
 /// reads until the server closes; returns the status (0 when the
 /// connection closed before one) and the whole answer.
-pub fn exchange(mut stream: impl std::io::Read + Write, request: &str) -> (u16, String) {
+pub(crate) fn exchange(mut stream: impl std::io::Read + Write, request: &str) -> (u16, String) {
     let _ = stream.write_all(request.as_bytes());
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -107,7 +107,7 @@ pub fn exchange(mut stream: impl std::io::Read + Write, request: &str) -> (u16, 
 }
 
 /// The body of an HTTP answer read by [`exchange`].
-pub fn body_of(answer: &str) -> String {
+pub(crate) fn body_of(answer: &str) -> String {
     answer
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
@@ -115,7 +115,7 @@ pub fn body_of(answer: &str) -> String {
 }
 
 /// A TCP connection with a read timeout, for [`exchange`].
-pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
+pub(crate) fn connect(addr: SocketAddr) -> std::net::TcpStream {
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -126,7 +126,7 @@ pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
 /// A TCP connection that the agent has accepted and served one
 /// `GET /healthz` on, kept open (keep-alive): the agent counts it among
 /// its open connections from now until it is dropped.
-pub fn served_connection(addr: SocketAddr) -> std::net::TcpStream {
+pub(crate) fn served_connection(addr: SocketAddr) -> std::net::TcpStream {
     use std::io::Read;
     let mut stream = connect(addr);
     stream
@@ -170,7 +170,7 @@ pub fn served_connection(addr: SocketAddr) -> std::net::TcpStream {
 
 /// A `GET path` request, as sent by [`raw_get`] and [`uds_get`]: the
 /// path is not normalised, and the server closes after answering.
-pub fn get_request(path: &str, headers: &[(&str, &str)]) -> String {
+pub(crate) fn get_request(path: &str, headers: &[(&str, &str)]) -> String {
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -179,19 +179,19 @@ pub fn get_request(path: &str, headers: &[(&str, &str)]) -> String {
 }
 
 /// Sends `GET <path>` exactly as given and returns the status and body.
-pub fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (status, answer) = raw_request(addr, &get_request(path, &[]));
     (status, body_of(&answer))
 }
 
 /// [`exchange`] on a new TCP connection.
-pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+pub(crate) fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
     exchange(connect(addr), request)
 }
 
 /// `GET <path>` with `headers` on the Unix socket at `socket`; the status
 /// and body.
-pub fn uds_get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub(crate) fn uds_get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -201,7 +201,7 @@ pub fn uds_get(socket: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, Str
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if check().await {

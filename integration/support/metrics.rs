@@ -8,7 +8,7 @@ use super::{Agent, eventually, get};
 
 /// Every sample of a Prometheus text scrape, keyed `name{k=v,...}` with the
 /// labels sorted and unquoted; a histogram by its count.
-pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+pub(crate) fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     let mut out = HashMap::new();
@@ -32,7 +32,7 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
 }
 
 /// The agent's `/metrics` now, parsed by [`parse_metrics`].
-pub async fn metrics(agent: &Agent) -> HashMap<String, f64> {
+pub(crate) async fn metrics(agent: &Agent) -> HashMap<String, f64> {
     parse_metrics(&get(&agent.url("/metrics")).await.text())
 }
 
@@ -40,7 +40,7 @@ pub async fn metrics(agent: &Agent) -> HashMap<String, f64> {
 /// in `resources` is at least `age` old, as `/metrics` tells it: the agent's
 /// own clock says the TTL has run out, without a read that would touch the
 /// entry.
-pub async fn values_older_than(agent: &Agent, resources: &[&str], age: Duration) -> bool {
+pub(crate) async fn values_older_than(agent: &Agent, resources: &[&str], age: Duration) -> bool {
     eventually(Duration::from_secs(10), async || {
         let m = metrics(agent).await;
         resources.iter().all(|r| {

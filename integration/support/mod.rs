@@ -17,30 +17,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-pub use agent::*;
-pub use config::*;
-pub use http::*;
-pub use metrics::*;
-pub use tls::*;
-pub use world::*;
+pub(crate) use agent::*;
+pub(crate) use config::*;
+pub(crate) use http::*;
+pub(crate) use metrics::*;
+pub(crate) use tls::*;
+pub(crate) use world::*;
 
 /// The region of the shared world's secrets and of [`AgentConfig::new`].
-pub const REGION: &str = "us-west-1";
+pub(crate) const REGION: &str = "us-west-1";
 
 /// The repository root.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for programs that
 /// cannot be given port 0 (the AWS agent's `http_port`).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
 /// A name no other test uses.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
         "{prefix}-{}-{}",
@@ -52,7 +52,7 @@ pub fn unique(prefix: &str) -> String {
 /// The executable of `examples/client.rs`, built once per test run (a no-op
 /// after `cargo test`, which builds the examples; needed after `cargo test
 /// --test integration`, which does not).
-pub fn rust_client() -> &'static Path {
+pub(crate) fn rust_client() -> &'static Path {
     static CLIENT: OnceLock<PathBuf> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let mut cargo = Command::new(env!("CARGO"));
@@ -97,7 +97,7 @@ pub fn rust_client() -> &'static Path {
 }
 
 /// A `http://` URL on which nothing listens.
-pub fn closed_url() -> String {
+pub(crate) fn closed_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", listener.local_addr().unwrap())
 }
@@ -105,7 +105,7 @@ pub fn closed_url() -> String {
 /// Raises this process's soft limit of open files to the hard one (with
 /// `prlimit`) for floods of more than a thousand connections; agents
 /// started later inherit it. Panics if `needed` files are still not allowed.
-pub fn raise_fd_limit(needed: u64) {
+pub(crate) fn raise_fd_limit(needed: u64) {
     let limits = || {
         let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
         let line = text.lines().find(|l| l.starts_with("Max open files"));

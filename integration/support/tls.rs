@@ -3,14 +3,14 @@
 use super::Tls;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM.
-pub struct Pki {
+pub(crate) struct Pki {
     pub dir: tempfile::TempDir,
     pub ca_pem: String,
     pub client_pem: String,
     pub rogue_client_pem: String,
 }
 
-pub fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let ca = |name: &str| {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -46,7 +46,7 @@ pub fn pki() -> Pki {
 }
 
 /// The agent's TLS settings; `with_ca` asks clients for a certificate.
-pub fn tls(pki: &Pki, with_ca: bool) -> Tls {
+pub(crate) fn tls(pki: &Pki, with_ca: bool) -> Tls {
     let d = pki.dir.path();
     Tls {
         cert_file: d.join("server.pem"),
@@ -57,7 +57,7 @@ pub fn tls(pki: &Pki, with_ca: bool) -> Tls {
 
 /// A rustls client that trusts `pki`'s CA and sends no certificate, for
 /// tests that speak TLS to the agent by hand.
-pub fn tls_client_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+pub(crate) fn tls_client_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 

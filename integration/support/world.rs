@@ -43,7 +43,7 @@ fn python() -> PathBuf {
 
 /// One harness process: moto plus whatever doubles a test starts in it.
 /// It exits by itself when this process closes its stdin (at exit).
-pub struct World {
+pub(crate) struct World {
     pub moto: String,
     io: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
     _child: Child,
@@ -52,13 +52,13 @@ pub struct World {
 impl World {
     /// The world shared by tests that need nothing special; tests keep apart
     /// by using unique secret names.
-    pub fn shared() -> &'static World {
+    pub(crate) fn shared() -> &'static World {
         static WORLD: OnceLock<World> = OnceLock::new();
         WORLD.get_or_init(|| World::start(&[]))
     }
 
     /// A world of its own, e.g. with moto settings in `env`.
-    pub fn start(env: &[(&str, &str)]) -> World {
+    pub(crate) fn start(env: &[(&str, &str)]) -> World {
         let mut child = Command::new(python())
             .arg(root().join("integration/harness.py"))
             .envs(env.iter().copied())
@@ -81,7 +81,7 @@ impl World {
     }
 
     /// Sends one command; returns its result or the harness's error text.
-    pub fn try_cmd(&self, command: Value) -> Result<Value, String> {
+    pub(crate) fn try_cmd(&self, command: Value) -> Result<Value, String> {
         let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let (stdin, stdout) = &mut *io;
         writeln!(stdin, "{command}").expect("write to harness");
@@ -96,14 +96,14 @@ impl World {
         }
     }
 
-    pub fn cmd(&self, command: Value) -> Value {
+    pub(crate) fn cmd(&self, command: Value) -> Value {
         let shown = command.to_string();
         self.try_cmd(command)
             .unwrap_or_else(|e| panic!("harness command {shown} failed: {e}"))
     }
 
     /// A boto3 call against moto.
-    pub fn call(&self, service: &str, region: &str, method: &str, args: Value) -> Value {
+    pub(crate) fn call(&self, service: &str, region: &str, method: &str, args: Value) -> Value {
         self.cmd(json!({"op": "call", "service": service, "region": region, "method": method, "args": args}))
     }
 
@@ -111,7 +111,7 @@ impl World {
     /// (moto checks the action, not the resource); no policy when `actions`
     /// is empty. Three IAM calls (two without a policy), which count against
     /// `INITIAL_NO_AUTH_ACTION_COUNT`. Returns (access key id, secret key).
-    pub fn iam_user(&self, user: &str, actions: &[&str]) -> (String, String) {
+    pub(crate) fn iam_user(&self, user: &str, actions: &[&str]) -> (String, String) {
         self.call("iam", REGION, "create_user", json!({"UserName": user}));
         let key = self.call(
             "iam",
@@ -135,20 +135,20 @@ impl World {
     }
 
     /// Creates a string secret in [`REGION`] under a name no other test uses.
-    pub fn secret(&self, prefix: &str, value: &str) -> Secret {
+    pub(crate) fn secret(&self, prefix: &str, value: &str) -> Secret {
         let name = unique(prefix);
         let arn = self.create_secret(REGION, &name, value);
         Secret { name, arn }
     }
 
     /// A config that reads from moto directly, signed with the test keys.
-    pub fn config(&self) -> AgentConfig {
+    pub(crate) fn config(&self) -> AgentConfig {
         AgentConfig::new().endpoint(&self.moto).test_keys()
     }
 
     /// Puts a parameter of `kind` (`String`, `StringList`, `SecureString`),
     /// a new version when it exists; returns its version number.
-    pub fn put_parameter(&self, region: &str, name: &str, value: &str, kind: &str) -> u64 {
+    pub(crate) fn put_parameter(&self, region: &str, name: &str, value: &str, kind: &str) -> u64 {
         let out = self.call(
             "ssm",
             region,
@@ -159,7 +159,13 @@ impl World {
     }
 
     /// Labels `version` of the parameter `name` with `label`.
-    pub fn label_parameter_version(&self, region: &str, name: &str, version: u64, label: &str) {
+    pub(crate) fn label_parameter_version(
+        &self,
+        region: &str,
+        name: &str,
+        version: u64,
+        label: &str,
+    ) {
         self.call(
             "ssm",
             region,
@@ -169,7 +175,7 @@ impl World {
     }
 
     /// Creates a string secret; returns its full ARN.
-    pub fn create_secret(&self, region: &str, name: &str, value: &str) -> String {
+    pub(crate) fn create_secret(&self, region: &str, name: &str, value: &str) -> String {
         let out = self.call(
             "secretsmanager",
             region,
@@ -180,7 +186,7 @@ impl World {
     }
 
     /// Creates a binary secret; returns its full ARN.
-    pub fn create_binary_secret(&self, region: &str, name: &str, value: &[u8]) -> String {
+    pub(crate) fn create_binary_secret(&self, region: &str, name: &str, value: &[u8]) -> String {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(value);
         let out = self.call(
@@ -193,7 +199,7 @@ impl World {
     }
 
     /// Puts a new AWSCURRENT version; returns its version id.
-    pub fn put_secret_value(&self, region: &str, arn: &str, value: &str) -> String {
+    pub(crate) fn put_secret_value(&self, region: &str, arn: &str, value: &str) -> String {
         let out = self.call(
             "secretsmanager",
             region,
@@ -204,12 +210,12 @@ impl World {
     }
 
     /// Starts a recording, fault-injecting proxy in front of moto.
-    pub fn proxy(&self) -> Proxy<'_> {
+    pub(crate) fn proxy(&self) -> Proxy<'_> {
         self.proxy_to(&self.moto)
     }
 
     /// Starts a recording, fault-injecting proxy in front of `upstream`.
-    pub fn proxy_to(&self, upstream: &str) -> Proxy<'_> {
+    pub(crate) fn proxy_to(&self, upstream: &str) -> Proxy<'_> {
         let out = self.cmd(json!({"op": "start_proxy", "upstream": upstream}));
         Proxy {
             world: self,
@@ -221,7 +227,7 @@ impl World {
     /// Starts a hostile upstream answering every call with `kind`
     /// (`endless`, `garbage`, `value`, `foreign_arn`, `stall`; see
     /// harness.py), tuned by `settings` (`size_mb`, `value_bytes`, `pace_ms`).
-    pub fn hostile(&self, kind: &str, settings: Value) -> Hostile<'_> {
+    pub(crate) fn hostile(&self, kind: &str, settings: Value) -> Hostile<'_> {
         let mut command = json!({"op": "start_hostile", "kind": kind});
         if let (Some(command), Some(settings)) = (command.as_object_mut(), settings.as_object()) {
             command.extend(settings.clone());
@@ -235,12 +241,12 @@ impl World {
     }
 
     /// Starts an IMDSv2 double whose credentials live `lifetime` seconds.
-    pub fn imds(&self, lifetime: u64, key_prefix: &str) -> Imds<'_> {
+    pub(crate) fn imds(&self, lifetime: u64, key_prefix: &str) -> Imds<'_> {
         self.imds_in(REGION, lifetime, key_prefix)
     }
 
     /// Like [`World::imds`], for an instance in `region`.
-    pub fn imds_in(&self, region: &str, lifetime: u64, key_prefix: &str) -> Imds<'_> {
+    pub(crate) fn imds_in(&self, region: &str, lifetime: u64, key_prefix: &str) -> Imds<'_> {
         let out = self.cmd(
             json!({"op": "start_imds", "lifetime": lifetime, "role": "secret-agent-role",
             "region": region, "key_prefix": key_prefix}),
@@ -255,7 +261,7 @@ impl World {
 
 /// The ARN AWS (and moto, whose account is [`MOTO_ACCOUNT`]) gives the
 /// parameter `name`: without the leading `/` of a hierarchical name.
-pub fn parameter_arn(region: &str, name: &str) -> String {
+pub(crate) fn parameter_arn(region: &str, name: &str) -> String {
     format!(
         "arn:aws:ssm:{region}:{MOTO_ACCOUNT}:parameter/{}",
         name.strip_prefix('/').unwrap_or(name)
@@ -263,10 +269,10 @@ pub fn parameter_arn(region: &str, name: &str) -> String {
 }
 
 /// The account of everything moto creates.
-pub const MOTO_ACCOUNT: &str = "123456789012";
+pub(crate) const MOTO_ACCOUNT: &str = "123456789012";
 
 /// A secret a test created.
-pub struct Secret {
+pub(crate) struct Secret {
     /// Unique to the test; [`Proxy::gets`] counts the calls for it.
     pub name: String,
     pub arn: String,
@@ -274,13 +280,13 @@ pub struct Secret {
 
 /// What most tests start from: the shared world, and a fresh proxy in front
 /// of moto that records the agent's calls and injects faults.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub world: &'static World,
     pub proxy: Proxy<'static>,
 }
 
 impl Fixture {
-    pub fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let world = World::shared();
         Fixture {
             world,
@@ -289,12 +295,12 @@ impl Fixture {
     }
 
     /// See [`World::secret`].
-    pub fn secret(&self, prefix: &str, value: &str) -> Secret {
+    pub(crate) fn secret(&self, prefix: &str, value: &str) -> Secret {
         self.world.secret(prefix, value)
     }
 
     /// A config that reads through the proxy, signed with the test keys.
-    pub fn config(&self) -> AgentConfig {
+    pub(crate) fn config(&self) -> AgentConfig {
         AgentConfig::new().endpoint(&self.proxy.url).test_keys()
     }
 }
@@ -302,7 +308,7 @@ impl Fixture {
 /// One call the proxy saw. `Debug` leaves out the session tokens and the
 /// credentials an AssumeRole returned.
 #[derive(Clone)]
-pub struct Call {
+pub(crate) struct Call {
     pub action: String,
     pub secret_id: Option<String>,
     /// BatchGetSecretValue's `SecretIdList`, else empty.
@@ -341,7 +347,7 @@ impl std::fmt::Debug for Call {
 }
 
 /// A hostile upstream double (see [`World::hostile`]).
-pub struct Hostile<'w> {
+pub(crate) struct Hostile<'w> {
     world: &'w World,
     pub id: String,
     pub url: String,
@@ -349,7 +355,7 @@ pub struct Hostile<'w> {
 
 impl Hostile<'_> {
     /// From now on, answers with `kind` (as [`World::hostile`]).
-    pub fn set(&self, kind: &str, settings: Value) {
+    pub(crate) fn set(&self, kind: &str, settings: Value) {
         let mut command = json!({"op": "hostile_set", "id": self.id, "kind": kind});
         if let (Some(command), Some(settings)) = (command.as_object_mut(), settings.as_object()) {
             command.extend(settings.clone());
@@ -358,7 +364,7 @@ impl Hostile<'_> {
     }
 
     /// The action (`GetSecretValue`...) of each call it answered, in order.
-    pub fn calls(&self) -> Vec<String> {
+    pub(crate) fn calls(&self) -> Vec<String> {
         let out = self
             .world
             .cmd(json!({"op": "hostile_calls", "id": self.id}));
@@ -371,14 +377,14 @@ impl Hostile<'_> {
 }
 
 #[derive(Clone)]
-pub struct Proxy<'w> {
+pub(crate) struct Proxy<'w> {
     world: &'w World,
     pub id: String,
     pub url: String,
 }
 
 impl Proxy<'_> {
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         let out = self.world.cmd(json!({"op": "proxy_calls", "id": self.id}));
         out.as_array()
             .unwrap()
@@ -406,7 +412,7 @@ impl Proxy<'_> {
     }
 
     /// GetSecretValue calls for secrets whose id contains `needle`.
-    pub fn gets(&self, needle: &str) -> usize {
+    pub(crate) fn gets(&self, needle: &str) -> usize {
         self.calls()
             .iter()
             .filter(|c| c.action == "GetSecretValue")
@@ -416,7 +422,7 @@ impl Proxy<'_> {
 
     /// GetParameter calls for parameters whose name (as sent: `name`,
     /// `name:3`, `name:label`) contains `needle`.
-    pub fn parameter_gets(&self, needle: &str) -> usize {
+    pub(crate) fn parameter_gets(&self, needle: &str) -> usize {
         self.calls()
             .iter()
             .filter(|c| c.action == "GetParameter")
@@ -425,7 +431,7 @@ impl Proxy<'_> {
     }
 
     /// BatchGetSecretValue calls that name a secret whose id contains `needle`.
-    pub fn batch_gets(&self, needle: &str) -> usize {
+    pub(crate) fn batch_gets(&self, needle: &str) -> usize {
         self.calls()
             .iter()
             .filter(|c| c.action == "BatchGetSecretValue")
@@ -435,7 +441,7 @@ impl Proxy<'_> {
 
     /// The most calls the proxy was handling at once (from a request's
     /// arrival to the start of its answer) since it started or was cleared.
-    pub fn max_in_flight(&self) -> u64 {
+    pub(crate) fn max_in_flight(&self) -> u64 {
         self.world
             .cmd(json!({"op": "proxy_in_flight", "id": self.id}))["max"]
             .as_u64()
@@ -444,7 +450,7 @@ impl Proxy<'_> {
 
     /// The calls the proxy is handling now (arrived, not yet answered): one
     /// means the agent's call is under way.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.world
             .cmd(json!({"op": "proxy_in_flight", "id": self.id}))["now"]
             .as_u64()
@@ -452,7 +458,7 @@ impl Proxy<'_> {
     }
 
     /// `fault`: none, status, reset, delay or hang; see harness.py.
-    pub fn set_fault(&self, fault: Value) {
+    pub(crate) fn set_fault(&self, fault: Value) {
         let mut command = json!({"op": "proxy_set", "id": self.id});
         for (k, v) in fault.as_object().unwrap() {
             command[k] = v.clone();
@@ -461,20 +467,20 @@ impl Proxy<'_> {
     }
 }
 
-pub struct Imds<'w> {
+pub(crate) struct Imds<'w> {
     world: &'w World,
     pub id: String,
     pub url: String,
 }
 
 impl Imds<'_> {
-    pub fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         self.world.cmd(json!({"op": "imds_state", "id": self.id}))
     }
 
     /// Changes `lifetime`, `role`, `region` or `rotate_ahead` (seconds before
     /// expiry from which new credentials are handed out).
-    pub fn set(&self, settings: Value) {
+    pub(crate) fn set(&self, settings: Value) {
         let mut command = json!({"op": "imds_set", "id": self.id});
         for (k, v) in settings.as_object().unwrap() {
             command[k] = v.clone();
@@ -483,13 +489,13 @@ impl Imds<'_> {
     }
 
     /// The requests the double received: `{method, path, had_token}`.
-    pub fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         self.state()["requests"].as_array().unwrap().clone()
     }
 
     /// Every credential set the double minted, oldest first:
     /// `{access_key_id, secret_access_key, session_token, expiration}`.
-    pub fn issued(&self) -> Vec<Value> {
+    pub(crate) fn issued(&self) -> Vec<Value> {
         self.state()["issued"].as_array().unwrap().clone()
     }
 }

@@ -166,7 +166,7 @@ impl Inner {
         let result = result.map(Arc::new);
         self.complete(&part.key, &part.slot, &result);
         // Nobody waiting is fine.
-        let _ = part.tx.send(result);
+        part.tx.send(result).ok();
     }
 
     fn lock_batch_refused(&self) -> MutexGuard<'_, Option<Instant>> {

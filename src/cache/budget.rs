@@ -15,7 +15,7 @@ use crate::domain::Version;
 /// Forced refreshes of one entry allowed at once before
 /// `min-refresh-interval` applies: a refresh right after an update of the
 /// secret, and a retry or two, always reach AWS.
-pub const REFRESH_BURST: u32 = 3;
+pub(super) const REFRESH_BURST: u32 = 3;
 
 /// A budget of `burst` at once, then one per interval (a generic cell rate
 /// algorithm): forced refreshes of one entry, new names under patterns.

@@ -15,7 +15,7 @@ use crate::domain::Version;
 use crate::upstream::{BatchAnswer, Upstream, UpstreamError, with_deadline};
 
 /// Where values come from. [`Upstream`] in the agent; a fake in unit tests.
-pub trait Fetch: Send + Sync + 'static {
+pub(crate) trait Fetch: Send + Sync + 'static {
     fn fetch(
         &self,
         arn: Arn,

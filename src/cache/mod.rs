@@ -96,17 +96,17 @@ use self::budget::Budget;
 use self::key::{Key, KeyParts};
 use self::slot::Slot;
 
-pub use self::call::Fetch;
-pub use self::prefetch::Prefetch;
+pub(crate) use self::call::Fetch;
+pub(crate) use self::prefetch::Prefetch;
 
 /// The upstream actions, as metrics label them.
-pub const GET_SECRET_VALUE: &str = "GetSecretValue";
-pub const GET_PARAMETER: &str = "GetParameter";
-pub const BATCH_GET_SECRET_VALUE: &str = "BatchGetSecretValue";
+pub(crate) const GET_SECRET_VALUE: &str = "GetSecretValue";
+pub(crate) const GET_PARAMETER: &str = "GetParameter";
+pub(crate) const BATCH_GET_SECRET_VALUE: &str = "BatchGetSecretValue";
 
 /// Where the cache reports what it does; the agent's is
 /// [`crate::metrics::Metrics`], tests use their own.
-pub trait CacheMetrics: Send + Sync + 'static {
+pub(crate) trait CacheMetrics: Send + Sync + 'static {
     /// A read was served. On the hot path: must neither lock nor allocate.
     fn read(&self, status: CacheStatus);
     /// A call to AWS ([`GET_SECRET_VALUE`] or [`BATCH_GET_SECRET_VALUE`])
@@ -122,7 +122,7 @@ pub trait CacheMetrics: Send + Sync + 'static {
 
 /// How a read was served; sent to clients as `Secret-Agent-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     /// A fresh cached value.
     Hit,
     /// Fetched from AWS for this read.
@@ -134,9 +134,10 @@ pub enum CacheStatus {
 impl CacheStatus {
     /// Every status, in declaration order, so that `ALL[s as usize] == s`
     /// (checked when compiling): metrics keep a counter per status.
-    pub const ALL: [CacheStatus; 3] = [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Stale];
+    pub(crate) const ALL: [CacheStatus; 3] =
+        [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Stale];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Miss => "miss",
@@ -156,7 +157,7 @@ const _: () = {
 /// What the cache knows of one secret's current version, for per-resource
 /// metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SecretStats {
+pub(crate) struct SecretStats {
     /// Time since the cached value was fetched; `None` without one.
     pub age: Option<Duration>,
     /// `ok`, or the [`UpstreamError::kind`] of the last fetch; `None`
@@ -168,7 +169,7 @@ pub struct SecretStats {
 
 /// A read that could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     #[error(transparent)]
     Upstream(UpstreamError),
     /// AWS has been failing for longer than `max-stale`; the old value is no
@@ -179,11 +180,11 @@ pub enum CacheError {
 
 /// How many prefetches run at once, and single calls of a batch that AWS
 /// refused.
-pub const PREFETCH_CONCURRENCY: usize = 8;
+pub(crate) const PREFETCH_CONCURRENCY: usize = 8;
 
 /// A cheap-to-clone handle; clones share one cache.
 #[derive(Clone)]
-pub struct Cache {
+pub(crate) struct Cache {
     inner: Arc<Inner>,
     /// Cancels `Inner::tasks` when the last handle is dropped. The tasks
     /// hold `Inner`, never a `Cache`, so they cannot keep themselves going.
@@ -234,7 +235,7 @@ impl Cache {
     /// Must be called within a tokio runtime; background work runs on it
     /// until the last handle is dropped. At most `max_concurrent_calls`
     /// fetches call AWS at once.
-    pub fn new(
+    pub(crate) fn new(
         fetcher: Arc<dyn Fetch>,
         metrics: Arc<dyn CacheMetrics>,
         settings: CacheConfig,
@@ -264,7 +265,7 @@ impl Cache {
 
     /// Applies new settings (on reload); entries keep their values, and the
     /// new TTL and bounds apply from their next read or refresh.
-    pub fn set_settings(&self, settings: CacheConfig) {
+    pub(crate) fn set_settings(&self, settings: CacheConfig) {
         self.inner
             .ttl_nanos
             .store(nanos(settings.ttl), Ordering::Relaxed);
@@ -273,7 +274,7 @@ impl Cache {
 
     /// A handle for metrics that does not keep the cache (and its tasks)
     /// going.
-    pub fn downgrade(&self) -> WeakCache {
+    pub(crate) fn downgrade(&self) -> WeakCache {
         WeakCache {
             inner: Arc::downgrade(&self.inner),
         }
@@ -285,7 +286,7 @@ impl Cache {
     /// (which may have started before the change that prompted this): for
     /// event-driven refreshes, the agent's own, not limited like a
     /// client's. Versions held by id never change.
-    pub async fn refresh_cached(&self, arns: Vec<Arn>) {
+    pub(crate) async fn refresh_cached(&self, arns: Vec<Arn>) {
         self.inner.refresh_cached(arns).await;
     }
 
@@ -294,7 +295,7 @@ impl Cache {
     /// for it (a value, a fetch under way, a remembered failure), else only
     /// within `cache.new-names-per-second` (a burst of twice that first),
     /// over all such names: each new one costs an AWS call.
-    pub fn admit_new_name(&self, arn: &Arn, version: &Version) -> bool {
+    pub(crate) fn admit_new_name(&self, arn: &Arn, version: &Version) -> bool {
         self.inner.admit_new_name(arn, version)
     }
 
@@ -318,7 +319,7 @@ impl Cache {
     /// Beyond the entry's budget ([`REFRESH_BURST`](budget::REFRESH_BURST),
     /// then one per `min-refresh-interval`) it is an ordinary read: the
     /// value the last fetch brought, or its not-found answer.
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         arn: &Arn,
         version: &Version,
@@ -327,7 +328,7 @@ impl Cache {
     }
 
     /// Reads `arn` at `version`, from the cache when it can.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         arn: &Arn,
         version: &Version,
@@ -342,7 +343,7 @@ impl Cache {
     /// (a hit, counted as one), or `None` when the cache holds none, for
     /// [`Cache::get`] to serve. Takes no lock beyond the map's shard read
     /// lock, clones nothing and writes nothing shared unless it changes.
-    pub fn fresh<R>(
+    pub(crate) fn fresh<R>(
         &self,
         arn: &Arn,
         version: &Version,
@@ -376,7 +377,7 @@ impl Cache {
 
     /// [`Cache::prefetch_after`], started at once.
     #[cfg(test)]
-    pub fn prefetch(&self, arns: Vec<Arn>) -> Arc<Prefetch> {
+    pub(crate) fn prefetch(&self, arns: Vec<Arn>) -> Arc<Prefetch> {
         self.prefetch_after(arns, std::future::ready(()))
     }
 
@@ -388,7 +389,7 @@ impl Cache {
     /// it succeeds or a reload removes it ([`Cache::retain`]): with backoff
     /// when the failure may pass by itself, else once a minute
     /// ([`prefetch`]).
-    pub fn prefetch_after(
+    pub(crate) fn prefetch_after(
         &self,
         arns: Vec<Arn>,
         start: impl Future<Output = ()> + Send + 'static,
@@ -399,21 +400,21 @@ impl Cache {
     /// Drops every entry whose ARN is not in `keep` (resources removed by a
     /// reload) and stops their prefetches and timers; their values are wiped
     /// once no reader holds them.
-    pub fn retain(&self, keep: &HashSet<&str>) {
+    pub(crate) fn retain(&self, keep: &HashSet<&str>) {
         self.inner.retain(keep);
     }
 }
 
 /// See [`Cache::downgrade`].
 #[derive(Clone)]
-pub struct WeakCache {
+pub(crate) struct WeakCache {
     inner: Weak<Inner>,
 }
 
 impl WeakCache {
     /// What the cache holds of the current version of `arn`; `None` when
     /// it has no entry for it (never asked for, or evicted) or is gone.
-    pub fn stats(&self, arn: &Arn) -> Option<SecretStats> {
+    pub(crate) fn stats(&self, arn: &Arn) -> Option<SecretStats> {
         let inner = self.inner.upgrade()?;
         // Cloned out of the map: no shard lock is held under the slot's.
         let slot = Arc::clone(&*inner.slots.get(&Key::new(arn, &Version::Current))?);

@@ -26,7 +26,7 @@ const LASTING_FAILURE_RETRY: Duration = Duration::from_secs(60);
 
 /// Progress of a start-up prefetch.
 #[derive(Debug)]
-pub struct Prefetch {
+pub(crate) struct Prefetch {
     /// Resources not yet tried once.
     pending: AtomicUsize,
     /// ARNs whose fetches have failed and are being retried.
@@ -35,12 +35,12 @@ pub struct Prefetch {
 
 impl Prefetch {
     /// Every resource has been fetched, or tried once and is being retried.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.pending.load(Ordering::SeqCst) == 0
     }
 
     /// ARNs still failing, in order.
-    pub fn failing(&self) -> Vec<String> {
+    pub(crate) fn failing(&self) -> Vec<String> {
         self.lock_failing().iter().cloned().collect()
     }
 

@@ -169,7 +169,9 @@ pub(crate) fn read_text(path: &Path, bound: u64) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
 
     fn refusal_of(result: io::Result<String>) -> String {
         let e = result.unwrap_err();

@@ -138,7 +138,7 @@ mod tests {
             "a: [".repeat(size / 4),
             (0..600).map(|i| format!("{}a:\n", " ".repeat(i))).collect(),
         ];
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         for text in &shapes {
             let err = load(text).unwrap_err().to_string();
             assert!(

@@ -230,7 +230,7 @@ pub(crate) struct UdsConfig {
 /// A client token and the resources it may read. `pub` only because
 /// `http::Authorizer::new`, public today, takes it; the fields are not.
 #[derive(Debug, Clone)]
-pub struct ClientToken {
+pub(crate) struct ClientToken {
     /// Where the token came from, for messages.
     pub(crate) source: TokenSource,
     pub(crate) value: SecretString,
@@ -335,7 +335,7 @@ pub(crate) struct EventsConfig {
 /// `cache:` settings. `pub` only because the `cache` module's public API
 /// takes it; the fields are not.
 #[derive(Debug, Clone)]
-pub struct CacheConfig {
+pub(crate) struct CacheConfig {
     /// How long a fetched value is served before AWS is asked again; 0 disables caching.
     pub(crate) ttl: Duration,
     /// How long before expiry a value that was read gets refreshed in the

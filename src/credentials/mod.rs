@@ -55,7 +55,7 @@ pub(crate) trait CredentialMetrics: Send + Sync + 'static {
 /// The credential provider the agent signs with, built from a
 /// [`CredentialSource`].
 #[derive(Clone)]
-pub struct AgentCredentials {
+pub(crate) struct AgentCredentials {
     source: CredentialSource,
     provider: SharedCredentialsProvider,
     /// For an assumed role: the provider that signs its AssumeRole calls,
@@ -100,7 +100,7 @@ impl AgentCredentials {
         }
     }
 
-    pub fn provider(&self) -> SharedCredentialsProvider {
+    pub(crate) fn provider(&self) -> SharedCredentialsProvider {
         self.provider.clone()
     }
 }
@@ -137,7 +137,7 @@ fn provider_of(
 /// An IMDS client that gives up quickly, so an agent off EC2 falls through
 /// to "no credentials" (or no region) within about two seconds. Honours
 /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
-pub fn imds_client() -> aws_config::imds::Client {
+pub(crate) fn imds_client() -> aws_config::imds::Client {
     aws_config::imds::Client::builder()
         .connect_timeout(IMDS_TIMEOUT)
         .read_timeout(IMDS_TIMEOUT)
@@ -178,7 +178,7 @@ async fn assume_role(
 }
 
 /// The error of a credential provider and its causes, for people.
-pub fn describe_error(err: &CredentialsError) -> String {
+pub(crate) fn describe_error(err: &CredentialsError) -> String {
     // The variants' own words ("the credential provider was not enabled",
     // "an error occurred while loading credentials") say less than their cause.
     match std::error::Error::source(err) {

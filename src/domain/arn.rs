@@ -10,7 +10,7 @@ use super::truncate;
 /// at load so the region, account and kind are at hand.
 /// Cheap to clone: one shared allocation. Equality and hashing are by the ARN text.
 #[derive(Debug, Clone)]
-pub struct Arn(Arc<ArnParts>);
+pub(crate) struct Arn(Arc<ArnParts>);
 
 #[derive(Debug)]
 struct ArnParts {
@@ -56,7 +56,7 @@ pub(crate) struct ArnError {
 }
 
 impl Arn {
-    pub fn parse(text: &str) -> Result<Arn, ArnError> {
+    pub(crate) fn parse(text: &str) -> Result<Arn, ArnError> {
         let bad = || ArnError {
             shown: truncate(text),
         };
@@ -96,30 +96,30 @@ impl Arn {
         })))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0.arn
     }
 
     /// The region AWS calls for this secret or parameter go to.
-    pub fn region(&self) -> &str {
+    pub(crate) fn region(&self) -> &str {
         &self.0.region
     }
 
     /// For a Parameter Store parameter, its name as GetParameter takes it
     /// (`/app/db` for `...:parameter/app/db`, `plain` for
     /// `...:parameter/plain`); `None` for a secret.
-    pub fn parameter_name(&self) -> Option<&str> {
+    pub(crate) fn parameter_name(&self) -> Option<&str> {
         self.0.parameter.as_deref()
     }
 
     /// Whether it is a Parameter Store parameter.
-    pub fn is_parameter(&self) -> bool {
+    pub(crate) fn is_parameter(&self) -> bool {
         self.0.parameter.is_some()
     }
 
     /// `arn:<partition>:<service>:<region>`: ARNs that one batch call of one
     /// client may name share it.
-    pub fn batch_group(&self) -> &str {
+    pub(crate) fn batch_group(&self) -> &str {
         &self.0.arn[..self.0.group_len]
     }
 }

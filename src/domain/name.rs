@@ -8,7 +8,7 @@ use super::truncate;
 /// A friendly name an application asks for: letters, digits and `/_+=.@-`,
 /// 1 to 512 characters (the Secrets Manager name rules).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResourceName(Arc<str>);
+pub(crate) struct ResourceName(Arc<str>);
 
 /// Why a resource name is refused. Each holds the name as the message
 /// shows it: cut to 80 characters where it may be long.
@@ -25,7 +25,7 @@ pub(crate) enum NameError {
 }
 
 impl ResourceName {
-    pub fn parse(text: &str) -> Result<ResourceName, NameError> {
+    pub(crate) fn parse(text: &str) -> Result<ResourceName, NameError> {
         if text.is_empty() || text.len() > 512 {
             return Err(NameError::Length(truncate(text)));
         }
@@ -53,7 +53,7 @@ impl ResourceName {
         ResourceName(key.into())
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 

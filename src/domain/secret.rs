@@ -26,13 +26,13 @@ impl Drop for SecretBuf {
 }
 
 /// Shareable bytes that are wiped once no clone is left.
-pub fn secret_bytes(data: Vec<u8>) -> Bytes {
+pub(crate) fn secret_bytes(data: Vec<u8>) -> Bytes {
     Bytes::from_owner(SecretBuf(data))
 }
 
 /// What kind of payload a secret holds, decided once at fetch time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A `SecretString` that parses as JSON.
     Json,
     /// Any other `SecretString`.
@@ -42,7 +42,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Kind::Json => "application/json",
             Kind::Text => "text/plain; charset=utf-8",
@@ -54,7 +54,7 @@ impl Kind {
 /// What GetParameter says of a parameter besides its value, for the Lambda
 /// extension's answer.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ParameterInfo {
+pub(crate) struct ParameterInfo {
     /// `String`, `StringList` or `SecureString`.
     pub parameter_type: Option<String>,
     /// `text`, or `aws:ec2:image` and the like.
@@ -90,7 +90,7 @@ impl fmt::Debug for ParameterInfo {
 /// parameter as Parameter Store did (its version number as `version_id`,
 /// its last-modified date as `created_date`).
 #[derive(Clone)]
-pub struct Secret {
+pub(crate) struct Secret {
     pub arn: String,
     pub name: String,
     pub version_id: Option<String>,
@@ -121,7 +121,7 @@ impl fmt::Debug for Secret {
 
 /// Why a key cannot be read from a secret. Carries no secret material.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("the secret is not a JSON object, so it has no keys")]
     NotJsonObject,
     #[error("the secret has no key `{0}`")]
@@ -130,7 +130,7 @@ pub enum KeyError {
 
 impl Secret {
     /// Builds a secret from a `SecretString`, deciding JSON or text once.
-    pub fn text_kind(value: &[u8]) -> Kind {
+    pub(crate) fn text_kind(value: &[u8]) -> Kind {
         if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok() {
             Kind::Json
         } else {
@@ -141,7 +141,7 @@ impl Secret {
     /// One top-level key of a JSON object secret: a string value as its
     /// text, any other value as its JSON text. Returns the bytes and whether
     /// they are JSON.
-    pub fn key(&self, key: &str) -> Result<(Bytes, Kind), KeyError> {
+    pub(crate) fn key(&self, key: &str) -> Result<(Bytes, Kind), KeyError> {
         if self.kind != Kind::Json {
             return Err(KeyError::NotJsonObject);
         }

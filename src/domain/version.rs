@@ -2,7 +2,7 @@
 
 /// Which version of a secret or parameter to read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Version {
+pub(crate) enum Version {
     /// `AWSCURRENT` of a secret, the latest version of a parameter: the default.
     Current,
     /// A secret's staging label such as `AWSPREVIOUS`.
@@ -25,7 +25,7 @@ pub enum Version {
 impl Version {
     /// Whether a client chose it: then it, and AWS's messages that repeat
     /// it, stay out of the log (a client may put anything there).
-    pub fn chosen_by_client(&self) -> bool {
+    pub(crate) fn chosen_by_client(&self) -> bool {
         !matches!(self, Version::Current)
     }
 }

@@ -234,7 +234,7 @@ impl Query {
 }
 
 /// `GET /ping`: the AWS agent's health check; no token needed.
-pub async fn ping(req: HttpRequest) -> HttpResponse {
+pub(super) async fn ping(req: HttpRequest) -> HttpResponse {
     if req.method() != Method::GET {
         return CompatError::not_allowed().response();
     }
@@ -244,7 +244,7 @@ pub async fn ping(req: HttpRequest) -> HttpResponse {
 /// `GET /start_serving`: the AWS agent's Lambda extension wrapper calls it,
 /// without a token, on the first invoke; an agent started with `-l` starts
 /// serving and fetching then. Any other time it changes nothing.
-pub async fn start_serving(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn start_serving(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if req.method() != Method::GET {
         return CompatError::not_allowed().response();
     }
@@ -268,7 +268,7 @@ pub(super) fn authorize<'s>(
 }
 
 /// `GET /secretsmanager/get?secretId=...`
-pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
     let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;
@@ -295,7 +295,7 @@ pub async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpR
 }
 
 /// `GET /v1/<name>`
-pub async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
     let raw = req.uri().path().strip_prefix("/v1/").unwrap_or_default();
     let id = percent_decode_str(raw).decode_utf8_lossy().into_owned();
@@ -322,7 +322,7 @@ pub(super) fn respond(
     route: &str,
     target: Target<'_>,
     result: Result<(bytes::Bytes, crate::cache::CacheStatus), CompatError>,
-    started: Option<std::time::Instant>,
+    started: Option<tokio::time::Instant>,
 ) -> HttpResponse {
     let response = match &result {
         Ok((body, status)) => HttpResponse::Ok()

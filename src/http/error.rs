@@ -13,7 +13,7 @@ use crate::upstream::UpstreamError;
 /// Everything a request can fail with. Messages are for people and never
 /// carry secret material; codes are stable, snake_case.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("no resource named `{0}` is configured")]
     ResourceNotFound(String),
     #[error("{0}")]

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::AppState;
 
 /// 200 while the process serves.
-pub async fn healthz() -> HttpResponse {
+pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
@@ -20,7 +20,7 @@ pub async fn healthz() -> HttpResponse {
 /// log has them, one warning per failed attempt). The events queue, when
 /// configured, is detail only (secrets are served without it), likewise
 /// without its URL or error.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut missing = Vec::new();
     if !state.reader.serving.is_open() {
         missing.push("serving: started with -l, waiting for GET /start_serving".to_owned());
@@ -59,7 +59,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The Prometheus text format.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics
         .cached_entries

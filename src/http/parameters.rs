@@ -28,7 +28,7 @@ use crate::read::{ReadError, Snapshot};
 use crate::upstream::UpstreamError;
 
 /// The route, as the extension serves it.
-pub const PATH: &str = "/systemsmanager/parameters/get";
+pub(super) const PATH: &str = "/systemsmanager/parameters/get";
 
 /// What AWS says of a parameter that does not exist; also the answer to a
 /// `name` that no configured parameter matches.
@@ -129,7 +129,7 @@ impl From<CompatError> for Refusal {
 struct Refusal(CompatError);
 
 /// `GET /systemsmanager/parameters/get?name=...`
-pub async fn get_parameter(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn get_parameter(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = super::request_started();
     let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;

@@ -17,7 +17,7 @@ use crate::read::{ReadError, Snapshot};
 use crate::resources::Resolved;
 
 /// Header that says how the cache served a read.
-pub const CACHE_HEADER: &str = "Secret-Agent-Cache";
+pub(crate) const CACHE_HEADER: &str = "Secret-Agent-Cache";
 /// [`CACHE_HEADER`] as HTTP/2 and `HeaderName::from_static` want it: lower case.
 const CACHE_HEADER_NAME: &str = "secret-agent-cache";
 
@@ -134,7 +134,7 @@ struct Served {
     status: CacheStatus,
 }
 
-pub async fn get_secret(req: HttpRequest) -> HttpResponse {
+pub(super) async fn get_secret(req: HttpRequest) -> HttpResponse {
     // Borrowed, not extracted: `web::Data` would take a reference on the
     // state that every worker thread shares.
     let Some(state) = super::app_state(&req) else {

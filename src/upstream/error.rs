@@ -13,7 +13,7 @@ use crate::domain::Version;
 /// Why a fetch failed. Messages come from AWS or the SDK and never carry
 /// secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("AWS did not answer in time")]
     Timeout,
     #[error("AWS is unreachable: {0}")]
@@ -52,7 +52,7 @@ pub enum UpstreamError {
 
 /// What was wrong with an answer the agent refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadAnswer {
+pub(crate) enum BadAnswer {
     /// The body was over the cap of its call (see [`crate::aws_http`]).
     #[error("its body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -66,7 +66,7 @@ pub enum BadAnswer {
 
 impl UpstreamError {
     /// A stable snake_case name of the kind of failure, for metrics and codes.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Unreachable(_) => "unreachable",
@@ -89,7 +89,7 @@ impl UpstreamError {
 
     /// Transient failures may pass by themselves: the cache keeps serving the
     /// last value for a bounded time. Everything else takes effect at once.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             UpstreamError::Timeout
             | UpstreamError::Unreachable(_)
@@ -107,7 +107,7 @@ impl UpstreamError {
     /// id or stage) or cannot be asked for (an invalid version id): the same
     /// question gets the same answer until someone changes the secret, so
     /// the cache remembers it for `cache.negative-ttl`.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(
             self,
             UpstreamError::SecretNotFound(_)

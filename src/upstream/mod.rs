@@ -27,19 +27,19 @@ mod ssm;
 
 pub(crate) use crate::credentials::chain_text;
 use crate::domain::Version;
-pub use error::{BadAnswer, UpstreamError};
+pub(crate) use error::{BadAnswer, UpstreamError};
 
 /// Most secrets one BatchGetSecretValue call may name (AWS's limit).
-pub const BATCH_LIMIT: usize = 20;
+pub(crate) const BATCH_LIMIT: usize = 20;
 
 /// Each secret of a BatchGetSecretValue call with its own outcome.
-pub type BatchAnswer = Vec<(Arn, Result<Secret, UpstreamError>)>;
+pub(crate) type BatchAnswer = Vec<(Arn, Result<Secret, UpstreamError>)>;
 
 /// Endpoint URLs that replace AWS's, for every region (a VPC endpoint, an
 /// emulator). Without one, the SDK's own variables apply
 /// (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// `secret-manager.aws.endpoint`.
     pub secrets_manager: Option<String>,
     /// `secret-manager.aws.ssm-endpoint`.
@@ -50,7 +50,7 @@ pub struct Endpoints {
 /// to clone; a reload that changes the AWS settings replaces every client
 /// at once ([`Upstream::replace`]).
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     inner: Arc<ArcSwap<Inner>>,
 }
 
@@ -113,7 +113,7 @@ impl<C: Service> Pool<C> {
 }
 
 impl Upstream {
-    pub fn new(sdk: SdkConfig, endpoints: Endpoints) -> Upstream {
+    pub(crate) fn new(sdk: SdkConfig, endpoints: Endpoints) -> Upstream {
         Upstream {
             inner: Arc::new(ArcSwap::from_pointee(Inner::new(sdk, endpoints))),
         }
@@ -140,7 +140,11 @@ impl Upstream {
 
     /// The value of `arn` at `version`: GetSecretValue for a secret,
     /// GetParameter (decrypted unless [`Version::Encrypted`]) for a parameter.
-    pub async fn get_value(&self, arn: &Arn, version: &Version) -> Result<Secret, UpstreamError> {
+    pub(crate) async fn get_value(
+        &self,
+        arn: &Arn,
+        version: &Version,
+    ) -> Result<Secret, UpstreamError> {
         match (arn.is_parameter(), version) {
             (true, Version::Encrypted(version)) => self.get_parameter(arn, version, false).await,
             (true, version) => self.get_parameter(arn, version, true).await,
@@ -150,7 +154,7 @@ impl Upstream {
 }
 
 /// Deadline for one fetch, including the SDK's own retries.
-pub async fn with_deadline<T>(
+pub(crate) async fn with_deadline<T>(
     deadline: Duration,
     fut: impl Future<Output = Result<T, UpstreamError>>,
 ) -> Result<T, UpstreamError> {

@@ -33,7 +33,7 @@ impl Service for Client {
 
 impl Upstream {
     /// GetSecretValue for `arn` at `version`, in the ARN's region.
-    pub async fn get_secret_value(
+    pub(crate) async fn get_secret_value(
         &self,
         arn: &Arn,
         version: &Version,
@@ -73,7 +73,10 @@ impl Upstream {
     /// outcome. `Err` when the call as a whole failed (e.g. the policy lacks
     /// `secretsmanager:BatchGetSecretValue`). A secret the answer does not
     /// mention is left out.
-    pub async fn batch_get_secret_value(&self, arns: &[Arn]) -> Result<BatchAnswer, UpstreamError> {
+    pub(crate) async fn batch_get_secret_value(
+        &self,
+        arns: &[Arn],
+    ) -> Result<BatchAnswer, UpstreamError> {
         // Parameters are never named: left out of the answer, each is
         // fetched on its own.
         let Some(first) = arns.iter().find(|a| !a.is_parameter()) else {

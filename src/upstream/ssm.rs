@@ -37,7 +37,7 @@ impl Upstream {
     /// after it): that is how AWS reads a parameter shared from another
     /// account, and two ARNs that differ only in their account never read
     /// the same parameter.
-    pub async fn get_parameter(
+    pub(crate) async fn get_parameter(
         &self,
         arn: &Arn,
         version: &Version,
