@@ -7,6 +7,9 @@
 //! [`upstream`] on a miss, signed with [`credentials`]. [`config`] reads and
 //! validates the YAML; [`app`] wires it all and runs it.
 //!
+//! - [`domain`]: parsed values: resource names, ARNs, versions, the zeroized value.
+//! - [`read`]: the one read path both front ends take: gate, admission, cache, one error.
+//! - [`access`]: tokens and scopes -> grants; no protocol types.
 //! - [`config`]: YAML -> validated [`Config`], errors that name file, key and line;
 //!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
 //! - [`resources`]: resource names, secret and parameter ARNs, path resolution.
@@ -14,7 +17,6 @@
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
-//! - [`secret`]: the fetched value, shared and wiped on drop.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`backoff`]: the one jittered exponential backoff between retries.
 //! - [`events`]: refreshes on the Secrets Manager events an SQS queue brings.
