@@ -167,7 +167,7 @@ pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<
                 .await
                 .map_err(|e| {
                     use std::error::Error as _;
-                    anyhow::anyhow!(credentials::chain_text(e.to_string(), e.source()))
+                    anyhow::anyhow!(crate::text::chain_text(e.to_string(), e.source()))
                 })
                 .context(
                     "cannot learn the AWS account from STS GetCallerIdentity (set AWS_ACCOUNT_ID, or use a YAML config)",

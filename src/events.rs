@@ -113,7 +113,7 @@ pub(crate) async fn run(
             Err(err) => {
                 let failures = status.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let text =
-                    crate::upstream::chain_text(err.to_string(), std::error::Error::source(&err));
+                    crate::text::chain_text(err.to_string(), std::error::Error::source(&err));
                 let delay = BACKOFF.delay(failures);
                 log::warn!(
                     "events: receiving from {queue_url} failed ({text}); retrying in {}ms",

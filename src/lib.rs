@@ -12,7 +12,7 @@
 //! - [`access`]: tokens and scopes -> grants; no protocol types.
 //! - [`config`]: YAML -> validated [`Config`], errors that name file, key and line;
 //!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
-//! - [`resources`]: resource names, secret and parameter ARNs, path resolution.
+//! - [`resources`]: patterns and the name -> ARN table, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.

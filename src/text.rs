@@ -1,5 +1,6 @@
 //! The one rule for repeating outside input (a client's or a config file's)
-//! in a message: a short prefix, escaped.
+//! in a message: a short prefix, escaped; and an error's chain of causes
+//! in one line.
 
 /// Most characters of a client's input that a message repeats.
 pub(crate) const ECHO_CHARS: usize = 32;
@@ -25,6 +26,25 @@ pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// `first`, then each error of the chain from `source` on whose words are
+/// not already in the text, joined by `: `: the SDK's errors often repeat
+/// their cause's message in their own.
+pub(crate) fn chain_text(
+    first: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    let mut text = first;
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +58,20 @@ mod tests {
             format!("{}...", "a".repeat(32))
         );
         assert_eq!(shorten("a`b\n\u{0}\"c", 32), "a`b\\n\\0\\\"c");
+    }
+
+    #[test]
+    fn a_chain_skips_causes_already_said() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: inner failed")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner failed")]
+        struct Inner(#[source] std::io::Error);
+        let err = Outer(Inner(std::io::Error::other("disk")));
+        assert_eq!(
+            chain_text(err.to_string(), std::error::Error::source(&err)),
+            "outer: inner failed: disk"
+        );
     }
 }

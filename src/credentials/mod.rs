@@ -31,6 +31,7 @@ use aws_sdk_secretsmanager::config::Region;
 use secrecy::ExposeSecret;
 
 use crate::config::{AssumeRole, CredentialSource, STATIC_KEYS};
+use crate::text::chain_text;
 
 mod chain;
 mod probe;
@@ -185,25 +186,6 @@ pub(crate) fn describe_error(err: &CredentialsError) -> String {
         Some(cause) => chain_text(cause.to_string(), cause.source()),
         None => err.to_string(),
     }
-}
-
-/// `first`, then each error of the chain from `source` on whose words are
-/// not already in the text, joined by `: `: the SDK's errors often repeat
-/// their cause's message in their own.
-pub(crate) fn chain_text(
-    first: String,
-    mut source: Option<&(dyn std::error::Error + 'static)>,
-) -> String {
-    let mut text = first;
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
 }
 
 /// Which source produced a set of credentials, in words; attached to them

@@ -9,6 +9,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 use super::{AgentCredentials, Source, describe_error};
+use crate::backoff::Backoff;
 use crate::config::CredentialSource;
 
 /// Why no credentials could be resolved: the provider's error and its
@@ -44,10 +45,13 @@ async fn source_of(provider: &SharedCredentialsProvider) -> Result<String, Probe
         .map_or_else(|| "an unnamed source".to_owned(), |s| s.0.clone()))
 }
 
+/// Waits between probes while no credentials resolve.
+const PROBE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
 /// Resolves credentials once, for the start-up log line and readiness;
 /// retried with backoff until it works.
 pub(crate) async fn probe_credentials(credentials: AgentCredentials, ready: Arc<AtomicBool>) {
-    let mut delay = Duration::from_secs(1);
+    let mut failures = 0;
     let mut warned = false;
     loop {
         match credentials.probe().await {
@@ -61,8 +65,8 @@ pub(crate) async fn probe_credentials(credentials: AgentCredentials, ready: Arc<
                     log::warn!("credentials: none yet ({e}); reads fail until some are available");
                     warned = true;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                failures += 1;
+                tokio::time::sleep(PROBE_BACKOFF.delay(failures)).await;
             }
         }
     }

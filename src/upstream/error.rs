@@ -7,8 +7,8 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use crate::credentials::chain_text;
 use crate::domain::Version;
+use crate::text::chain_text;
 
 /// Why a fetch failed. Messages come from AWS or the SDK and never carry
 /// secret material.

@@ -25,7 +25,6 @@ mod error;
 mod secretsmanager;
 mod ssm;
 
-pub(crate) use crate::credentials::chain_text;
 use crate::domain::Version;
 pub(crate) use error::{BadAnswer, UpstreamError};
 
