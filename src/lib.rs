@@ -31,6 +31,10 @@
 //! - [`app`]: wiring, signals and lifecycle.
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
+// The map links the private modules: `cargo doc --document-private-items`
+// renders it with working links.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod access;
 mod aerospike;
 mod app;

@@ -9,7 +9,7 @@
 //! - [`credentials`]: where the AWS credentials come from, as configured;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes;
-//! - [`file`]: how any file the agent is given is read: regular files only,
+//! - [`file`](mod@file): how any file the agent is given is read: regular files only,
 //!   bounded, never blocking on a FIFO or a device.
 
 use std::fmt;

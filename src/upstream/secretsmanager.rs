@@ -69,7 +69,7 @@ impl Upstream {
     }
 
     /// BatchGetSecretValue for the current versions of `arns` (all in one
-    /// region, at most [`BATCH_LIMIT`]): one call, each secret with its own
+    /// region, at most [`BATCH_LIMIT`](super::BATCH_LIMIT)): one call, each secret with its own
     /// outcome. `Err` when the call as a whole failed (e.g. the policy lacks
     /// `secretsmanager:BatchGetSecretValue`). A secret the answer does not
     /// mention is left out.
