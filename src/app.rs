@@ -116,7 +116,8 @@ impl Application {
         let snapshot = Snapshot::of(&config);
         let open = snapshot.access.is_open();
         let reader = Reader::new(snapshot, cache, gate.clone());
-        let (render, rendering) = Render::start(reader.clone(), config.render.clone(), metrics.clone());
+        let (render, rendering) =
+            Render::start(reader.clone(), config.render.clone(), metrics.clone());
         let state = AppState {
             reader,
             render: Arc::clone(&render.status),

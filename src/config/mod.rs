@@ -41,9 +41,7 @@ pub(crate) use credentials::{
     shared_credentials_path,
 };
 pub use error::ConfigError;
-pub(crate) use render::{
-    DEFAULT_ON_CHANGE_TIMEOUT, DEFAULT_RENDER_MODE, RenderFile, RenderSource,
-};
+pub(crate) use render::{DEFAULT_ON_CHANGE_TIMEOUT, DEFAULT_RENDER_MODE, RenderFile, RenderSource};
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):
 /// a regular file of at most 1 MiB of UTF-8, byte order mark dropped.

@@ -165,9 +165,12 @@ mod tests {
 
     #[tokio::test]
     async fn runs_without_a_shell_and_counts_the_output() {
-        let outcome = run(&sh("printf 'hunter2'; printf 'xy' >&2"), Duration::from_secs(30))
-            .await
-            .unwrap();
+        let outcome = run(
+            &sh("printf 'hunter2'; printf 'xy' >&2"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
         assert!(outcome.status.success());
         assert_eq!(outcome.output, 9);
         // No shell between: a `;` in an argument is the program's.
@@ -199,7 +202,11 @@ mod tests {
 
     #[test]
     fn aws_variables_and_the_notify_socket_are_not_passed_on() {
-        for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "NOTIFY_SOCKET"] {
+        for name in [
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "NOTIFY_SOCKET",
+        ] {
             assert!(!passed_on(name.as_ref()), "{name}");
         }
         for name in ["PATH", "HOME", "LANG", "MY_AWS_THING"] {

@@ -43,7 +43,10 @@ pub(crate) fn check(source: &str) -> Result<Vec<String>, String> {
 fn syntax_message(e: &Error) -> String {
     // A syntax error's detail is the parser's, about the template's own
     // text (config, not secret).
-    let line = e.line().map(|l| format!(" at line {l}")).unwrap_or_default();
+    let line = e
+        .line()
+        .map(|l| format!(" at line {l}"))
+        .unwrap_or_default();
     match e.detail() {
         Some(detail) => format!("{}{line}: {detail}", e.kind()),
         None => format!("{}{line}", e.kind()),
@@ -125,7 +128,10 @@ pub(crate) fn render(
         .render_named_str(NAME, source, ())
         .map(|text| Zeroizing::new(text.into_bytes()));
     rendered.map_err(|e| {
-        let line = e.line().map(|l| format!(" at line {l}")).unwrap_or_default();
+        let line = e
+            .line()
+            .map(|l| format!(" at line {l}"))
+            .unwrap_or_default();
         let ours = refused
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -152,12 +158,8 @@ fn value_of(name: &str, secret: &Secret) -> Result<Value, TemplateError> {
     {
         return Ok(Value::from_serialize(&object));
     }
-    let text = std::str::from_utf8(&secret.value).map_err(|_| {
-        TemplateError(format!(
-            "{} is not UTF-8 text",
-            crate::text::echo(name)
-        ))
-    })?;
+    let text = std::str::from_utf8(&secret.value)
+        .map_err(|_| TemplateError(format!("{} is not UTF-8 text", crate::text::echo(name))))?;
     Ok(Value::from(text))
 }
 
@@ -194,11 +196,18 @@ mod tests {
     #[test]
     fn names_are_the_string_literals_of_secret_calls() {
         assert_eq!(
-            names(r#"{{ secret("db").user }} {{ secret( 'api/key' ) }} {{ secret("db").password }}"#),
+            names(
+                r#"{{ secret("db").user }} {{ secret( 'api/key' ) }} {{ secret("db").password }}"#
+            ),
             ["db", "api/key"]
         );
         // Other functions, other arguments and escapes are not names.
-        assert!(names(r#"{{ my_secret("x") }} {{ secrets("y") }} {{ secret(name) }} {{ secret("a\"b") }}"#).is_empty());
+        assert!(
+            names(
+                r#"{{ my_secret("x") }} {{ secrets("y") }} {{ secret(name) }} {{ secret("a\"b") }}"#
+            )
+            .is_empty()
+        );
         assert!(names("{{ x.secret('z') }}").is_empty());
     }
 
@@ -206,7 +215,10 @@ mod tests {
     fn check_compiles_and_reports_the_line_of_a_syntax_error() {
         assert_eq!(check("A={{ secret('a').k }}\n").unwrap(), ["a"]);
         let err = check("line one\n{{ secret('a') \n").unwrap_err();
-        assert!(err.contains("syntax error") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("syntax error") && err.contains("line 2"),
+            "{err}"
+        );
         assert!(check("{% if %}").is_err());
     }
 
@@ -222,8 +234,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            out,
-            "DB_USER=app\nDB_PASSWORD=hunter2\nTOKEN=plain-token\n",
+            out, "DB_USER=app\nDB_PASSWORD=hunter2\nTOKEN=plain-token\n",
             "the trailing newline is kept"
         );
         // Numbers and other JSON that is no object are their text.

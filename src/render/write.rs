@@ -385,7 +385,11 @@ mod tests {
                 let mut reads = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let seen = std::fs::read(&path).unwrap();
-                    assert!(seen == a || seen == b, "a partial read of {} bytes", seen.len());
+                    assert!(
+                        seen == a || seen == b,
+                        "a partial read of {} bytes",
+                        seen.len()
+                    );
                     reads += 1;
                 }
                 reads

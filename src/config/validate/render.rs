@@ -86,10 +86,7 @@ impl Validator<'_> {
             .on_change_timeout
             .map_or(DEFAULT_ON_CHANGE_TIMEOUT, |d| d.0);
         if on_change_timeout.is_zero() {
-            return Err(self.invalid(
-                &format!("{at}.on-change-timeout"),
-                "must be more than 0",
-            ));
+            return Err(self.invalid(&format!("{at}.on-change-timeout"), "must be more than 0"));
         }
         Ok(RenderFile {
             path,
@@ -146,7 +143,10 @@ impl Validator<'_> {
             Some(_) => None,
         }
         .ok_or_else(|| {
-            self.invalid(at, "must be octal permission bits such as \"0600\" or \"0640\"")
+            self.invalid(
+                at,
+                "must be octal permission bits such as \"0600\" or \"0640\"",
+            )
         })?;
         if mode & 0o007 != 0 {
             return Err(self.invalid(
@@ -237,7 +237,10 @@ mod tests {
             &c.render[1].source,
             RenderSource::Template { names, .. } if names.len() == 1
         ));
-        assert!(c.summary().contains("render: /etc/app/db.env from a template"));
+        assert!(
+            c.summary()
+                .contains("render: /etc/app/db.env from a template")
+        );
         // No render section: nothing rendered.
         assert!(check(SAMPLE).unwrap().render.is_empty());
     }
