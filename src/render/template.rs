@@ -239,6 +239,15 @@ mod tests {
         );
         // Numbers and other JSON that is no object are their text.
         assert_eq!(text("{{ secret('n') }}", &[("n", "5432")]).unwrap(), "5432");
+        // `tojson` quotes a value for the reader of the file.
+        assert_eq!(
+            text(
+                "{{ secret('h').p | tojson }}",
+                &[("h", r#"{"p":"a\"b\nc"}"#)]
+            )
+            .unwrap(),
+            r#""a\"b\nc""#
+        );
         // No HTML escaping, whatever the characters.
         assert_eq!(
             text("{{ secret('h') }}", &[("h", "<a&b>\"")]).unwrap(),
