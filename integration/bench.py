@@ -426,6 +426,100 @@ def events(h: Harness) -> None:
     figure("events_ttl_1h_event_to_new_version_max_ms", f"{max(times) * 1000:.0f}")
 
 
+def render_dir() -> tempfile.TemporaryDirectory:
+    """A directory only this user can write, as rendered files need."""
+    d = tempfile.TemporaryDirectory()
+    os.chmod(d.name, 0o700)
+    return d
+
+
+def render_section(files: dict[str, str]) -> str:
+    """A `render:` section: path -> resource name."""
+    lines = ["render:"]
+    for path, name in files.items():
+        lines += [f"  - path: {path}", f"    resource: {name}"]
+    return "\n".join(lines)
+
+
+def render_rotation(h: Harness) -> None:
+    """With `ttl: 1h` and an events queue: from a PutSecretValue's event
+    reaching the queue to the rendered file holding the new version."""
+    arn = h.create_secret(f"bench/render-{uuid.uuid4().hex[:8]}", "v0")
+    queue = h.cmd(op="call", service="sqs", region=REGION, method="create_queue",
+                  args={"QueueName": f"bench-render-{uuid.uuid4().hex[:8]}"})["QueueUrl"]
+    files = render_dir()
+    path = os.path.join(files.name, "rendered")
+    agent = Agent(h.moto, {"r": arn}, "cache:\n  ttl: 1h",
+                  aws=f"    events:\n      queue-url: {queue}\n      endpoint: {h.moto}",
+                  sections=render_section({path: "r"}))
+    agent.ms_to_ready()
+
+    def content() -> str:
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    assert content() == "v0"
+    times = []
+    for i in range(1, 3 * ROUNDS + 1):
+        h.cmd(op="call", service="secretsmanager", region=REGION, method="put_secret_value",
+              args={"SecretId": arn, "SecretString": f"v{i}"})
+        event = {"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
+                 "region": REGION, "resources": [],
+                 "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
+                            "requestParameters": {"secretId": arn}}}
+        started = time.monotonic()
+        h.cmd(op="call", service="sqs", region=REGION, method="send_message",
+              args={"QueueUrl": queue, "MessageBody": json.dumps(event)})
+        while content() != f"v{i}":
+            if time.monotonic() - started > 30:
+                raise RuntimeError("the file was not rewritten within 30 s of the event")
+            time.sleep(0.005)
+        times.append(time.monotonic() - started)
+    agent.stop()
+    files.cleanup()
+    figure("render_event_to_file_rewritten_median_ms", f"{statistics.median(times) * 1000:.0f}")
+    figure("render_event_to_file_rewritten_max_ms", f"{max(times) * 1000:.0f}")
+
+
+def render_cost(h: Harness) -> None:
+    """Upstream calls of 100 rendered secrets and no reader: with `ttl: 1h`
+    and events, the calls once the files are written over a window (the
+    polling must cost none); with a short TTL (HOT_TTL), the calls per TTL
+    of the refreshes ahead that keep them fresh. Their sum is the calls per
+    hour at `ttl: 1h`, to compare with read secrets'
+    (refresh_ahead_100_hot_upstream_calls_per_ttl)."""
+    tag = uuid.uuid4().hex[:8]
+    resources = {f"r{i}": h.create_secret(f"bench/render-cost-{tag}/{i}", f"rendered-{i}") for i in range(100)}
+    queue = h.cmd(op="call", service="sqs", region=REGION, method="create_queue",
+                  args={"QueueName": f"bench-render-cost-{tag}"})["QueueUrl"]
+    events = f"    events:\n      queue-url: {queue}\n      endpoint: {h.moto}"
+
+    def run(cache: str, seconds: float) -> tuple[int, list]:
+        files = render_dir()
+        render = render_section({os.path.join(files.name, name): name for name in resources})
+        proxy = h.cmd(op="start_proxy", upstream=h.moto)
+        agent = Agent(proxy["url"], resources, cache, aws=events, sections=render)
+        agent.ms_to_ready()
+        first = len(h.cmd(op="proxy_calls", id=proxy["id"]))
+        time.sleep(seconds)
+        calls = h.cmd(op="proxy_calls", id=proxy["id"])[first:]
+        agent.stop()
+        files.cleanup()
+        return first, calls
+
+    window = SECONDS * 4
+    start_calls, idle = run("cache:\n  ttl: 1h\n  prefetch: true", window)
+    _, calls = run(f"cache:\n  ttl: {HOT_TTL}s\n  prefetch: true", HOT_TTL * 5)
+    _, per_ttl = refresh_rounds(calls) if len(calls) > 1 else (0.0, 0.0)
+    figure("render_100_ttl_1h_start_calls", start_calls)
+    figure(f"render_100_ttl_1h_calls_in_{window}s_after_written", len(idle))
+    figure("render_100_upstream_calls_per_ttl", f"{per_ttl:.1f}")
+    figure("render_100_ttl_1h_calls_per_hour", f"{per_ttl + len(idle) * 3600 / window:.1f}")
+
+
 def raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit, for floods of more than 1,024
     connections; the agent, started later, inherits it."""
@@ -907,6 +1001,7 @@ def main() -> None:
     steps = {s.__name__: s for s in (hot_path, miss_storm, memory, startup, config_reject, file_reject,
                                      keepalive_flood, pipeline_flood, non_reading_floods,
                                      cost_attacks, cost_concurrency, brownout, batching, events,
+                                     render_rotation, render_cost,
                                      slow_refresh_ahead, log_flood, hostile_upstream)}
     chosen = os.environ.get("BENCH_STEPS", ",".join(steps)).split(",")
     h = Harness()

@@ -350,6 +350,7 @@ fn check_accepts_every_sample_config_and_prints_no_secret() {
         "assume-role.yaml",
         "demo.yaml",
         "parameter-store.yaml",
+        "render.yaml",
     ] {
         let path = dir.join(file);
         let (code, out, err) = run_cli(&["--check", "-c", path.to_str().unwrap()]);

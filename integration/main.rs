@@ -29,6 +29,7 @@ mod log_hygiene;
 mod packaging;
 mod patterns;
 mod production;
+mod render;
 mod security;
 mod soak;
 mod ssm;

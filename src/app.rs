@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::notify::{self, State};
 use crate::read::{Gate, Reader, Snapshot};
 use crate::reload::Reloader;
+use crate::render::Render;
 use crate::upstream::Upstream;
 
 /// The signals the agent answers, watched from the start of `main` so that
@@ -70,8 +71,9 @@ pub struct Application {
     tcp_addr: Option<SocketAddr>,
     /// Removed when the server stops.
     socket_path: Option<PathBuf>,
-    /// The credential probe and the SIGHUP loop (which owns the reloader);
-    /// aborted when the application stops or is dropped.
+    /// The credential probe, the rendered files' keeper and the SIGHUP
+    /// loop (which owns the reloader); aborted when the application stops
+    /// or is dropped.
     tasks: JoinSet<()>,
 }
 
@@ -113,8 +115,12 @@ impl Application {
         });
         let snapshot = Snapshot::of(&config);
         let open = snapshot.access.is_open();
+        let reader = Reader::new(snapshot, cache, gate.clone());
+        let (render, rendering) =
+            Render::start(reader.clone(), config.render.clone(), metrics.clone());
         let state = AppState {
-            reader: Reader::new(snapshot, cache, gate.clone()),
+            reader,
+            render: Arc::clone(&render.status),
             prefetch,
             events: events_client
                 .as_ref()
@@ -137,7 +143,8 @@ impl Application {
             metrics.clone(),
             upstream,
             config.clone(),
-        );
+        )
+        .with_render(render);
 
         let ready = state.reader.credentials_ready.clone();
         let listeners = listen::bind(&config.service, &state, signals.stop)?;
@@ -172,6 +179,8 @@ impl Application {
         // take IMDS or STS round trips, so it does not hold up serving.
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_credentials(credentials, ready));
+        // The rendered files, kept until the agent stops.
+        tasks.spawn(rendering);
         if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
             let current = Arc::clone(&state.reader.current);
             let resolve = move |id: &str| {

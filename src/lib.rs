@@ -28,6 +28,8 @@
 //! - [`logging`]: the log, kept free of key ids and bounded against clients.
 //! - [`text`]: the one rule for echoing outside input in a message.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
+//! - [`render`]: files kept written with secrets (templates, atomic safe
+//!   writes, `on-change`), read through [`read`].
 //! - [`app`]: wiring, signals and lifecycle.
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
@@ -53,6 +55,7 @@ mod metrics;
 mod notify;
 mod read;
 mod reload;
+mod render;
 mod resources;
 mod text;
 mod upstream;

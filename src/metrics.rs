@@ -44,6 +44,12 @@ pub(crate) struct Metrics {
     events: IntCounterVec,
     /// Failed receives from the events queue.
     events_queue_failures: IntCounter,
+    /// Rendered files written (their bytes changed).
+    render_writes: IntCounter,
+    /// Rendered files that could not be kept up to date, by
+    /// [`RenderFailure`]: once when a file starts failing (or fails for
+    /// another reason), not at every attempt; and each failed `on-change`.
+    render_failures: IntCounterVec,
     /// By configured resource name: seconds since its cached value was
     /// fetched (no series without a value).
     resource_age: GaugeVec,
@@ -129,6 +135,40 @@ const _: () = {
         i += 1;
     }
 };
+
+/// Why a rendered file could not be kept up to date, as the `reason`
+/// label of `secret_agent_render_failures_total` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RenderFailure {
+    /// Reading a secret failed (AWS, credentials, past `max-stale`).
+    Upstream,
+    /// The value does not fit: a missing key, a template that fails.
+    Template,
+    /// The file could not be written (refused path, I/O).
+    Write,
+    /// The `on-change` command failed or timed out.
+    OnChange,
+}
+
+impl RenderFailure {
+    /// Every reason, so each has its series from the start.
+    pub(crate) const ALL: [RenderFailure; 4] = [
+        RenderFailure::Upstream,
+        RenderFailure::Template,
+        RenderFailure::Write,
+        RenderFailure::OnChange,
+    ];
+
+    /// The `reason` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RenderFailure::Upstream => "upstream",
+            RenderFailure::Template => "template",
+            RenderFailure::Write => "write",
+            RenderFailure::OnChange => "on_change",
+        }
+    }
+}
 
 /// Registers a metric built from constant, valid names: failure is a bug.
 fn registered<C: Collector + Clone + 'static>(
@@ -235,6 +275,21 @@ impl Metrics {
                 "Failed receives from the events queue.",
             ),
         );
+        let render_writes = registered(
+            &registry,
+            IntCounter::new(
+                "secret_agent_render_writes_total",
+                "Rendered files written because their bytes changed.",
+            ),
+        );
+        let render_failures = counter_vec(
+            "secret_agent_render_failures_total",
+            "Rendered files that could not be kept up to date, by reason (once per episode).",
+            &["reason"],
+        );
+        for reason in RenderFailure::ALL {
+            render_failures.with_label_values(&[reason.label()]);
+        }
         let cache_by_result =
             CacheStatus::ALL.map(|status| cache_results.with_label_values(&[status.as_str()]));
         let ok_by_route =
@@ -258,7 +313,21 @@ impl Metrics {
             resources: Mutex::new(None),
             events,
             events_queue_failures,
+            render_writes,
+            render_failures,
         }
+    }
+
+    /// A rendered file was written.
+    pub(crate) fn render_write(&self) {
+        self.render_writes.inc();
+    }
+
+    /// A rendered file started failing for `reason` (or `on-change` failed).
+    pub(crate) fn render_failure(&self, reason: RenderFailure) {
+        self.render_failures
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// Sets where the per-resource figures come from (the application's

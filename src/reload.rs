@@ -1,6 +1,6 @@
 //! SIGHUP: re-read the config file, compare it by value with the one in
 //! effect, and apply what changed at once: resources, tokens, cache
-//! settings, the log level, and the AWS settings (new credentials and
+//! settings, the log level, the rendered files, and the AWS settings (new credentials and
 //! clients; the next AWS call is signed with the new identity). Only the
 //! listeners and connection limits need a restart, and the log says so.
 
@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::credentials::probe_credentials;
 use crate::metrics::Metrics;
 use crate::read::{Reader, Snapshot};
+use crate::render::Render;
 use crate::upstream::Upstream;
 
 /// How long a reload may take to read its files (and resolve the names in
@@ -72,6 +73,8 @@ pub(crate) struct Reloader {
     probes: JoinSet<()>,
     /// The read of an abandoned reload, while it has not finished.
     pending: Option<JoinHandle<Result<Config, ConfigError>>>,
+    /// The rendered files' keeper, given each reload's `render` entries.
+    render: Option<Render>,
 }
 
 impl Reloader {
@@ -88,7 +91,14 @@ impl Reloader {
             applied,
             probes: JoinSet::new(),
             pending: None,
+            render: None,
         }
+    }
+
+    /// Gives each reload's `render` entries to `render`.
+    pub(crate) fn with_render(mut self, render: Render) -> Reloader {
+        self.render = Some(render);
+        self
     }
 
     pub(crate) async fn reload(&mut self) {
@@ -143,6 +153,10 @@ impl Reloader {
         self.reader.cache.retain(&keep);
         if std::env::var_os("RUST_LOG").is_none() {
             log::set_max_level(new.log_level);
+        }
+        // After the snapshot: the files are rendered from the new resources.
+        if let Some(render) = &self.render {
+            render.apply(&new.render);
         }
         if new.cache.prefetch && !added.is_empty() {
             let serving = self.reader.serving.clone();

@@ -26,6 +26,65 @@ pub(crate) struct AgentConfig {
     auth: Option<Auth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<Log>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    render: Vec<Render>,
+}
+
+/// One `render:` entry: a file kept written from a resource (or one of
+/// its keys) or a template.
+#[derive(Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct Render {
+    path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_change: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_change_timeout: Option<String>,
+}
+
+impl Render {
+    /// `path` holds the value of the resource `name`.
+    pub(crate) fn resource(path: &Path, name: &str) -> Render {
+        Render {
+            path: path.into(),
+            resource: Some(name.into()),
+            ..Render::default()
+        }
+    }
+
+    /// `path` holds `template` rendered.
+    pub(crate) fn template(path: &Path, template: &str) -> Render {
+        Render {
+            path: path.into(),
+            template: Some(template.into()),
+            ..Render::default()
+        }
+    }
+
+    pub(crate) fn key(mut self, key: &str) -> Render {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// e.g. `"0640"`.
+    pub(crate) fn mode(mut self, mode: &str) -> Render {
+        self.mode = Some(mode.into());
+        self
+    }
+
+    /// The command run after the file changed, as argv.
+    pub(crate) fn on_change(mut self, argv: &[&str]) -> Render {
+        self.on_change = Some(argv.iter().map(|a| a.to_string()).collect());
+        self
+    }
 }
 
 #[derive(Clone, Default, Serialize)]
@@ -271,6 +330,7 @@ impl AgentConfig {
             cache: Cache::default(),
             auth: None,
             log: None,
+            render: Vec::new(),
         }
     }
 
@@ -508,6 +568,12 @@ impl AgentConfig {
     pub(crate) fn token_headers(mut self, headers: &[&str]) -> AgentConfig {
         self.auth.as_mut().expect("a token first").token_headers =
             Some(headers.iter().map(|h| h.to_string()).collect());
+        self
+    }
+
+    /// A `render:` entry.
+    pub(crate) fn render(mut self, entry: Render) -> AgentConfig {
+        self.render.push(entry);
         self
     }
 

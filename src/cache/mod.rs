@@ -229,6 +229,9 @@ struct Inner {
     due: Mutex<Vec<(Key, Arc<Slot>)>>,
     /// New names under patterns (`cache.new-names-per-second`).
     new_names: Mutex<Budget>,
+    /// Bumped each time a fetch stores a value whose bytes differ from the
+    /// entry's before (or that is its first): see [`Cache::changes`].
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cache {
@@ -259,6 +262,7 @@ impl Cache {
                 batch_refused_until: Mutex::new(None),
                 due: Mutex::new(Vec::new()),
                 new_names: Mutex::new(Budget::default()),
+                changes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -297,6 +301,15 @@ impl Cache {
     /// over all such names: each new one costs an AWS call.
     pub(crate) fn admit_new_name(&self, arn: &Arn, version: &Version) -> bool {
         self.inner.admit_new_name(arn, version)
+    }
+
+    /// A counter bumped each time a fetch stores a value whose bytes
+    /// differ from the ones its entry held (or its first value): after a
+    /// refresh, a rotation event or a forced refresh. Whoever keeps
+    /// something derived from values (rendered files) waits on it rather
+    /// than polling; several changes in a row may be seen as one.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Number of cached entries (including those whose first fetch is under
@@ -728,6 +741,41 @@ mod tests {
         // It does not keep the cache going.
         drop(cache);
         assert_eq!(weak.stats(&arn(1)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_are_signalled_when_the_bytes_change() {
+        let (fake, cache) = setup(settings());
+        let mut changes = cache.changes();
+        assert!(!changes.has_changed().unwrap());
+        // A first value is a change.
+        read(&cache, 1).await.unwrap();
+        assert!(changes.has_changed().unwrap());
+        let first = *changes.borrow_and_update();
+        // The fake answers each call with new bytes: a forced refresh changes it.
+        refresh(&cache, 1).await.unwrap();
+        assert!(changes.has_changed().unwrap());
+        assert!(*changes.borrow_and_update() > first);
+        // A hit changes nothing.
+        read(&cache, 1).await.unwrap();
+        assert!(!changes.has_changed().unwrap());
+        // A new version with the same bytes is no change; a failure neither.
+        fake.value_size.store(64, Ordering::SeqCst);
+        refresh(&cache, 2).await.unwrap();
+        changes.borrow_and_update();
+        refresh(&cache, 2).await.unwrap();
+        assert!(!changes.has_changed().unwrap(), "same bytes, new version");
+        fake.fail_with(Some(UNAVAILABLE));
+        assert!(refresh(&cache, 2).await.is_err());
+        assert!(!changes.has_changed().unwrap());
+        // A refresh ahead that brings new bytes wakes a waiter.
+        fake.fail_with(None);
+        fake.value_size.store(0, Ordering::SeqCst);
+        read(&cache, 3).await.unwrap();
+        read(&cache, 3).await.unwrap(); // read since fetched: refreshed ahead
+        changes.borrow_and_update();
+        let waited = tokio::time::timeout(Duration::from_secs(90), changes.changed()).await;
+        assert!(waited.is_ok(), "the refresh ahead at 81 s signalled");
     }
 
     #[tokio::test(start_paused = true)]

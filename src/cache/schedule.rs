@@ -41,6 +41,7 @@ impl Inner {
         state.inflight = None;
         state.stop_timer();
         state.last_outcome = Some(result.as_ref().map_or_else(UpstreamError::kind, |_| "ok"));
+        let mut changed = false;
         let evict = match result {
             Ok(secret) => {
                 state.failures = 0;
@@ -61,6 +62,9 @@ impl Inner {
                 {
                     slot.version_changes.fetch_add(1, Ordering::Relaxed);
                 }
+                changed = old.as_ref().is_none_or(|old| {
+                    old.secret.value != secret.value || old.secret.kind != secret.kind
+                });
                 let had_value = old.is_some();
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
                 let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
@@ -111,6 +115,9 @@ impl Inner {
         };
         // Not under this slot's lock: eviction locks the slots it evicts.
         drop(state);
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         if evict {
             self.evict(true, settings.max_entries, Some(key));
         }

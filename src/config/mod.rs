@@ -9,6 +9,7 @@
 //! - [`credentials`]: where the AWS credentials come from, as configured;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes;
+//! - [`render`]: the files kept written with secrets (`render:`);
 //! - [`file`](mod@file): how any file the agent is given is read: regular files only,
 //!   bounded, never blocking on a FIFO or a device.
 
@@ -30,6 +31,7 @@ mod error;
 pub(crate) mod file;
 mod load;
 mod raw;
+mod render;
 mod validate;
 mod yaml;
 
@@ -39,6 +41,7 @@ pub(crate) use credentials::{
     shared_credentials_path,
 };
 pub use error::ConfigError;
+pub(crate) use render::{DEFAULT_ON_CHANGE_TIMEOUT, DEFAULT_RENDER_MODE, RenderFile, RenderSource};
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):
 /// a regular file of at most 1 MiB of UTF-8, byte order mark dropped.
@@ -72,6 +75,8 @@ pub struct Config {
     pub(crate) token_headers: Vec<String>,
     /// `log.level`; `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
+    /// `render`: files kept written with secrets.
+    pub(crate) render: Vec<RenderFile>,
     /// Problems worth a warning but not a refusal (e.g. file permissions).
     pub(crate) warnings: Vec<String>,
     /// Which kind of file it came from, so that a reload reads it the same way.
@@ -530,6 +535,10 @@ impl Config {
             "log level: {}\n",
             self.log_level.as_str().to_lowercase()
         ));
+        for file in &self.render {
+            out.push_str(&file.describe());
+            out.push('\n');
+        }
         for warning in &self.warnings {
             out.push_str(&format!("warning: {warning}\n"));
         }

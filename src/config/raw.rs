@@ -28,6 +28,29 @@ pub(super) struct RawConfig {
     /// Logging; every key has a default.
     #[serde(default)]
     pub log: RawLog,
+    /// Files kept written with secrets; default none.
+    pub render: Option<Vec<RawRender>>,
+}
+
+/// `render[i]`: exactly one of `resource` and `template`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawRender {
+    /// The file kept up to date; an absolute path.
+    pub path: PathBuf,
+    /// A configured resource (or a name under a pattern) written as is.
+    pub resource: Option<String>,
+    /// With `resource`: one top-level key of its JSON object.
+    pub key: Option<String>,
+    /// A minijinja template; `secret("<name>")` reads a resource.
+    pub template: Option<String>,
+    /// Octal permission bits, as a string (`"0640"`) or a number; none for
+    /// others; default 0600.
+    pub mode: Option<serde_yaml::Value>,
+    /// A command (argv, no shell) run after the file changed.
+    pub on_change: Option<Vec<String>>,
+    /// Time `on-change` may run before it is killed; default 30s.
+    pub on_change_timeout: Option<DurationValue>,
 }
 
 /// `service`.

@@ -43,6 +43,7 @@ use crate::domain::{Arn, ResourceName};
 use crate::events::EventsStatus;
 use crate::metrics::{Metrics, Route};
 use crate::read::Reader;
+use crate::render::RenderStatus;
 use crate::resources::Found;
 
 /// Longest request path served; longer ones get 414.
@@ -60,6 +61,8 @@ pub(crate) struct AppState {
     pub(crate) prefetch: Option<Arc<Prefetch>>,
     /// How the events queue is doing, when `events` is configured.
     pub(crate) events: Option<Arc<EventsStatus>>,
+    /// How the rendered files are doing (none configured: nothing pending).
+    pub(crate) render: Arc<RenderStatus>,
     pub(crate) metrics: Arc<Metrics>,
     /// Client connections open now, over all listeners.
     pub(crate) connections: Arc<AtomicUsize>,

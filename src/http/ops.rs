@@ -13,8 +13,9 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 once serving has started (`-l`), credentials have resolved and the
-/// prefetch (when on) is done;
+/// 200 once serving has started (`-l`), credentials have resolved, the
+/// prefetch (when on) is done and every rendered file has been written
+/// (or found up to date) once;
 /// otherwise 503, saying what is missing. Failing prefetches are only
 /// counted: anyone may ask, and their ARNs name accounts and secrets (the
 /// log has them, one warning per failed attempt). The events queue, when
@@ -27,6 +28,13 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     if !state.reader.credentials_ready.load(Ordering::Relaxed) {
         missing.push("credentials: AWS credentials have not resolved yet".to_owned());
+    }
+    let (unwritten, files) = state.render.pending();
+    if unwritten > 0 {
+        // Counted, not named: paths are the log's (anyone may ask here).
+        missing.push(format!(
+            "render: {unwritten} of {files} file(s) not written yet (the log says why)"
+        ));
     }
     let mut failing = 0;
     if let Some(prefetch) = &state.prefetch {

@@ -8,7 +8,8 @@
 //!   [`events`], [`resources`] and [`credentials`];
 //! - [`cache`]: the cache's lifetimes and bounds;
 //! - [`auth`]: client tokens, token headers, scopes and the protocol's grant;
-//! - [`log`]: the log level.
+//! - [`log`]: the log level;
+//! - [`render`]: the files kept written with secrets.
 
 mod auth;
 mod aws;
@@ -16,6 +17,7 @@ mod cache;
 mod credentials;
 mod events;
 mod log;
+mod render;
 mod resources;
 mod service;
 mod tls;
@@ -98,6 +100,7 @@ impl Validator<'_> {
             }
         }
         let log_level = self.log_level(raw.log)?;
+        let render = self.render(raw.render, &aws.resources)?;
         Ok(Config {
             source: self.file.to_owned(),
             service,
@@ -107,6 +110,7 @@ impl Validator<'_> {
             protocol_scope: auth.protocol_scope,
             token_headers: auth.token_headers,
             log_level,
+            render,
             warnings,
             origin: Origin::Yaml,
         })

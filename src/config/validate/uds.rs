@@ -38,7 +38,7 @@ impl Validator<'_> {
 }
 
 /// Octal permission bits written as digits, e.g. "0660" or "660".
-fn parse_mode(text: &str) -> Option<u32> {
+pub(super) fn parse_mode(text: &str) -> Option<u32> {
     let digits = text.trim();
     if digits.is_empty() || digits.len() > 4 {
         return None;
