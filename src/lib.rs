@@ -28,6 +28,7 @@
 //! - [`logging`]: the log, kept free of key ids and bounded against clients.
 //! - [`text`]: the one rule for echoing outside input in a message.
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
+//! - [`exec`]: `secret-agent exec`: a program run with secrets in its environment.
 //! - [`app`]: wiring, signals and lifecycle.
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
@@ -42,6 +43,7 @@ mod config;
 mod credentials;
 mod domain;
 mod events;
+pub mod exec;
 mod http;
 mod listen;
 mod logging;
