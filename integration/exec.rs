@@ -523,3 +523,29 @@ fn the_systemd_example_unit_runs_exec_and_passes_systemd_analyze() {
         "systemd-analyze verify warns: {said}"
     );
 }
+
+#[test]
+fn sigterm_while_the_values_are_read_stops_exec_without_starting_the_program() {
+    let f = Fixture::new();
+    let secret = f.secret("exec-early", "v");
+    f.proxy
+        .set_fault(serde_json::json!({"fault": "hang", "delay_ms": 10_000}));
+    let mut exec = Exec::start(
+        &f.config().resource("s", &secret.arn),
+        &["--env", "S=s"],
+        "touch started",
+    );
+    // The read is under way, held by the proxy.
+    let deadline = Instant::now() + WAIT;
+    while f.proxy.in_flight() == 0 {
+        assert!(Instant::now() < deadline, "no call reached the proxy");
+        assert!(matches!(exec.child.try_wait(), Ok(None)), "exec exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    exec.signal("TERM");
+    let (code, log, dir) = exec.wait();
+    assert_eq!(code, 143, "{log}");
+    assert!(!dir.path().join("started").exists(), "the program ran");
+    assert!(log.contains("SIGTERM before /bin/sh started"), "{log}");
+    f.proxy.set_fault(serde_json::json!({"fault": "none"}));
+}
