@@ -1,17 +1,20 @@
 //! Builds the agent from a [`Config`] and runs it until a signal: wiring
 //! only. The parts: [`crate::aws`] (SDK settings and credentials),
 //! [`crate::upstream`], [`crate::cache`], [`crate::http`] on the
-//! [`crate::listen`] listeners, and [`crate::reload`] on SIGHUP.
+//! [`crate::listen`] listeners, and [`crate::reload`] on SIGHUP; or, for
+//! `secret-agent exec`, the program [`crate::exec`] runs.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_server::Server;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
@@ -19,6 +22,7 @@ use crate::config::Config;
 use crate::credentials::probe_credentials;
 use crate::domain::Arn;
 use crate::events::{self, EventsStatus};
+use crate::exec::{Exec, ExecSignals};
 use crate::http::AppState;
 use crate::listen;
 use crate::metrics::Metrics;
@@ -67,26 +71,36 @@ pub enum Serving {
 
 /// A bound, ready-to-run agent.
 pub struct Application {
-    server: Server,
+    /// The listeners; none for `exec` without `--listen`.
+    server: Option<Server>,
     tcp_addr: Option<SocketAddr>,
     /// Removed when the server stops.
     socket_path: Option<PathBuf>,
-    /// The credential probe, the rendered files' keeper and the SIGHUP
-    /// loop (which owns the reloader); aborted when the application stops
-    /// or is dropped.
+    /// The credential probe, the events poll, the rendered files' keeper
+    /// and the SIGHUP loop (which owns the reloader); aborted when the
+    /// application stops or is dropped.
     tasks: JoinSet<()>,
+    /// The read path, for `exec`.
+    reader: Reader,
+    /// Stops the listeners of `exec --listen` when the program has exited.
+    stop_listeners: CancellationToken,
+    shutdown_timeout: Duration,
 }
 
-impl Application {
-    /// Binds the listeners and wires credentials, upstream and cache. Must
-    /// run inside a tokio runtime.
-    pub async fn build(
-        config: Config,
-        signals: Signals,
-        serving: Serving,
-    ) -> anyhow::Result<Application> {
+/// What both modes wire: AWS, the cache, the read path, the credential
+/// probe and the events poll; everything but the listeners and SIGHUP.
+struct Core {
+    state: AppState,
+    reloader: Reloader,
+    tasks: JoinSet<()>,
+    /// No client tokens are configured.
+    open: bool,
+}
+
+impl Core {
+    async fn build(config: &Config, serving: Serving) -> Core {
         let gate = Gate::new(serving == Serving::Now);
-        let aws = AwsSettings::of(&config);
+        let aws = AwsSettings::of(config);
         let metrics = Arc::new(Metrics::new());
         let (sdk, credentials) = aws.build(metrics.clone()).await;
         let events_client = config
@@ -113,7 +127,7 @@ impl Application {
                 async move { gate.opened().await },
             )
         });
-        let snapshot = Snapshot::of(&config);
+        let snapshot = Snapshot::of(config);
         let open = snapshot.access.is_open();
         let reader = Reader::new(snapshot, cache, gate.clone());
         let (render, rendering) =
@@ -138,47 +152,23 @@ impl Application {
                 .map(|(name, arn)| (name.as_str().to_owned(), cache.stats(arn)))
                 .collect()
         }));
-        let mut reloader = Reloader::new(
+        let reloader = Reloader::new(
             state.reader.clone(),
             metrics.clone(),
             upstream,
             config.clone(),
         )
         .with_render(render);
-
-        let ready = state.reader.credentials_ready.clone();
-        let listeners = listen::bind(&config.service, &state, signals.stop)?;
-        if let Some(bound) = listeners.tcp_addr
-            && open
-            && !bound.ip().is_loopback()
-        {
-            log::warn!(
-                "{bound} is reachable from other hosts and no client tokens are configured (auth.tokens): anyone who can connect can read every configured secret"
-            );
-        }
-        let socket_path = config
-            .service
-            .uds
-            .as_ref()
-            .map(|uds| uds.socket_path.clone());
-        announce(&config, listeners.tcp_addr);
         for warning in &config.warnings {
             log::warn!("{warning}");
         }
-        log::info!(
-            "serving {} resource(s) from {}; client auth: {}",
-            config.aws.resources.len(),
-            config.source.display(),
-            if open {
-                "open".to_owned()
-            } else {
-                format!("{} token(s)", config.auth.len())
-            }
-        );
         // One line that says where the keys come from; resolving them may
         // take IMDS or STS round trips, so it does not hold up serving.
         let mut tasks = JoinSet::new();
-        tasks.spawn(probe_credentials(credentials, ready));
+        tasks.spawn(probe_credentials(
+            credentials,
+            state.reader.credentials_ready.clone(),
+        ));
         // The rendered files, kept until the agent stops.
         tasks.spawn(rendering);
         if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
@@ -205,6 +195,60 @@ impl Application {
                 events.await;
             });
         }
+        Core {
+            state,
+            reloader,
+            tasks,
+            open,
+        }
+    }
+}
+
+/// Binds the listeners of `config`, serving `state` until `stop` resolves.
+fn bind(
+    config: &Config,
+    state: &AppState,
+    open: bool,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<listen::Listeners> {
+    let listeners = listen::bind(&config.service, state, stop)?;
+    if let Some(bound) = listeners.tcp_addr
+        && open
+        && !bound.ip().is_loopback()
+    {
+        log::warn!(
+            "{bound} is reachable from other hosts and no client tokens are configured (auth.tokens): anyone who can connect can read every configured secret"
+        );
+    }
+    announce(config, listeners.tcp_addr);
+    Ok(listeners)
+}
+
+impl Application {
+    /// Binds the listeners and wires credentials, upstream and cache. Must
+    /// run inside a tokio runtime.
+    pub async fn build(
+        config: Config,
+        signals: Signals,
+        serving: Serving,
+    ) -> anyhow::Result<Application> {
+        let Core {
+            state,
+            mut reloader,
+            mut tasks,
+            open,
+        } = Core::build(&config, serving).await;
+        let listeners = bind(&config, &state, open, signals.stop)?;
+        log::info!(
+            "serving {} resource(s) from {}; client auth: {}",
+            config.aws.resources.len(),
+            config.source.display(),
+            if open {
+                "open".to_owned()
+            } else {
+                format!("{} token(s)", config.auth.len())
+            }
+        );
         let mut hangups = signals.hangup;
         tasks.spawn(async move {
             while hangups.recv().await.is_some() {
@@ -217,11 +261,76 @@ impl Application {
         notify::notify(State::Ready);
 
         Ok(Application {
-            server: listeners.server,
+            server: Some(listeners.server),
             tcp_addr: listeners.tcp_addr,
-            socket_path,
+            socket_path: socket_path(&config),
             tasks,
+            reader: state.reader,
+            stop_listeners: CancellationToken::new(),
+            shutdown_timeout: config.service.shutdown_timeout,
         })
+    }
+
+    /// The agent for `secret-agent exec`: wired as [`Application::build`]
+    /// wires it, serving at once, but with listeners only when `listen` is
+    /// set; the config is read once (SIGHUP is the program's) and nothing
+    /// is told to systemd (`NOTIFY_SOCKET` is the program's too). Run it
+    /// with [`Application::exec`].
+    pub async fn build_for_exec(config: Config, listen: bool) -> anyhow::Result<Application> {
+        let core = Core::build(&config, Serving::Now).await;
+        let stop_listeners = CancellationToken::new();
+        let listeners = if listen {
+            let stop = stop_listeners.clone();
+            Some(bind(&config, &core.state, core.open, async move {
+                stop.cancelled().await
+            })?)
+        } else {
+            None
+        };
+        log::info!(
+            "exec: resources from {}; listeners: {}",
+            config.source.display(),
+            if listen {
+                "as configured (--listen)"
+            } else {
+                "none"
+            }
+        );
+        let tcp_addr = listeners.as_ref().and_then(|l| l.tcp_addr);
+        Ok(Application {
+            server: listeners.map(|l| l.server),
+            tcp_addr,
+            socket_path: listen.then(|| socket_path(&config)).flatten(),
+            tasks: core.tasks,
+            reader: core.state.reader,
+            stop_listeners,
+            shutdown_timeout: config.service.shutdown_timeout,
+        })
+    }
+
+    /// Runs `exec`'s program to its end (see [`crate::exec`]), then stops
+    /// the listeners, if any; returns the exit code for exec.
+    pub async fn exec(mut self, exec: Exec, signals: ExecSignals) -> u8 {
+        let server = self.server.take();
+        let stop = self.stop_listeners.clone();
+        let program = async {
+            let code =
+                crate::exec::run(exec, self.reader.clone(), signals, self.shutdown_timeout).await;
+            stop.cancel();
+            code
+        };
+        let served = async {
+            match server {
+                Some(server) => server.await,
+                None => Ok(()),
+            }
+        };
+        let (code, served) = tokio::join!(program, served);
+        if let Err(e) = served {
+            log::error!("exec: the listeners failed: {e}");
+        }
+        self.stop().await;
+        code
     }
 
     /// The bound TCP address (useful with port 0).
@@ -232,15 +341,31 @@ impl Application {
     /// Serves until SIGTERM or SIGINT, drains in-flight requests, then
     /// removes the Unix socket.
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let result = match self.server.take() {
+            Some(server) => server.await,
+            None => Ok(()),
+        };
+        self.stop().await;
+        result
+    }
+
+    /// Ends the tasks and removes the Unix socket.
+    async fn stop(&mut self) {
         self.tasks.shutdown().await;
         if let Some(path) = &self.socket_path
             && let Err(e) = std::fs::remove_file(path)
         {
             log::warn!("could not remove {}: {e}", path.display());
         }
-        result
     }
+}
+
+fn socket_path(config: &Config) -> Option<PathBuf> {
+    config
+        .service
+        .uds
+        .as_ref()
+        .map(|uds| uds.socket_path.clone())
 }
 
 /// One line per listener on standard output, `secret-agent/<version>

@@ -30,6 +30,7 @@
 //! - [`reload`]: SIGHUP, compared by value and applied atomically.
 //! - [`render`]: files kept written with secrets (templates, atomic safe
 //!   writes, `on-change`), read through [`read`].
+//! - [`exec`]: `secret-agent exec`: a program run with secrets in its environment.
 //! - [`app`]: wiring, signals and lifecycle.
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
@@ -48,6 +49,7 @@ mod config;
 mod credentials;
 mod domain;
 mod events;
+pub mod exec;
 mod http;
 mod listen;
 mod logging;

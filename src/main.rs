@@ -1,9 +1,11 @@
 //! The `secret-agent` binary: arguments, logging, config, run.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use secret_agent::exec::{EnvVar, Exec, ExecSignals, OnChange, exit};
 use secret_agent::{Application, Config, Serving, Signals};
 
 /// The YAML read when no `--config` is given (and no `-l`).
@@ -66,6 +68,44 @@ enum Command {
         #[arg(long, value_name = "REGION")]
         region: Option<String>,
     },
+    /// Run PROGRAM (without a shell) with secrets in its environment, kept
+    /// fresh. Exits with PROGRAM's exit code (128 + the signal's number when
+    /// a signal killed it); 2 when the arguments or the config are not
+    /// valid, 125 when a value cannot be read (PROGRAM is then not started),
+    /// 126 when PROGRAM cannot be run, 127 when there is no such program.
+    Exec(ExecArgs),
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// This agent's YAML [default: the --config before `exec`, else
+    /// /etc/secret-agent/config.yaml].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Sets the variable NAME to the value of RESOURCE (a configured name,
+    /// or a name under a pattern), or of its JSON key KEY, resolved as
+    /// GET /secrets/RESOURCE[/KEY] resolves it. Repeat for more variables.
+    #[arg(long = "env", value_name = "NAME=RESOURCE[/KEY]")]
+    env: Vec<EnvVar>,
+
+    /// What to do when a value changes: none (the values are read once),
+    /// restart (SIGTERM, wait up to service.shutdown-timeout, then SIGKILL;
+    /// start PROGRAM again with the new values), exit (stop PROGRAM as
+    /// restart does and exit with its code), or signal:NAME (send HUP, INT,
+    /// QUIT, TERM, USR1, USR2 or WINCH; PROGRAM's environment cannot
+    /// change, so this is for programs that re-read something else).
+    #[arg(long, value_name = "ACTION", default_value = "none")]
+    on_change: OnChange,
+
+    /// Also serve the config's listeners (service.tcp, service.uds) while
+    /// PROGRAM runs; without it, exec listens nowhere.
+    #[arg(long)]
+    listen: bool,
+
+    /// PROGRAM and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    command: Vec<OsString>,
 }
 
 /// The packaging commands (.ci/package), parsed apart from [`Cli`] so that
@@ -158,6 +198,9 @@ fn main() -> ExitCode {
     {
         return convert(file, account.as_deref(), region.as_deref());
     }
+    if let Some(Command::Exec(args)) = &cli.command {
+        return exec(&cli, args);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -216,6 +259,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// `secret-agent exec`: wiring only; the library runs the program.
+fn exec(cli: &Cli, args: &ExecArgs) -> ExitCode {
+    if cli.lambda || cli.check {
+        eprintln!("secret-agent: exec does not take -l or --check");
+        return ExitCode::from(exit::USAGE);
+    }
+    let Some((program, rest)) = args.command.split_first() else {
+        eprintln!("secret-agent: exec: give the program to run after `--`");
+        return ExitCode::from(exit::USAGE);
+    };
+    let exec = Exec {
+        env: args.env.clone(),
+        on_change: args.on_change,
+        program: program.clone(),
+        args: rest.to_vec(),
+    };
+    if let Err(e) = exec.validate() {
+        eprintln!("secret-agent: exec: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("secret-agent: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    // First: a signal that arrives while exec starts goes to the program,
+    // or stops exec before it starts one.
+    let signals = match runtime.block_on(async { ExecSignals::install() }) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("secret-agent: cannot watch for signals: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let file = args.config.as_deref().or(cli.config.as_deref());
+    let config = match load_from(file, false, &runtime) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    secret_agent::install_logging(config.log_level);
+    let code = runtime.block_on(async {
+        match Application::build_for_exec(config, args.listen).await {
+            Ok(app) => app.exec(exec, signals).await,
+            Err(e) => {
+                eprintln!("secret-agent: exec: {e:#}");
+                exit::FAILED
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
 /// The config `cli` names; on error, says why and gives exit code 2.
 fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode> {
     let as_aws_agent = std::env::args_os()
@@ -223,7 +321,17 @@ fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode
         .map(PathBuf::from)
         .and_then(|path| Some(path.file_name()?.to_str()?.to_owned()))
         .is_some_and(|name| AWS_AGENT_NAMES.contains(&name.as_str()));
-    let loaded = match (&cli.config, cli.lambda || as_aws_agent) {
+    load_from(cli.config.as_deref(), cli.lambda || as_aws_agent, runtime)
+}
+
+/// `file`, or without one the AWS agent's defaults when `aws_defaults`,
+/// else [`DEFAULT_CONFIG`]; on error, says why and gives exit code 2.
+fn load_from(
+    file: Option<&Path>,
+    aws_defaults: bool,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Config, ExitCode> {
+    let loaded = match (file, aws_defaults) {
         (Some(file), _) if is_toml(file) => runtime
             .block_on(secret_agent::aws_agent_config(Some(file)))
             .map_err(|e| format!("{e:#}")),
@@ -240,7 +348,7 @@ fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode
 }
 
 /// Whether `file` is the AWS agent's TOML rather than this agent's YAML.
-fn is_toml(file: &std::path::Path) -> bool {
+fn is_toml(file: &Path) -> bool {
     file.extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"))
 }

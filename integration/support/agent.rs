@@ -378,7 +378,7 @@ impl Drop for Agent {
 /// The agent's command with a clean AWS environment: [`CLEARED`] removed,
 /// [`isolated_env`] for `dir`, then `env` (an empty value removes the
 /// variable).
-fn agent_command(dir: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn agent_command(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(agent_binary());
     for var in CLEARED {
         command.env_remove(var);
