@@ -53,6 +53,9 @@ pub(crate) struct Values {
     current: Vec<Bytes>,
     /// Ticks every [`POLL`] for [`Values::changed`].
     poll: tokio::time::Interval,
+    /// The cache's signal that a stored value changed; `None` once the
+    /// cache is gone (the poll goes on alone).
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Values {
@@ -76,11 +79,14 @@ impl Values {
         }
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = reader.cache.changes();
+        changes.mark_unchanged();
         Ok(Values {
             reader,
             vars,
             current,
             poll,
+            changes: Some(changes),
         })
     }
 
@@ -93,13 +99,26 @@ impl Values {
     /// that did; [`Values::env`] then holds the new values. Values that
     /// change in one round give one return, so one action.
     ///
-    /// It reads every value each [`POLL`] (which keeps them refreshed);
-    /// a signal from the cache that a value changed could wake it instead,
-    /// here and nowhere else. A read that fails keeps the value the
-    /// program has (the read path logs the failure).
+    /// It reads every value each [`POLL`] (which keeps them refreshed,
+    /// as read values are) and whenever the cache signals a changed value
+    /// (a refresh, a rotation event), so a change is seen at once. A read
+    /// that fails keeps the value the program has (the read path logs the
+    /// failure).
     pub(crate) async fn changed(&mut self) -> Vec<String> {
         loop {
-            self.poll.tick().await;
+            match &mut self.changes {
+                Some(changes) => tokio::select! {
+                    _ = self.poll.tick() => {}
+                    signalled = changes.changed() => {
+                        if signalled.is_err() {
+                            self.changes = None;
+                        }
+                    }
+                },
+                None => {
+                    self.poll.tick().await;
+                }
+            }
             let reads = join_all(self.vars.iter().map(|var| read(&self.reader, var))).await;
             let mut changed = Vec::new();
             for ((var, current), read) in self.vars.iter().zip(&mut self.current).zip(reads) {
