@@ -236,6 +236,42 @@ async fn a_rotation_rewrites_the_file_and_runs_on_change_once() {
 }
 
 #[tokio::test]
+async fn rendered_resources_are_kept_fresh_without_any_reader() {
+    let f = Fixture::new();
+    let secret = f.secret("render-fresh", "first");
+    let dir = private_dir();
+    let path = dir.path().join("fresh");
+    let started = std::time::Instant::now();
+    let agent = Agent::start(
+        &f.config()
+            .resource("s", &secret.arn)
+            .cache(|c| c.ttl("4s"))
+            .render(Render::resource(&path, "s")),
+        &[],
+    );
+    assert!(wait_for_file(&path, "first").await);
+    // No HTTP reader, no event: the refresh ahead brings the new value.
+    f.world.put_secret_value(REGION, &secret.arn, "second");
+    assert!(
+        eventually(Duration::from_secs(15), async || read(&path).as_deref()
+            == Some("second"))
+        .await,
+        "{}",
+        agent.log()
+    );
+    // About one call per TTL, not one per once-a-second rendering.
+    let calls = f.proxy.gets(&secret.name) + f.proxy.batch_gets(&secret.name);
+    let bound = 2 + started.elapsed().as_secs() as usize / 2;
+    assert!(calls <= bound, "{calls} calls, at most {bound}");
+    let m = metrics(&agent).await;
+    assert_eq!(
+        m.get("secret_agent_requests_total{route=secrets,status=200}"),
+        Some(&0.0),
+        "no HTTP read"
+    );
+}
+
+#[tokio::test]
 async fn a_refresh_that_changes_nothing_rewrites_nothing_and_runs_nothing() {
     let f = Fixture::new();
     let same = f.secret("render-same", "unchanged");

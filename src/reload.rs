@@ -1,8 +1,9 @@
 //! SIGHUP: re-read the config file, compare it by value with the one in
 //! effect, and apply what changed at once: resources, tokens, cache
-//! settings, the log level, the rendered files, and the AWS settings (new credentials and
-//! clients; the next AWS call is signed with the new identity). Only the
-//! listeners and connection limits need a restart, and the log says so.
+//! settings, the log level, the rendered files, and the AWS settings (new
+//! credentials and clients; the next AWS call is signed with the new
+//! identity). Only the listeners and connection limits need a restart, and
+//! the log says so.
 
 use std::sync::Arc;
 use std::time::Duration;
