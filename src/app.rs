@@ -13,9 +13,10 @@ use actix_server::Server;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 
+use crate::account::AccountGate;
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{CallerAccount, Config};
 use crate::credentials::probe_credentials;
 use crate::domain::Arn;
 use crate::events::{self, EventsStatus};
@@ -87,6 +88,16 @@ impl Application {
         let aws = AwsSettings::of(&config);
         let metrics = Arc::new(Metrics::new());
         let (sdk, credentials) = aws.build(metrics.clone()).await;
+        // `caller` ARNs whose account STS has not told yet (the credentials
+        // file holds no working keys): no call goes out until it has.
+        let account_gate = (config.caller_account == CallerAccount::Pending).then(AccountGate::new);
+        let learn_account = account_gate
+            .as_ref()
+            .map(|_| Box::pin(AccountGate::learn(sdk.clone(), config.clone())));
+        let sdk = match &account_gate {
+            Some(gate) => gate.sdk(&sdk),
+            None => sdk,
+        };
         let events_client = config
             .aws
             .events
@@ -196,12 +207,43 @@ impl Application {
                 events.await;
             });
         }
+        if account_gate.is_some() {
+            log::warn!(
+                "the AWS account (`caller`) is not known yet: STS GetCallerIdentity did not accept the credentials; AWS calls fail until {} holds keys it accepts",
+                config
+                    .aws
+                    .credentials
+                    .file()
+                    .map_or_else(|| "the credentials source".to_owned(), |f| f.label())
+            );
+        }
         let mut hangups = signals.hangup;
         tasks.spawn(async move {
-            while hangups.recv().await.is_some() {
-                notify::notify(State::Reloading);
-                reloader.reload().await;
-                notify::notify(State::Ready);
+            let mut learn_account = learn_account;
+            loop {
+                let learnt = async {
+                    match learn_account.as_mut() {
+                        Some(learning) => learning.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    hangup = hangups.recv() => {
+                        if hangup.is_none() {
+                            break;
+                        }
+                        notify::notify(State::Reloading);
+                        reloader.reload().await;
+                        notify::notify(State::Ready);
+                    }
+                    config = learnt => {
+                        learn_account = None;
+                        reloader.apply(config).await;
+                        if let Some(gate) = &account_gate {
+                            gate.open();
+                        }
+                    }
+                }
             }
         });
         // The listeners are bound: a connection from now on is answered.

@@ -13,7 +13,8 @@
 //! - [`config`]: YAML -> validated [`Config`], errors that name file, key and line;
 //!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
 //! - [`resources`]: resource names, secret and parameter ARNs, path resolution.
-//! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
+//! - [`credentials`]: static keys, the default chain, IMDS, a credentials file, assume-role.
+//! - [`account`]: the caller's own account (`caller` in ARNs), learnt once at start.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
@@ -32,6 +33,7 @@
 //! - [`notify`]: readiness, reloads and stops, told to systemd (sd_notify).
 
 mod access;
+mod account;
 mod aerospike;
 mod app;
 mod aws;
@@ -53,6 +55,7 @@ mod resources;
 mod text;
 mod upstream;
 
+pub use account::resolve_caller_account;
 pub use app::{Application, Serving, Signals};
 pub use aws::aws_agent_config;
 pub use config::{

@@ -59,7 +59,7 @@ enum Command {
         #[arg(value_name = "FILE.toml")]
         file: PathBuf,
         /// The AWS account whose secrets are served (12 digits); else the
-        /// YAML says ACCOUNT_ID, to be replaced.
+        /// YAML says `caller`, the identity's own account, learnt at start.
         #[arg(long, value_name = "ID")]
         account: Option<String>,
         /// The region of the secrets when the file sets none.
@@ -233,7 +233,13 @@ fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode
             .map_err(|e| format!("{e:#}")),
         (None, false) => Config::load(DEFAULT_CONFIG.as_ref()).map_err(|e| e.to_string()),
     };
-    loaded.map_err(|e| {
+    // `caller` ARNs: the account, asked of STS once (not by --check).
+    let resolved = loaded.and_then(|config| {
+        runtime
+            .block_on(secret_agent::resolve_caller_account(config, cli.check))
+            .map_err(|e| format!("{e:#}"))
+    });
+    resolved.map_err(|e| {
         eprintln!("secret-agent: {e}");
         ExitCode::from(2)
     })
