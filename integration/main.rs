@@ -22,6 +22,7 @@ mod cost;
 mod credentials;
 mod events;
 mod examples;
+mod file_credentials;
 mod hardening;
 mod hostile_files;
 mod hostile_upstream;
