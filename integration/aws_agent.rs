@@ -364,12 +364,12 @@ fn convert_aws_agent_config_prints_equivalent_yaml() {
         "{yaml}"
     );
 
-    // Without an account the YAML says so, and so does standard error.
+    // Without an account the ARN names the caller's own, learnt at start.
     let (code, yaml, err) = run_cli(&["convert-aws-agent-config", toml]);
     assert_eq!(code, 0);
     assert!(
-        yaml.contains("ACCOUNT_ID") && err.contains("--account"),
-        "{err}"
+        yaml.contains("arn:aws:secretsmanager:us-east-1:caller:secret:*") && err.is_empty(),
+        "{yaml}\n{err}"
     );
     // A key the AWS agent does not know is refused, by name.
     std::fs::write(dir.path().join("bad.toml"), "http_prot = 1\n").unwrap();

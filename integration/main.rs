@@ -23,6 +23,7 @@ mod credentials;
 mod events;
 mod examples;
 mod exec;
+mod file_credentials;
 mod hardening;
 mod hostile_files;
 mod hostile_upstream;

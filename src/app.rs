@@ -16,9 +16,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::account::AccountGate;
 use crate::aws::AwsSettings;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{CallerAccount, Config};
 use crate::credentials::probe_credentials;
 use crate::domain::Arn;
 use crate::events::{self, EventsStatus};
@@ -95,7 +96,14 @@ struct Core {
     tasks: JoinSet<()>,
     /// No client tokens are configured.
     open: bool,
+    /// `caller` ARNs whose account STS has not told yet: the gate that
+    /// holds AWS calls back, and the learning that ends with the config
+    /// to apply before opening it.
+    account: Option<(AccountGate, LearnAccount)>,
 }
+
+/// Learns the `caller` account; ends with the config that names it.
+type LearnAccount = Pin<Box<dyn Future<Output = Config> + Send>>;
 
 impl Core {
     async fn build(config: &Config, serving: Serving) -> Core {
@@ -103,6 +111,17 @@ impl Core {
         let aws = AwsSettings::of(config);
         let metrics = Arc::new(Metrics::new());
         let (sdk, credentials) = aws.build(metrics.clone()).await;
+        // `caller` ARNs whose account STS has not told yet (the credentials
+        // file holds no working keys): no call goes out until it has.
+        let account_gate = (config.caller_account == CallerAccount::Pending).then(AccountGate::new);
+        let account = account_gate.map(|gate| {
+            let learn: LearnAccount = Box::pin(AccountGate::learn(sdk.clone(), config.clone()));
+            (gate, learn)
+        });
+        let sdk = match &account {
+            Some((gate, _)) => gate.sdk(&sdk),
+            None => sdk,
+        };
         let events_client = config
             .aws
             .events
@@ -195,11 +214,22 @@ impl Core {
                 events.await;
             });
         }
+        if account.is_some() {
+            log::warn!(
+                "the AWS account (`caller`) is not known yet: STS GetCallerIdentity did not accept the credentials; AWS calls fail until {} holds keys it accepts",
+                config
+                    .aws
+                    .credentials
+                    .file()
+                    .map_or_else(|| "the credentials source".to_owned(), |f| f.label())
+            );
+        }
         Core {
             state,
             reloader,
             tasks,
             open,
+            account,
         }
     }
 }
@@ -237,6 +267,7 @@ impl Application {
             mut reloader,
             mut tasks,
             open,
+            account,
         } = Core::build(&config, serving).await;
         let listeners = bind(&config, &state, open, signals.stop)?;
         log::info!(
@@ -250,11 +281,32 @@ impl Application {
             }
         );
         let mut hangups = signals.hangup;
+        let (account_gate, mut learn_account) = account.unzip();
         tasks.spawn(async move {
-            while hangups.recv().await.is_some() {
-                notify::notify(State::Reloading);
-                reloader.reload().await;
-                notify::notify(State::Ready);
+            loop {
+                let learnt = async {
+                    match learn_account.as_mut() {
+                        Some(learning) => learning.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    hangup = hangups.recv() => {
+                        if hangup.is_none() {
+                            break;
+                        }
+                        notify::notify(State::Reloading);
+                        reloader.reload().await;
+                        notify::notify(State::Ready);
+                    }
+                    config = learnt => {
+                        learn_account = None;
+                        reloader.apply(config).await;
+                        if let Some(gate) = &account_gate {
+                            gate.open();
+                        }
+                    }
+                }
             }
         });
         // The listeners are bound: a connection from now on is answered.
@@ -277,7 +329,17 @@ impl Application {
     /// is told to systemd (`NOTIFY_SOCKET` is the program's too). Run it
     /// with [`Application::exec`].
     pub async fn build_for_exec(config: Config, listen: bool) -> anyhow::Result<Application> {
-        let core = Core::build(&config, Serving::Now).await;
+        let mut core = Core::build(&config, Serving::Now).await;
+        if let Some((gate, learn)) = core.account.take() {
+            // Once STS names the account, the config that names it applies
+            // and the calls held back go out.
+            let mut reloader = core.reloader;
+            core.tasks.spawn(async move {
+                let config = learn.await;
+                reloader.apply(config).await;
+                gate.open();
+            });
+        }
         let stop_listeners = CancellationToken::new();
         let listeners = if listen {
             let stop = stop_listeners.clone();

@@ -132,11 +132,9 @@ impl AwsSettings {
 /// The configuration of an agent started the AWS Secrets Manager Agent's
 /// way: its TOML `file` (its defaults when `None`) converted in memory.
 /// "Any secret its identity may read" becomes the `"*"` pattern of the
-/// identity's own account, in the file's region or else the environment's
-/// (`AWS_REGION`, the profile, IMDS). The account is `AWS_ACCOUNT_ID` when
-/// set, else asked of STS (GetCallerIdentity, signed by the same
-/// credentials), which also checks the credentials work, as the AWS
-/// agent's `validate_credentials` does.
+/// identity's own account (`caller`, learnt at start: see
+/// [`crate::resolve_caller_account`]), in the file's region or else the
+/// environment's (`AWS_REGION`, the profile, IMDS).
 pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
     use anyhow::Context as _;
 
@@ -150,47 +148,5 @@ pub async fn aws_agent_config(file: Option<&std::path::Path>) -> anyhow::Result<
             .map(|r| r.to_string())
             .context("no AWS region: set `region` in the TOML file, or AWS_REGION")?,
     };
-    let account = match std::env::var("AWS_ACCOUNT_ID") {
-        Ok(account) if is_account_id(&account) => account,
-        Ok(other) if !other.is_empty() => {
-            anyhow::bail!("AWS_ACCOUNT_ID `{other}` is not a 12-digit AWS account id")
-        }
-        _ => {
-            // Any account will do to build the clients the final config builds.
-            let provisional = agent_file.config("000000000000", &region)?;
-            let (sdk, _) = AwsSettings::of(&provisional)
-                .build(Arc::new(Uncounted))
-                .await;
-            let identity = aws_sdk_sts::Client::new(&sdk)
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(|e| {
-                    use std::error::Error as _;
-                    anyhow::anyhow!(crate::text::chain_text(e.to_string(), e.source()))
-                })
-                .context(
-                    "cannot learn the AWS account from STS GetCallerIdentity (set AWS_ACCOUNT_ID, or use a YAML config)",
-                )?;
-            let account = identity.account().unwrap_or_default().to_owned();
-            if !is_account_id(&account) {
-                anyhow::bail!("STS GetCallerIdentity answered no account id");
-            }
-            log::info!("account {account} (from STS GetCallerIdentity)");
-            account
-        }
-    };
-    Ok(agent_file.config(&account, &region)?)
-}
-
-/// The conversion's credentials, used before the agent's metrics exist:
-/// counted nowhere.
-struct Uncounted;
-
-impl CredentialMetrics for Uncounted {
-    fn credential_refresh(&self) {}
-}
-
-fn is_account_id(text: &str) -> bool {
-    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
+    Ok(agent_file.config(None, &region)?)
 }

@@ -13,7 +13,8 @@
 //! - [`config`]: YAML -> validated [`Config`], errors that name file, key and line;
 //!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
 //! - [`resources`]: patterns and the name -> ARN table, path resolution.
-//! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
+//! - [`credentials`]: static keys, the default chain, IMDS, a credentials file, assume-role.
+//! - [`account`]: the caller's own account (`caller` in ARNs), learnt once at start.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
@@ -39,6 +40,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 mod access;
+mod account;
 mod aerospike;
 mod app;
 mod aws;
@@ -62,6 +64,7 @@ mod resources;
 mod text;
 mod upstream;
 
+pub use account::resolve_caller_account;
 pub use app::{Application, Serving, Signals};
 pub use aws::aws_agent_config;
 pub use config::{

@@ -61,7 +61,7 @@ enum Command {
         #[arg(value_name = "FILE.toml")]
         file: PathBuf,
         /// The AWS account whose secrets are served (12 digits); else the
-        /// YAML says ACCOUNT_ID, to be replaced.
+        /// YAML says `caller`, the identity's own account, learnt at start.
         #[arg(long, value_name = "ID")]
         account: Option<String>,
         /// The region of the secrets when the file sets none.
@@ -296,7 +296,7 @@ fn exec(cli: &Cli, args: &ExecArgs) -> ExitCode {
         }
     };
     let file = args.config.as_deref().or(cli.config.as_deref());
-    let config = match load_from(file, false, &runtime) {
+    let config = match load_from(file, false, false, &runtime) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -321,14 +321,21 @@ fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode
         .map(PathBuf::from)
         .and_then(|path| Some(path.file_name()?.to_str()?.to_owned()))
         .is_some_and(|name| AWS_AGENT_NAMES.contains(&name.as_str()));
-    load_from(cli.config.as_deref(), cli.lambda || as_aws_agent, runtime)
+    load_from(
+        cli.config.as_deref(),
+        cli.lambda || as_aws_agent,
+        cli.check,
+        runtime,
+    )
 }
 
 /// `file`, or without one the AWS agent's defaults when `aws_defaults`,
-/// else [`DEFAULT_CONFIG`]; on error, says why and gives exit code 2.
+/// else [`DEFAULT_CONFIG`], its `caller` account learnt unless `check`;
+/// on error, says why and gives exit code 2.
 fn load_from(
     file: Option<&Path>,
     aws_defaults: bool,
+    check: bool,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Config, ExitCode> {
     let loaded = match (file, aws_defaults) {
@@ -341,7 +348,13 @@ fn load_from(
             .map_err(|e| format!("{e:#}")),
         (None, false) => Config::load(DEFAULT_CONFIG.as_ref()).map_err(|e| e.to_string()),
     };
-    loaded.map_err(|e| {
+    // `caller` ARNs: the account, asked of STS once (not by --check).
+    let resolved = loaded.and_then(|config| {
+        runtime
+            .block_on(secret_agent::resolve_caller_account(config, check))
+            .map_err(|e| format!("{e:#}"))
+    });
+    resolved.map_err(|e| {
         eprintln!("secret-agent: {e}");
         ExitCode::from(2)
     })

@@ -105,14 +105,18 @@ impl Reloader {
     pub(crate) async fn reload(&mut self) {
         let applied = self.applied.clone();
         let read = read_within(&mut self.pending, READ_TIMEOUT, move || applied.reread()).await;
-        let new = match read.and_then(|read| Ok(read?)) {
-            Ok(new) => new,
+        match read.and_then(|read| Ok(read?)) {
+            Ok(new) => self.apply(new).await,
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
                 log::error!("reload refused, the running config stays in effect: {e}");
-                return;
             }
-        };
+        }
+    }
+
+    /// Applies `new`, read by a reload or made once the caller's account
+    /// is learnt ([`crate::account`]).
+    pub(crate) async fn apply(&mut self, new: Config) {
         let needs_restart = restart_only_changes(&self.applied, &new);
         if !needs_restart.is_empty() {
             log::warn!(

@@ -157,6 +157,8 @@ struct Aws {
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     assume_role: Option<AssumeRole>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sts_endpoint: Option<String>,
@@ -473,6 +475,12 @@ impl AgentConfig {
 
     pub(crate) fn profile(mut self, profile: &str) -> AgentConfig {
         self.aws().profile = Some(profile.into());
+        self
+    }
+
+    /// `credentials-file: <path>`: keys from that file only.
+    pub(crate) fn credentials_file(mut self, path: &Path) -> AgentConfig {
+        self.aws().credentials_file = Some(path.display().to_string());
         self
     }
 

@@ -8,6 +8,7 @@ use std::ops::RangeInclusive;
 
 use serde::Deserialize;
 
+use super::caller::CALLER;
 use super::error::shown;
 
 /// Why the AWS agent's TOML does not convert.
@@ -42,6 +43,9 @@ pub enum TomlProblem {
     /// `ssrf_headers` or `ssrf_env_variables` is an empty list.
     #[error("{0} is empty; the AWS agent refuses that too")]
     Empty(&'static str),
+    /// `credentials_file_path` is an empty string.
+    #[error("credentials_file_path is empty: name the file the credentials are written to")]
+    EmptyPath,
     /// `region` (or `--region`) is not an AWS region.
     #[error("region `{0}` is not an AWS region")]
     Region(String),
@@ -65,6 +69,7 @@ struct AwsAgentToml {
     region: Option<String>,
     ignore_transient_errors: Option<bool>,
     validate_credentials: Option<bool>,
+    credentials_file_path: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -116,7 +121,7 @@ pub struct Conversion {
 /// Converts the AWS agent's TOML (`text`, read from `file`). `account` is the
 /// AWS account whose secrets the `"*"` pattern maps (the AWS agent reads
 /// any its identity may; this agent needs the account in the ARN); without
-/// it the YAML says `ACCOUNT_ID`, which `--check` refuses until replaced.
+/// it the ARN says `caller`, the identity's own account, learnt at start.
 /// `region` is used when the file sets none.
 pub fn convert_aws_agent_config(
     file: &str,
@@ -180,8 +185,15 @@ pub fn convert_aws_agent_config(
     }
     if raw.validate_credentials.is_some() {
         notes.push(
-            "validate_credentials: this agent resolves credentials at start-up and reports them in /readyz (started with this TOML file, it also calls STS GetCallerIdentity to learn the account)".into(),
+            "validate_credentials: this agent resolves credentials at start-up and reports them in /readyz (with the `caller` account, it also calls STS GetCallerIdentity once at start to learn it; with credentials_file_path, a failure there does not stop the start)".into(),
         );
+    }
+    if raw
+        .credentials_file_path
+        .as_deref()
+        .is_some_and(|p| p.trim().is_empty())
+    {
+        return Err(err(TomlProblem::EmptyPath));
     }
     let region = raw.region.as_deref().or(region);
     let region_text = match region {
@@ -201,12 +213,7 @@ pub fn convert_aws_agent_config(
     let account_text = match account {
         Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => a.to_owned(),
         Some(a) => return Err(ConversionError::Account(a.to_owned())),
-        None => {
-            notes.push(
-                "replace ACCOUNT_ID in the resource ARN with the account whose secrets are served (or pass --account)".into(),
-            );
-            "ACCOUNT_ID".to_owned()
-        }
+        None => CALLER.to_owned(),
     };
 
     let mut y = String::new();
@@ -230,10 +237,21 @@ pub fn convert_aws_agent_config(
             "    region: {region_text}                  # region\n"
         ));
     }
+    if let Some(path) = &raw.credentials_file_path {
+        y.push_str(&format!(
+            "    credentials-file: {}   # credentials_file_path: keys from this file only, re-read when it changes\n",
+            serde_json::to_string(path).unwrap_or_default()
+        ));
+    }
     y.push_str("    resources:\n");
     y.push_str(
         "      # Every secret of the account and region, as the AWS agent serves any its identity may read.\n",
     );
+    if account.is_none() {
+        y.push_str(
+            "      # `caller`: the identity's own account, asked of STS GetCallerIdentity once at start (or AWS_ACCOUNT_ID).\n",
+        );
+    }
     y.push_str(
         "      # Narrow it to prefixes (prod/*: ...:secret:prod/*) or exact names where you can.\n",
     );
@@ -363,12 +381,7 @@ max_conn = 10
         let c = convert_aws_agent_config("c.toml", toml, None, Some("us-west-2")).unwrap();
         assert!(c.yaml.contains("level: off") && c.yaml.contains("ttl: 0s"));
         assert!(c.yaml.contains("max-stale: 0s"));
-        for said in [
-            "path_prefix",
-            "log_to_file",
-            "validate_credentials",
-            "ACCOUNT_ID",
-        ] {
+        for said in ["path_prefix", "log_to_file", "validate_credentials"] {
             assert!(
                 c.notes.iter().any(|n| n.contains(said)),
                 "{said}: {:?}",
@@ -376,11 +389,21 @@ max_conn = 10
             );
             assert!(c.yaml.contains(said), "{said}");
         }
-        // Until the account is filled in, the YAML is refused by name.
-        let e = Config::from_yaml(&c.yaml, Path::new("c.yaml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("resources"), "{e}");
+        // Without --account the ARN names the caller's own account, and the
+        // YAML loads as printed; the account is learnt at start.
+        assert!(
+            c.yaml
+                .contains("\"*\": arn:aws:secretsmanager:us-west-2:caller:secret:*"),
+            "{}",
+            c.yaml
+        );
+        let config = loads(&c.yaml);
+        assert_eq!(config.caller_account, crate::config::CallerAccount::Pending);
+        assert!(
+            config
+                .summary()
+                .contains("account: the identity's own (`caller`)")
+        );
 
         for (toml, says) in [
             ("http_port = 80", "http_port"),
@@ -397,6 +420,28 @@ max_conn = 10
             assert!(e.starts_with("d.toml: ") && e.contains(says), "{toml}: {e}");
         }
         assert!(convert_aws_agent_config("e.toml", "", Some("12"), None).is_err());
+    }
+
+    #[test]
+    fn credentials_file_path_becomes_the_credentials_file() {
+        let toml = "credentials_file_path = \"/run/creds/my \\\"file\\\"\"\n";
+        let c = convert_aws_agent_config("g.toml", toml, Some("123456789012"), Some("us-east-1"))
+            .unwrap();
+        let config = loads(&c.yaml);
+        let file = config.aws.credentials.file().expect("a credentials file");
+        assert_eq!(file.path, Path::new("/run/creds/my \"file\""));
+        assert!(!file.require_session_token);
+        assert!(
+            config
+                .summary()
+                .contains("credentials: credentials file /run/creds/my \"file\" (profile "),
+            "{}",
+            config.summary()
+        );
+        let e = convert_aws_agent_config("g.toml", "credentials_file_path = \"\"", None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("credentials_file_path is empty"), "{e}");
     }
 
     /// Callers may match on the kind; the message is the same words.

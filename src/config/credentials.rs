@@ -18,6 +18,9 @@ pub(crate) enum CredentialSource {
     /// The default chain, tried in [`ChainSource::ALL`] order; `profile`
     /// picks the shared file's profile (else `AWS_PROFILE`, else `default`).
     Chain { profile: Option<String> },
+    /// Keys read from one file in the shared credentials format
+    /// (`credentials-file`), re-read when it changes; nothing else is tried.
+    File(CredentialsFile),
     /// Temporary credentials from STS AssumeRole, signed with `base`'s.
     AssumeRole {
         role: AssumeRole,
@@ -38,6 +41,35 @@ impl PartialEq for StaticKeys {
         self.access_key_id == other.access_key_id
             && self.secret_access_key.expose_secret() == other.secret_access_key.expose_secret()
             && same_secret(&self.session_token, &other.session_token)
+    }
+}
+
+/// `credentials-file`: the one file the keys come from, as a rotation
+/// system (IAM Roles Anywhere, on-premises delivery) writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CredentialsFile {
+    pub(crate) path: PathBuf,
+    /// The profile read; default `AWS_PROFILE`, else `default`.
+    pub(crate) profile: Option<String>,
+    /// Refuse keys without a session token (long-term IAM user keys), as
+    /// the Workload Credentials Provider does; off by default, as the AWS
+    /// agent has it.
+    pub(crate) require_session_token: bool,
+}
+
+impl CredentialsFile {
+    /// The file in words, as `--check` and the credentials' source name it.
+    pub(crate) fn label(&self) -> String {
+        format!(
+            "credentials file {} (profile {}{})",
+            self.path.display(),
+            profile_name(self.profile.as_deref()),
+            if self.require_session_token {
+                ", session token required"
+            } else {
+                ""
+            }
+        )
     }
 }
 
@@ -94,9 +126,22 @@ impl CredentialSource {
                     .collect();
                 format!("default chain: {}", sources.join(", then "))
             }
+            CredentialSource::File(file) => {
+                format!("{}, re-read when it changes", file.label())
+            }
             CredentialSource::AssumeRole { role, base } => {
                 format!("assume role {} over {}", role.role_arn, base.describe())
             }
+        }
+    }
+
+    /// The credentials file, when the keys (or the keys an assumed role is
+    /// signed with) come from one.
+    pub(crate) fn file(&self) -> Option<&CredentialsFile> {
+        match self {
+            CredentialSource::File(file) => Some(file),
+            CredentialSource::AssumeRole { base, .. } => base.file(),
+            _ => None,
         }
     }
 }

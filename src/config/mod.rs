@@ -26,6 +26,7 @@ use crate::resources::Resources;
 use crate::domain::ResourceName;
 
 mod aws_agent;
+mod caller;
 mod credentials;
 mod error;
 pub(crate) mod file;
@@ -36,12 +37,14 @@ mod validate;
 mod yaml;
 
 pub use aws_agent::{Conversion, ConversionError, TomlProblem, convert_aws_agent_config};
+pub(crate) use caller::CallerAccount;
 pub(crate) use credentials::{
-    AssumeRole, ChainSource, CredentialSource, STATIC_KEYS, StaticKeys, shared_config_path,
-    shared_credentials_path,
+    AssumeRole, ChainSource, CredentialSource, CredentialsFile, STATIC_KEYS, StaticKeys,
+    shared_config_path, shared_credentials_path,
 };
 pub use error::ConfigError;
 pub(crate) use render::{DEFAULT_ON_CHANGE_TIMEOUT, DEFAULT_RENDER_MODE, RenderFile, RenderSource};
+pub(crate) use validate::loose_mode;
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):
 /// a regular file of at most 1 MiB of UTF-8, byte order mark dropped.
@@ -81,6 +84,9 @@ pub struct Config {
     pub(crate) warnings: Vec<String>,
     /// Which kind of file it came from, so that a reload reads it the same way.
     pub(crate) origin: Origin,
+    /// Whether resource ARNs name the caller's own account (`caller`), and
+    /// which it is once learnt; a reload keeps it.
+    pub(crate) caller_account: CallerAccount,
 }
 
 /// The kind of file a [`Config`] was read from.
@@ -89,11 +95,10 @@ pub(crate) enum Origin {
     /// This agent's YAML.
     Yaml,
     /// The AWS Secrets Manager Agent's TOML (`file`), or its defaults when
-    /// there is none, converted in memory; "any secret" is the account and
-    /// region learnt at start.
+    /// there is none, converted in memory; "any secret" is the caller's
+    /// account (see [`Config::caller_account`]) in the region learnt at start.
     AwsAgent {
         file: Option<PathBuf>,
-        account: String,
         region: String,
     },
 }
@@ -138,21 +143,27 @@ impl AwsAgentFile {
         aws_agent::region(&self.text).map_err(|e| self.error(e.to_string()))
     }
 
-    /// The configuration it stands for, serving any secret of `account` in
-    /// `region` (or the file's own region) as the AWS agent does.
-    pub(crate) fn config(&self, account: &str, region: &str) -> Result<Config, ConfigError> {
+    /// The configuration it stands for, serving any secret of the caller's
+    /// account (`account` once known) in `region` (or the file's own
+    /// region) as the AWS agent does.
+    pub(crate) fn config(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> Result<Config, ConfigError> {
         let source = self.source();
         let shown = source.display().to_string();
         let conversion =
-            aws_agent::convert_aws_agent_config(&shown, &self.text, Some(account), Some(region))
-                .map_err(|e| {
+            aws_agent::convert_aws_agent_config(&shown, &self.text, None, Some(region)).map_err(
+                |e| {
                     // The ConfigError names the file itself.
                     self.error(match e {
                         ConversionError::File { problem, .. } => problem.to_string(),
                         account @ ConversionError::Account(_) => account.to_string(),
                     })
-                })?;
-        let mut config = Config::from_yaml(&conversion.yaml, &source)?;
+                },
+            )?;
+        let mut config = Config::from_yaml_for(&conversion.yaml, &source, account)?;
         // Started from the file, the agent does call STS (for the account).
         config.warnings.extend(
             conversion
@@ -162,7 +173,6 @@ impl AwsAgentFile {
         );
         config.origin = Origin::AwsAgent {
             file: self.file.clone(),
-            account: account.to_owned(),
             region: region.to_owned(),
         };
         Ok(config)
@@ -415,22 +425,45 @@ impl Config {
         Config::from_yaml(&text, path)
     }
 
-    /// The file read again the way it was read first: for a reload.
+    /// The file read again the way it was read first: for a reload. The
+    /// caller's account, once learnt, is kept.
     pub(crate) fn reread(&self) -> Result<Config, ConfigError> {
+        self.read_for(self.caller_account.resolved())
+    }
+
+    /// The file read again, `caller` ARNs filled with `account`: once the
+    /// caller's account is learnt.
+    pub(crate) fn with_caller_account(&self, account: &str) -> Result<Config, ConfigError> {
+        self.read_for(Some(account))
+    }
+
+    fn read_for(&self, account: Option<&str>) -> Result<Config, ConfigError> {
         match &self.origin {
-            Origin::Yaml => Config::load(&self.source),
-            Origin::AwsAgent {
-                file,
-                account,
-                region,
-            } => AwsAgentFile::read(file.as_deref())?.config(account, region),
+            Origin::Yaml => {
+                Config::from_yaml_for(&load::read(&self.source)?, &self.source, account)
+            }
+            Origin::AwsAgent { file, region } => {
+                AwsAgentFile::read(file.as_deref())?.config(account, region)
+            }
         }
     }
 
     /// Validates YAML text; `source` is only used in messages.
     pub(crate) fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
-        let raw = load::parse(text, source)?;
-        validate::config(raw, source, &load::System)
+        Config::from_yaml_for(text, source, None)
+    }
+
+    /// Validates YAML text, `caller` ARNs filled with `account` when known.
+    fn from_yaml_for(
+        text: &str,
+        source: &Path,
+        account: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = load::parse(text, source)?;
+        let caller_account = caller::fill(&mut raw.secret_manager.aws.resources, account);
+        let mut config = validate::config(raw, source, &load::System)?;
+        config.caller_account = caller_account;
+        Ok(config)
     }
 }
 
@@ -500,6 +533,9 @@ impl Config {
             names.len(),
             names.join(", ")
         ));
+        if let Some(account) = self.caller_account.describe() {
+            out.push_str(&format!("account: {account}\n"));
+        }
         out.push_str(&format!(
             "credentials: {}\n",
             self.aws.credentials.describe()

@@ -191,6 +191,11 @@ pub(super) struct RawAws {
     pub session_token: Option<SecretString>,
     /// Shared-file profile; default `AWS_PROFILE`, else `default`.
     pub profile: Option<String>,
+    /// Keys from this file only (shared credentials format), re-read when
+    /// it changes: a path, or a map with `path`, `profile` and
+    /// `require-session-token`.
+    #[serde(default, deserialize_with = "path_or_map")]
+    pub credentials_file: Option<RawCredentialsFile>,
     /// Assume this role over the other credentials: a role ARN, or a map
     /// with `role-arn` and more settings.
     #[serde(default, deserialize_with = "arn_or_map")]
@@ -263,6 +268,53 @@ fn arn_or_map<'de, D: Deserializer<'de>>(
         }
         fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
             RawAssumeRole::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(V)
+}
+
+/// `credentials-file`, read from either form (see [`path_or_map`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawCredentialsFile {
+    /// The file, in the shared credentials format (`[default]`,
+    /// `aws_access_key_id`, ...).
+    pub path: String,
+    /// The profile read; default `AWS_PROFILE`, else `default`.
+    pub profile: Option<String>,
+    /// Refuse keys without `aws_session_token`; default false.
+    pub require_session_token: Option<bool>,
+}
+
+/// `credentials-file:` as a path, or as the map of [`RawCredentialsFile`];
+/// absent or `null` is none.
+fn path_or_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RawCredentialsFile>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<RawCredentialsFile>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a file path or a map with path, profile, require-session-token")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_str<E: de::Error>(self, path: &str) -> Result<Self::Value, E> {
+            Ok(Some(RawCredentialsFile {
+                path: path.to_owned(),
+                profile: None,
+                require_session_token: None,
+            }))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            RawCredentialsFile::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
         }
     }
     deserializer.deserialize_option(V)

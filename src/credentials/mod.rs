@@ -9,7 +9,9 @@
 //!   EC2 instance role through IMDSv2; before IMDS, as in aws-config's own
 //!   chain, a web identity token (EKS IRSA) and container credentials (ECS,
 //!   EKS Pod Identity), so the agent works as a sidecar there too;
-//! - optionally an STS assume-role layer over either, signed with them.
+//! - or, with `credentials-file`, keys from that file only, re-read when it
+//!   changes ([`file`]);
+//! - optionally an STS assume-role layer over any of them, signed with them.
 //!
 //! The aws-config providers do the work (IMDS, profile files, STS). What is
 //! ours: the ordered chain, so a failure can say which sources were tried
@@ -34,6 +36,7 @@ use crate::config::{AssumeRole, CredentialSource, STATIC_KEYS};
 use crate::text::chain_text;
 
 mod chain;
+mod file;
 mod probe;
 mod refresh;
 mod shared_file;
@@ -129,6 +132,11 @@ fn provider_of(
         CredentialSource::Chain { profile } => SharedCredentialsProvider::new(Refreshing::new(
             Chain::standard(profile.clone(), sdk.region().cloned(), sdk.http_client()),
             Arc::clone(metrics),
+        )),
+        CredentialSource::File(file) => SharedCredentialsProvider::new(file::FileCredentials::new(
+            file.clone(),
+            sdk.region().cloned(),
+            sdk.http_client(),
         )),
         // Roles over roles are not configurable.
         CredentialSource::AssumeRole { base, .. } => provider_of(base, sdk, metrics),

@@ -1,5 +1,5 @@
 //! The shared credentials file, re-read when it changes, told by the
-//! files' metadata alone.
+//! files' metadata alone ([`Stamp`], also what [`super::file`] compares).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -33,7 +33,7 @@ pub(super) struct SharedFile {
 /// Largest shared credentials or config file: 1 MiB, far more than any
 /// real one; a larger one (or a FIFO, a device) is refused, since the SDK
 /// reads it whole.
-const SHARED_FILE_BYTES: u64 = 1024 * 1024;
+pub(super) const SHARED_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Each file's [`Stamp`] (`None`: absent).
 type Fingerprint = Vec<Option<Stamp>>;
@@ -43,15 +43,35 @@ type Fingerprint = Vec<Option<Stamp>>;
 /// change times to the nanosecond. Two writes of the same size within one
 /// tick of the kernel's file clock (a few ms) can share a stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(super) struct Stamp {
     device: u64,
     inode: u64,
     size: u64,
     modified: (i64, i64),
     changed: (i64, i64),
+    /// Permission bits, for the warning on a file others may read (a
+    /// chmod changes `changed` too).
+    mode: u32,
 }
 
 impl Stamp {
+    /// The stamp of the file at `path`, `None` when it is absent or cannot
+    /// be looked at (the reader then finds nothing there, or says why); an
+    /// error when it is not a regular file of at most
+    /// [`SHARED_FILE_BYTES`]. Asks `stat` only: no file is opened.
+    pub(super) fn at(path: &std::path::Path) -> Result<Option<Stamp>, std::io::Error> {
+        match file::regular(path, SHARED_FILE_BYTES) {
+            Ok(meta) => Ok(Some(Stamp::of(&meta))),
+            Err(e) if file::refusal(&e).is_some() => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The permission bits of the file this stamp is of.
+    pub(super) fn mode(&self) -> u32 {
+        self.mode
+    }
+
     fn of(meta: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         Stamp {
@@ -60,6 +80,7 @@ impl Stamp {
             size: meta.size(),
             modified: (meta.mtime(), meta.mtime_nsec()),
             changed: (meta.ctime(), meta.ctime_nsec()),
+            mode: meta.mode(),
         }
     }
 }
@@ -82,23 +103,18 @@ impl SharedFile {
     /// most [`SHARED_FILE_BYTES`]. Asks `stat` only: no file is opened.
     fn fingerprint(&self) -> Result<Fingerprint, CredentialsError> {
         [
-            (shared_credentials_path(), "credentials"),
-            (shared_config_path(), "config"),
+            (shared_credentials_path(), "the shared AWS credentials file"),
+            (shared_config_path(), "the shared AWS config file"),
         ]
         .iter()
-        .map(
-            |(path, what)| match file::regular(path, SHARED_FILE_BYTES) {
-                Ok(meta) => Ok(Some(Stamp::of(&meta))),
-                Err(e) if file::refusal(&e).is_some() => {
-                    Err(CredentialsError::invalid_configuration(format!(
-                        "{} (the shared AWS {what} file) is refused: {e}",
-                        path.display()
-                    )))
-                }
-                // Absent or unreadable: the SDK finds nothing there, or says why.
-                Err(_) => Ok(None),
-            },
-        )
+        .map(|(path, what)| {
+            Stamp::at(path).map_err(|e| {
+                CredentialsError::invalid_configuration(format!(
+                    "{} ({what}) is refused: {e}",
+                    path.display()
+                ))
+            })
+        })
         .collect()
     }
 

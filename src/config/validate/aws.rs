@@ -25,8 +25,10 @@ impl Validator<'_> {
         let resources = self.resources(raw.resources)?;
         let static_keys =
             self.static_keys(raw.access_key_id, raw.secret_access_key, raw.session_token)?;
+        let file = self.credentials_file(raw.credentials_file, static_keys.is_some())?;
         let assume_role = self.role_layer(raw.assume_role, raw.sts_endpoint, raw.sts_region)?;
-        let credentials = super::credentials::source(static_keys, raw.profile.clone(), assume_role);
+        let credentials =
+            super::credentials::source(static_keys, file, raw.profile.clone(), assume_role);
         let max_concurrent_calls = raw
             .max_concurrent_calls
             .unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS);

@@ -4,8 +4,8 @@
 use secrecy::SecretString;
 
 use super::Validator;
-use crate::config::raw::RawAssumeRole;
-use crate::config::{AssumeRole, StaticKeys};
+use crate::config::raw::{RawAssumeRole, RawCredentialsFile};
+use crate::config::{AssumeRole, CredentialsFile, StaticKeys};
 use crate::config::{ConfigError, CredentialSource};
 
 /// Whether the source holds secrets written in the config file (keys, an
@@ -13,23 +13,25 @@ use crate::config::{ConfigError, CredentialSource};
 pub(super) fn holds_secrets(source: &CredentialSource) -> bool {
     match source {
         CredentialSource::Static(_) => true,
-        CredentialSource::Chain { .. } => false,
+        CredentialSource::Chain { .. } | CredentialSource::File(_) => false,
         CredentialSource::AssumeRole { role, base } => {
             role.external_id.is_some() || holds_secrets(base)
         }
     }
 }
 
-/// The static keys, else the default chain (with `profile`), under the
-/// assume-role layer when there is one.
+/// The static keys, else the credentials file, else the default chain
+/// (with `profile`), under the assume-role layer when there is one.
 pub(super) fn source(
     static_keys: Option<StaticKeys>,
+    file: Option<CredentialsFile>,
     profile: Option<String>,
     assume_role: Option<AssumeRole>,
 ) -> CredentialSource {
-    let base = match static_keys {
-        Some(keys) => CredentialSource::Static(keys),
-        None => CredentialSource::Chain { profile },
+    let base = match (static_keys, file) {
+        (Some(keys), _) => CredentialSource::Static(keys),
+        (None, Some(file)) => CredentialSource::File(file),
+        (None, None) => CredentialSource::Chain { profile },
     };
     match assume_role {
         Some(role) => CredentialSource::AssumeRole {
@@ -41,6 +43,34 @@ pub(super) fn source(
 }
 
 impl Validator<'_> {
+    /// `credentials-file`: a path that is not empty, and never beside
+    /// static keys (one source of keys or the other).
+    pub(super) fn credentials_file(
+        &self,
+        raw: Option<RawCredentialsFile>,
+        static_keys: bool,
+    ) -> Result<Option<CredentialsFile>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let path = "secret-manager.aws.credentials-file";
+        if static_keys {
+            return Err(self.invalid(
+                path,
+                "is set beside access-key-id and secret-access-key; the keys come from one or the other",
+            ));
+        }
+        if raw.path.trim().is_empty() {
+            return Err(self.invalid(path, "is an empty path"));
+        }
+        if raw.profile.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(self.invalid(&format!("{path}.profile"), "is empty"));
+        }
+        Ok(Some(CredentialsFile {
+            path: raw.path.into(),
+            profile: raw.profile,
+            require_session_token: raw.require_session_token.unwrap_or(false),
+        }))
+    }
+
     /// `access-key-id`, `secret-access-key` and `session-token`: both keys
     /// or neither.
     pub(super) fn static_keys(
@@ -248,5 +278,75 @@ mod tests {
             err.contains("secret-access-key is set but access-key-id is missing"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_credentials_file_in_either_form() {
+        let short = SAMPLE.replace(
+            "    resources:",
+            "    credentials-file: /run/creds/credentials\n    resources:",
+        );
+        let readable = Table {
+            files: [("/run/creds/credentials", ("", 0o644))].into(),
+            ..Table::default()
+        };
+        let c = validate(&short, &readable).unwrap();
+        let CredentialSource::File(file) = &c.aws.credentials else {
+            panic!("{:?}", c.aws.credentials)
+        };
+        assert_eq!(file.path, std::path::Path::new("/run/creds/credentials"));
+        assert_eq!(
+            (file.profile.as_deref(), file.require_session_token),
+            (None, false)
+        );
+        assert_eq!(
+            c.warnings,
+            [
+                "/run/creds/credentials is readable by group or others (mode 0644) and it holds AWS keys; chmod 600 it"
+            ]
+        );
+        assert!(
+            c.aws
+                .credentials
+                .describe()
+                .ends_with(", re-read when it changes")
+        );
+
+        let long = SAMPLE.replace(
+            "    resources:",
+            "    credentials-file:\n      path: /c\n      profile: ops\n      require-session-token: true\n    assume-role: arn:aws:iam::999999999999:role/R\n    resources:",
+        );
+        let c = check(&long).unwrap();
+        let file = c.aws.credentials.file().unwrap();
+        assert_eq!(file.profile.as_deref(), Some("ops"));
+        assert!(file.require_session_token);
+        assert_eq!(
+            c.aws.credentials.describe(),
+            "assume role arn:aws:iam::999999999999:role/R over credentials file /c (profile ops, session token required), re-read when it changes"
+        );
+
+        for (yaml, says) in [
+            (
+                short.replace(
+                    "    credentials-file:",
+                    "    access-key-id: AKID\n    secret-access-key: s\n    credentials-file:",
+                ),
+                "the keys come from one or the other",
+            ),
+            (
+                short.replace("/run/creds/credentials", "\"\""),
+                "is an empty path",
+            ),
+            (
+                long.replace("      profile: ops", "      profle: ops"),
+                "did you mean `profile`?",
+            ),
+        ] {
+            let err = check(&yaml).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("credentials-file"),
+                "{says}: {err}"
+            );
+        }
     }
 }

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::raw::RawConfig;
-use super::{Config, ConfigError, Origin, TokenSource};
+use super::{CallerAccount, Config, ConfigError, Origin, TokenSource};
 
 /// What validation needs from outside the file.
 pub(crate) trait Inputs {
@@ -44,6 +44,19 @@ pub(crate) trait Inputs {
     fn metadata(&self, path: &Path) -> io::Result<()>;
     /// The permission bits of a file, when it can be read.
     fn mode(&self, path: &Path) -> Option<u32>;
+}
+
+/// A warning when permission bits `mode` let the group or others read the
+/// file at `path`, which holds something secret (`why`); also for a
+/// credentials file read again while the agent runs.
+pub(crate) fn loose_mode(path: &Path, mode: u32, why: &str) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by group or others (mode {:04o}) and {why}; chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 /// Validates `raw`, read from `file` (named in messages and checked for its
@@ -74,14 +87,7 @@ impl Validator<'_> {
 
     /// A warning when `path` can be read by its group or others.
     fn loose_permissions(&self, path: &Path, why: &str) -> Option<String> {
-        let mode = self.inputs.mode(path)?;
-        (mode & 0o077 != 0).then(|| {
-            format!(
-                "{} is readable by group or others (mode {:04o}) and {why}; chmod 600 it",
-                path.display(),
-                mode & 0o777
-            )
-        })
+        loose_mode(path, self.inputs.mode(path)?, why)
     }
 
     /// The sections in the order their errors are reported.
@@ -93,6 +99,9 @@ impl Validator<'_> {
         let mut warnings = Vec::new();
         if credentials::holds_secrets(&aws.credentials) {
             warnings.extend(self.loose_permissions(self.file, "it holds AWS keys"));
+        }
+        if let Some(file) = aws.credentials.file() {
+            warnings.extend(self.loose_permissions(&file.path, "it holds AWS keys"));
         }
         for token in &auth.tokens {
             if let TokenSource::File(path) = &token.source {
@@ -113,6 +122,7 @@ impl Validator<'_> {
             render,
             warnings,
             origin: Origin::Yaml,
+            caller_account: CallerAccount::Unused,
         })
     }
 }
