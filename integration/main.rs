@@ -32,3 +32,4 @@ mod production;
 mod security;
 mod soak;
 mod ssm;
+mod workload;

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::notify::{self, State};
 use crate::read::{Gate, Reader, Snapshot};
 use crate::reload::Reloader;
+use crate::roles::{RoleSettings, Roles};
 use crate::upstream::Upstream;
 
 /// The signals the agent answers, watched from the start of `main` so that
@@ -92,6 +93,10 @@ impl Application {
             .events
             .as_ref()
             .map(|events| (events::client(&sdk, events), events.queue_url.clone()));
+        let roles = Roles::new(
+            RoleSettings::new(&config, sdk.clone(), aws.endpoint()),
+            metrics.clone(),
+        );
         let upstream = Upstream::new(sdk, aws.endpoint());
         let cache = Cache::new(
             Arc::new(upstream.clone()),
@@ -114,7 +119,7 @@ impl Application {
         let snapshot = Snapshot::of(&config);
         let open = snapshot.access.is_open();
         let state = AppState {
-            reader: Reader::new(snapshot, cache, gate.clone()),
+            reader: Reader::new(snapshot, cache, roles, gate.clone()),
             prefetch,
             events: events_client
                 .as_ref()

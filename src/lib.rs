@@ -14,6 +14,8 @@
 //!   it asks libyaml how deep the YAML nests before serde_yaml loads it.
 //! - [`resources`]: resource names, secret and parameter ARNs, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, assume-role.
+//! - [`roles`]: the roles clients read as (`roleArn`), each with its own
+//!   credentials, clients and cache, least recently used dropped.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
@@ -50,6 +52,7 @@ mod notify;
 mod read;
 mod reload;
 mod resources;
+mod roles;
 mod text;
 mod upstream;
 

@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::credentials::probe_credentials;
 use crate::metrics::Metrics;
 use crate::read::{Reader, Snapshot};
+use crate::roles::RoleSettings;
 use crate::upstream::Upstream;
 
 /// How long a reload may take to read its files (and resolve the names in
@@ -113,6 +114,9 @@ impl Reloader {
         let aws_changed = aws != AwsSettings::of(&self.applied);
         if aws_changed {
             let (sdk, credentials) = aws.build(self.metrics.clone()).await;
+            self.reader
+                .roles
+                .apply(RoleSettings::new(&new, sdk.clone(), aws.endpoint()), true);
             self.upstream.replace(sdk, aws.endpoint());
             self.probes.abort_all();
             self.probes.spawn(probe_credentials(
@@ -134,6 +138,12 @@ impl Reloader {
             .count();
         self.reader.current.store(Arc::new(Snapshot::of(&new)));
         self.reader.cache.set_settings(new.cache.clone());
+        if !aws_changed {
+            let sdk = self.upstream.sdk();
+            self.reader
+                .roles
+                .apply(RoleSettings::new(&new, sdk, aws.endpoint()), false);
+        }
         let keep = new
             .aws
             .resources

@@ -106,6 +106,8 @@ struct Aws {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_calls: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_roles: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     convert_to_base64: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Events>,
@@ -239,6 +241,8 @@ struct Token {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_env: Option<String>,
     resources: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -431,6 +435,12 @@ impl AgentConfig {
         self
     }
 
+    /// `secret-manager.aws.max-roles`.
+    pub(crate) fn max_roles(mut self, limit: usize) -> AgentConfig {
+        self.aws().max_roles = Some(limit);
+        self
+    }
+
     pub(crate) fn max_concurrent_calls(mut self, limit: usize) -> AgentConfig {
         self.aws().max_concurrent_calls = Some(limit);
         self
@@ -469,7 +479,16 @@ impl AgentConfig {
             token_file: None,
             token_env: Some(env.into()),
             resources: resources.iter().map(|r| r.to_string()).collect(),
+            roles: Vec::new(),
         })
+    }
+
+    /// `roles` of the last token: the roles it may read as.
+    pub(crate) fn token_roles(mut self, roles: &[&str]) -> AgentConfig {
+        let auth = self.auth.as_mut().expect("a token first");
+        auth.tokens.last_mut().expect("a token first").roles =
+            roles.iter().map(|r| r.to_string()).collect();
+        self
     }
 
     /// A client token read from `file`, for `resources`.
@@ -478,6 +497,7 @@ impl AgentConfig {
             token_file: Some(file.into()),
             token_env: None,
             resources: resources.iter().map(|r| r.to_string()).collect(),
+            roles: Vec::new(),
         })
     }
 

@@ -9,6 +9,7 @@ use std::ops::RangeInclusive;
 use serde::Deserialize;
 
 use super::error::shown;
+use super::workload_toml::{self, Capabilities, Form, Logging, Prefetch};
 
 /// Why the AWS agent's TOML does not convert.
 #[derive(Debug, thiserror::Error)]
@@ -45,38 +46,71 @@ pub enum TomlProblem {
     /// `region` (or `--region`) is not an AWS region.
     #[error("region `{0}` is not an AWS region")]
     Region(String),
+    /// A flat key beside `[logging]` or `[capabilities]`, which the
+    /// Workload Credentials Provider refuses too.
+    #[error(
+        "{key} is a flat key, but the file uses [logging] or [capabilities]: write it as {nested}"
+    )]
+    FlatBesideNested {
+        key: &'static str,
+        nested: &'static str,
+    },
+    /// A setting for something this agent does not do.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// `cache_buffer_ratio` outside 0.1 to 1.0.
+    #[error("{0} must be a number from 0.1 to 1.0")]
+    Ratio(&'static str),
+    /// A `role_arn` that is not an IAM role ARN.
+    #[error("{key} `{}` is not an IAM role ARN (arn:<partition>:iam::<account>:role/<name>)", shown(.value))]
+    RoleArn { key: &'static str, value: String },
 }
 
 /// The AWS agent's settings file. Numbers may be written as TOML integers or
-/// as strings (`http_port = "2773"`), as the AWS agent accepts both.
+/// as strings (`http_port = "2773"`), as the AWS agent accepts both. The
+/// Workload Credentials Provider's nested tables (`logging`,
+/// `capabilities`) are moved into these flat fields before conversion
+/// ([`workload_toml::flatten`]).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct AwsAgentToml {
-    log_level: Option<String>,
-    http_address: Option<String>,
-    log_to_file: Option<bool>,
-    http_port: Option<Number>,
-    ttl_seconds: Option<Number>,
-    cache_size: Option<Number>,
-    ssrf_headers: Option<Vec<String>>,
-    ssrf_env_variables: Option<Vec<String>>,
-    path_prefix: Option<String>,
-    max_conn: Option<Number>,
-    region: Option<String>,
-    ignore_transient_errors: Option<bool>,
-    validate_credentials: Option<bool>,
+pub(super) struct AwsAgentToml {
+    pub(super) log_level: Option<String>,
+    pub(super) http_address: Option<String>,
+    pub(super) log_to_file: Option<bool>,
+    pub(super) http_port: Option<Number>,
+    pub(super) ttl_seconds: Option<Number>,
+    pub(super) cache_size: Option<Number>,
+    pub(super) ssrf_headers: Option<Vec<String>>,
+    pub(super) ssrf_env_variables: Option<Vec<String>>,
+    pub(super) path_prefix: Option<String>,
+    pub(super) max_conn: Option<Number>,
+    pub(super) region: Option<String>,
+    pub(super) ignore_transient_errors: Option<bool>,
+    pub(super) validate_credentials: Option<bool>,
+    /// The Workload Credentials Provider's: most roles assumed for `roleArn`.
+    pub(super) max_roles: Option<Number>,
+    /// The Workload Credentials Provider's `[prefetch]`.
+    pub(super) prefetch: Option<Prefetch>,
+    /// The nested form's `[logging]`.
+    pub(super) logging: Option<Logging>,
+    /// The nested form's `[capabilities]`.
+    pub(super) capabilities: Option<Capabilities>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(untagged)]
-enum Number {
+pub(super) enum Number {
     Int(i64),
     Text(String),
 }
 
 impl Number {
     /// The value when it is a whole number within `range` (inclusive).
-    fn within(&self, key: &'static str, range: RangeInclusive<i64>) -> Result<i64, TomlProblem> {
+    pub(super) fn within(
+        &self,
+        key: &'static str,
+        range: RangeInclusive<i64>,
+    ) -> Result<i64, TomlProblem> {
         let value = match self {
             Number::Int(n) => Some(*n),
             Number::Text(t) => t.trim().parse().ok(),
@@ -92,6 +126,8 @@ const HTTP_PORT: i64 = 2773;
 const TTL_SECONDS: i64 = 300;
 const CACHE_SIZE: i64 = 1000;
 const MAX_CONN: i64 = 800;
+/// The Workload Credentials Provider's `max_roles`.
+const MAX_ROLES: i64 = 20;
 const SSRF_HEADERS: [&str; 2] = ["X-Aws-Parameters-Secrets-Token", "X-Vault-Token"];
 const SSRF_ENV_VARIABLES: [&str; 3] = [
     "AWS_TOKEN",
@@ -99,10 +135,15 @@ const SSRF_ENV_VARIABLES: [&str; 3] = [
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
 
-/// The `region` the TOML sets, if any.
-pub(super) fn region(text: &str) -> Result<Option<String>, toml::de::Error> {
+/// The settings of `text`, in either form, as flat settings.
+fn parse(text: &str) -> Result<(AwsAgentToml, Form), TomlProblem> {
     let raw: AwsAgentToml = toml::from_str(text)?;
-    Ok(raw.region)
+    workload_toml::flatten(raw)
+}
+
+/// The `region` the TOML sets, if any.
+pub(super) fn region(text: &str) -> Result<Option<String>, TomlProblem> {
+    Ok(parse(text)?.0.region)
 }
 
 /// The YAML, and notes on what does not carry over (also written into the
@@ -128,11 +169,12 @@ pub fn convert_aws_agent_config(
         file: file.to_owned(),
         problem,
     };
-    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| err(e.into()))?;
+    let (raw, form) = parse(text).map_err(err)?;
+    let key = |flat: &'static str| form.key(flat);
     let mut notes = Vec::new();
 
     let port = match &raw.http_port {
-        Some(n) => n.within("http_port", 1024..=65535).map_err(err)?,
+        Some(n) => n.within(key("http_port"), 1024..=65535).map_err(err)?,
         None => HTTP_PORT,
     };
     let address = raw.http_address.as_deref().unwrap_or("127.0.0.1");
@@ -140,15 +182,15 @@ pub fn convert_aws_agent_config(
         return Err(err(TomlProblem::Address(address.to_owned())));
     }
     let ttl = match &raw.ttl_seconds {
-        Some(n) => n.within("ttl_seconds", 0..=3600).map_err(err)?,
+        Some(n) => n.within(key("ttl_seconds"), 0..=3600).map_err(err)?,
         None => TTL_SECONDS,
     };
     let cache_size = match &raw.cache_size {
-        Some(n) => n.within("cache_size", 0..=1000).map_err(err)?,
+        Some(n) => n.within(key("cache_size"), 0..=1000).map_err(err)?,
         None => CACHE_SIZE,
     };
     let max_conn = match &raw.max_conn {
-        Some(n) => n.within("max_conn", 1..=1000).map_err(err)?,
+        Some(n) => n.within(key("max_conn"), 1..=1000).map_err(err)?,
         None => MAX_CONN,
     };
     let level = match raw.log_level.as_deref().map(str::to_ascii_lowercase) {
@@ -161,13 +203,25 @@ pub fn convert_aws_agent_config(
         .ssrf_headers
         .unwrap_or_else(|| SSRF_HEADERS.map(str::to_owned).to_vec());
     if headers.is_empty() {
-        return Err(err(TomlProblem::Empty("ssrf_headers")));
+        return Err(err(TomlProblem::Empty(key("ssrf_headers"))));
     }
     let envs: Vec<String> = raw
         .ssrf_env_variables
         .unwrap_or_else(|| SSRF_ENV_VARIABLES.map(str::to_owned).to_vec());
     if envs.is_empty() {
-        return Err(err(TomlProblem::Empty("ssrf_env_variables")));
+        return Err(err(TomlProblem::Empty(key("ssrf_env_variables"))));
+    }
+    let max_roles = match &raw.max_roles {
+        Some(n) => n.within(key("max_roles"), 1..=20).map_err(err)?,
+        None => MAX_ROLES,
+    };
+    // The Workload Credentials Provider's file (its nested form, or a key
+    // only it has) reads as any role by `roleArn`, as it does; the Secrets
+    // Manager Agent's has no roles.
+    let workload = form == Form::Nested || raw.max_roles.is_some() || raw.prefetch.is_some();
+    if let Some(prefetch) = &raw.prefetch {
+        check_prefetch(prefetch, form).map_err(err)?;
+        notes.push("prefetch: not carried over; the secrets are fetched on first use".into());
     }
     let path_prefix = raw.path_prefix.as_deref().unwrap_or("/v1/");
     if path_prefix != "/v1/" {
@@ -230,6 +284,11 @@ pub fn convert_aws_agent_config(
             "    region: {region_text}                  # region\n"
         ));
     }
+    if workload {
+        y.push_str(&format!(
+            "    max-roles: {max_roles}                     # max_roles (roles read as by roleArn)\n"
+        ));
+    }
     y.push_str("    resources:\n");
     y.push_str(
         "      # Every secret of the account and region, as the AWS agent serves any its identity may read.\n",
@@ -269,10 +328,38 @@ pub fn convert_aws_agent_config(
         "    - token-env: {envs}   # ssrf_env_variables, the first one set; `file:///path` values are read from the file\n"
     ));
     y.push_str("      resources: [\"*\"]\n");
+    if workload {
+        y.push_str(
+            "      roles: [\"*\"]   # roleArn: any role, as the AWS Workload Credentials Provider; narrow it to role ARNs or prefixes (arn:aws:iam::<account>:role/app-*)\n",
+        );
+    }
     y.push_str(&format!(
         "log:\n  level: {level}                          # log_level\n"
     ));
     Ok(Conversion { yaml: y, notes })
+}
+
+/// The prefetch settings' ranges and role ARNs, as the provider checks them.
+fn check_prefetch(prefetch: &Prefetch, form: Form) -> Result<(), TomlProblem> {
+    if let Some(ratio) = prefetch.cache_buffer_ratio
+        && !(0.1..=1.0).contains(&ratio)
+    {
+        return Err(TomlProblem::Ratio(form.key("prefetch.cache_buffer_ratio")));
+    }
+    if let Some(jitter) = &prefetch.max_jitter_seconds {
+        jitter.within(form.key("prefetch.max_jitter_seconds"), 0..=10)?;
+    }
+    let roles = (prefetch.secrets.iter().map(|s| &s.role_arn))
+        .chain(prefetch.filter_tags.iter().map(|t| &t.role_arn));
+    for role in roles.flatten() {
+        if crate::domain::RoleArn::parse(role).is_none() {
+            return Err(TomlProblem::RoleArn {
+                key: form.key("prefetch.role_arn"),
+                value: role.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A YAML scalar for a header or variable name: plain when safe, else quoted.

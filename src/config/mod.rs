@@ -6,6 +6,8 @@
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
 //! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
+//! - [`workload_toml`]: the AWS Workload Credentials Provider's nested TOML, moved into
+//!   the flat settings `aws_agent` converts;
 //! - [`credentials`]: where the AWS credentials come from, as configured;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes;
@@ -31,6 +33,7 @@ pub(crate) mod file;
 mod load;
 mod raw;
 mod validate;
+mod workload_toml;
 mod yaml;
 
 pub use aws_agent::{Conversion, ConversionError, TomlProblem, convert_aws_agent_config};
@@ -235,6 +238,8 @@ pub(crate) struct ClientToken {
     pub(crate) source: TokenSource,
     pub(crate) value: SecretString,
     pub(crate) scope: TokenScope,
+    /// `roles`: the IAM roles it may read as; none by default.
+    pub(crate) roles: crate::domain::RoleScope,
 }
 
 /// Where a client token is read from.
@@ -315,12 +320,21 @@ pub(crate) struct AwsConfig {
     /// Most GetSecretValue calls in flight at once (default 32): a flood of
     /// misses waits for a turn instead of opening ever more calls to AWS.
     pub(crate) max_concurrent_calls: usize,
+    /// `max-roles`: most roles read as (`roleArn`) at once, each with its
+    /// own credentials, clients and cache; the least recently used is
+    /// dropped beyond it.
+    pub(crate) max_roles: usize,
     /// `convert-to-base64`: the secret agent protocol base64-encodes stored
     /// text (true) or sends it as stored, already base64 (false, default).
     pub(crate) convert_to_base64: bool,
 }
 
 pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+
+/// `max-roles` unless set (the AWS Workload Credentials Provider's
+/// `max_roles` default), and the most it may be.
+pub(crate) const DEFAULT_MAX_ROLES: usize = 20;
+pub(crate) const MAX_MAX_ROLES: usize = 1000;
 
 /// `secret-manager.aws.events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,6 +486,14 @@ impl Config {
             out.push_str(&format!(
                 "token headers: Authorization: Bearer, and {headers}\n"
             ));
+            for token in self.auth.iter().filter(|t| !t.roles.is_empty()) {
+                out.push_str(&format!(
+                    "{} may read as roles: {} (max-roles {})\n",
+                    token.source,
+                    token.roles.describe(),
+                    self.aws.max_roles
+                ));
+            }
         }
         let protocol_reads = match (&self.protocol_scope, self.auth.is_empty()) {
             (_, true) => "every resource (auth is open)".to_owned(),

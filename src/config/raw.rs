@@ -117,6 +117,11 @@ pub(super) struct RawToken {
     pub token_env: Option<OneOrMany>,
     /// Resource names the token may read, or `["*"]` for all.
     pub resources: Vec<String>,
+    /// IAM roles the token may read as (`roleArn` on the AWS agent's
+    /// routes): role ARNs, ARN prefixes ending in `*`, or `["*"]`; none
+    /// by default.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// One name or a list of names.
@@ -178,6 +183,9 @@ pub(super) struct RawAws {
     pub sts_region: Option<String>,
     /// Most GetSecretValue calls in flight at once; default 32.
     pub max_concurrent_calls: Option<usize>,
+    /// Most roles read as (`roleArn`) at once, least recently used
+    /// dropped beyond it; default 20.
+    pub max_roles: Option<usize>,
     /// Secret agent protocol: base64-encode stored text before sending it
     /// (true), or send it as stored, already in base64 (false, the default).
     pub convert_to_base64: Option<bool>,
