@@ -312,3 +312,118 @@ async fn sm_start_reads_the_nested_toml_and_refuses_unknown_keys() {
         );
     }
 }
+
+/// `prefetch`: secrets found by tag key (ListSecrets, more than one page),
+/// only those the resources map, and one named secret read as a role, all
+/// fetched before any client asks.
+#[tokio::test]
+async fn prefetch_by_tag_over_pages_and_by_name_as_a_role() {
+    let Fixture { world, proxy } = Fixture::new();
+    let prefix = unique("wcp-tag");
+    let tag = format!("{prefix}-key");
+    let create = |name: &str, tagged: bool| {
+        let mut args = json!({"Name": name, "SecretString": format!("value-of-{name}")});
+        if tagged {
+            args["Tags"] = json!([{"Key": tag, "Value": "yes"}]);
+        }
+        world.call("secretsmanager", REGION, "create_secret", args)["ARN"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // 23 tagged: two pages of 20.
+    let tagged: Vec<String> = (0..23).map(|i| format!("{prefix}/t{i}")).collect();
+    for name in &tagged {
+        create(name, true);
+    }
+    let untagged = format!("{prefix}/plain");
+    create(&untagged, false);
+    let outside = unique("wcp-tag-outside");
+    create(&outside, true);
+    let named = format!("{prefix}/named");
+    create(&named, false);
+    let reader = role(world, &unique("wcp-prefetch-reader"), &[]);
+    let sts = world.proxy();
+
+    let pattern = format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:{prefix}/*");
+    let config = AgentConfig::new()
+        .endpoint(&proxy.url)
+        .test_keys()
+        .resource(&format!("{prefix}/*"), &pattern)
+        .token_env("WCP_TOKEN", &["*"])
+        .token_roles(&[&reader])
+        .prefetch(json!({"tags": [{"key": tag}],
+            "secrets": [{"name": named, "role": reader}, {"name": "not-configured"}]}));
+    let agent = Agent::start(
+        &config,
+        &[("WCP_TOKEN", TOKEN), ("AWS_ENDPOINT_URL_STS", &sts.url)],
+    );
+    // Every tagged secret under the pattern is fetched without a read.
+    // By full ARN (suffix and all) or by the pattern's partial ARN.
+    let names = |id: &str, name: &str| id.ends_with(name) || id.contains(&format!("{name}-"));
+    let fetched = |name: &str| {
+        proxy.calls().iter().any(|c| {
+            c.action == "BatchGetSecretValue" && c.secret_ids.iter().any(|id| names(id, name))
+                || c.action == "GetSecretValue"
+                    && c.secret_id.as_deref().is_some_and(|id| names(id, name))
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(20), async || tagged
+            .iter()
+            .all(|n| fetched(n)))
+        .await,
+        "{:?}\n{}",
+        proxy.calls(),
+        agent.log()
+    );
+    let lists = proxy
+        .calls()
+        .iter()
+        .filter(|c| c.action == "ListSecrets")
+        .count();
+    assert!(lists >= 2, "one page only: {lists}");
+    assert!(!fetched(&untagged) && !fetched(&outside));
+    // The named secret, as the role: assumed, fetched, then a hit.
+    assert!(
+        eventually(Duration::from_secs(20), async || assumed(&sts, &reader)
+            .len()
+            == 1
+            && fetched(&named))
+        .await,
+        "{}",
+        agent.log()
+    );
+    let r = read(
+        &agent,
+        TOKEN,
+        &format!(
+            "secretId={named}&roleArn={}",
+            reader.replace(':', "%3A").replace('/', "%2F")
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("secret-agent-cache"), Some("hit"));
+    let r = read(&agent, TOKEN, &format!("secretId={}", tagged[22])).await;
+    assert_eq!(r.json()["SecretString"], format!("value-of-{}", tagged[22]));
+    assert_eq!(
+        r.header("secret-agent-cache"),
+        Some("hit"),
+        "{:?}\n{}",
+        proxy
+            .calls()
+            .iter()
+            .map(|c| (&c.action, &c.secret_id, &c.secret_ids))
+            .collect::<Vec<_>>(),
+        agent.log()
+    );
+    assert!(
+        agent.wait_for_log(
+            "no configured resource maps are left out: not-configured",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        agent.log()
+    );
+}

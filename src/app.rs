@@ -116,6 +116,7 @@ impl Application {
                 async move { gate.opened().await },
             )
         });
+        let warmup = (!config.prefetch.is_empty()).then(|| config.prefetch.clone());
         let snapshot = Snapshot::of(&config);
         let open = snapshot.access.is_open();
         let state = AppState {
@@ -140,7 +141,7 @@ impl Application {
         let mut reloader = Reloader::new(
             state.reader.clone(),
             metrics.clone(),
-            upstream,
+            upstream.clone(),
             config.clone(),
         );
 
@@ -177,6 +178,9 @@ impl Application {
         // take IMDS or STS round trips, so it does not hold up serving.
         let mut tasks = JoinSet::new();
         tasks.spawn(probe_credentials(credentials, ready));
+        if let Some(plan) = warmup {
+            tasks.spawn(crate::warmup::run(plan, state.reader.clone(), upstream));
+        }
         if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
             let current = Arc::clone(&state.reader.current);
             let resolve = move |id: &str| {

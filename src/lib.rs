@@ -21,6 +21,7 @@
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`backoff`]: the one jittered exponential backoff between retries.
+//! - [`warmup`]: the `prefetch` plan: names and tag keys, as the agent or a role.
 //! - [`events`]: refreshes on the Secrets Manager events an SQS queue brings.
 //! - [`http`]: routes (the Lambda extension's Parameter Store route too) and
 //!   the API error table.
@@ -55,6 +56,7 @@ mod resources;
 mod roles;
 mod text;
 mod upstream;
+mod warmup;
 
 pub use app::{Application, Serving, Signals};
 pub use aws::aws_agent_config;

@@ -80,11 +80,18 @@ struct Inner {
     credential_metrics: Arc<dyn CredentialMetrics>,
 }
 
+/// What one role reads with: its clients and its cache.
+#[derive(Clone)]
+pub(crate) struct RoleClients {
+    pub(crate) cache: Cache,
+    pub(crate) upstream: Upstream,
+}
+
 struct Entry {
     role: RoleArn,
     /// Set once the role's credentials were first obtained; concurrent
     /// first reads wait for the one AssumeRole.
-    cache: Arc<OnceCell<Cache>>,
+    cache: Arc<OnceCell<RoleClients>>,
     used: u64,
 }
 
@@ -118,8 +125,8 @@ impl Roles {
                 std::mem::take(&mut *entries)
             } else {
                 for entry in entries.iter() {
-                    if let Some(cache_of_role) = entry.cache.get() {
-                        cache_of_role.set_settings(cache.clone());
+                    if let Some(clients) = entry.cache.get() {
+                        clients.cache.set_settings(cache.clone());
                     }
                 }
                 let mut dropped = Vec::new();
@@ -135,10 +142,15 @@ impl Roles {
 
     /// The cache of `role`, its credentials assumed on first use.
     pub(crate) async fn cache(&self, role: &RoleArn) -> Result<Cache, RoleError> {
+        Ok(self.clients(role).await?.cache)
+    }
+
+    /// The clients and cache of `role`, its credentials assumed on first use.
+    pub(crate) async fn clients(&self, role: &RoleArn) -> Result<RoleClients, RoleError> {
         let cell = self.inner.entry(role);
         let built = cell.get_or_try_init(|| self.inner.build(role)).await;
         match built {
-            Ok(cache) => Ok(cache.clone()),
+            Ok(clients) => Ok(clients.clone()),
             Err(e) => {
                 // A role that failed holds no room; the next read tries again.
                 let mut entries = self.inner.lock();
@@ -156,7 +168,7 @@ impl Inner {
 
     /// The cell of `role`, made (dropping the least recently used beyond
     /// `max-roles`) when it has none.
-    fn entry(&self, role: &RoleArn) -> Arc<OnceCell<Cache>> {
+    fn entry(&self, role: &RoleArn) -> Arc<OnceCell<RoleClients>> {
         let used = self.clock.fetch_add(1, Ordering::Relaxed);
         let max = self.settings.load().max_roles.max(1);
         let mut dropped = None;
@@ -189,7 +201,7 @@ impl Inner {
 
     /// Assumes `role` over the agent's credentials, once, to learn that it
     /// can; then its clients and cache.
-    async fn build(&self, role: &RoleArn) -> Result<Cache, RoleError> {
+    async fn build(&self, role: &RoleArn) -> Result<RoleClients, RoleError> {
         let settings = self.settings.load_full();
         let Some(base) = settings.sdk.credentials_provider() else {
             return Err(RoleError::Assume {
@@ -220,12 +232,14 @@ impl Inner {
             .to_builder()
             .credentials_provider(provider)
             .build();
-        Ok(Cache::new(
-            Arc::new(Upstream::new(sdk, settings.endpoints.clone())),
+        let upstream = Upstream::new(sdk, settings.endpoints.clone());
+        let cache = Cache::new(
+            Arc::new(upstream.clone()),
             self.cache_metrics.clone(),
             settings.cache.clone(),
             settings.max_concurrent_calls,
-        ))
+        );
+        Ok(RoleClients { cache, upstream })
     }
 }
 

@@ -26,6 +26,9 @@ pub(crate) struct AgentConfig {
     auth: Option<Auth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<Log>,
+    /// `prefetch`, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefetch: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Default, Serialize)]
@@ -275,6 +278,7 @@ impl AgentConfig {
             cache: Cache::default(),
             auth: None,
             log: None,
+            prefetch: None,
         }
     }
 
@@ -528,6 +532,12 @@ impl AgentConfig {
     pub(crate) fn token_headers(mut self, headers: &[&str]) -> AgentConfig {
         self.auth.as_mut().expect("a token first").token_headers =
             Some(headers.iter().map(|h| h.to_string()).collect());
+        self
+    }
+
+    /// The `prefetch` section.
+    pub(crate) fn prefetch(mut self, section: serde_json::Value) -> AgentConfig {
+        self.prefetch = Some(section);
         self
     }
 

@@ -9,7 +9,9 @@ use std::ops::RangeInclusive;
 use serde::Deserialize;
 
 use super::error::shown;
-use super::workload_toml::{self, Capabilities, Form, Logging, Prefetch};
+use workload::{Capabilities, Form, Logging, Prefetch};
+
+mod workload;
 
 /// Why the AWS agent's TOML does not convert.
 #[derive(Debug, thiserror::Error)]
@@ -70,36 +72,36 @@ pub enum TomlProblem {
 /// as strings (`http_port = "2773"`), as the AWS agent accepts both. The
 /// Workload Credentials Provider's nested tables (`logging`,
 /// `capabilities`) are moved into these flat fields before conversion
-/// ([`workload_toml::flatten`]).
+/// ([`workload::flatten`]).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AwsAgentToml {
-    pub(super) log_level: Option<String>,
-    pub(super) http_address: Option<String>,
-    pub(super) log_to_file: Option<bool>,
-    pub(super) http_port: Option<Number>,
-    pub(super) ttl_seconds: Option<Number>,
-    pub(super) cache_size: Option<Number>,
-    pub(super) ssrf_headers: Option<Vec<String>>,
-    pub(super) ssrf_env_variables: Option<Vec<String>>,
-    pub(super) path_prefix: Option<String>,
-    pub(super) max_conn: Option<Number>,
-    pub(super) region: Option<String>,
-    pub(super) ignore_transient_errors: Option<bool>,
-    pub(super) validate_credentials: Option<bool>,
+struct AwsAgentToml {
+    log_level: Option<String>,
+    http_address: Option<String>,
+    log_to_file: Option<bool>,
+    http_port: Option<Number>,
+    ttl_seconds: Option<Number>,
+    cache_size: Option<Number>,
+    ssrf_headers: Option<Vec<String>>,
+    ssrf_env_variables: Option<Vec<String>>,
+    path_prefix: Option<String>,
+    max_conn: Option<Number>,
+    region: Option<String>,
+    ignore_transient_errors: Option<bool>,
+    validate_credentials: Option<bool>,
     /// The Workload Credentials Provider's: most roles assumed for `roleArn`.
-    pub(super) max_roles: Option<Number>,
+    max_roles: Option<Number>,
     /// The Workload Credentials Provider's `[prefetch]`.
-    pub(super) prefetch: Option<Prefetch>,
+    prefetch: Option<Prefetch>,
     /// The nested form's `[logging]`.
-    pub(super) logging: Option<Logging>,
+    logging: Option<Logging>,
     /// The nested form's `[capabilities]`.
-    pub(super) capabilities: Option<Capabilities>,
+    capabilities: Option<Capabilities>,
 }
 
 #[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(untagged)]
-pub(super) enum Number {
+enum Number {
     Int(i64),
     Text(String),
 }
@@ -138,7 +140,7 @@ const SSRF_ENV_VARIABLES: [&str; 3] = [
 /// The settings of `text`, in either form, as flat settings.
 fn parse(text: &str) -> Result<(AwsAgentToml, Form), TomlProblem> {
     let raw: AwsAgentToml = toml::from_str(text)?;
-    workload_toml::flatten(raw)
+    workload::flatten(raw)
 }
 
 /// The `region` the TOML sets, if any.
@@ -218,10 +220,9 @@ pub fn convert_aws_agent_config(
     // The Workload Credentials Provider's file (its nested form, or a key
     // only it has) reads as any role by `roleArn`, as it does; the Secrets
     // Manager Agent's has no roles.
-    let workload = form == Form::Nested || raw.max_roles.is_some() || raw.prefetch.is_some();
+    let provider_file = form == Form::Nested || raw.max_roles.is_some() || raw.prefetch.is_some();
     if let Some(prefetch) = &raw.prefetch {
         check_prefetch(prefetch, form).map_err(err)?;
-        notes.push("prefetch: not carried over; the secrets are fetched on first use".into());
     }
     let path_prefix = raw.path_prefix.as_deref().unwrap_or("/v1/");
     if path_prefix != "/v1/" {
@@ -284,7 +285,7 @@ pub fn convert_aws_agent_config(
             "    region: {region_text}                  # region\n"
         ));
     }
-    if workload {
+    if provider_file {
         y.push_str(&format!(
             "    max-roles: {max_roles}                     # max_roles (roles read as by roleArn)\n"
         ));
@@ -328,7 +329,7 @@ pub fn convert_aws_agent_config(
         "    - token-env: {envs}   # ssrf_env_variables, the first one set; `file:///path` values are read from the file\n"
     ));
     y.push_str("      resources: [\"*\"]\n");
-    if workload {
+    if provider_file {
         y.push_str(
             "      roles: [\"*\"]   # roleArn: any role, as the AWS Workload Credentials Provider; narrow it to role ARNs or prefixes (arn:aws:iam::<account>:role/app-*)\n",
         );
@@ -336,6 +337,9 @@ pub fn convert_aws_agent_config(
     y.push_str(&format!(
         "log:\n  level: {level}                          # log_level\n"
     ));
+    if let Some(prefetch) = &raw.prefetch {
+        y.push_str(&prefetch_yaml(prefetch, cache_size));
+    }
     Ok(Conversion { yaml: y, notes })
 }
 
@@ -360,6 +364,57 @@ fn check_prefetch(prefetch: &Prefetch, form: Form) -> Result<(), TomlProblem> {
         }
     }
     Ok(())
+}
+
+/// The provider's prefetch as the `prefetch` section (checked already).
+fn prefetch_yaml(prefetch: &Prefetch, cache_size: i64) -> String {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let ratio = prefetch.cache_buffer_ratio.unwrap_or(0.8);
+    let max_entries = if cache_size == 0 { 1000 } else { cache_size };
+    // As the provider: that share of the cache, at least one.
+    let limit = ((max_entries as f64 * ratio) as i64).max(1);
+    let jitter = match &prefetch.max_jitter_seconds {
+        Some(n) => n.within("max_jitter_seconds", 0..=10).unwrap_or(0),
+        None => 0,
+    };
+    let mut y = String::from("prefetch:\n");
+    y.push_str(&format!(
+        "  limit: {limit}                           # cache_buffer_ratio {ratio} of cache_size\n"
+    ));
+    y.push_str(&format!(
+        "  jitter: {jitter}s                          # max_jitter_seconds\n"
+    ));
+    let mut list = |name: &str, key: &str, items: Vec<(&String, &Option<String>)>| {
+        if items.is_empty() {
+            return;
+        }
+        y.push_str(&format!("  {name}:\n"));
+        for (value, role) in items {
+            y.push_str(&format!("    - {key}: {}\n", quoted(value)));
+            if let Some(role) = role {
+                y.push_str(&format!("      role: {}\n", quoted(role)));
+            }
+        }
+    };
+    list(
+        "secrets",
+        "name",
+        prefetch
+            .secrets
+            .iter()
+            .map(|s| (&s.secret_id, &s.role_arn))
+            .collect(),
+    );
+    list(
+        "tags",
+        "key",
+        prefetch
+            .filter_tags
+            .iter()
+            .map(|t| (&t.key, &t.role_arn))
+            .collect(),
+    );
+    y
 }
 
 /// A YAML scalar for a header or variable name: plain when safe, else quoted.

@@ -5,9 +5,8 @@
 //! - [`validate`]: raw -> [`Config`], pure, one file per section;
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
-//! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
-//! - [`workload_toml`]: the AWS Workload Credentials Provider's nested TOML, moved into
-//!   the flat settings `aws_agent` converts;
+//! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML (and
+//!   the AWS Workload Credentials Provider's nested form of it);
 //! - [`credentials`]: where the AWS credentials come from, as configured;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes;
@@ -31,9 +30,9 @@ mod credentials;
 mod error;
 pub(crate) mod file;
 mod load;
+pub(crate) mod prefetch;
 mod raw;
 mod validate;
-mod workload_toml;
 mod yaml;
 
 pub use aws_agent::{Conversion, ConversionError, TomlProblem, convert_aws_agent_config};
@@ -42,6 +41,7 @@ pub(crate) use credentials::{
     shared_credentials_path,
 };
 pub use error::ConfigError;
+pub(crate) use prefetch::PrefetchPlan;
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):
 /// a regular file of at most 1 MiB of UTF-8, byte order mark dropped.
@@ -65,6 +65,8 @@ pub struct Config {
     pub(crate) service: ServiceConfig,
     pub(crate) aws: AwsConfig,
     pub(crate) cache: CacheConfig,
+    /// `prefetch`: what is fetched once serving starts.
+    pub(crate) prefetch: PrefetchPlan,
     /// Client tokens; empty (no `auth` key) means open access.
     pub(crate) auth: Vec<ClientToken>,
     /// `auth.secret-agent-protocol.resources`: what the protocol's clients

@@ -28,6 +28,30 @@ pub(super) struct RawConfig {
     /// Logging; every key has a default.
     #[serde(default)]
     pub log: RawLog,
+    /// Secrets fetched once serving starts; none by default.
+    pub prefetch: Option<RawPrefetch>,
+}
+
+/// `prefetch`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawPrefetch {
+    #[serde(default)]
+    pub secrets: Vec<RawPrefetchItem>,
+    #[serde(default)]
+    pub tags: Vec<RawPrefetchItem>,
+    pub jitter: Option<DurationValue>,
+    pub limit: Option<usize>,
+}
+
+/// `prefetch.secrets[i]` (`name`) or `prefetch.tags[i]` (`key`), each with
+/// an optional `role`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawPrefetchItem {
+    pub name: Option<String>,
+    pub key: Option<String>,
+    pub role: Option<String>,
 }
 
 /// `service`.

@@ -16,6 +16,7 @@ mod cache;
 mod credentials;
 mod events;
 mod log;
+mod prefetch;
 mod resources;
 mod service;
 mod tls;
@@ -98,11 +99,13 @@ impl Validator<'_> {
             }
         }
         let log_level = self.log_level(raw.log)?;
+        let prefetch = self.prefetch(raw.prefetch, &cache)?;
         Ok(Config {
             source: self.file.to_owned(),
             service,
             aws,
             cache,
+            prefetch,
             auth: auth.tokens,
             protocol_scope: auth.protocol_scope,
             token_headers: auth.token_headers,

@@ -1,13 +1,13 @@
 //! The AWS Workload Credentials Provider's nested TOML (`[logging]`,
 //! `[capabilities.secrets_manager]` and its `cache`, `security` and
 //! `prefetch` tables), moved into the flat settings of the AWS Secrets
-//! Manager Agent, which [`super::aws_agent`] converts: one conversion for
+//! Manager Agent, which [`super`] converts: one conversion for
 //! both forms. A file is nested when it has `[logging]` or `[capabilities]`;
 //! then a flat key beside them is refused, as the provider refuses it.
 
 use serde::Deserialize;
 
-use super::aws_agent::{AwsAgentToml, Number, TomlProblem};
+use super::{AwsAgentToml, Number, TomlProblem};
 
 /// `[logging]`.
 #[derive(Deserialize, Default)]
@@ -232,7 +232,7 @@ pub(super) fn flatten(mut raw: AwsAgentToml) -> Result<(AwsAgentToml, Form), Tom
 mod tests {
     use std::path::Path;
 
-    use super::super::aws_agent::{ConversionError, convert_aws_agent_config};
+    use super::super::{ConversionError, convert_aws_agent_config};
     use super::*;
     use crate::config::Config;
 
@@ -301,6 +301,15 @@ key = "team"
         assert_eq!(config.cache.max_entries, 7);
         assert_eq!(config.cache.max_stale, std::time::Duration::ZERO);
         assert_eq!(config.token_headers, ["x-my-token"]);
+        // Its prefetch: 0.5 of 7 entries, names and tags with their roles.
+        assert_eq!(config.prefetch.limit, 3);
+        assert_eq!(config.prefetch.jitter, std::time::Duration::from_secs(2));
+        assert_eq!(config.prefetch.secrets[0], ("app/db".to_owned(), None));
+        assert_eq!(
+            config.prefetch.secrets[1].1.as_ref().unwrap().as_str(),
+            "arn:aws:iam::123456789012:role/reader"
+        );
+        assert_eq!(config.prefetch.tags[0], ("team".to_owned(), None));
         // The provider's file reads as any role by roleArn.
         let role = crate::domain::RoleArn::parse("arn:aws:iam::123456789012:role/any").unwrap();
         assert!(config.auth[0].roles.allows(&role));
