@@ -61,8 +61,8 @@ fn last_get_signer(proxy: &Proxy) -> String {
     proxy
         .calls()
         .into_iter()
-        .filter(|c| c.action == "GetSecretValue")
-        .last()
+        .rev()
+        .find(|c| c.action == "GetSecretValue")
         .and_then(|c| c.access_key_id)
         .expect("a signed GetSecretValue")
 }
