@@ -418,6 +418,35 @@ async fn prefetch_by_tag_over_pages_and_by_name_as_a_role() {
             .collect::<Vec<_>>(),
         agent.log()
     );
+    // With a limit of 5: five of them, from the first page alone.
+    let few = world.proxy();
+    let limited = config
+        .clone()
+        .endpoint(&few.url)
+        .prefetch(json!({"tags": [{"key": tag}], "limit": 5}));
+    let small = Agent::start(&limited, &[("WCP_TOKEN", TOKEN)]);
+    assert!(
+        small.wait_for_log(
+            "prefetch: 5 secret(s) as the agent",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        small.log()
+    );
+    let asked = || {
+        few.calls()
+            .iter()
+            .filter(|c| c.action == "BatchGetSecretValue")
+            .map(|c| c.secret_ids.len())
+            .sum::<usize>()
+    };
+    assert!(eventually(Duration::from_secs(10), async || asked() == 5).await);
+    let lists = few
+        .calls()
+        .iter()
+        .filter(|c| c.action == "ListSecrets")
+        .count();
+    assert_eq!((lists, asked()), (1, 5));
     assert!(
         agent.wait_for_log(
             "no configured resource maps are left out: not-configured",

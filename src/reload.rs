@@ -209,6 +209,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.aws.events != new.aws.events {
         changed.push("secret-manager.aws.events");
     }
+    // The plan runs once, at start.
+    if old.prefetch != new.prefetch {
+        changed.push("prefetch");
+    }
     changed
 }
 

@@ -550,6 +550,17 @@ impl Config {
             "upstream: max-concurrent-calls {}\n",
             self.aws.max_concurrent_calls
         ));
+        let p = &self.prefetch;
+        if !p.is_empty() {
+            out.push_str(&format!(
+                "prefetch: {} name(s), {} tag key(s), {} role(s), limit {}, jitter {}\n",
+                p.secrets.len(),
+                p.tags.len(),
+                p.roles().iter().filter(|r| r.is_some()).count(),
+                p.limit,
+                humantime::format_duration(p.jitter)
+            ));
+        }
         out.push_str(&format!(
             "log level: {}\n",
             self.log_level.as_str().to_lowercase()

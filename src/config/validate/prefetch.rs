@@ -112,6 +112,12 @@ mod tests {
         assert_eq!(p.jitter, std::time::Duration::from_secs(2));
         assert_eq!(p.limit, 10);
         assert_eq!(p.roles().len(), 2);
+        assert!(
+            c.summary()
+                .contains("prefetch: 2 name(s), 1 tag key(s), 1 role(s), limit 10, jitter 2s"),
+            "{}",
+            c.summary()
+        );
         assert_eq!(check(SAMPLE).unwrap().prefetch.limit, 1000);
         for (section, says) in [
             ("  jitter: 11m\n", "prefetch.jitter: must be at most 10m"),
