@@ -36,3 +36,4 @@ mod security;
 mod soak;
 mod ssm;
 mod upstream_tls;
+mod workload;

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::config::{ClientToken, Config, TokenScope};
-use crate::domain::ResourceName;
+use crate::domain::{ResourceName, RoleArn};
 
 /// The configured tokens; none means open access.
 #[derive(Debug, Default)]
@@ -27,7 +27,9 @@ pub(crate) struct Access {
 pub(crate) enum Grant<'a> {
     /// Open access, or a token for every resource.
     All,
-    /// What a token's (or the protocol's) scope names.
+    /// What a token's scope names, and the roles it lists.
+    Token(&'a ClientToken),
+    /// What the protocol's scope names.
     Scope(&'a TokenScope),
     /// Tokens are configured and the protocol's clients are granted nothing.
     Nothing,
@@ -45,8 +47,18 @@ impl Grant<'_> {
     pub(crate) fn allows(&self, name: &ResourceName) -> bool {
         match self {
             Grant::All => true,
+            Grant::Token(token) => token.scope.allows(name),
             Grant::Scope(scope) => scope.allows(name),
             Grant::Nothing => false,
+        }
+    }
+
+    /// Whether the request may read as `role`: only a token that lists it
+    /// may (open access reads as no role: a role is a grant of its own).
+    pub(crate) fn allows_role(&self, role: &RoleArn) -> bool {
+        match self {
+            Grant::Token(token) => token.roles.allows(role),
+            Grant::All | Grant::Scope(_) | Grant::Nothing => false,
         }
     }
 
@@ -123,7 +135,7 @@ impl Access {
         presented
             .into_iter()
             .find_map(|presented| self.find(presented))
-            .map(|token| Grant::Scope(&token.scope))
+            .map(Grant::Token)
     }
 
     /// What the clients that cannot send a token may read.
@@ -168,6 +180,10 @@ pub(crate) mod tests {
                     source: TokenSource::Env("A".into()),
                     value: SecretString::from("all-access-token"),
                     scope: TokenScope::All,
+                    roles: crate::domain::RoleScope::only(
+                        vec![RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap()],
+                        vec![],
+                    ),
                 },
                 ClientToken {
                     source: TokenSource::Env("B".into()),
@@ -176,6 +192,7 @@ pub(crate) mod tests {
                         names: [name("db")].into(),
                         prefixes: vec!["team/".into()],
                     },
+                    roles: crate::domain::RoleScope::default(),
                 },
             ],
             &headers,
@@ -197,6 +214,19 @@ pub(crate) mod tests {
         assert!(!grant.allows(&name("other")) && !grant.allows(&name("teamx")));
         let grant = access.grant([&b"all-access-token"[..]]).unwrap();
         assert!(grant.allows(&name("other")));
+    }
+
+    #[test]
+    fn only_tokens_listing_a_role_read_as_it() {
+        let access = two_tokens();
+        let role = RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap();
+        let other = RoleArn::parse("arn:aws:iam::123456789012:role/s").unwrap();
+        let all = access.grant([&b"all-access-token"[..]]).unwrap();
+        assert!(all.allows_role(&role) && !all.allows_role(&other));
+        let db = access.grant([&b"db-only-token"[..]]).unwrap();
+        assert!(!db.allows_role(&role));
+        assert!(!access.protocol_grant().allows_role(&role));
+        assert!(!Access::default().grant([]).unwrap().allows_role(&role));
     }
 
     #[test]

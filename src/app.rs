@@ -31,6 +31,7 @@ use crate::notify::{self, State};
 use crate::read::{Gate, Reader, Snapshot};
 use crate::reload::Reloader;
 use crate::render::Render;
+use crate::roles::{RoleSettings, Roles};
 use crate::upstream::Upstream;
 
 /// The signals the agent answers, watched from the start of `main` so that
@@ -127,6 +128,10 @@ impl Core {
             .events
             .as_ref()
             .map(|events| (events::client(&sdk, events), events.queue_url.clone()));
+        let roles = Roles::new(
+            RoleSettings::new(&config, sdk.clone(), aws.endpoint()),
+            metrics.clone(),
+        );
         let upstream = Upstream::new(sdk, aws.endpoint());
         let cache = Cache::new(
             Arc::new(upstream.clone()),
@@ -146,9 +151,10 @@ impl Core {
                 async move { gate.opened().await },
             )
         });
+        let warmup = (!config.prefetch.is_empty()).then(|| config.prefetch.clone());
         let snapshot = Snapshot::of(config);
         let open = snapshot.access.is_open();
-        let reader = Reader::new(snapshot, cache, gate.clone());
+        let reader = Reader::new(snapshot, cache, roles, gate.clone());
         let (render, rendering) =
             Render::start(reader.clone(), config.render.clone(), metrics.clone());
         let state = AppState {
@@ -174,7 +180,7 @@ impl Core {
         let reloader = Reloader::new(
             state.reader.clone(),
             metrics.clone(),
-            upstream,
+            upstream.clone(),
             config.clone(),
         )
         .with_render(render);
@@ -190,6 +196,9 @@ impl Core {
         ));
         // The rendered files, kept until the agent stops.
         tasks.spawn(rendering);
+        if let Some(plan) = warmup {
+            tasks.spawn(crate::warmup::run(plan, state.reader.clone(), upstream));
+        }
         if let (Some((client, queue_url)), Some(status)) = (events_client, state.events.clone()) {
             let current = Arc::clone(&state.reader.current);
             let resolve = move |id: &str| {

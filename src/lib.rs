@@ -15,11 +15,14 @@
 //! - [`resources`]: patterns and the name -> ARN table, path resolution.
 //! - [`credentials`]: static keys, the default chain, IMDS, a credentials file, assume-role.
 //! - [`account`]: the caller's own account (`caller` in ARNs), learnt once at start.
+//! - [`roles`]: the roles clients read as (`roleArn`), each with its own
+//!   credentials, clients and cache, least recently used dropped.
 //! - [`aws`]: the SDK settings every AWS client shares (region, timeouts, retries).
 //! - [`aws_http`]: the HTTP client every AWS call goes through, answer bodies capped.
 //! - [`upstream`]: Secrets Manager and SSM clients per region, error classification.
 //! - [`cache`]: single flight, refresh ahead, bounded stale, eviction.
 //! - [`backoff`]: the one jittered exponential backoff between retries.
+//! - [`warmup`]: the `prefetch` plan: names and tag keys, as the agent or a role.
 //! - [`events`]: refreshes on the Secrets Manager events an SQS queue brings.
 //! - [`http`]: routes (the Lambda extension's Parameter Store route too) and
 //!   the API error table.
@@ -61,8 +64,10 @@ mod read;
 mod reload;
 mod render;
 mod resources;
+mod roles;
 mod text;
 mod upstream;
+mod warmup;
 
 pub use account::resolve_caller_account;
 pub use app::{Application, Serving, Signals};

@@ -15,10 +15,11 @@ const DEFAULT_CONFIG: &str = "/etc/secret-agent/config.yaml";
 /// them, the agent starts as it does without `--config`, on its defaults,
 /// so that its wrappers (`secrets-manager-agent` in its Lambda extension)
 /// run unchanged.
-const AWS_AGENT_NAMES: [&str; 3] = [
+const AWS_AGENT_NAMES: [&str; 4] = [
     "secrets-manager-agent",
     "aws_secretsmanager_agent",
     "aws-secretsmanager-agent",
+    "aws-workload-credentials-provider",
 ];
 
 /// `--version`: the crate's version and the commit it was built from
@@ -55,6 +56,11 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    /// The AWS Workload Credentials Provider's Secrets Manager commands.
+    Sm {
+        #[command(subcommand)]
+        action: SmAction,
+    },
     /// Print the YAML equivalent of an AWS Secrets Manager Agent TOML config.
     ConvertAwsAgentConfig {
         /// The AWS agent's config file (TOML).
@@ -106,6 +112,17 @@ struct ExecArgs {
     /// PROGRAM and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     command: Vec<OsString>,
+}
+
+#[derive(clap::Subcommand)]
+enum SmAction {
+    /// Serve as the AWS Workload Credentials Provider's `sm start`: its
+    /// TOML (nested or flat), or its defaults without --config.
+    Start {
+        /// The provider's config file (TOML).
+        #[arg(short, long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// The packaging commands (.ci/package), parsed apart from [`Cli`] so that
@@ -321,6 +338,16 @@ fn load(cli: &Cli, runtime: &tokio::runtime::Runtime) -> Result<Config, ExitCode
         .map(PathBuf::from)
         .and_then(|path| Some(path.file_name()?.to_str()?.to_owned()))
         .is_some_and(|name| AWS_AGENT_NAMES.contains(&name.as_str()));
+    if let Some(Command::Sm {
+        action: SmAction::Start { config },
+    }) = &cli.command
+    {
+        if cli.config.is_some() {
+            eprintln!("secret-agent: give the file once, as `sm start --config FILE.toml`");
+            return Err(ExitCode::from(2));
+        }
+        return load_from(config.as_deref(), true, cli.check, runtime);
+    }
     load_from(
         cli.config.as_deref(),
         cli.lambda || as_aws_agent,

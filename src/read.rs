@@ -21,6 +21,7 @@ use crate::domain::ResourceName;
 use crate::domain::Secret;
 use crate::domain::Version;
 use crate::resources::{Found, Resources};
+use crate::roles::Roles;
 use crate::text;
 use crate::upstream::UpstreamError;
 
@@ -214,6 +215,8 @@ pub(crate) struct Reader {
     /// Swapped atomically on reload; readers never lock.
     pub(crate) current: Arc<ArcSwap<Snapshot>>,
     pub(crate) cache: Cache,
+    /// The roles clients read as, each with its own cache.
+    pub(crate) roles: Roles,
     /// Closed until `GET /start_serving` in Lambda mode (`-l`).
     pub(crate) serving: Gate,
     /// Set once AWS credentials have resolved (or a value came back).
@@ -222,10 +225,11 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(snapshot: Snapshot, cache: Cache, serving: Gate) -> Reader {
+    pub(crate) fn new(snapshot: Snapshot, cache: Cache, roles: Roles, serving: Gate) -> Reader {
         Reader {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             cache,
+            roles,
             serving,
             credentials_ready: Arc::new(AtomicBool::new(false)),
             warned: Arc::default(),
@@ -256,17 +260,29 @@ impl Reader {
         version: &Version,
         refresh: bool,
     ) -> Result<(Arc<Secret>, CacheStatus), ReadError> {
+        self.read_from(&self.cache, found, version, refresh).await
+    }
+
+    /// [`Reader::read`] from `cache`: the agent's own, or a role's
+    /// ([`crate::roles`]).
+    pub(crate) async fn read_from(
+        &self,
+        cache: &Cache,
+        found: &Found<'_>,
+        version: &Version,
+        refresh: bool,
+    ) -> Result<(Arc<Secret>, CacheStatus), ReadError> {
         if !self.serving.is_open() {
             return Err(ReadError::NotServingYet);
         }
         let arn = &found.arn;
-        if found.by_pattern() && !self.cache.admit_new_name(arn, version) {
+        if found.by_pattern() && !cache.admit_new_name(arn, version) {
             return Err(ReadError::NewNamesLimited);
         }
         let read = if refresh {
-            self.cache.refresh(arn, version).await
+            cache.refresh(arn, version).await
         } else {
-            self.cache.get(arn, version).await
+            cache.get(arn, version).await
         };
         match read {
             Ok(answer) => {

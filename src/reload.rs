@@ -16,6 +16,7 @@ use crate::credentials::probe_credentials;
 use crate::metrics::Metrics;
 use crate::read::{Reader, Snapshot};
 use crate::render::Render;
+use crate::roles::RoleSettings;
 use crate::upstream::Upstream;
 
 /// How long a reload may take to read its files (and resolve the names in
@@ -128,6 +129,9 @@ impl Reloader {
         let aws_changed = aws != AwsSettings::of(&self.applied);
         if aws_changed {
             let (sdk, credentials) = aws.build(self.metrics.clone()).await;
+            self.reader
+                .roles
+                .apply(RoleSettings::new(&new, sdk.clone(), aws.endpoint()), true);
             self.upstream.replace(sdk, aws.endpoint());
             self.probes.abort_all();
             self.probes.spawn(probe_credentials(
@@ -149,6 +153,12 @@ impl Reloader {
             .count();
         self.reader.current.store(Arc::new(Snapshot::of(&new)));
         self.reader.cache.set_settings(new.cache.clone());
+        if !aws_changed {
+            let sdk = self.upstream.sdk();
+            self.reader
+                .roles
+                .apply(RoleSettings::new(&new, sdk, aws.endpoint()), false);
+        }
         let keep = new
             .aws
             .resources
@@ -217,6 +227,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.aws.events != new.aws.events {
         changed.push("secret-manager.aws.events");
+    }
+    // The plan runs once, at start.
+    if old.prefetch != new.prefetch {
+        changed.push("prefetch");
     }
     changed
 }

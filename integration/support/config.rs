@@ -26,6 +26,9 @@ pub(crate) struct AgentConfig {
     auth: Option<Auth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<Log>,
+    /// `prefetch`, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefetch: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     render: Vec<Render>,
 }
@@ -167,6 +170,8 @@ struct Aws {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_calls: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_roles: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     convert_to_base64: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Events>,
@@ -300,6 +305,8 @@ struct Token {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_env: Option<String>,
     resources: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -333,6 +340,7 @@ impl AgentConfig {
             auth: None,
             log: None,
             render: Vec::new(),
+            prefetch: None,
         }
     }
 
@@ -499,6 +507,12 @@ impl AgentConfig {
         self
     }
 
+    /// `secret-manager.aws.max-roles`.
+    pub(crate) fn max_roles(mut self, limit: usize) -> AgentConfig {
+        self.aws().max_roles = Some(limit);
+        self
+    }
+
     pub(crate) fn max_concurrent_calls(mut self, limit: usize) -> AgentConfig {
         self.aws().max_concurrent_calls = Some(limit);
         self
@@ -537,7 +551,16 @@ impl AgentConfig {
             token_file: None,
             token_env: Some(env.into()),
             resources: resources.iter().map(|r| r.to_string()).collect(),
+            roles: Vec::new(),
         })
+    }
+
+    /// `roles` of the last token: the roles it may read as.
+    pub(crate) fn token_roles(mut self, roles: &[&str]) -> AgentConfig {
+        let auth = self.auth.as_mut().expect("a token first");
+        auth.tokens.last_mut().expect("a token first").roles =
+            roles.iter().map(|r| r.to_string()).collect();
+        self
     }
 
     /// A client token read from `file`, for `resources`.
@@ -546,6 +569,7 @@ impl AgentConfig {
             token_file: Some(file.into()),
             token_env: None,
             resources: resources.iter().map(|r| r.to_string()).collect(),
+            roles: Vec::new(),
         })
     }
 
@@ -582,6 +606,12 @@ impl AgentConfig {
     /// A `render:` entry.
     pub(crate) fn render(mut self, entry: Render) -> AgentConfig {
         self.render.push(entry);
+        self
+    }
+
+    /// The `prefetch` section.
+    pub(crate) fn prefetch(mut self, section: serde_json::Value) -> AgentConfig {
+        self.prefetch = Some(section);
         self
     }
 

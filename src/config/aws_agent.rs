@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use super::caller::CALLER;
 use super::error::shown;
+use workload::{Capabilities, Form, Logging, Prefetch};
+
+mod workload;
 
 /// Why the AWS agent's TOML does not convert.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +52,31 @@ pub enum TomlProblem {
     /// `region` (or `--region`) is not an AWS region.
     #[error("region `{0}` is not an AWS region")]
     Region(String),
+    /// A flat key beside `[logging]` or `[capabilities]`, which the
+    /// Workload Credentials Provider refuses too.
+    #[error(
+        "{key} is a flat key, but the file uses [logging] or [capabilities]: write it as {nested}"
+    )]
+    FlatBesideNested {
+        key: &'static str,
+        nested: &'static str,
+    },
+    /// A setting for something this agent does not do.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// `cache_buffer_ratio` outside 0.1 to 1.0.
+    #[error("{0} must be a number from 0.1 to 1.0")]
+    Ratio(&'static str),
+    /// A `role_arn` that is not an IAM role ARN.
+    #[error("{key} `{}` is not an IAM role ARN (arn:<partition>:iam::<account>:role/<name>)", shown(.value))]
+    RoleArn { key: &'static str, value: String },
 }
 
 /// The AWS agent's settings file. Numbers may be written as TOML integers or
-/// as strings (`http_port = "2773"`), as the AWS agent accepts both.
+/// as strings (`http_port = "2773"`), as the AWS agent accepts both. The
+/// Workload Credentials Provider's nested tables (`logging`,
+/// `capabilities`) are moved into these flat fields before conversion
+/// ([`workload::flatten`]).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct AwsAgentToml {
@@ -70,9 +94,17 @@ struct AwsAgentToml {
     ignore_transient_errors: Option<bool>,
     validate_credentials: Option<bool>,
     credentials_file_path: Option<String>,
+    /// The Workload Credentials Provider's: most roles assumed for `roleArn`.
+    max_roles: Option<Number>,
+    /// The Workload Credentials Provider's `[prefetch]`.
+    prefetch: Option<Prefetch>,
+    /// The nested form's `[logging]`.
+    logging: Option<Logging>,
+    /// The nested form's `[capabilities]`.
+    capabilities: Option<Capabilities>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(untagged)]
 enum Number {
     Int(i64),
@@ -81,7 +113,11 @@ enum Number {
 
 impl Number {
     /// The value when it is a whole number within `range` (inclusive).
-    fn within(&self, key: &'static str, range: RangeInclusive<i64>) -> Result<i64, TomlProblem> {
+    pub(super) fn within(
+        &self,
+        key: &'static str,
+        range: RangeInclusive<i64>,
+    ) -> Result<i64, TomlProblem> {
         let value = match self {
             Number::Int(n) => Some(*n),
             Number::Text(t) => t.trim().parse().ok(),
@@ -97,6 +133,8 @@ const HTTP_PORT: i64 = 2773;
 const TTL_SECONDS: i64 = 300;
 const CACHE_SIZE: i64 = 1000;
 const MAX_CONN: i64 = 800;
+/// The Workload Credentials Provider's `max_roles`.
+const MAX_ROLES: i64 = 20;
 const SSRF_HEADERS: [&str; 2] = ["X-Aws-Parameters-Secrets-Token", "X-Vault-Token"];
 const SSRF_ENV_VARIABLES: [&str; 3] = [
     "AWS_TOKEN",
@@ -104,10 +142,15 @@ const SSRF_ENV_VARIABLES: [&str; 3] = [
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
 
-/// The `region` the TOML sets, if any.
-pub(super) fn region(text: &str) -> Result<Option<String>, toml::de::Error> {
+/// The settings of `text`, in either form, as flat settings.
+fn parse(text: &str) -> Result<(AwsAgentToml, Form), TomlProblem> {
     let raw: AwsAgentToml = toml::from_str(text)?;
-    Ok(raw.region)
+    workload::flatten(raw)
+}
+
+/// The `region` the TOML sets, if any.
+pub(super) fn region(text: &str) -> Result<Option<String>, TomlProblem> {
+    Ok(parse(text)?.0.region)
 }
 
 /// The YAML, and notes on what does not carry over (also written into the
@@ -133,11 +176,12 @@ pub fn convert_aws_agent_config(
         file: file.to_owned(),
         problem,
     };
-    let raw: AwsAgentToml = toml::from_str(text).map_err(|e| err(e.into()))?;
+    let (raw, form) = parse(text).map_err(err)?;
+    let key = |flat: &'static str| form.key(flat);
     let mut notes = Vec::new();
 
     let port = match &raw.http_port {
-        Some(n) => n.within("http_port", 1024..=65535).map_err(err)?,
+        Some(n) => n.within(key("http_port"), 1024..=65535).map_err(err)?,
         None => HTTP_PORT,
     };
     let address = raw.http_address.as_deref().unwrap_or("127.0.0.1");
@@ -145,15 +189,15 @@ pub fn convert_aws_agent_config(
         return Err(err(TomlProblem::Address(address.to_owned())));
     }
     let ttl = match &raw.ttl_seconds {
-        Some(n) => n.within("ttl_seconds", 0..=3600).map_err(err)?,
+        Some(n) => n.within(key("ttl_seconds"), 0..=3600).map_err(err)?,
         None => TTL_SECONDS,
     };
     let cache_size = match &raw.cache_size {
-        Some(n) => n.within("cache_size", 0..=1000).map_err(err)?,
+        Some(n) => n.within(key("cache_size"), 0..=1000).map_err(err)?,
         None => CACHE_SIZE,
     };
     let max_conn = match &raw.max_conn {
-        Some(n) => n.within("max_conn", 1..=1000).map_err(err)?,
+        Some(n) => n.within(key("max_conn"), 1..=1000).map_err(err)?,
         None => MAX_CONN,
     };
     let level = match raw.log_level.as_deref().map(str::to_ascii_lowercase) {
@@ -166,13 +210,24 @@ pub fn convert_aws_agent_config(
         .ssrf_headers
         .unwrap_or_else(|| SSRF_HEADERS.map(str::to_owned).to_vec());
     if headers.is_empty() {
-        return Err(err(TomlProblem::Empty("ssrf_headers")));
+        return Err(err(TomlProblem::Empty(key("ssrf_headers"))));
     }
     let envs: Vec<String> = raw
         .ssrf_env_variables
         .unwrap_or_else(|| SSRF_ENV_VARIABLES.map(str::to_owned).to_vec());
     if envs.is_empty() {
-        return Err(err(TomlProblem::Empty("ssrf_env_variables")));
+        return Err(err(TomlProblem::Empty(key("ssrf_env_variables"))));
+    }
+    let max_roles = match &raw.max_roles {
+        Some(n) => n.within(key("max_roles"), 1..=20).map_err(err)?,
+        None => MAX_ROLES,
+    };
+    // The Workload Credentials Provider's file (its nested form, or a key
+    // only it has) reads as any role by `roleArn`, as it does; the Secrets
+    // Manager Agent's has no roles.
+    let provider_file = form == Form::Nested || raw.max_roles.is_some() || raw.prefetch.is_some();
+    if let Some(prefetch) = &raw.prefetch {
+        check_prefetch(prefetch, form).map_err(err)?;
     }
     let path_prefix = raw.path_prefix.as_deref().unwrap_or("/v1/");
     if path_prefix != "/v1/" {
@@ -243,6 +298,11 @@ pub fn convert_aws_agent_config(
             serde_json::to_string(path).unwrap_or_default()
         ));
     }
+    if provider_file {
+        y.push_str(&format!(
+            "    max-roles: {max_roles}                     # max_roles (roles read as by roleArn)\n"
+        ));
+    }
     y.push_str("    resources:\n");
     y.push_str(
         "      # Every secret of the account and region, as the AWS agent serves any its identity may read.\n",
@@ -287,10 +347,92 @@ pub fn convert_aws_agent_config(
         "    - token-env: {envs}   # ssrf_env_variables, the first one set; `file:///path` values are read from the file\n"
     ));
     y.push_str("      resources: [\"*\"]\n");
+    if provider_file {
+        y.push_str(
+            "      roles: [\"*\"]   # roleArn: any role, as the AWS Workload Credentials Provider; narrow it to role ARNs or prefixes (arn:aws:iam::<account>:role/app-*)\n",
+        );
+    }
     y.push_str(&format!(
         "log:\n  level: {level}                          # log_level\n"
     ));
+    if let Some(prefetch) = &raw.prefetch {
+        y.push_str(&prefetch_yaml(prefetch, cache_size));
+    }
     Ok(Conversion { yaml: y, notes })
+}
+
+/// The prefetch settings' ranges and role ARNs, as the provider checks them.
+fn check_prefetch(prefetch: &Prefetch, form: Form) -> Result<(), TomlProblem> {
+    if let Some(ratio) = prefetch.cache_buffer_ratio
+        && !(0.1..=1.0).contains(&ratio)
+    {
+        return Err(TomlProblem::Ratio(form.key("prefetch.cache_buffer_ratio")));
+    }
+    if let Some(jitter) = &prefetch.max_jitter_seconds {
+        jitter.within(form.key("prefetch.max_jitter_seconds"), 0..=10)?;
+    }
+    let roles = (prefetch.secrets.iter().map(|s| &s.role_arn))
+        .chain(prefetch.filter_tags.iter().map(|t| &t.role_arn));
+    for role in roles.flatten() {
+        if crate::domain::RoleArn::parse(role).is_none() {
+            return Err(TomlProblem::RoleArn {
+                key: form.key("prefetch.role_arn"),
+                value: role.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The provider's prefetch as the `prefetch` section (checked already).
+fn prefetch_yaml(prefetch: &Prefetch, cache_size: i64) -> String {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let ratio = prefetch.cache_buffer_ratio.unwrap_or(0.8);
+    let max_entries = if cache_size == 0 { 1000 } else { cache_size };
+    // As the provider: that share of the cache, at least one.
+    let limit = ((max_entries as f64 * ratio) as i64).max(1);
+    let jitter = match &prefetch.max_jitter_seconds {
+        Some(n) => n.within("max_jitter_seconds", 0..=10).unwrap_or(0),
+        None => 0,
+    };
+    let mut y = String::from("prefetch:\n");
+    y.push_str(&format!(
+        "  limit: {limit}                           # cache_buffer_ratio {ratio} of cache_size\n"
+    ));
+    y.push_str(&format!(
+        "  jitter: {jitter}s                          # max_jitter_seconds\n"
+    ));
+    let mut list = |name: &str, key: &str, items: Vec<(&String, &Option<String>)>| {
+        if items.is_empty() {
+            return;
+        }
+        y.push_str(&format!("  {name}:\n"));
+        for (value, role) in items {
+            y.push_str(&format!("    - {key}: {}\n", quoted(value)));
+            if let Some(role) = role {
+                y.push_str(&format!("      role: {}\n", quoted(role)));
+            }
+        }
+    };
+    list(
+        "secrets",
+        "name",
+        prefetch
+            .secrets
+            .iter()
+            .map(|s| (&s.secret_id, &s.role_arn))
+            .collect(),
+    );
+    list(
+        "tags",
+        "key",
+        prefetch
+            .filter_tags
+            .iter()
+            .map(|t| (&t.key, &t.role_arn))
+            .collect(),
+    );
+    y
 }
 
 /// A YAML scalar for a header or variable name: plain when safe, else quoted.

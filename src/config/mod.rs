@@ -5,7 +5,8 @@
 //! - [`validate`]: raw -> [`Config`], pure, one file per section;
 //! - [`error`]: [`ConfigError`], which names the file, the key path and,
 //!   where it is not a secret, the offending value, with suggestions;
-//! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML;
+//! - [`aws_agent`]: the AWS Secrets Manager Agent's TOML, as this YAML (and
+//!   the AWS Workload Credentials Provider's nested form of it);
 //! - [`credentials`]: where the AWS credentials come from, as configured;
 //! - [`load`]: the I/O: the file, the nesting check, token files,
 //!   environment variables, DNS and file modes;
@@ -31,6 +32,7 @@ mod credentials;
 mod error;
 pub(crate) mod file;
 mod load;
+pub(crate) mod prefetch;
 mod raw;
 mod render;
 mod validate;
@@ -45,6 +47,7 @@ pub(crate) use credentials::{
 pub use error::ConfigError;
 pub(crate) use render::{DEFAULT_ON_CHANGE_TIMEOUT, DEFAULT_RENDER_MODE, RenderFile, RenderSource};
 pub(crate) use validate::loose_mode;
+pub(crate) use prefetch::PrefetchPlan;
 
 /// The text of a config file (this agent's YAML or the AWS agent's TOML):
 /// a regular file of at most 1 MiB of UTF-8, byte order mark dropped.
@@ -68,6 +71,8 @@ pub struct Config {
     pub(crate) service: ServiceConfig,
     pub(crate) aws: AwsConfig,
     pub(crate) cache: CacheConfig,
+    /// `prefetch`: what is fetched once serving starts.
+    pub(crate) prefetch: PrefetchPlan,
     /// Client tokens; empty (no `auth` key) means open access.
     pub(crate) auth: Vec<ClientToken>,
     /// `auth.secret-agent-protocol.resources`: what the protocol's clients
@@ -250,6 +255,8 @@ pub(crate) struct ClientToken {
     pub(crate) source: TokenSource,
     pub(crate) value: SecretString,
     pub(crate) scope: TokenScope,
+    /// `roles`: the IAM roles it may read as; none by default.
+    pub(crate) roles: crate::domain::RoleScope,
 }
 
 /// Where a client token is read from.
@@ -330,12 +337,21 @@ pub(crate) struct AwsConfig {
     /// Most GetSecretValue calls in flight at once (default 32): a flood of
     /// misses waits for a turn instead of opening ever more calls to AWS.
     pub(crate) max_concurrent_calls: usize,
+    /// `max-roles`: most roles read as (`roleArn`) at once, each with its
+    /// own credentials, clients and cache; the least recently used is
+    /// dropped beyond it.
+    pub(crate) max_roles: usize,
     /// `convert-to-base64`: the secret agent protocol base64-encodes stored
     /// text (true) or sends it as stored, already base64 (false, default).
     pub(crate) convert_to_base64: bool,
 }
 
 pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+
+/// `max-roles` unless set (the AWS Workload Credentials Provider's
+/// `max_roles` default), and the most it may be.
+pub(crate) const DEFAULT_MAX_ROLES: usize = 20;
+pub(crate) const MAX_MAX_ROLES: usize = 1000;
 
 /// `secret-manager.aws.events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,6 +526,14 @@ impl Config {
             out.push_str(&format!(
                 "token headers: Authorization: Bearer, and {headers}\n"
             ));
+            for token in self.auth.iter().filter(|t| !t.roles.is_empty()) {
+                out.push_str(&format!(
+                    "{} may read as roles: {} (max-roles {})\n",
+                    token.source,
+                    token.roles.describe(),
+                    self.aws.max_roles
+                ));
+            }
         }
         let protocol_reads = match (&self.protocol_scope, self.auth.is_empty()) {
             (_, true) => "every resource (auth is open)".to_owned(),
@@ -567,6 +591,17 @@ impl Config {
             "upstream: max-concurrent-calls {}\n",
             self.aws.max_concurrent_calls
         ));
+        let p = &self.prefetch;
+        if !p.is_empty() {
+            out.push_str(&format!(
+                "prefetch: {} name(s), {} tag key(s), {} role(s), limit {}, jitter {}\n",
+                p.secrets.len(),
+                p.tags.len(),
+                p.roles().iter().filter(|r| r.is_some()).count(),
+                p.limit,
+                humantime::format_duration(p.jitter)
+            ));
+        }
         out.push_str(&format!(
             "log level: {}\n",
             self.log_level.as_str().to_lowercase()

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     /// Logging; every key has a default.
     #[serde(default)]
     pub log: RawLog,
+    /// Secrets fetched once serving starts; none by default.
+    pub prefetch: Option<RawPrefetch>,
     /// Files kept written with secrets; default none.
     pub render: Option<Vec<RawRender>>,
 }
@@ -51,6 +53,28 @@ pub(super) struct RawRender {
     pub on_change: Option<Vec<String>>,
     /// Time `on-change` may run before it is killed; default 30s.
     pub on_change_timeout: Option<DurationValue>,
+}
+
+/// `prefetch`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawPrefetch {
+    #[serde(default)]
+    pub secrets: Vec<RawPrefetchItem>,
+    #[serde(default)]
+    pub tags: Vec<RawPrefetchItem>,
+    pub jitter: Option<DurationValue>,
+    pub limit: Option<usize>,
+}
+
+/// `prefetch.secrets[i]` (`name`) or `prefetch.tags[i]` (`key`), each with
+/// an optional `role`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawPrefetchItem {
+    pub name: Option<String>,
+    pub key: Option<String>,
+    pub role: Option<String>,
 }
 
 /// `service`.
@@ -140,6 +164,11 @@ pub(super) struct RawToken {
     pub token_env: Option<OneOrMany>,
     /// Resource names the token may read, or `["*"]` for all.
     pub resources: Vec<String>,
+    /// IAM roles the token may read as (`roleArn` on the AWS agent's
+    /// routes): role ARNs, ARN prefixes ending in `*`, or `["*"]`; none
+    /// by default.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// One name or a list of names.
@@ -206,6 +235,9 @@ pub(super) struct RawAws {
     pub sts_region: Option<String>,
     /// Most GetSecretValue calls in flight at once; default 32.
     pub max_concurrent_calls: Option<usize>,
+    /// Most roles read as (`roleArn`) at once, least recently used
+    /// dropped beyond it; default 20.
+    pub max_roles: Option<usize>,
     /// Secret agent protocol: base64-encode stored text before sending it
     /// (true), or send it as stored, already in base64 (false, the default).
     pub convert_to_base64: Option<bool>,

@@ -109,6 +109,32 @@ impl AgentCredentials {
     }
 }
 
+/// Credentials of `role_arn` (a role a client reads as), assumed over what
+/// `sdk` signs with and kept until shortly before they expire; STS at
+/// `sts_endpoint` in `sts_region` when set, as the assume-role layer's.
+pub(crate) async fn assumed(
+    role_arn: &str,
+    sdk: &SdkConfig,
+    base: SharedCredentialsProvider,
+    sts_endpoint: Option<String>,
+    sts_region: Option<String>,
+    metrics: Arc<dyn CredentialMetrics>,
+) -> SharedCredentialsProvider {
+    let role = AssumeRole {
+        role_arn: role_arn.to_owned(),
+        external_id: None,
+        session_name: None,
+        duration: None,
+        sts_endpoint,
+        sts_region,
+    };
+    let assumed = assume_role(&role, sdk, base).await;
+    SharedCredentialsProvider::new(Refreshing::new(
+        Named::new(format!("assume role {role_arn}"), assumed),
+        metrics,
+    ))
+}
+
 /// The provider of a source that is not an assumed role.
 fn provider_of(
     source: &CredentialSource,

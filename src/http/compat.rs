@@ -23,8 +23,9 @@ use serde::Serialize;
 
 use super::{ApiError, AppState, CACHE_HEADER, Target, echo};
 use crate::access::Grant;
-use crate::domain::{Kind, Secret, secret_bytes};
+use crate::domain::{Kind, RoleArn, Secret, secret_bytes};
 use crate::read::{ReadError, Snapshot};
+use crate::roles::RoleError;
 use crate::upstream::UpstreamError;
 
 /// What AWS says of a secret that does not exist: the answer to a
@@ -71,6 +72,17 @@ impl CompatError {
             status: StatusCode::BAD_REQUEST,
             code: "ResourceNotFoundException".into(),
             message: NOT_FOUND_MESSAGE.into(),
+        }
+    }
+
+    /// A role the token may not read as, or that STS would not let the
+    /// agent assume: 403, as the AWS Workload Credentials Provider answers
+    /// a failed AssumeRole.
+    fn role_denied(message: String) -> CompatError {
+        CompatError::Aws {
+            status: StatusCode::FORBIDDEN,
+            code: "AccessDeniedException".into(),
+            message,
         }
     }
 
@@ -196,6 +208,9 @@ struct Query {
     version_stage: Option<String>,
     version_id: Option<String>,
     refresh_now: bool,
+    /// `roleArn`: read as this role, as the AWS Workload Credentials
+    /// Provider does (if the token lists it).
+    role: Option<RoleArn>,
 }
 
 impl Query {
@@ -209,6 +224,14 @@ impl Query {
                 "secretId" if with_secret_id => q.secret_id = Some(value),
                 "versionStage" => q.version_stage = Some(value),
                 "versionId" => q.version_id = Some(value),
+                "roleArn" => {
+                    q.role = Some(RoleArn::parse(&value).ok_or_else(|| {
+                        CompatError::text(
+                            StatusCode::BAD_REQUEST,
+                            "invalid roleArn format, expected arn:<partition>:iam::<account>:role/<name>",
+                        )
+                    })?);
+                }
                 "refreshNow" => {
                     q.refresh_now = match value.to_ascii_lowercase().as_str() {
                         "true" | "1" => true,
@@ -376,11 +399,32 @@ async fn serve<'s>(
         key: None,
     };
     grant.permit(&found.name).map_err(ApiError::from)?;
-    let (secret, status) = state
-        .reader
-        .read(&found, &version, q.refresh_now)
-        .await
-        .map_err(ApiError::from)?;
+    let read = match &q.role {
+        None => state.reader.read(&found, &version, q.refresh_now).await,
+        Some(role) => {
+            if !grant.allows_role(role) {
+                return Err(CompatError::role_denied(format!(
+                    "this token may not read as role {}",
+                    echo(role.as_str())
+                )));
+            }
+            if !state.reader.serving.is_open() {
+                return Err(ApiError::Read(ReadError::NotServingYet).into());
+            }
+            let cache = state.reader.roles.cache(role).await.map_err(|e| {
+                let RoleError::Assume { message, .. } = e;
+                // AWS's words may repeat the role; answers repeat 32 characters of what a client sent.
+                let short = echo(role.as_str());
+                let message = message.replace(role.as_str(), &short);
+                CompatError::role_denied(format!("cannot assume role {short}: {message}"))
+            })?;
+            state
+                .reader
+                .read_from(&cache, &found, &version, q.refresh_now)
+                .await
+        }
+    };
+    let (secret, status) = read.map_err(ApiError::from)?;
     Ok((get_secret_value_json(&secret), status))
 }
 
@@ -457,6 +501,17 @@ mod tests {
         assert_eq!(
             text("secretId=x", false),
             (400, "unknown parameter: secretId".into())
+        );
+        let role = "arn:aws:iam::123456789012:role/reader";
+        let q = Query::parse(&format!("secretId=x&roleArn={role}"), true).unwrap();
+        assert_eq!(q.role.unwrap().as_str(), role);
+        assert_eq!(
+            text("secretId=x&roleArn=not-a-valid-arn", true),
+            (
+                400,
+                "invalid roleArn format, expected arn:<partition>:iam::<account>:role/<name>"
+                    .into()
+            )
         );
         let (_, long) = text(&format!("{}=1", "n".repeat(100)), true);
         assert_eq!(long, format!("unknown parameter: {}...", "n".repeat(32)));

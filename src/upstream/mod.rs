@@ -125,6 +125,11 @@ impl Upstream {
         self.inner.store(Arc::new(Inner::new(sdk, endpoints)));
     }
 
+    /// The SDK config the clients are built from now.
+    pub(crate) fn sdk(&self) -> SdkConfig {
+        self.inner.load().sdk.clone()
+    }
+
     fn secrets_manager(&self, region: &str) -> aws_sdk_secretsmanager::Client {
         let inner = self.inner.load();
         inner

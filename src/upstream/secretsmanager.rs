@@ -68,6 +68,64 @@ impl Upstream {
         )
     }
 
+    /// The ARNs of the secrets of `region` that carry a tag with `key`
+    /// (ListSecrets with a `tag-key` filter), `page_size` a page, at most
+    /// `limit` of them; each without its random suffix (`-AbCdEf`), as a
+    /// read by name asks for it.
+    pub(crate) async fn list_tagged(
+        &self,
+        region: &str,
+        key: &str,
+        page_size: i32,
+        limit: usize,
+    ) -> Result<Vec<String>, UpstreamError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let client = self.secrets_manager(region);
+        let filter = Filter::builder()
+            .key(FilterNameStringType::TagKey)
+            .values(key)
+            .build();
+        let mut arns = Vec::new();
+        let mut next_token = None;
+        // Each page brings at least one or ends the list; the bound only
+        // stops an answer that keeps sending empty pages with a token.
+        for _ in 0..=limit {
+            let out = client
+                .list_secrets()
+                .filters(filter.clone())
+                .max_results(page_size)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| classify(e, &Version::Current))?;
+            arns.extend(
+                out.secret_list
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| {
+                        let arn = s.arn?;
+                        // `...:secret:<name>-<6 characters>`.
+                        let short = s.name.and_then(|name| {
+                            let cut = arn.len().checked_sub(7)?;
+                            (arn.is_char_boundary(cut)
+                                && arn[..cut].ends_with(&format!(":secret:{name}")))
+                            .then(|| arn[..cut].to_owned())
+                        });
+                        Some(short.unwrap_or(arn))
+                    }),
+            );
+            if arns.len() >= limit {
+                arns.truncate(limit);
+                break;
+            }
+            match out.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => break,
+            }
+        }
+        Ok(arns)
+    }
+
     /// BatchGetSecretValue for the current versions of `arns` (all in one
     /// region, at most [`BATCH_LIMIT`](super::BATCH_LIMIT)): one call, each secret with its own
     /// outcome. `Err` when the call as a whole failed (e.g. the policy lacks

@@ -11,6 +11,7 @@ use super::Validator;
 use crate::config::error::{closest, shown};
 use crate::config::raw::{OneOrMany, RawAuth, RawToken};
 use crate::config::{ClientToken, ConfigError, DEFAULT_TOKEN_HEADERS, TokenScope, TokenSource};
+use crate::domain::{RoleArn, RoleScope};
 use crate::resources::{Pattern, Resources};
 
 /// The validated `auth` section; all empty (open access) without one.
@@ -84,10 +85,12 @@ impl Validator<'_> {
                 return Err(self.invalid(&path, format!("the token from {source} is used twice")));
             }
             let scope = self.scope(&path, token.resources, resources)?;
+            let roles = self.roles(&format!("{path}.roles"), token.roles)?;
             tokens.push(ClientToken {
                 source,
                 value,
                 scope,
+                roles,
             });
         }
         Ok(tokens)
@@ -180,6 +183,40 @@ impl Validator<'_> {
             headers.push(lower);
         }
         Ok(headers)
+    }
+
+    /// The roles at `path`: `["*"]`, or role ARNs and ARN prefixes ending
+    /// in `*` (`arn:aws:iam::123456789012:role/app-*`).
+    fn roles(&self, path: &str, raw: Vec<String>) -> Result<RoleScope, ConfigError> {
+        if raw.iter().any(|r| r == "*") {
+            return if raw.len() == 1 {
+                Ok(RoleScope::any())
+            } else {
+                Err(self.invalid(path, "`*` already means any role; list nothing beside it"))
+            };
+        }
+        let (mut arns, mut prefixes) = (Vec::new(), Vec::new());
+        for (i, text) in raw.into_iter().enumerate() {
+            let invalid = || {
+                self.invalid(
+                    &format!("{path}[{i}]"),
+                    format!(
+                        "`{}` is not an IAM role ARN (arn:<partition>:iam::<account>:role/<name>), nor one ending in `*`",
+                        shown(&text)
+                    ),
+                )
+            };
+            match text.strip_suffix('*') {
+                // A prefix must hold the account and `role/`: a role of
+                // any account is `*`, said on purpose.
+                Some(prefix) => {
+                    RoleArn::parse(&format!("{prefix}x")).ok_or_else(invalid)?;
+                    prefixes.push(prefix.to_owned());
+                }
+                None => arns.push(RoleArn::parse(&text).ok_or_else(invalid)?),
+            }
+        }
+        Ok(RoleScope::only(arns, prefixes))
     }
 
     /// What the grant at `path` may read: `["*"]`, or configured names and
@@ -302,6 +339,64 @@ mod tests {
         ] {
             let err = with(resources, scope).unwrap_err().to_string();
             assert!(err.contains(says), "{resources} {scope}: {err}");
+        }
+    }
+
+    #[test]
+    fn roles_a_token_may_read_as() {
+        let inputs = Table::var("TOKEN", "tok");
+        let with = |roles: &str| {
+            validate(
+                &format!(
+                    "{SAMPLE}auth:\n  tokens:\n    - token-env: TOKEN\n      resources: [\"*\"]\n      roles: {roles}\n"
+                ),
+                &inputs,
+            )
+        };
+        let role = |arn: &str| crate::domain::RoleArn::parse(arn).unwrap();
+        let c = with(
+            "[\"arn:aws:iam::123456789012:role/app-*\", \"arn:aws:iam::123456789012:role/db\"]",
+        )
+        .unwrap();
+        let roles = &c.auth[0].roles;
+        assert!(roles.allows(&role("arn:aws:iam::123456789012:role/app-x")));
+        assert!(roles.allows(&role("arn:aws:iam::123456789012:role/db")));
+        assert!(!roles.allows(&role("arn:aws:iam::123456789012:role/dbx")));
+        assert!(c.summary().contains("may read as roles: arn:aws:iam::123456789012:role/db, arn:aws:iam::123456789012:role/app-*"), "{}", c.summary());
+        assert!(
+            with("[\"*\"]").unwrap().auth[0]
+                .roles
+                .allows(&role("arn:aws:iam::999999999999:role/any"))
+        );
+        // None unless listed.
+        let c = validate(
+            &format!(
+                "{SAMPLE}auth:\n  tokens:\n    - token-env: TOKEN\n      resources: [\"*\"]\n"
+            ),
+            &inputs,
+        )
+        .unwrap();
+        assert!(c.auth[0].roles.is_empty());
+        for (roles, says) in [
+            (
+                "[\"*\", \"arn:aws:iam::123456789012:role/db\"]",
+                "auth.tokens[0].roles: `*` already means any role",
+            ),
+            (
+                "[reader]",
+                "auth.tokens[0].roles[0]: `reader` is not an IAM role ARN",
+            ),
+            (
+                "[\"arn:aws:iam::*\"]",
+                "auth.tokens[0].roles[0]: `arn:aws:iam::*` is not an IAM role ARN",
+            ),
+            (
+                "[\"arn:aws:iam::123456789012:user/u\"]",
+                "is not an IAM role ARN",
+            ),
+        ] {
+            let err = with(roles).unwrap_err().to_string();
+            assert!(err.contains(says), "{roles}: {err}");
         }
     }
 

@@ -4,7 +4,9 @@
 
 use super::Validator;
 use crate::config::raw::RawAws;
-use crate::config::{AwsConfig, ConfigError, DEFAULT_MAX_CONCURRENT_CALLS};
+use crate::config::{
+    AwsConfig, ConfigError, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_ROLES, MAX_MAX_ROLES,
+};
 
 impl Validator<'_> {
     /// Each part in the order its errors are reported.
@@ -38,6 +40,13 @@ impl Validator<'_> {
                 "must be at least 1 (0 would never call AWS)",
             ));
         }
+        let max_roles = raw.max_roles.unwrap_or(DEFAULT_MAX_ROLES);
+        if !(1..=MAX_MAX_ROLES).contains(&max_roles) {
+            return Err(self.invalid(
+                "secret-manager.aws.max-roles",
+                format!("`{max_roles}` must be from 1 to {MAX_MAX_ROLES}"),
+            ));
+        }
         Ok(AwsConfig {
             region,
             endpoint,
@@ -47,6 +56,7 @@ impl Validator<'_> {
             credentials,
             profile: raw.profile,
             max_concurrent_calls,
+            max_roles,
             convert_to_base64: raw.convert_to_base64.unwrap_or(false),
         })
     }
@@ -115,6 +125,25 @@ mod tests {
         let typo = yaml.replace("ssm-endpoint", "ssm-endpiont");
         let err = check(&typo).unwrap_err().to_string();
         assert!(err.contains("did you mean `ssm-endpoint`"), "{err}");
+    }
+
+    #[test]
+    fn max_roles_is_bounded() {
+        assert_eq!(check(SAMPLE).unwrap().aws.max_roles, 20);
+        let with = |n: &str| {
+            SAMPLE.replace(
+                "    resources:",
+                &format!("    max-roles: {n}\n    resources:"),
+            )
+        };
+        assert_eq!(check(&with("3")).unwrap().aws.max_roles, 3);
+        for bad in ["0", "1001"] {
+            let err = check(&with(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("secret-manager.aws.max-roles") && err.contains("from 1 to 1000"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

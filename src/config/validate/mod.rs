@@ -18,6 +18,7 @@ mod credentials;
 mod events;
 mod log;
 mod render;
+mod prefetch;
 mod resources;
 mod service;
 mod tls;
@@ -110,11 +111,13 @@ impl Validator<'_> {
         }
         let log_level = self.log_level(raw.log)?;
         let render = self.render(raw.render, &aws.resources)?;
+        let prefetch = self.prefetch(raw.prefetch, &cache)?;
         Ok(Config {
             source: self.file.to_owned(),
             service,
             aws,
             cache,
+            prefetch,
             auth: auth.tokens,
             protocol_scope: auth.protocol_scope,
             token_headers: auth.token_headers,
