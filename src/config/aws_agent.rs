@@ -293,10 +293,17 @@ pub fn convert_aws_agent_config(
         ));
     }
     if let Some(path) = &raw.credentials_file_path {
-        y.push_str(&format!(
-            "    credentials-file: {}   # credentials_file_path: keys from this file only, re-read when it changes\n",
-            serde_json::to_string(path).unwrap_or_default()
-        ));
+        let path = serde_json::to_string(path).unwrap_or_default();
+        if provider_file {
+            // The provider takes only temporary keys from the file.
+            y.push_str(&format!(
+                "    credentials-file: {{path: {path}, require-session-token: true}}   # credentials_file_path: keys from this file only (with a session token, as the provider), re-read when it changes\n"
+            ));
+        } else {
+            y.push_str(&format!(
+                "    credentials-file: {path}   # credentials_file_path: keys from this file only, re-read when it changes\n"
+            ));
+        }
     }
     if provider_file {
         y.push_str(&format!(

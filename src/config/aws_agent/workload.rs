@@ -41,6 +41,7 @@ struct SecretsManager {
     ignore_transient_errors: Option<bool>,
     validate_credentials: Option<bool>,
     prefetch: Option<Prefetch>,
+    credentials_file_path: Option<String>,
 }
 
 /// `[capabilities.secrets_manager.cache]`.
@@ -112,7 +113,7 @@ impl Form {
 }
 
 /// Each flat key and where the nested form keeps it.
-const NESTED_PATHS: [(&str, &str); 17] = [
+const NESTED_PATHS: [(&str, &str); 18] = [
     ("log_level", "logging.log_level"),
     ("log_to_file", "logging.log_to_file"),
     ("http_port", "capabilities.secrets_manager.http_port"),
@@ -145,6 +146,10 @@ const NESTED_PATHS: [(&str, &str); 17] = [
         "capabilities.secrets_manager.validate_credentials",
     ),
     ("prefetch", "capabilities.secrets_manager.prefetch"),
+    (
+        "credentials_file_path",
+        "capabilities.secrets_manager.credentials_file_path",
+    ),
     (
         "prefetch.cache_buffer_ratio",
         "capabilities.secrets_manager.prefetch.cache_buffer_ratio",
@@ -185,6 +190,7 @@ pub(super) fn flatten(mut raw: AwsAgentToml) -> Result<(AwsAgentToml, Form), Tom
         ),
         ("validate_credentials", raw.validate_credentials.is_some()),
         ("prefetch", raw.prefetch.is_some()),
+        ("credentials_file_path", raw.credentials_file_path.is_some()),
     ];
     if let Some((key, _)) = flat_set.iter().find(|(_, set)| *set) {
         return Err(TomlProblem::FlatBesideNested {
@@ -225,6 +231,7 @@ pub(super) fn flatten(mut raw: AwsAgentToml) -> Result<(AwsAgentToml, Form), Tom
     raw.ignore_transient_errors = sm.ignore_transient_errors;
     raw.validate_credentials = sm.validate_credentials;
     raw.prefetch = sm.prefetch;
+    raw.credentials_file_path = sm.credentials_file_path;
     Ok((raw, Form::Nested))
 }
 
@@ -246,6 +253,23 @@ mod tests {
     fn load(yaml: &str) -> Config {
         let yaml = yaml.replace("token-env: [AWS_TOKEN,", "token-env: [HOME,");
         Config::from_yaml(&yaml, Path::new("w.yaml")).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    #[test]
+    fn the_providers_credentials_file_takes_only_temporary_keys() {
+        // Nested, as its suite writes it: a session token is required.
+        let nested = "[capabilities.secrets_manager]\nregion = \"us-east-1\"\ncredentials_file_path = \"/run/creds\"\n";
+        let config = load(&convert(nested).unwrap());
+        let file = config.aws.credentials.file().expect("a credentials file");
+        assert_eq!(file.path, std::path::Path::new("/run/creds"));
+        assert!(file.require_session_token);
+        // Beside the nested tables, the flat key is refused by its nested name.
+        let both = format!("credentials_file_path = \"/x\"\n{nested}");
+        let e = convert(&both).unwrap_err();
+        assert!(
+            e.contains("capabilities.secrets_manager.credentials_file_path"),
+            "{e}"
+        );
     }
 
     #[test]
