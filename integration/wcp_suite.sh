@@ -31,13 +31,22 @@ iam.create_role(RoleName="asm-role-chaining-role", AssumeRolePolicyDocument=trus
 iam.put_role_policy(RoleName="asm-role-chaining-role", PolicyName="read",
                     PolicyDocument=allow(["secretsmanager:*"]))
 iam.create_role(RoleName="provider-no-access-role", AssumeRolePolicyDocument=trust)
-print(key["AccessKeyId"], key["SecretAccessKey"])
+# The provider takes only temporary keys from a credentials file, and its
+# file tests write the suite's own keys there: the suite runs as a role.
+admin = dict(kw, aws_access_key_id=key["AccessKeyId"],
+             aws_secret_access_key=key["SecretAccessKey"])
+iam = boto3.client("iam", **admin)
+role = iam.create_role(RoleName="suite-admin", AssumeRolePolicyDocument=trust)["Role"]
+iam.put_role_policy(RoleName="suite-admin", PolicyName="all", PolicyDocument=allow("*"))
+creds = boto3.client("sts", **admin).assume_role(
+    RoleArn=role["Arn"], RoleSessionName="suite", DurationSeconds=3600)["Credentials"]
+print(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
 PYEOF
 )
-read -r KEY SECRET <<< "$KEYS"
+read -r KEY SECRET TOKEN <<< "$KEYS"
 cd "$PEER/integration-tests"
 AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 \
-AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" \
+AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" AWS_SESSION_TOKEN="$TOKEN" \
   cargo test --no-fail-fast ${TESTS:---test cache_behavior --test configuration --test file_credentials \
     --test prefetch --test role_chaining --test secret_retrieval --test security \
     --test version_management} -- --test-threads=1 "$@"
