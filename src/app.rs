@@ -129,7 +129,7 @@ impl Core {
             .as_ref()
             .map(|events| (events::client(&sdk, events), events.queue_url.clone()));
         let roles = Roles::new(
-            RoleSettings::new(&config, sdk.clone(), aws.endpoint()),
+            RoleSettings::new(config, sdk.clone(), aws.endpoint()),
             metrics.clone(),
         );
         let upstream = Upstream::new(sdk, aws.endpoint());

@@ -10,7 +10,7 @@
 //!   chain, a web identity token (EKS IRSA) and container credentials (ECS,
 //!   EKS Pod Identity), so the agent works as a sidecar there too;
 //! - or, with `credentials-file`, keys from that file only, re-read when it
-//!   changes ([`file`]);
+//!   changes ([`file`](mod@file));
 //! - optionally an STS assume-role layer over any of them, signed with them.
 //!
 //! The aws-config providers do the work (IMDS, profile files, STS). What is

@@ -8,13 +8,13 @@
 //! wakes on the cache's change signal ([`crate::cache::Cache::changes`]:
 //! a refresh, a rotation event, a forced refresh), on a reload (SIGHUP),
 //! and every [`POLL`]; renders each file in memory and writes it only when
-//! its bytes would change ([`write`]), then runs its `on-change`
+//! its bytes would change ([`write`](mod@write)), then runs its `on-change`
 //! ([`command`]). A failure (AWS, a missing key, a template, a refused
 //! path) leaves the file as it was, is logged once and counted
 //! (`secret_agent_render_failures_total`), and is retried with backoff.
 //!
 //! - [`template`]: minijinja, strict undefined, `secret("<name>")`;
-//! - [`write`]: the safe, atomic write;
+//! - [`write`](mod@write): the safe, atomic write;
 //! - [`command`]: `on-change`, one run at a time per file.
 
 pub(crate) mod command;
