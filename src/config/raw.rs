@@ -275,11 +275,37 @@ pub(super) struct RawAssumeRole {
 fn arn_or_map<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<RawAssumeRole>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<RawAssumeRole>;
+    short_or_map(
+        deserializer,
+        "a role ARN or a map with role-arn, external-id, session-name, duration",
+        |role_arn| RawAssumeRole {
+            role_arn: role_arn.to_owned(),
+            external_id: None,
+            session_name: None,
+            duration: None,
+        },
+    )
+}
+
+/// A key written as text (its short form, which `short` turns into `T`)
+/// or as the map `T` reads (its long form); absent or `null` is none.
+fn short_or_map<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    short: fn(&str) -> T,
+) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T> {
+        expecting: &'static str,
+        short: fn(&str) -> T,
+    }
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Option<T>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a role ARN or a map with role-arn, external-id, session-name, duration")
+            f.write_str(self.expecting)
         }
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -288,21 +314,16 @@ fn arn_or_map<'de, D: Deserializer<'de>>(
             Ok(None)
         }
         fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(V)
+            d.deserialize_any(self)
         }
-        fn visit_str<E: de::Error>(self, role_arn: &str) -> Result<Self::Value, E> {
-            Ok(Some(RawAssumeRole {
-                role_arn: role_arn.to_owned(),
-                external_id: None,
-                session_name: None,
-                duration: None,
-            }))
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some((self.short)(text)))
         }
         fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-            RawAssumeRole::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
         }
     }
-    deserializer.deserialize_option(V)
+    deserializer.deserialize_option(V { expecting, short })
 }
 
 /// `credentials-file`, read from either form (see [`path_or_map`]).
@@ -323,33 +344,15 @@ pub(super) struct RawCredentialsFile {
 fn path_or_map<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<RawCredentialsFile>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<RawCredentialsFile>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a file path or a map with path, profile, require-session-token")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(V)
-        }
-        fn visit_str<E: de::Error>(self, path: &str) -> Result<Self::Value, E> {
-            Ok(Some(RawCredentialsFile {
-                path: path.to_owned(),
-                profile: None,
-                require_session_token: None,
-            }))
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-            RawCredentialsFile::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
-        }
-    }
-    deserializer.deserialize_option(V)
+    short_or_map(
+        deserializer,
+        "a file path or a map with path, profile, require-session-token",
+        |path| RawCredentialsFile {
+            path: path.to_owned(),
+            profile: None,
+            require_session_token: None,
+        },
+    )
 }
 
 /// `cache`.

@@ -163,10 +163,9 @@ impl Secret {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secret(text: &str) -> Secret {
+impl Secret {
+    /// A secret whose value is `text`, for tests of what reads values.
+    pub(crate) fn of_text(text: &str) -> Secret {
         let value = secret_bytes(text.as_bytes().to_vec());
         Secret {
             arn: "arn".into(),
@@ -178,6 +177,15 @@ mod tests {
             value,
             parameter: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(text: &str) -> Secret {
+        Secret::of_text(text)
     }
 
     #[test]

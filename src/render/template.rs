@@ -166,20 +166,9 @@ fn value_of(name: &str, secret: &Secret) -> Result<Value, TemplateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::secret_bytes;
 
     fn secret(text: &str) -> Arc<Secret> {
-        let value = secret_bytes(text.as_bytes().to_vec());
-        Arc::new(Secret {
-            arn: "arn".into(),
-            name: "n".into(),
-            version_id: None,
-            version_stages: vec![],
-            created_date: None,
-            kind: Secret::text_kind(&value),
-            value,
-            parameter: None,
-        })
+        Arc::new(Secret::of_text(text))
     }
 
     fn values(pairs: &[(&str, &str)]) -> HashMap<String, Arc<Secret>> {
