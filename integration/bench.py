@@ -396,6 +396,21 @@ def refresh_rounds(calls: list) -> tuple[float, float]:
     return per_round, per_round * HOT_TTL / period
 
 
+def rotate_with_event(h: Harness, arn: str, queue: str, value: str) -> float:
+    """Puts `value` as the secret's new version, then sends the queue the
+    event EventBridge would: when it was sent (time.monotonic())."""
+    h.cmd(op="call", service="secretsmanager", region=REGION, method="put_secret_value",
+          args={"SecretId": arn, "SecretString": value})
+    event = {"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
+             "region": REGION, "resources": [],
+             "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
+                        "requestParameters": {"secretId": arn}}}
+    started = time.monotonic()
+    h.cmd(op="call", service="sqs", region=REGION, method="send_message",
+          args={"QueueUrl": queue, "MessageBody": json.dumps(event)})
+    return started
+
+
 def events(h: Harness) -> None:
     """With `ttl: 1h` and an events queue: from a PutSecretValue's event
     reaching the queue to readers getting the new version."""
@@ -408,15 +423,7 @@ def events(h: Harness) -> None:
     assert get(url) == b"v0"
     times = []
     for i in range(1, 3 * ROUNDS + 1):
-        h.cmd(op="call", service="secretsmanager", region=REGION, method="put_secret_value",
-              args={"SecretId": arn, "SecretString": f"v{i}"})
-        event = {"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
-                 "region": REGION, "resources": [],
-                 "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
-                            "requestParameters": {"secretId": arn}}}
-        started = time.monotonic()
-        h.cmd(op="call", service="sqs", region=REGION, method="send_message",
-              args={"QueueUrl": queue, "MessageBody": json.dumps(event)})
+        started = rotate_with_event(h, arn, queue, f"v{i}")
         while get(url) != f"v{i}".encode():
             if time.monotonic() - started > 30:
                 raise RuntimeError("the event was not acted on within 30 s")
@@ -464,15 +471,7 @@ def render_rotation(h: Harness) -> None:
     assert content() == "v0"
     times = []
     for i in range(1, 3 * ROUNDS + 1):
-        h.cmd(op="call", service="secretsmanager", region=REGION, method="put_secret_value",
-              args={"SecretId": arn, "SecretString": f"v{i}"})
-        event = {"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
-                 "region": REGION, "resources": [],
-                 "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue",
-                            "requestParameters": {"secretId": arn}}}
-        started = time.monotonic()
-        h.cmd(op="call", service="sqs", region=REGION, method="send_message",
-              args={"QueueUrl": queue, "MessageBody": json.dumps(event)})
+        started = rotate_with_event(h, arn, queue, f"v{i}")
         while content() != f"v{i}":
             if time.monotonic() - started > 30:
                 raise RuntimeError("the file was not rewritten within 30 s of the event")
