@@ -759,13 +759,7 @@ async fn aws_refusing_the_credentials_is_upstream_access_denied() {
     let arn = world.create_secret(REGION, &name, "denied-value");
     let (reader_id, reader_secret) = world.iam_user("reader", &["secretsmanager:GetSecretValue"]);
     let (nobody_id, nobody_secret) = world.iam_user("nobody", &[]);
-    assert!(
-        world
-            .try_cmd(json!({"op": "call", "service": "iam", "region": REGION,
-            "method": "list_users", "args": {}}))
-            .is_err(),
-        "moto should enforce IAM by now"
-    );
+    world.assert_iam_enforced();
 
     let run = |id: &str, secret: &str| {
         no_cache(

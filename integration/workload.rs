@@ -87,13 +87,7 @@ async fn each_role_reads_with_its_own_credentials_and_cache_and_only_listed_toke
     let (norole_id, norole_secret) = world.iam_user("norole", &[]);
     let reader = role(&world, "reader", &["secretsmanager:GetSecretValue"]);
     let nobody = role(&world, "nobody", &[]);
-    assert!(
-        world
-            .try_cmd(json!({"op": "call", "service": "iam", "region": REGION,
-            "method": "list_users", "args": {}}))
-            .is_err(),
-        "moto should enforce IAM by now"
-    );
+    world.assert_iam_enforced();
     let (sm, sts) = (world.proxy(), world.proxy());
     let config = |id: &str, secret: &str| {
         AgentConfig::new()

@@ -107,6 +107,17 @@ impl World {
         self.cmd(json!({"op": "call", "service": service, "region": region, "method": method, "args": args}))
     }
 
+    /// Asserts that moto refuses unsigned calls now: the world's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT` is spent, so every key is checked.
+    pub(crate) fn assert_iam_enforced(&self) {
+        assert!(
+            self.try_cmd(json!({"op": "call", "service": "iam", "region": REGION,
+                "method": "list_users", "args": {}}))
+                .is_err(),
+            "moto should enforce IAM by now"
+        );
+    }
+
     /// An IAM user with an access key, allowed `actions` on every resource
     /// (moto checks the action, not the resource); no policy when `actions`
     /// is empty. Three IAM calls (two without a policy), which count against
