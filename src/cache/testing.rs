@@ -81,6 +81,7 @@ fn fake_secret(arn: &Arn, n: usize) -> Secret {
         kind: Kind::Text,
         value: secret_bytes(format!("value-{n}").into_bytes()),
         parameter: None,
+        compat_answer: crate::domain::BuiltOnce::default(),
     }
 }
 

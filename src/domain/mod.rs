@@ -11,7 +11,7 @@ mod version;
 pub(crate) use arn::Arn;
 pub(crate) use name::{NameError, ResourceName};
 pub(crate) use role::{RoleArn, RoleScope};
-pub(crate) use secret::{KeyError, Kind, ParameterInfo, Secret, secret_bytes};
+pub(crate) use secret::{BuiltOnce, KeyError, Kind, ParameterInfo, Secret, secret_bytes};
 pub(crate) use version::Version;
 
 /// Outside input as a config error shows it: at most 80 characters.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -48,6 +49,26 @@ impl Kind {
             Kind::Text => "text/plain; charset=utf-8",
             Kind::Binary => "application/octet-stream",
         }
+    }
+}
+
+/// An answer built from one secret version on its first read and shared by
+/// every read of that version after it (the AWS agent's GetSecretValue
+/// JSON): built once, not per request. A clone starts empty, so a secret
+/// copied with other fields never carries an answer built from the old ones.
+#[derive(Default)]
+pub(crate) struct BuiltOnce(OnceLock<Bytes>);
+
+impl BuiltOnce {
+    /// The answer, built by `build` if this is its first use.
+    pub(crate) fn get_or_build(&self, build: impl FnOnce() -> Bytes) -> Bytes {
+        self.0.get_or_init(build).clone()
+    }
+}
+
+impl Clone for BuiltOnce {
+    fn clone(&self) -> BuiltOnce {
+        BuiltOnce::default()
     }
 }
 
@@ -101,6 +122,9 @@ pub(crate) struct Secret {
     pub value: Bytes,
     /// For a parameter, what else GetParameter said; `None` for a secret.
     pub parameter: Option<ParameterInfo>,
+    /// The compatible routes' answer, built on its first read (it holds
+    /// the value, and is wiped with it).
+    pub compat_answer: BuiltOnce,
 }
 
 impl fmt::Debug for Secret {
@@ -176,6 +200,7 @@ impl Secret {
             kind: Secret::text_kind(&value),
             value,
             parameter: None,
+            compat_answer: BuiltOnce::default(),
         }
     }
 }
@@ -213,6 +238,28 @@ mod tests {
         assert_eq!(get("nope"), Err(KeyError::NoSuchKey("nope".into())));
         assert_eq!(secret("[1,2]").key("0"), Err(KeyError::NotJsonObject));
         assert_eq!(secret("plain").key("a"), Err(KeyError::NotJsonObject));
+    }
+
+    #[test]
+    fn an_answer_is_built_once_and_not_cloned() {
+        let s = secret("hunter2");
+        let builds = std::cell::Cell::new(0);
+        let build = || {
+            builds.set(builds.get() + 1);
+            secret_bytes(b"answer".to_vec())
+        };
+        let first = s.compat_answer.get_or_build(build);
+        let second = s.compat_answer.get_or_build(build);
+        assert_eq!((builds.get(), &first[..]), (1, &b"answer"[..]));
+        // The same bytes, shared: not built again.
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        // A copy with another value must build its own.
+        let copy = Secret {
+            value: secret_bytes(b"other".to_vec()),
+            ..s.clone()
+        };
+        copy.compat_answer.get_or_build(build);
+        assert_eq!(builds.get(), 2);
     }
 
     #[test]

@@ -14,17 +14,23 @@
 use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
-use actix_web::http::header::{CacheControl, CacheDirective};
+use std::sync::Arc;
+
+use actix_web::http::header::{
+    CACHE_CONTROL, CacheControl, CacheDirective, HeaderName, HeaderValue,
+};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use super::{ApiError, AppState, CACHE_HEADER, Target, echo};
+use super::{ApiError, AppState, Target, echo};
 use crate::access::Grant;
-use crate::domain::{Kind, RoleArn, Secret, secret_bytes};
+use crate::cache::CacheStatus;
+use crate::domain::{Kind, RoleArn, Secret, Version, secret_bytes};
 use crate::read::{ReadError, Snapshot};
+use crate::resources::Found;
 use crate::roles::RoleError;
 use crate::upstream::UpstreamError;
 
@@ -201,26 +207,25 @@ impl From<ApiError> for CompatError {
 }
 
 /// The query of the compatible routes. As the AWS agent: the last of a
-/// repeated parameter wins, an unknown one is named.
+/// repeated parameter wins, an unknown one is named. Values are borrowed
+/// from the query string unless they were percent-encoded.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Query {
-    secret_id: Option<String>,
-    version_stage: Option<String>,
-    version_id: Option<String>,
+struct Query<'q> {
+    secret_id: Option<Cow<'q, str>>,
+    version_stage: Option<Cow<'q, str>>,
+    version_id: Option<Cow<'q, str>>,
     refresh_now: bool,
     /// `roleArn`: read as this role, as the AWS Workload Credentials
     /// Provider does (if the token lists it).
     role: Option<RoleArn>,
 }
 
-impl Query {
+impl<'q> Query<'q> {
     /// `with_secret_id`: whether `secretId` is a parameter (not on `/v1/`).
-    fn parse(query: &str, with_secret_id: bool) -> Result<Query, CompatError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-            .map_err(|_| CompatError::text(StatusCode::BAD_REQUEST, "invalid query string"))?;
+    fn parse(query: &'q str, with_secret_id: bool) -> Result<Query<'q>, CompatError> {
         let mut q = Query::default();
-        for (name, value) in pairs {
-            match name.as_str() {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
                 "secretId" if with_secret_id => q.secret_id = Some(value),
                 "versionStage" => q.version_stage = Some(value),
                 "versionId" => q.version_id = Some(value),
@@ -291,21 +296,28 @@ pub(super) fn authorize<'s>(
 }
 
 /// `GET /secretsmanager/get?secretId=...`
-pub(super) async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn get_by_query(req: HttpRequest) -> HttpResponse {
+    // Borrowed, not extracted: `web::Data` would take a reference on the
+    // state that every worker thread shares.
+    let Some(state) = super::app_state(&req) else {
+        return HttpResponse::InternalServerError().finish();
+    };
     let started = super::request_started();
     let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;
     let result = async {
         let grant = authorize(&req, &snapshot)?;
         let q = Query::parse(req.query_string(), true)?;
-        let id = q
-            .secret_id
-            .clone()
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                CompatError::text(StatusCode::BAD_REQUEST, "missing parameter secretId")
-            })?;
-        serve(&state, &snapshot, &grant, &id, q, &mut target).await
+        let id = match &q.secret_id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => {
+                return Err(CompatError::text(
+                    StatusCode::BAD_REQUEST,
+                    "missing parameter secretId",
+                ));
+            }
+        };
+        serve(state, &snapshot, &grant, &id, q, &mut target).await
     }
     .await;
     respond(
@@ -318,10 +330,13 @@ pub(super) async fn get_by_query(req: HttpRequest, state: web::Data<AppState>) -
 }
 
 /// `GET /v1/<name>`
-pub(super) async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn get_by_path(req: HttpRequest) -> HttpResponse {
+    let Some(state) = super::app_state(&req) else {
+        return HttpResponse::InternalServerError().finish();
+    };
     let started = super::request_started();
     let raw = req.uri().path().strip_prefix("/v1/").unwrap_or_default();
-    let id = percent_decode_str(raw).decode_utf8_lossy().into_owned();
+    let id = percent_decode_str(raw).decode_utf8_lossy();
     let snapshot = state.reader.current.load();
     let mut target = Target::Unknown;
     let result = async {
@@ -333,7 +348,7 @@ pub(super) async fn get_by_path(req: HttpRequest, state: web::Data<AppState>) ->
             ));
         }
         let q = Query::parse(req.query_string(), false)?;
-        serve(&state, &snapshot, &grant, &id, q, &mut target).await
+        serve(state, &snapshot, &grant, &id, q, &mut target).await
     }
     .await;
     respond(&req, "/v1/", target, result, started)
@@ -348,10 +363,16 @@ pub(super) fn respond(
     started: Option<tokio::time::Instant>,
 ) -> HttpResponse {
     let response = match &result {
-        Ok((body, status)) => HttpResponse::Ok()
-            .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-            .insert_header((CACHE_HEADER, status.as_str()))
-            .body(body.clone()),
+        Ok((body, status)) => {
+            let mut response = HttpResponse::with_body(StatusCode::OK, body.clone());
+            let headers = response.headers_mut();
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                HeaderName::from_static(super::secrets::CACHE_HEADER_NAME),
+                HeaderValue::from_static(status.as_str()),
+            );
+            response.map_into_boxed_body()
+        }
         Err(err) => err.response(),
     };
     let cache = result.ok().map(|(_, s)| s);
@@ -376,10 +397,13 @@ async fn serve<'s>(
     snapshot: &'s Snapshot,
     grant: &Grant<'_>,
     id: &str,
-    q: Query,
+    q: Query<'_>,
     target: &mut Target<'s>,
 ) -> Result<(bytes::Bytes, crate::cache::CacheStatus), CompatError> {
-    let version = super::secrets::version(q.version_stage, q.version_id)?;
+    let version = super::secrets::version(
+        q.version_stage.map(Cow::into_owned),
+        q.version_id.map(Cow::into_owned),
+    )?;
     let found = if let Some(found) = snapshot.resources.lookup(id) {
         found
     } else if let Some((arn, names)) = snapshot.resources.by_arn(id) {
@@ -399,15 +423,45 @@ async fn serve<'s>(
         key: None,
     };
     grant.permit(&found.name).map_err(ApiError::from)?;
-    let read = match &q.role {
-        None => state.reader.read(&found, &version, q.refresh_now).await,
+    if let Some(role) = &q.role
+        && !grant.allows_role(role)
+    {
+        return Err(CompatError::role_denied(format!(
+            "this token may not read as role {}",
+            echo(role.as_str())
+        )));
+    }
+    // The hot path: a fresh value, its answer built once, nothing awaited.
+    if q.role.is_none() && !q.refresh_now {
+        if let Some(body) = state.reader.fresh(&found, &version, |secret| {
+            secret
+                .compat_answer
+                .get_or_build(|| get_secret_value_json(secret))
+        }) {
+            return Ok((body, CacheStatus::Hit));
+        }
+    }
+    // Boxed: the fetch's state is allocated only for reads that need it.
+    let (secret, status) = Box::pin(fetch(state, &found, &version, q.role, q.refresh_now)).await?;
+    let body = secret
+        .compat_answer
+        .get_or_build(|| get_secret_value_json(&secret));
+    Ok((body, status))
+}
+
+/// A read that the cache could not answer at once: fetched, refreshed, or
+/// read as a role.
+async fn fetch(
+    state: &AppState,
+    found: &Found<'_>,
+    version: &Version,
+    role: Option<RoleArn>,
+    refresh: bool,
+) -> Result<(Arc<Secret>, CacheStatus), CompatError> {
+    let read = match &role {
+        None => state.reader.read(found, version, refresh).await,
         Some(role) => {
-            if !grant.allows_role(role) {
-                return Err(CompatError::role_denied(format!(
-                    "this token may not read as role {}",
-                    echo(role.as_str())
-                )));
-            }
+            // The token's grant of the role was checked by `serve`.
             if !state.reader.serving.is_open() {
                 return Err(ApiError::Read(ReadError::NotServingYet).into());
             }
@@ -420,12 +474,11 @@ async fn serve<'s>(
             })?;
             state
                 .reader
-                .read_from(&cache, &found, &version, q.refresh_now)
+                .read_from(&cache, found, version, refresh)
                 .await
         }
     };
-    let (secret, status) = read.map_err(ApiError::from)?;
-    Ok((get_secret_value_json(&secret), status))
+    Ok(read.map_err(ApiError::from)?)
 }
 
 /// The GetSecretValue response shape, as the AWS agent returns it.
@@ -503,7 +556,8 @@ mod tests {
             (400, "unknown parameter: secretId".into())
         );
         let role = "arn:aws:iam::123456789012:role/reader";
-        let q = Query::parse(&format!("secretId=x&roleArn={role}"), true).unwrap();
+        let query = format!("secretId=x&roleArn={role}");
+        let q = Query::parse(&query, true).unwrap();
         assert_eq!(q.role.unwrap().as_str(), role);
         assert_eq!(
             text("secretId=x&roleArn=not-a-valid-arn", true),
@@ -602,6 +656,7 @@ mod tests {
             kind: Kind::Json,
             value: secret_bytes(br#"{"k":"v"}"#.to_vec()),
             parameter: None,
+            compat_answer: crate::domain::BuiltOnce::default(),
         };
         let json: serde_json::Value =
             serde_json::from_slice(&get_secret_value_json(&secret)).unwrap();

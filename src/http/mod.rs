@@ -35,7 +35,6 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use error::ApiError;
 use error::echo;
-pub(crate) use secrets::CACHE_HEADER;
 
 use crate::access::Grant;
 use crate::cache::{CacheStatus, Prefetch};

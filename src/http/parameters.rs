@@ -328,6 +328,7 @@ mod tests {
                 selector: Some(":3".into()),
                 source_result: None,
             }),
+            compat_answer: crate::domain::BuiltOnce::default(),
         };
         let json: serde_json::Value =
             serde_json::from_slice(&get_parameter_json(&parameter)).unwrap();

@@ -16,10 +16,9 @@ use crate::domain::Version;
 use crate::read::{ReadError, Snapshot};
 use crate::resources::Resolved;
 
-/// Header that says how the cache served a read.
-pub(crate) const CACHE_HEADER: &str = "Secret-Agent-Cache";
-/// [`CACHE_HEADER`] as HTTP/2 and `HeaderName::from_static` want it: lower case.
-const CACHE_HEADER_NAME: &str = "secret-agent-cache";
+/// Header that says how the cache served a read (`Secret-Agent-Cache`),
+/// as HTTP/2 and `HeaderName::from_static` want it: lower case.
+pub(super) const CACHE_HEADER_NAME: &str = "secret-agent-cache";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -240,6 +240,7 @@ fn to_secret(asked: &Arn, answer: Answer) -> Result<Secret, UpstreamError> {
     };
     Ok(Secret {
         parameter: None,
+        compat_answer: crate::domain::BuiltOnce::default(),
         arn: answer.arn.unwrap_or_else(|| asked.to_string()),
         name: answer.name.unwrap_or_default(),
         version_id: answer.version_id,

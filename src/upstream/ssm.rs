@@ -117,6 +117,7 @@ fn to_parameter(
             selector: parameter.selector,
             source_result: parameter.source_result,
         }),
+        compat_answer: crate::domain::BuiltOnce::default(),
     })
 }
 
