@@ -222,6 +222,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "connection limits (service.max-connections, over-limit, request-timeout, shutdown-timeout)",
         );
     }
+    if o.workers != n.workers {
+        changed.push("service.workers");
+    }
     if old.aws.max_concurrent_calls != new.aws.max_concurrent_calls {
         changed.push("secret-manager.aws.max-concurrent-calls");
     }

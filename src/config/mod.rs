@@ -202,9 +202,19 @@ pub(crate) struct ServiceConfig {
     pub(crate) request_timeout: Duration,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub(crate) shutdown_timeout: Duration,
+    /// Threads that serve connections (actix-web workers); a connection
+    /// stays on the worker that accepted it.
+    pub(crate) workers: usize,
 }
 
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Most `service.workers`.
+pub(crate) const MAX_WORKERS: usize = 64;
+
+/// The default `service.workers`: one per core the process may run on.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_WORKERS))
+}
 
 /// `service.over-limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,6 +95,8 @@ pub(super) struct RawService {
     pub request_timeout: Option<DurationValue>,
     /// Time in-flight requests get to finish on SIGTERM; default 10s.
     pub shutdown_timeout: Option<DurationValue>,
+    /// Threads that serve connections; default one per core.
+    pub workers: Option<usize>,
 }
 
 /// `service.tcp`.

@@ -75,7 +75,7 @@ pub(crate) fn bind(
     state: &AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Listeners> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = service.workers;
     let mut builder = Server::build()
         .workers(workers)
         // actix-server counts connections per worker.

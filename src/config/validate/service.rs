@@ -6,7 +6,7 @@ use super::Validator;
 use crate::config::raw::RawService;
 use crate::config::{
     ConfigError, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
-    OverLimit, ServiceConfig, TcpConfig,
+    MAX_WORKERS, OverLimit, ServiceConfig, TcpConfig, default_workers,
 };
 
 impl Validator<'_> {
@@ -46,9 +46,17 @@ impl Validator<'_> {
         if request_timeout.is_zero() {
             return Err(self.invalid("service.request-timeout", "must be more than 0"));
         }
+        let workers = raw.workers.unwrap_or_else(default_workers);
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(self.invalid(
+                "service.workers",
+                format!("must be 1 to {MAX_WORKERS}, got {workers}"),
+            ));
+        }
         Ok(ServiceConfig {
             tcp,
             uds,
+            workers,
             max_connections,
             over_limit,
             request_timeout,
@@ -108,6 +116,22 @@ mod tests {
             (5, Duration::from_secs(2))
         );
         assert_eq!(c.service.over_limit, OverLimit::Queue);
+        assert_eq!(c.service.workers, crate::config::default_workers());
+        let one = limits.replace("max-connections: 5", "max-connections: 5\n  workers: 1");
+        assert_eq!(check(&one).unwrap().service.workers, 1);
+        for bad in ["0", "65"] {
+            let err = check(&limits.replace(
+                "max-connections: 5",
+                &format!("max-connections: 5\n  workers: {bad}"),
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("service.workers")
+                    && err.contains(&format!("must be 1 to 64, got {bad}")),
+                "{err}"
+            );
+        }
         let refuse = limits.replace(
             "max-connections: 5",
             "max-connections: 5\n  over-limit: refuse",
