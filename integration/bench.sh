@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# The benchmark: builds in release, installs wrk (Debian) when missing,
-# starts moto, seeds secrets, runs the agent and a minimal actix-web
-# ceiling server, and prints one `name: value` line per figure (see
-# integration/bench.py), then runs the soak test for 60 s.
+# The benchmark: builds in release, installs wrk and openssl (Debian)
+# when missing, starts moto, seeds secrets, runs the agent and a minimal
+# actix-web ceiling server (plain and TLS), drives them with wrk and with
+# integration/protoload.rs (the secret agent protocol, new connections,
+# TLS handshakes), and prints one `name: value` line per figure, with its
+# target where it has one (see integration/bench.py), then runs the soak
+# test for 60 s.
 #
 #   integration/bench.sh            # everything
 #   BENCH_ROUNDS=5 BENCH_SECONDS=10 integration/bench.sh
+#   BENCH_STEPS=hot_path,tls,protocol integration/bench.sh
 #   SKIP_SOAK=1 integration/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v wrk >/dev/null; then
-  echo "== installing wrk" >&2
+# wrk for load; openssl for the `tls` step's self-signed certificate.
+missing=()
+for tool in wrk openssl; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}" >&2
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null
+    sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
 
@@ -27,7 +36,7 @@ if ! "$venv/bin/python" -c 'import moto, boto3' 2>/dev/null; then
 fi
 
 echo "== building (release)" >&2
-cargo build --quiet --release --bin secret-agent --example ceiling
+cargo build --quiet --release --bin secret-agent --example ceiling --example protoload
 
 "$venv/bin/python" integration/bench.py
 
