@@ -369,8 +369,11 @@ def tls(h: Harness) -> None:
            f"{med(flooded['agent'], 0) / med(flooded['ceiling'], 0):.3f}", "≥ 0.9")
 
 
-# Kept-alive reads under a handshake flood, over the same reads unflooded.
-FLOOD_TARGET = "≥ 0.5"
+# Kept-alive reads under a handshake flood, over the same reads unflooded: the
+# flood's client thread and the handshakes it causes take about half of the two
+# cores (measured 0.53 to 0.55, the TLS ceiling the same under the same flood);
+# starved clients would get a small fraction of that.
+FLOOD_TARGET = "≥ 0.4"
 
 
 def protocol_read(addr: tuple[str, int], resource: str) -> dict:
@@ -449,7 +452,10 @@ def protocol(h: Harness) -> None:
            PROTOCOL_TARGETS["per_request_rst_to_http_per_request"])
 
 
-# Set from the figures measured (docs/performance.md).
+# Set from the figures measured (docs/performance.md): protoload's blocking
+# clients reach about half of wrk's rate on the same agent, and a new connection
+# per request costs about ten kept-alive reads; the protocol's client closes
+# first, and its TIME_WAIT halves the per-request rate (`per-request-rst`).
 PROTOCOL_TARGETS = {"kept_open_to_http": "≥ 0.5", "kept_open_to_http_same_client": "≥ 0.9",
                     "per_request_to_http": "≥ 0.1", "per_request_to_http_per_request": "≥ 0.5",
                     "per_request_rst_to_http_per_request": "≥ 0.9"}
