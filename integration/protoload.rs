@@ -34,6 +34,12 @@
 //! request's time in ms (from connect, for the modes that connect each
 //! time), errors and the first error's message (never a secret value).
 
+// Blocking clients on the wall clock; no paused tokio clock to follow.
+#![allow(
+    clippy::disallowed_types,
+    reason = "load on real sockets runs on the wall clock, not tokio's paused one"
+)]
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
