@@ -432,14 +432,15 @@ async fn serve<'s>(
         )));
     }
     // The hot path: a fresh value, its answer built once, nothing awaited.
-    if q.role.is_none() && !q.refresh_now {
-        if let Some(body) = state.reader.fresh(&found, &version, |secret| {
+    if q.role.is_none()
+        && !q.refresh_now
+        && let Some(body) = state.reader.fresh(&found, &version, |secret| {
             secret
                 .compat_answer
                 .get_or_build(|| get_secret_value_json(secret))
-        }) {
-            return Ok((body, CacheStatus::Hit));
-        }
+        })
+    {
+        return Ok((body, CacheStatus::Hit));
     }
     // Boxed: the fetch's state is allocated only for reads that need it.
     let (secret, status) = Box::pin(fetch(state, &found, &version, q.role, q.refresh_now)).await?;
