@@ -211,9 +211,14 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Most `service.workers`.
 pub(crate) const MAX_WORKERS: usize = 64;
 
-/// The default `service.workers`: one per core the process may run on.
+/// The default `service.workers`: half the cores the process may run on,
+/// at least one. A connection stays on the worker thread that accepted it,
+/// so a worker that the scheduler preempts for a client on the same core
+/// delays all of its connections by a time slice; with fewer workers than
+/// cores, the clients the agent serves keep cores of their own (the
+/// figures are in docs/performance.md).
 pub(crate) fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_WORKERS))
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, MAX_WORKERS))
 }
 
 /// `service.over-limit`.
