@@ -101,7 +101,9 @@ class Agent:
         `service:` and `secret-manager.aws:` ones; without `keys`, the default chain;
         `sections` more top-level sections (`auth:`)."""
         self.dir = tempfile.TemporaryDirectory()
-        lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, "secret-manager:", "  aws:",
+        # BENCH_WORKERS: the agent's `service.workers` (and CEILING_WORKERS the ceiling's).
+        workers = f"  workers: {os.environ['BENCH_WORKERS']}" if os.environ.get("BENCH_WORKERS") else ""
+        lines = ["service:", "  tcp:", "    endpoint: 127.0.0.1:0", service, workers, "secret-manager:", "  aws:",
                  f"    region: {REGION}", f"    endpoint: {endpoint}", KEYS.rstrip("\n") if keys else "", aws,
                  "    resources:"]
         lines += [f"      {name}: {arn}" for name, arn in resources.items()]

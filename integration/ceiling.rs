@@ -42,8 +42,14 @@ fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     println!("{}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    // As the agent's default `service.workers`: half the cores, at least one.
-    let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+    // As the agent's default `service.workers`: half the cores, at least
+    // one; CEILING_WORKERS sets another number (as BENCH_WORKERS the agent's).
+    let workers = std::env::var("CEILING_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        });
     let app = move || {
         let (body, content_type) = (body.clone(), content_type.clone());
         App::new().default_service(web::to(move || {
