@@ -112,6 +112,22 @@ impl HttpServiceFactory for SecretsRoute {
     }
 }
 
+/// `/secretsmanager/get`, the AWS agent's route, matched second, exactly,
+/// and served as `/secrets` is: straight to its handler, with no resource
+/// (its guards, its default service) around it.
+struct CompatRoute;
+
+impl HttpServiceFactory for CompatRoute {
+    fn register(self, config: &mut AppService) {
+        config.register_service(
+            ResourceDef::new("/secretsmanager/get"),
+            None,
+            web::to(compat::get_by_query),
+            None,
+        );
+    }
+}
+
 /// Registers every route on an actix-web app.
 fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
@@ -120,10 +136,10 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         // regex on every request.
         cfg.app_data(web::Data::new(state))
             .service(SecretsRoute)
+            .service(CompatRoute)
             .route("/healthz", web::route().to(ops::healthz))
             .route("/readyz", web::route().to(ops::readyz))
             .route("/metrics", web::route().to(ops::metrics))
-            .route("/secretsmanager/get", web::route().to(compat::get_by_query))
             .route("/ping", web::route().to(compat::ping))
             .route("/start_serving", web::route().to(compat::start_serving))
             .route(parameters::PATH, web::route().to(parameters::get_parameter))
