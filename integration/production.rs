@@ -278,3 +278,36 @@ async fn readiness_counts_failing_prefetches_and_the_log_names_them() {
         agent.log()
     );
 }
+
+/// The agent's threads named as actix-server's workers name them (the
+/// kernel keeps 15 bytes of a thread's name).
+fn serving_threads(agent: &Agent) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("actix-server wo"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn workers_sets_the_threads_that_serve_connections() {
+    let f = Fixture::new();
+    let arn = f.secret("workers", "workers-value").arn;
+    for workers in [1, 3] {
+        let agent = Agent::start(&f.config().resource("w", &arn).workers(workers), &[]);
+        // It serves with any number of workers.
+        for _ in 0..workers * 2 {
+            assert_eq!(get(&agent.url("/secrets/w")).await.text(), "workers-value");
+        }
+        assert!(
+            eventually(Duration::from_secs(10), async || serving_threads(&agent)
+                == workers)
+            .await,
+            "workers: {workers}, serving threads: {}",
+            serving_threads(&agent)
+        );
+    }
+}

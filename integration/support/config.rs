@@ -105,6 +105,8 @@ struct Service {
     request_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workers: Option<usize>,
 }
 
 #[derive(Clone, Serialize)]
@@ -406,6 +408,12 @@ impl AgentConfig {
 
     pub(crate) fn shutdown_timeout(mut self, value: &str) -> AgentConfig {
         self.service.shutdown_timeout = Some(value.into());
+        self
+    }
+
+    /// `service.workers`: the threads that serve connections.
+    pub(crate) fn workers(mut self, workers: usize) -> AgentConfig {
+        self.service.workers = Some(workers);
         self
     }
 
