@@ -660,6 +660,7 @@ async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl()
     );
     // Rounds: calls more than half a second apart.
     let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut first_round_ids = std::collections::HashSet::new();
     let mut last = f64::MIN;
     for call in &calls {
         if call.time - last > 0.5 {
@@ -667,6 +668,9 @@ async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl()
         }
         last = call.time;
         rounds.last_mut().unwrap().push(call.secret_ids.len());
+        if rounds.len() == 1 {
+            first_round_ids.extend(call.secret_ids.iter().cloned());
+        }
     }
     // Three expiries in 10.5 s of a 3 s TTL, each round all 45 secrets,
     // at most 20 a call. From the second round on, the secrets expire
@@ -675,12 +679,19 @@ async fn refreshed_at_expiry_hot_secrets_cost_one_round_of_batch_calls_per_ttl()
     // reads may finish further apart than that, and then it takes one
     // call more. How a round splits its 45 depends on when each expiry is
     // seen (12 + 13 + 20 as well as 5 + 20 + 20); the cost is the same.
+    // Under load that first round has also been seen to ask again for
+    // secrets it had just fetched (20 + 20 + 5 + 16): it covers all 45 in
+    // at most 4 calls; from the second round on, each round is exact.
     assert_eq!(rounds.len(), 3, "{rounds:?}");
     for (i, round) in rounds.iter().enumerate() {
-        let most = if i == 0 { 4 } else { 3 };
-        assert!((3..=most).contains(&round.len()), "{rounds:?}");
-        assert_eq!(round.iter().sum::<usize>(), 45, "{rounds:?}");
         assert!(round.iter().all(|&n| n <= 20), "{rounds:?}");
+        if i == 0 {
+            assert!((3..=4).contains(&round.len()), "{rounds:?}");
+            assert_eq!(first_round_ids.len(), 45, "{rounds:?}");
+        } else {
+            assert_eq!(round.len(), 3, "{rounds:?}");
+            assert_eq!(round.iter().sum::<usize>(), 45, "{rounds:?}");
+        }
     }
 }
 
