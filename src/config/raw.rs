@@ -95,7 +95,7 @@ pub(super) struct RawService {
     pub request_timeout: Option<DurationValue>,
     /// Time in-flight requests get to finish on SIGTERM; default 10s.
     pub shutdown_timeout: Option<DurationValue>,
-    /// Threads that serve connections; default one per core.
+    /// Threads that serve connections; default half the cores, at least one.
     pub workers: Option<usize>,
 }
 

@@ -12,9 +12,8 @@
 //! the answer AWS gives for a secret that does not exist, without asking AWS.
 
 use std::borrow::Cow;
-use std::time::UNIX_EPOCH;
-
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use actix_web::http::header::{
     CACHE_CONTROL, CacheControl, CacheDirective, HeaderName, HeaderValue,
@@ -434,20 +433,22 @@ async fn serve<'s>(
     // The hot path: a fresh value, its answer built once, nothing awaited.
     if q.role.is_none()
         && !q.refresh_now
-        && let Some(body) = state.reader.fresh(&found, &version, |secret| {
-            secret
-                .compat_answer
-                .get_or_build(|| get_secret_value_json(secret))
-        })
+        && let Some(body) = state
+            .reader
+            .fresh(&found, &version, |secret| answer(secret))
     {
         return Ok((body, CacheStatus::Hit));
     }
     // Boxed: the fetch's state is allocated only for reads that need it.
     let (secret, status) = Box::pin(fetch(state, &found, &version, q.role, q.refresh_now)).await?;
-    let body = secret
+    Ok((answer(&secret), status))
+}
+
+/// A version's GetSecretValue JSON, built on its first read and kept with it.
+fn answer(secret: &Secret) -> bytes::Bytes {
+    secret
         .compat_answer
-        .get_or_build(|| get_secret_value_json(&secret));
-    Ok((body, status))
+        .get_or_build(|| get_secret_value_json(secret))
 }
 
 /// A read that the cache could not answer at once: fetched, refreshed, or

@@ -96,35 +96,14 @@ pub(crate) fn app(
         .default_service(web::to(not_found))
 }
 
-/// `/secrets` and everything under it, matched first, by a static prefix:
-/// the hot path goes through no route table and no nested router (as a
-/// scope would), straight to its handler.
-struct SecretsRoute;
+/// A hot route, registered in front of the others and served straight by
+/// its handler: no route table, no nested router (as a scope would), and no
+/// resource around it (its guards, its default service).
+struct Direct(ResourceDef, actix_web::Route);
 
-impl HttpServiceFactory for SecretsRoute {
+impl HttpServiceFactory for Direct {
     fn register(self, config: &mut AppService) {
-        config.register_service(
-            ResourceDef::prefix("/secrets"),
-            None,
-            web::to(secrets::get_secret),
-            None,
-        );
-    }
-}
-
-/// `/secretsmanager/get`, the AWS agent's route, matched second, exactly,
-/// and served as `/secrets` is: straight to its handler, with no resource
-/// (its guards, its default service) around it.
-struct CompatRoute;
-
-impl HttpServiceFactory for CompatRoute {
-    fn register(self, config: &mut AppService) {
-        config.register_service(
-            ResourceDef::new("/secretsmanager/get"),
-            None,
-            web::to(compat::get_by_query),
-            None,
-        );
+        config.register_service(self.0, None, self.1, None);
     }
 }
 
@@ -135,8 +114,16 @@ fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         // Static prefixes rather than `{tail:.*}` patterns: those run a
         // regex on every request.
         cfg.app_data(web::Data::new(state))
-            .service(SecretsRoute)
-            .service(CompatRoute)
+            // `/secrets` and everything under it first, by a static prefix;
+            // then the AWS agent's route, exactly.
+            .service(Direct(
+                ResourceDef::prefix("/secrets"),
+                web::to(secrets::get_secret),
+            ))
+            .service(Direct(
+                ResourceDef::new("/secretsmanager/get"),
+                web::to(compat::get_by_query),
+            ))
             .route("/healthz", web::route().to(ops::healthz))
             .route("/readyz", web::route().to(ops::readyz))
             .route("/metrics", web::route().to(ops::metrics))
