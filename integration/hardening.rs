@@ -656,6 +656,40 @@ fn a_slow_first_tls_request_has_one_window_from_accept() {
     assert_one_window("TLS", closed);
 }
 
+/// The handshake runs off the worker that accepted the connection; a client
+/// that stops in the middle of it still has its connection closed at the
+/// end of the one window (the handshake is not left running).
+#[test]
+fn a_tls_handshake_stalled_halfway_is_closed_within_one_window() {
+    use rustls::pki_types::ServerName;
+
+    let pki = pki();
+    let agent = slow_first_agent(|c| c.tls(tls(&pki, false)));
+    let client = tls_client_config(&pki);
+    let server = ServerName::try_from("127.0.0.1").unwrap();
+    let mut session = rustls::ClientConnection::new(client, server.clone()).unwrap();
+    let mut hello = Vec::new();
+    session.write_tls(&mut hello).unwrap();
+    assert!(hello.len() > 100, "a ClientHello of {} bytes", hello.len());
+    let (mut stream, connected) = slow_stream(&agent);
+    let closed = closed_after(&mut stream, connected, &hello[..hello.len() / 2], &[]);
+    assert_one_window("TLS handshake stalled halfway", closed);
+    // The agent still serves TLS.
+    let mut session = rustls::ClientConnection::new(tls_client_config(&pki), server).unwrap();
+    let mut sock = std::net::TcpStream::connect(agent.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls_stream = rustls::Stream::new(&mut session, &mut sock);
+    tls_stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    // The agent closes without close_notify after `Connection: close`.
+    let _ = tls_stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 #[test]
 fn a_slow_first_protocol_request_has_one_window_from_accept() {
     let agent = slow_first_agent(|c| c);

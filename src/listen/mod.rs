@@ -42,6 +42,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::aerospike;
 use crate::config::{OVER_LIMIT_HEADROOM, OverLimit, ServiceConfig};
@@ -99,16 +100,20 @@ pub(crate) fn bind(
         let scheme = match &tcp.tls {
             Some(tls) => {
                 let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(tls)?));
+                // The runtime `bind` runs on: the agent's multi-thread one.
+                let handshakes = tokio::runtime::Handle::current();
                 let conn = conn.clone();
                 builder = builder.listen("tls", listener, move || {
                     let acceptor = acceptor.clone();
+                    let handshakes = handshakes.clone();
                     // The handshake is bounded by the first request's window
                     // (see `Connections::factory`).
                     conn.factory(move |io: TcpStream| {
                         let acceptor = acceptor.clone();
+                        let handshakes = handshakes.clone();
                         async move {
                             let peer = tcp_setup(&io)?;
-                            let tls = acceptor.accept(io).await?;
+                            let tls = handshake(&handshakes, &acceptor, io).await?;
                             Ok((Stream::Tls(Box::new(tls)), peer))
                         }
                     })
@@ -169,6 +174,27 @@ impl OpenConnectionsGuard {
 impl Drop for OpenConnectionsGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A TLS handshake, run on `handshakes` (the agent's multi-thread runtime)
+/// rather than on the worker that accepted the connection: a handshake is a
+/// burst of CPU (the key exchange and the certificate signature), and on the
+/// worker it would stall every kept-alive connection that worker serves. The
+/// socket stays with the worker's reactor; the finished stream comes back to
+/// the worker. Dropped (the connection's deadline, a shutdown), the
+/// handshake is aborted.
+async fn handshake(
+    handshakes: &tokio::runtime::Handle,
+    acceptor: &TlsAcceptor,
+    io: TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let task = AbortOnDropHandle::new(handshakes.spawn(acceptor.accept(io)));
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(io::Error::other(format!(
+            "the TLS handshake did not finish: {e}"
+        ))),
     }
 }
 
