@@ -43,7 +43,7 @@ impl Inner {
                 .map(|entry| entry.key().clone());
             let Some(key) = oldest else { return };
             if let Some((key, slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
-                slot.state().retire(&self.bytes);
+                slot.state().retire(&self.bytes, &self.timers);
                 log::debug!(
                     "cache full; evicted {}{} ({})",
                     key.arn,
@@ -75,7 +75,7 @@ impl Inner {
             kept
         });
         for slot in removed {
-            slot.state().retire(&self.bytes);
+            slot.state().retire(&self.bytes, &self.timers);
         }
     }
 }

@@ -55,6 +55,7 @@
 //! - [`call`]: one call to AWS (a turn, the deadline), and [`Fetch`];
 //! - [`batch`]: BatchGetSecretValue, and single calls when it is refused;
 //! - [`schedule`]: after a fetch: refresh ahead, retries, the gather window;
+//! - [`timers`]: every entry's pending refresh or retry, in one queue;
 //! - [`prefetch`]: the start-up prefetch, its progress and retries;
 //! - [`evict`]: least recently used eviction, `max-bytes`, reload's removals;
 //! - [`budget`]: rate budgets (forced refreshes, new names under patterns);
@@ -71,6 +72,7 @@ mod schedule;
 mod slot;
 #[cfg(test)]
 mod testing;
+mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -95,6 +97,7 @@ use crate::upstream::UpstreamError;
 use self::budget::Budget;
 use self::key::{Key, KeyParts};
 use self::slot::Slot;
+use self::timers::Timers;
 
 pub(crate) use self::call::Fetch;
 pub(crate) use self::prefetch::Prefetch;
@@ -214,6 +217,8 @@ struct Inner {
     runtime: Handle,
     /// Every task the cache spawns runs until this is cancelled.
     tasks: CancellationToken,
+    /// Every entry's pending refresh or retry, run by one task.
+    timers: Arc<Timers>,
     /// Prefetch work (first attempts and retries) by ARN, children of
     /// `tasks`: a reload that removes the resource cancels its work. Also
     /// held while that work creates the ARN's slot, and by `retain`, so a
@@ -245,7 +250,7 @@ impl Cache {
         max_concurrent_calls: usize,
     ) -> Cache {
         let tasks = CancellationToken::new();
-        Cache {
+        let cache = Cache {
             _stop: Arc::new(tasks.clone().drop_guard()),
             inner: Arc::new(Inner {
                 fetcher,
@@ -258,13 +263,20 @@ impl Cache {
                 calls: Semaphore::new(max_concurrent_calls),
                 runtime: Handle::current(),
                 tasks,
+                timers: Arc::default(),
                 prefetching: Mutex::new(HashMap::new()),
                 batch_refused_until: Mutex::new(None),
                 due: Mutex::new(Vec::new()),
                 new_names: Mutex::new(Budget::default()),
                 changes: tokio::sync::watch::Sender::new(0),
             }),
-        }
+        };
+        let inner = &cache.inner;
+        drop(inner.spawn(timers::run(
+            Arc::clone(&inner.timers),
+            Arc::downgrade(inner),
+        )));
+        cache
     }
 
     /// Applies new settings (on reload); entries keep their values, and the

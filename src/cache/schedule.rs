@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::Inner;
 use super::key::Key;
 use super::slot::{Cached, Slot, cost};
+use super::timers::{Due, TimerId};
 use crate::backoff::Backoff;
 use crate::domain::Secret;
 use crate::domain::Version;
@@ -39,7 +39,7 @@ impl Inner {
         let settings = self.settings();
         let mut state = slot.state();
         state.inflight = None;
-        state.stop_timer();
+        state.stop_timer(&self.timers);
         state.last_outcome = Some(result.as_ref().map_or_else(UpstreamError::kind, |_| "ok"));
         let mut changed = false;
         let evict = match result {
@@ -69,7 +69,7 @@ impl Inner {
                 slot.read_since_fetch.store(false, Ordering::Relaxed);
                 let refresh_at = fetched_at + settings.ttl - settings.refresh_ahead;
                 if !state.retired {
-                    state.timer = Some(self.spawn_refresh(key, slot, refresh_at));
+                    state.timer = Some(self.timers.set(key, slot, refresh_at, Due::Refresh));
                 }
                 (!had_value && self.slots.len() > settings.max_entries)
                     || self.bytes.load(Ordering::Relaxed) > settings.max_bytes
@@ -92,8 +92,14 @@ impl Inner {
                     delay.as_millis()
                 );
                 if !state.retired {
-                    state.timer =
-                        Some(self.spawn_retry(key, slot, Instant::now() + delay, stale_until));
+                    // Unless the value would be past `max-stale` by then: it
+                    // is dropped at that point, and reads fail closed.
+                    let retry_at = Instant::now() + delay;
+                    state.timer = Some(if retry_at >= stale_until {
+                        self.timers.set(key, slot, stale_until, Due::Lapse)
+                    } else {
+                        self.timers.set(key, slot, retry_at, Due::Retry)
+                    });
                 }
                 false
             }
@@ -198,42 +204,29 @@ impl Inner {
         self.due.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// At `at`, refreshes the value if it was read since it was fetched.
-    fn spawn_refresh(self: &Arc<Self>, key: &Key, slot: &Arc<Slot>, at: Instant) -> AbortHandle {
-        let inner = Arc::downgrade(self);
-        let (key, slot) = (key.clone(), Arc::clone(slot));
-        self.spawn(async move {
-            tokio::time::sleep_until(at).await;
-            if !slot.read_since_fetch.load(Ordering::Relaxed) {
-                return; // idle: let it expire
-            }
-            if let Some(inner) = inner.upgrade() {
-                inner.refresh_soon(key, slot);
-            }
-        })
-        .abort_handle()
-    }
-
-    /// At `at`, tries again, unless the value has gone past `stale_until`,
-    /// in which case it is dropped and reads fail closed.
-    fn spawn_retry(
-        self: &Arc<Self>,
-        key: &Key,
-        slot: &Arc<Slot>,
-        at: Instant,
-        stale_until: Instant,
-    ) -> AbortHandle {
-        let inner = Arc::downgrade(self);
-        let (key, slot) = (key.clone(), Arc::clone(slot));
-        self.spawn(async move {
-            if at >= stale_until {
-                tokio::time::sleep_until(stale_until).await;
-                slot.lapsed.store(true, Ordering::Relaxed);
-                let mut state = slot.state();
-                let dropped = slot.value.swap(None).is_some();
-                if let Some(inner) = inner.upgrade() {
-                    state.count(&inner.bytes, 0);
+    /// Runs the timer `id` of `slot`, due now, unless it was stopped or
+    /// replaced since it left the queue.
+    pub(super) fn fire(self: &Arc<Self>, id: TimerId, key: Key, slot: Arc<Slot>, due: Due) {
+        let mut state = slot.state();
+        if state.timer != Some(id) {
+            return;
+        }
+        state.timer = None;
+        match due {
+            Due::Refresh => {
+                drop(state);
+                if !slot.read_since_fetch.load(Ordering::Relaxed) {
+                    return; // idle: let it expire
                 }
+                self.refresh_soon(key, slot);
+            }
+            Due::Retry => {
+                drop(self.start_fetch_locked(&key, &slot, &mut state));
+            }
+            Due::Lapse => {
+                slot.lapsed.store(true, Ordering::Relaxed);
+                let dropped = slot.value.swap(None).is_some();
+                state.count(&self.bytes, 0);
                 drop(state);
                 if dropped {
                     log::warn!(
@@ -241,14 +234,8 @@ impl Inner {
                         key.arn
                     );
                 }
-                return;
             }
-            tokio::time::sleep_until(at).await;
-            if let Some(inner) = inner.upgrade() {
-                drop(inner.start_fetch(&key, &slot));
-            }
-        })
-        .abort_handle()
+        }
     }
 }
 

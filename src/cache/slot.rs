@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::Inner;
 use super::budget::Budget;
 use super::key::Key;
 use super::negative::NotFound;
+use super::timers::{TimerId, Timers};
 use crate::domain::Secret;
 use crate::upstream::UpstreamError;
 
@@ -46,8 +46,8 @@ pub(super) struct SlotState {
     pub(super) inflight: Option<SharedFetch>,
     /// Consecutive transient failures since the last good fetch.
     pub(super) failures: u32,
-    /// The pending refresh or retry timer.
-    pub(super) timer: Option<AbortHandle>,
+    /// The pending refresh or retry timer, in `Inner::timers`.
+    pub(super) timer: Option<TimerId>,
     /// The slot has left the cache (evicted, or its resource removed): no
     /// timer is set any more.
     pub(super) retired: bool,
@@ -63,24 +63,36 @@ pub(super) struct SlotState {
 }
 
 impl Slot {
+    /// An empty slot, last used at `clock`.
+    pub(super) fn new(clock: u64) -> Slot {
+        Slot {
+            value: ArcSwapOption::empty(),
+            read_since_fetch: AtomicBool::new(false),
+            last_used: AtomicU64::new(clock),
+            version_changes: AtomicU64::new(0),
+            lapsed: AtomicBool::new(false),
+            state: Mutex::new(SlotState::default()),
+        }
+    }
+
     pub(super) fn state(&self) -> MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl SlotState {
-    pub(super) fn stop_timer(&mut self) {
+    pub(super) fn stop_timer(&mut self, timers: &Timers) {
         if let Some(timer) = self.timer.take() {
-            timer.abort();
+            timers.stop(timer);
         }
     }
 
     /// Called once the slot is out of the map: a fetch under way still
     /// answers its readers, but nothing is scheduled after it, and its
     /// value no longer counts against `max-bytes` (of `bytes`).
-    pub(super) fn retire(&mut self, bytes: &AtomicUsize) {
+    pub(super) fn retire(&mut self, bytes: &AtomicUsize, timers: &Timers) {
         self.retired = true;
-        self.stop_timer();
+        self.stop_timer(timers);
         self.count(bytes, 0);
     }
 
@@ -90,12 +102,6 @@ impl SlotState {
         bytes.fetch_add(cost, Ordering::Relaxed);
         bytes.fetch_sub(self.counted, Ordering::Relaxed);
         self.counted = cost;
-    }
-}
-
-impl Drop for SlotState {
-    fn drop(&mut self) {
-        self.stop_timer();
     }
 }
 
@@ -136,16 +142,7 @@ impl Inner {
         }
         self.slots
             .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    value: ArcSwapOption::empty(),
-                    read_since_fetch: AtomicBool::new(false),
-                    last_used: AtomicU64::new(now),
-                    version_changes: AtomicU64::new(0),
-                    lapsed: AtomicBool::new(false),
-                    state: Mutex::new(SlotState::default()),
-                })
-            })
+            .or_insert_with(|| Arc::new(Slot::new(now)))
             .clone()
     }
 
