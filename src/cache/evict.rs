@@ -43,7 +43,9 @@ impl Inner {
                 .map(|entry| entry.key().clone());
             let Some(key) = oldest else { return };
             if let Some((key, slot)) = self.slots.remove_if(&key, |_, slot| kind(slot)) {
-                slot.state().retire(&self.bytes, &self.timers);
+                if let Some(timer) = slot.state().retire(&self.bytes) {
+                    self.timers.stop(timer);
+                }
                 log::debug!(
                     "cache full; evicted {}{} ({})",
                     key.arn,
@@ -75,7 +77,9 @@ impl Inner {
             kept
         });
         for slot in removed {
-            slot.state().retire(&self.bytes, &self.timers);
+            if let Some(timer) = slot.state().retire(&self.bytes) {
+                self.timers.stop(timer);
+            }
         }
     }
 }

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::key::Key;
-use super::slot::{Cached, Slot, cost};
-use super::timers::{Due, TimerId};
+use super::slot::{Cached, Slot, TimerId, cost};
+use super::timers::Due;
 use crate::backoff::Backoff;
 use crate::domain::Secret;
 use crate::domain::Version;
@@ -39,7 +39,9 @@ impl Inner {
         let settings = self.settings();
         let mut state = slot.state();
         state.inflight = None;
-        state.stop_timer(&self.timers);
+        if let Some(timer) = state.timer.take() {
+            self.timers.stop(timer);
+        }
         state.last_outcome = Some(result.as_ref().map_or_else(UpstreamError::kind, |_| "ok"));
         let mut changed = false;
         let evict = match result {

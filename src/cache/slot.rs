@@ -13,7 +13,6 @@ use super::Inner;
 use super::budget::Budget;
 use super::key::Key;
 use super::negative::NotFound;
-use super::timers::{TimerId, Timers};
 use crate::domain::Secret;
 use crate::upstream::UpstreamError;
 
@@ -34,6 +33,14 @@ pub(super) struct Slot {
     pub(super) lapsed: AtomicBool,
     /// Coordination of fetches and timers; held briefly, never across an await.
     state: Mutex<SlotState>,
+}
+
+/// A pending timer in `Inner::timers` (see [`super::timers`]): when it is
+/// due, and a ticket that is never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct TimerId {
+    pub(super) at: Instant,
+    pub(super) ticket: u64,
 }
 
 pub(super) struct Cached {
@@ -81,19 +88,15 @@ impl Slot {
 }
 
 impl SlotState {
-    pub(super) fn stop_timer(&mut self, timers: &Timers) {
-        if let Some(timer) = self.timer.take() {
-            timers.stop(timer);
-        }
-    }
-
     /// Called once the slot is out of the map: a fetch under way still
     /// answers its readers, but nothing is scheduled after it, and its
-    /// value no longer counts against `max-bytes` (of `bytes`).
-    pub(super) fn retire(&mut self, bytes: &AtomicUsize, timers: &Timers) {
+    /// value no longer counts against `max-bytes` (of `bytes`). Returns the
+    /// pending timer, for the caller to stop in `Inner::timers`.
+    #[must_use]
+    pub(super) fn retire(&mut self, bytes: &AtomicUsize) -> Option<TimerId> {
         self.retired = true;
-        self.stop_timer(timers);
         self.count(bytes, 0);
+        self.timer.take()
     }
 
     /// Makes this slot's share of `bytes` `cost`, unless it is retired.

@@ -23,14 +23,7 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::key::Key;
-use super::slot::Slot;
-
-/// A pending timer: when it is due, and its ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct TimerId {
-    at: Instant,
-    ticket: u64,
-}
+use super::slot::{Slot, TimerId};
 
 /// What a timer does when it is due.
 #[derive(Debug, Clone, Copy)]
